@@ -1,0 +1,95 @@
+"""`tfrec-attn train` / `python -m pipelines.train`: train, evaluate and export a recommender.
+
+Precedence: built-in defaults < `--config FILE` (YAML) < flags given on the command line.
+"""
+
+import argparse
+import sys
+
+import yaml
+
+from tfrec_attn.training import TrainOptions, results_table, run_training
+
+MODEL_FLAGS = {  # flag dest -> SASRecConfig field
+    "max_len": "max_len", "dim": "dim", "blocks": "num_blocks", "heads": "num_heads",
+    "dropout": "dropout", "loss": "loss", "ffn_dim": "ffn_dim", "positional": "positional",
+    "l2": "l2",
+}
+RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
+             "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
+             "min_events", "synthetic_users", "synthetic_items", "synthetic_length", "verbose")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tfrec-attn train", description=__doc__.splitlines()[0])
+    add = p.add_argument
+    add("--config", help="YAML file with any of the options below (flags override it)")
+    add("--data", help="data file or directory (not needed for --format synthetic)")
+    add("--format", choices=["sasrec", "movielens", "csv", "parquet", "synthetic"])
+    add("--model", choices=["sasrec"], default="sasrec")
+    add("--output", help="run directory: metrics.json, curves, TensorBoard logs, checkpoint")
+    add("--export-root", help="TF Serving model base path (default saved_models; '' disables)")
+    add("--name", help="model name under the export root")
+    add("--epochs", type=int)
+    add("--batch-size", type=int)
+    add("--learning-rate", "--lr", dest="learning_rate", type=float)
+    add("--max-train-minutes", type=float, help="stop training cleanly after this wall time")
+    add("--patience", type=int, help="epochs without a better validation NDCG@10 before stopping")
+    add("--eval-protocol", choices=["full", "sampled-100"])
+    add("--seed", type=int)
+    add("--min-events", type=int, help="drop users with fewer events")
+    add("--synthetic-users", type=int)
+    add("--synthetic-items", type=int)
+    add("--synthetic-length", type=float, help="mean history length of synthetic users")
+    add("--verbose", type=int, help="Keras verbosity (1 = progress bars)")
+    add("--max-len", type=int)
+    add("--dim", type=int)
+    add("--blocks", type=int)
+    add("--heads", type=int)
+    add("--dropout", type=float)
+    add("--ffn-dim", type=int)
+    add("--positional", choices=["learned", "sinusoidal"])
+    add("--loss", choices=["softmax", "sampled", "bce"])
+    add("--l2", type=float)
+    return p
+
+
+def options_from_args(argv=None) -> TrainOptions:
+    args = parser().parse_args(argv)
+    config = {}
+    if args.config:
+        with open(args.config) as f:
+            config = yaml.safe_load(f) or {}
+        if not isinstance(config, dict):
+            raise SystemExit(f"{args.config}: expected a mapping of options, got {type(config)}")
+    model = dict(config.pop("model", {}) or {})
+    unknown = set(config) - set(RUN_FLAGS)
+    if unknown:
+        raise SystemExit(f"{args.config}: unknown options {sorted(unknown)}")
+    for flag, field in MODEL_FLAGS.items():
+        if getattr(args, flag) is not None:
+            model[field] = getattr(args, flag)
+    for flag in RUN_FLAGS:
+        if getattr(args, flag) is not None:
+            config[flag] = getattr(args, flag)
+    if config.get("export_root") == "":
+        config["export_root"] = None
+    return TrainOptions(model=model, **config)
+
+
+def main(argv=None) -> int:
+    try:
+        options = options_from_args(argv)
+    except ValueError as err:
+        print(f"tfrec-attn train: {err}", file=sys.stderr)
+        return 2
+    metrics = run_training(options)
+    print(results_table(metrics))
+    print(f"\nmetrics: {options.output}/metrics.json")
+    if "export_path" in metrics:
+        print(f"SavedModel (TF Serving layout): {metrics['export_path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

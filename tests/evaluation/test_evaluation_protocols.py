@@ -1,0 +1,221 @@
+"""Protocol behaviour: exclusion, sampling determinism, padding/OOV handling, validation."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import tfrec_attn.evaluation as ev
+
+VOCAB = 30
+
+
+def _fixed_scorer(table):
+    """A score_fn that returns the same row of scores for every user."""
+    table = np.asarray(table, dtype=np.float64)
+    return lambda batch: np.tile(table, (len(batch), 1))
+
+
+def _oracle(targets_by_first_item):
+    """A score_fn that puts the target (looked up by history[0]) strictly on top."""
+
+    def score(batch):
+        scores = np.random.default_rng(len(batch)).random((len(batch), VOCAB))
+        for row, history in enumerate(batch):
+            scores[row, targets_by_first_item[int(history[0])]] = 2.0
+        return scores
+
+    return score
+
+
+@pytest.fixture
+def users():
+    rng = np.random.default_rng(123)
+    histories = [
+        rng.choice(np.arange(2, VOCAB), size=rng.integers(1, 8), replace=False) for _ in range(37)
+    ]
+    targets = np.array([np.setdiff1d(np.arange(2, VOCAB), h)[0] for h in histories])
+    return histories, targets
+
+
+def test_history_item_that_would_outrank_target_is_excluded():
+    scores = np.zeros(VOCAB)
+    scores[5], scores[7] = 2.0, 1.0  # item 5 beats target 7 but is in the history
+    args = (_fixed_scorer(scores), [np.array([5, 3])], np.array([7]), VOCAB)
+    assert ev.evaluate(*args, ks=(1,))["hr@1"] == 1.0
+    assert ev.evaluate(*args, ks=(1,), exclude_history=False)["hr@1"] == 0.0
+
+
+def test_target_is_never_excluded_even_if_in_history():
+    scores = np.zeros(VOCAB)
+    scores[7] = 1.0
+    out = ev.evaluate(_fixed_scorer(scores), [np.array([7, 4, 7])], np.array([7]), VOCAB, ks=(1,))
+    assert out["hr@1"] == 1.0
+
+
+@pytest.mark.parametrize("protocol", ["full", "sampled", "sampled-5"])
+def test_pad_and_oov_never_counted(protocol):
+    scores = np.zeros(VOCAB)
+    scores[:2] = 100.0  # padding and OOV would beat everything
+    scores[9] = 1.0
+    out = ev.evaluate(
+        _fixed_scorer(scores),
+        [np.array([0, 1, 3])],
+        np.array([9]),
+        VOCAB,
+        protocol,
+        ks=(1,),
+        num_negatives=26,  # every real item except the history item and the target
+    )
+    assert out["hr@1"] == 1.0
+
+
+@pytest.mark.parametrize("protocol", ["full", "sampled", "sampled-10"])
+def test_constant_scorer_scores_zero(protocol, users):
+    histories, targets = users
+    out = ev.evaluate(
+        _fixed_scorer(np.ones(VOCAB)),
+        histories,
+        targets,
+        VOCAB,
+        protocol,
+        ks=(1, 5),
+        num_negatives=8,
+    )
+    assert out["hr@5"] == 0.0 and out["mrr"] < 0.2
+
+
+@pytest.mark.parametrize("protocol", ["full", "sampled-20"])
+def test_oracle_gets_perfect_hit_rate(protocol):
+    histories = [np.array([h]) for h in range(2, 12)]
+    targets = np.array([h + 10 for h in range(2, 12)])
+    oracle = _oracle({h: h + 10 for h in range(2, 12)})
+    out = ev.evaluate(oracle, histories, targets, VOCAB, protocol, ks=(1,))
+    assert out["hr@1"] == 1.0 and out["mrr"] == 1.0
+
+
+def test_sampled_is_deterministic_and_independent_of_batch_size(users):
+    histories, targets = users
+    noisy = lambda batch: np.stack(  # noqa: E731 - a deterministic per-user scorer
+        [np.random.default_rng(int(h.sum())).random(VOCAB) for h in batch]
+    )
+    runs = [
+        ev.evaluate(
+            noisy, histories, targets, VOCAB, "sampled", num_negatives=10, seed=7, batch_size=bs
+        )
+        for bs in (1, 5, 512)
+    ]
+    assert runs[0] == runs[1] == runs[2]
+    other_seed = ev.evaluate(noisy, histories, targets, VOCAB, "sampled", num_negatives=10, seed=8)
+    assert other_seed != runs[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sampled_negatives_avoid_history_and_target(seed):
+    rng = np.random.default_rng(seed)
+    history = np.array([0, 2, 3, 4, 5, 6, 1])
+    for count in (5, 20, 22):  # sparse (rejection) and dense (explicit set) paths
+        negatives = ev.sample_negatives(rng, history, 9, VOCAB, count)
+        assert negatives.size == count == np.unique(negatives).size
+        assert not np.isin(negatives, [0, 1, 2, 3, 4, 5, 6, 9]).any()
+        assert negatives.min() >= 2 and negatives.max() < VOCAB
+
+
+def test_sampled_negatives_too_many_raises():
+    with pytest.raises(ValueError, match="num_negatives=30"):
+        ev.sample_negatives(np.random.default_rng(0), np.array([2]), 3, VOCAB, 30)
+
+
+def test_protocol_uses_negatives_only_outside_history():
+    """A scorer that loves history items would lose if a history item were a negative."""
+    history = np.arange(2, 20)
+    scores = np.zeros(VOCAB)
+    scores[history] = 5.0
+    scores[25] = 1.0
+    out = ev.evaluate(_fixed_scorer(scores), [history], np.array([25]), VOCAB, "sampled-8", ks=(1,))
+    assert out["hr@1"] == 1.0
+
+
+def test_full_protocol_reports_coverage_and_sampled_does_not(users):
+    histories, targets = users
+    scorer = _fixed_scorer(np.arange(VOCAB, dtype=float))
+    full = ev.evaluate(scorer, histories, targets, VOCAB, ks=(1, 5))
+    sampled = ev.evaluate(scorer, histories, targets, VOCAB, "sampled-5", ks=(1, 5))
+    assert 0.0 < full["coverage@1"] <= full["coverage@5"] <= 1.0
+    assert not any(key.startswith("coverage") for key in sampled)
+    assert all(type(v) is float for v in full.values())
+    assert full["users"] == float(len(targets))
+
+
+@pytest.mark.parametrize(
+    "scores, k, exclude, expected",
+    [
+        ([[9, 9, 1, 5, 5, 3]], 3, None, [[3, 4, 5]]),  # ties go to lower id; pad/OOV skipped
+        ([[0, 0, 1, 7, 2]], 2, [np.array([3])], [[4, 2]]),
+        ([[0, 0, 1, 7, 2]], 3, [np.array([2, 3])], [[4, 0, 0]]),  # PAD_ID fills the tail
+        ([[0, 0, -np.inf, 1, -np.inf]], 3, None, [[3, 2, 4]]),
+    ],
+)
+def test_topk_from_scores(scores, k, exclude, expected):
+    assert ev.topk_from_scores(np.array(scores, dtype=float), k, exclude).tolist() == expected
+
+
+@pytest.mark.parametrize("ties", ["none", "many", "mixed"])
+def test_topk_matches_stable_argsort(ties):
+    rng = np.random.default_rng(0)
+    scores = rng.random((20, 40))
+    if ties != "none":
+        rows = slice(None) if ties == "many" else slice(0, 20, 3)
+        scores[rows] = rng.integers(0, 5, size=scores[rows].shape)
+    expected = np.argsort(-scores[:, 2:], axis=1, kind="stable")[:, :7] + 2
+    np.testing.assert_array_equal(ev.topk_from_scores(scores, 7), expected)
+
+
+@pytest.mark.parametrize(
+    "scores, k, match",
+    [
+        (np.zeros((2, 5)), 4, r"k must be in \[1, 3\]"),
+        (np.zeros((2, 5)), 0, r"k must be in"),
+        (np.zeros(5), 1, "2-D"),
+        (np.array([[0.0, 0.0, np.nan, 1.0]]), 1, "NaN"),
+    ],
+)
+def test_topk_validation(scores, k, match):
+    with pytest.raises(ValueError, match=match):
+        ev.topk_from_scores(scores, k)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"targets": np.array([3, 4])}, "same length"),
+        ({"protocol": "leave-one-out"}, "protocol must be"),
+        ({"protocol": "sampled-0"}, "num_negatives must be a positive"),
+        ({"targets": np.array([1])}, r"targets must be real item ids in \[2, 30\)"),
+        ({"targets": np.array([30])}, r"\[2, 30\)"),
+        ({"score_fn": lambda b: np.zeros((len(b), 29))}, r"\(1, 30\).*Received: \(1, 29\)"),
+        ({"score_fn": lambda b: np.full((len(b), 30), np.nan)}, "NaN"),
+        ({"histories": [np.array([31])]}, "histories must hold ids"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"vocab_size": 2}, "vocab_size"),
+        ({"ks": (0,)}, "k must be a positive"),
+        ({"ks": (40,)}, "max\\(ks\\)=40"),
+        ({"targets": np.array([], dtype=np.int64), "histories": []}, "empty"),
+    ],
+)
+def test_evaluate_validation(kwargs, match):
+    call = {
+        "score_fn": _fixed_scorer(np.zeros(VOCAB)),
+        "histories": [np.array([2])],
+        "targets": np.array([3]),
+        "vocab_size": VOCAB,
+    } | kwargs
+    with pytest.raises(ValueError, match=match):
+        ev.evaluate(**call)
+
+
+def test_evaluation_package_does_not_import_tensorflow():
+    package = pathlib.Path(ev.__file__).parent
+    for path in package.glob("*.py"):
+        source = path.read_text()
+        assert "tensorflow" not in source.replace("no TensorFlow", "") and "_keras" not in source

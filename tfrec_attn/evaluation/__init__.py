@@ -1,0 +1,54 @@
+"""Offline evaluation for next-item recommenders, in numpy only (no TensorFlow import).
+
+Leave-one-out protocols (`evaluate`), ranking metrics from target ranks (`summarize` and the
+single metrics) and non-neural baselines (`PopularityRecommender`, `CooccurrenceRecommender`).
+Ids follow `tfrec_attn.data`: `PAD_ID = 0` and `OOV_ID = 1` are never candidates.
+"""
+
+from tfrec_attn.evaluation._ids import FIRST_ITEM_ID, OOV_ID, PAD_ID
+from tfrec_attn.evaluation.baselines import (
+    CooccurrenceRecommender,
+    PopularityRecommender,
+    evaluate_baselines,
+)
+from tfrec_attn.evaluation.metrics import (
+    check_cutoffs,
+    coverage,
+    f1,
+    hit_rate,
+    mrr,
+    ndcg,
+    precision,
+    ranks_from_scores,
+    recall,
+    summarize,
+)
+from tfrec_attn.evaluation.protocols import (
+    evaluate,
+    parse_protocol,
+    sample_negatives,
+    topk_from_scores,
+)
+
+__all__ = [
+    "FIRST_ITEM_ID",
+    "OOV_ID",
+    "PAD_ID",
+    "CooccurrenceRecommender",
+    "PopularityRecommender",
+    "check_cutoffs",
+    "coverage",
+    "evaluate",
+    "evaluate_baselines",
+    "f1",
+    "hit_rate",
+    "mrr",
+    "ndcg",
+    "parse_protocol",
+    "precision",
+    "ranks_from_scores",
+    "recall",
+    "sample_negatives",
+    "summarize",
+    "topk_from_scores",
+]

@@ -1,0 +1,63 @@
+"""TF Serving's versioned layout `<root>/<name>/<version>/`, written atomically."""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def existing_versions(model_dir: str | os.PathLike) -> list[int]:
+    """The complete version directories (integer names) under `model_dir`, ascending."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        return []
+    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(model_dir: str | os.PathLike) -> int:
+    """One more than the newest existing version (1 for a new model)."""
+    versions = existing_versions(model_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+@contextlib.contextmanager
+def atomic_version_dir(model_dir: str | os.PathLike, version: int | None = None):
+    """Yields a scratch directory; on success renames it to `model_dir/<version>`.
+
+    The scratch directory lives beside the versions (same file system, so `os.rename` is atomic)
+    under a name TF Serving ignores (not an integer). If the body raises, the scratch directory
+    is removed and no version appears; existing versions are never touched.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_version_dir(root / "m") as scratch:
+    ...     _ = (scratch / "saved_model.pb").write_bytes(b"x")
+    >>> existing_versions(root / "m")
+    [1]
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir) if version is None else int(version)
+    final = model_dir / str(version)
+    if final.exists():
+        raise FileExistsError(f"Version {version} already exists at {final}; refusing to overwrite.")
+    scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    try:
+        yield scratch
+        os.rename(scratch, final)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def keep_latest(model_dir: str | os.PathLike, keep: int) -> list[int]:
+    """Deletes all but the `keep` newest versions; returns the deleted version numbers."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1. Received: keep={keep}")
+    versions = existing_versions(model_dir)
+    doomed = versions[:-keep]
+    for version in doomed:
+        shutil.rmtree(Path(model_dir) / str(version))
+    return doomed

@@ -1,0 +1,104 @@
+"""Masks in one place: the large negative, causal masks, mask merging and masked softmax.
+
+Every attention variant builds its boolean `(batch, 1 | heads, T, S)` mask here, so padding and
+causality behave identically across the family. All ops are TFLite builtins (comparisons, casts,
+`where`, `softmax`).
+"""
+
+from tfrec_attn._keras import tf
+
+# Added to masked logits before softmax. Logits are float32 here (see `masked_softmax`), so one
+# large value serves every compute dtype, including float16.
+LARGE_NEGATIVE = -1e9
+
+
+def causal_mask(query_length, key_length) -> tf.Tensor:
+    """Boolean `(1, T, S)` mask letting query `i` see keys `j <= i + (S - T)`.
+
+    Queries and keys are aligned at their ends, which for self-attention (`T == S`) is the usual
+    lower-triangular mask.
+
+    Example:
+    >>> causal_mask(3, 3).numpy()[0].astype(int).tolist()
+    [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    """
+    rows = tf.range(query_length)[:, None] + (key_length - query_length)
+    cols = tf.range(key_length)[None, :]
+    return tf.greater_equal(rows, cols)[None, :, :]
+
+
+def merge_masks(
+    query_mask=None,
+    value_mask=None,
+    attention_mask=None,
+    causal: bool = False,
+    query_length=None,
+    key_length=None,
+):
+    """Combines padding, explicit and causal masks into one boolean `(batch, 1, T, S)` mask.
+
+    Args:
+        query_mask: `(batch, T)` boolean, `True` for real query positions, or `None`.
+        value_mask: `(batch, S)` boolean, `True` for real key/value positions, or `None`.
+        attention_mask: `(batch, T, S)` boolean, or `None`.
+        causal: whether query `i` may only see keys up to `i` (end-aligned).
+        query_length: `T`, needed when `causal`.
+        key_length: `S`, needed when `causal`.
+
+    Returns:
+        A boolean `(batch | 1, 1, T | 1, S)` tensor, or `None` when nothing is masked.
+
+    Example:
+    >>> m = merge_masks(value_mask=tf.constant([[False, True, True]]), causal=True,
+    ...                 query_length=3, key_length=3)
+    >>> m.numpy()[0, 0].astype(int).tolist()
+    [[0, 0, 0], [0, 1, 0], [0, 1, 1]]
+    """
+    mask = None
+
+    def _and(a, b):
+        return b if a is None else tf.logical_and(a, b)
+
+    if value_mask is not None:
+        mask = _and(mask, tf.cast(value_mask, tf.bool)[:, None, None, :])
+    if query_mask is not None:
+        mask = _and(mask, tf.cast(query_mask, tf.bool)[:, None, :, None])
+    if attention_mask is not None:
+        mask = _and(mask, tf.cast(attention_mask, tf.bool)[:, None, :, :])
+    if causal:
+        mask = _and(mask, causal_mask(query_length, key_length)[:, None, :, :])
+    return mask
+
+
+def masked_softmax(logits: tf.Tensor, mask=None, axis: int = -1) -> tf.Tensor:
+    """Softmax in float32 where masked positions get exactly zero weight.
+
+    Rows with no visible position (e.g. padded queries) get all-zero weights rather than a uniform
+    distribution, so padding never leaks into outputs.
+
+    Example:
+    >>> w = masked_softmax(tf.zeros((1, 3)), tf.constant([[True, True, False]]))
+    >>> w.numpy().round(2).tolist()
+    [[0.5, 0.5, 0.0]]
+    """
+    logits = tf.cast(logits, tf.float32)
+    if mask is None:
+        return tf.nn.softmax(logits, axis=axis)
+    mask = tf.cast(mask, tf.bool)
+    weights = tf.nn.softmax(tf.where(mask, logits, LARGE_NEGATIVE), axis=axis)
+    return weights * tf.cast(mask, tf.float32)
+
+
+def sequence_mask_from_ids(ids: tf.Tensor, pad_id: int = 0) -> tf.Tensor:
+    """`True` where `ids != pad_id`; the explicit padding mask models pass between layers."""
+    return tf.not_equal(ids, tf.cast(pad_id, ids.dtype))
+
+
+def apply_sequence_mask(outputs: tf.Tensor, mask=None) -> tf.Tensor:
+    """Zeroes `(batch, T, ...)` outputs at padded positions (`mask` is `(batch, T)`)."""
+    if mask is None:
+        return outputs
+    mask = tf.cast(mask, outputs.dtype)
+    for _ in range(outputs.shape.rank - 2):
+        mask = mask[..., None]
+    return outputs * mask

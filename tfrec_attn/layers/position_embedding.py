@@ -1,0 +1,140 @@
+"""Learned and sinusoidal positional embeddings, aligned to the most recent position."""
+
+import math
+
+import numpy as np
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.layers.utils import clone_initializer
+from tfrec_attn.registry import register
+
+
+def _right_aligned(table: tf.Tensor, length) -> tf.Tensor:
+    """The last `length` rows of `table`: position `-1` always means the most recent item."""
+    return table[tf.shape(table)[0] - length:]
+
+
+@register()
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned position embedding to a `(batch, T, dim)` sequence.
+
+    Positions are counted from the end (right-aligned), so a left-padded history keeps the same
+    embedding for its most recent item whatever its length or the batch's padded length.
+
+    Args:
+        max_length: int. Longest sequence supported.
+        initializer: embedding initializer. Defaults to `"glorot_uniform"`.
+
+    Call arguments:
+        inputs: `(batch, T, dim)` with `T <= max_length`.
+        mask: optional `(batch, T)` padding mask; passed through unchanged.
+
+    Returns:
+        `inputs + positions`, same shape.
+
+    Example:
+    >>> from tfrec_attn._keras import tf
+    >>> PositionEmbedding(max_length=10)(tf.zeros((2, 4, 8))).shape
+    TensorShape([2, 4, 8])
+    """
+
+    def __init__(self, max_length: int, initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive int. Received: {max_length!r}")
+        self.max_length = max_length
+        self.initializer = keras.initializers.get(initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.position_embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.max_length, input_shape[-1]),
+            initializer=clone_initializer(self.initializer),
+        )
+        super().build(input_shape)
+
+    def call(self, inputs, mask=None):
+        table = tf.cast(self.position_embeddings, inputs.dtype)
+        return inputs + _right_aligned(table, tf.shape(inputs)[1])[None]
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_prunable_weights(self) -> list:
+        return []  # a few hundred values that every prediction reads: pruning saves nothing
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            max_length=self.max_length,
+            initializer=keras.initializers.serialize(self.initializer),
+        )
+        return config
+
+
+def sinusoid_table(length: int, dim: int, base: float = 10000.0) -> np.ndarray:
+    """The fixed `(length, dim)` sin/cos table of Vaswani et al. (sin in even, cos in odd)."""
+    positions = np.arange(length)[:, None]
+    rates = np.exp(-math.log(base) * (np.arange(0, dim, 2) / dim))[None, :]
+    table = np.zeros((length, dim), dtype=np.float32)
+    table[:, 0::2] = np.sin(positions * rates)
+    table[:, 1::2] = np.cos(positions * rates[:, : dim // 2])
+    return table
+
+
+@register()
+class SinusoidalPositionEmbedding(keras.layers.Layer):
+    """Adds the fixed sinusoidal position encoding to a `(batch, T, dim)` sequence.
+
+    Right-aligned like `PositionEmbedding`: the most recent item gets the largest position.
+
+    Args:
+        max_length: int. Longest sequence supported.
+        base: float. Wavelength base. Defaults to `10000.0`.
+
+    Call arguments:
+        inputs: `(batch, T, dim)`.
+        mask: optional `(batch, T)` padding mask; passed through unchanged.
+
+    Returns:
+        `inputs + encoding`, same shape.
+
+    Example:
+    >>> from tfrec_attn._keras import tf
+    >>> SinusoidalPositionEmbedding(max_length=10)(tf.zeros((1, 3, 4))).shape
+    TensorShape([1, 3, 4])
+    """
+
+    def __init__(self, max_length: int, base: float = 10000.0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive int. Received: {max_length!r}")
+        self.max_length = max_length
+        self.base = base
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self._table = tf.constant(sinusoid_table(self.max_length, input_shape[-1], self.base))
+        super().build(input_shape)
+
+    def call(self, inputs, mask=None):
+        table = tf.cast(self._table, inputs.dtype)
+        return inputs + _right_aligned(table, tf.shape(inputs)[1])[None]
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_prunable_weights(self) -> list:
+        return []
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(max_length=self.max_length, base=self.base)
+        return config

@@ -1,0 +1,68 @@
+"""Top-k over catalogue scores with the user's history (and padding/OOV ids) excluded."""
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.layers.masking import LARGE_NEGATIVE
+from tfrec_attn.registry import register
+
+
+@register()
+class HistoryTopK(keras.layers.Layer):
+    """`[scores (batch, vocab), history (batch, T)]` -> `(top_ids (batch, k), top_scores)`.
+
+    Items in the history and the reserved ids below `first_item_id` get a large negative score
+    before `top_k`, so they are never recommended (unless `exclude_history=False`). Uses only
+    TFLite builtin ops (`SCATTER_ND`, `SELECT`, `TOPK_V2`).
+
+    Args:
+        k: int. How many items to return.
+        exclude_history: bool. Drop the items in the history.
+        first_item_id: int. Ids below it (padding, OOV) are never returned. Defaults to `2`.
+
+    Call arguments:
+        inputs: `[scores, history]`.
+
+    Returns:
+        `(ids int64 (batch, k), scores float32 (batch, k))`.
+
+    Example:
+    >>> from tfrec_attn._keras import tf
+    >>> ids, _ = HistoryTopK(k=2)([tf.constant([[9., 8., 1., 5., 3.]]), tf.constant([[0, 3]])])
+    >>> ids.numpy().tolist()
+    [[4, 2]]
+    """
+
+    def __init__(self, k: int = 10, exclude_history: bool = True, first_item_id: int = 2,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(k, int) or k <= 0:
+            raise ValueError(f"k must be a positive int. Received: k={k!r}")
+        self.k = k
+        self.exclude_history = exclude_history
+        self.first_item_id = first_item_id
+
+    def call(self, inputs):
+        scores, history = inputs
+        scores = tf.cast(scores, tf.float32)
+        vocab = tf.shape(scores)[1]
+        allowed = tf.range(vocab)[None, :] >= self.first_item_id
+        if self.exclude_history:
+            history = tf.cast(history, tf.int32)
+            batch, length = tf.shape(history)[0], tf.shape(history)[1]
+            rows = tf.tile(tf.range(batch)[:, None], [1, length])
+            ids = tf.clip_by_value(history, 0, vocab - 1)
+            indices = tf.reshape(tf.stack([rows, ids], axis=-1), [-1, 2])
+            seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.float32),
+                                 tf.stack([batch, vocab]))
+            allowed = tf.logical_and(allowed, seen < 0.5)
+        scores = tf.where(allowed, scores, LARGE_NEGATIVE)
+        top_scores, top_ids = tf.math.top_k(scores, k=self.k)
+        return tf.cast(top_ids, tf.int64), top_scores
+
+    def get_prunable_weights(self) -> list:
+        return []
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(k=self.k, exclude_history=self.exclude_history,
+                      first_item_id=self.first_item_id)
+        return config

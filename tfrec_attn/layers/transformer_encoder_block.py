@@ -1,0 +1,151 @@
+"""A Transformer encoder block (pre- or post-LN) around tfrec_attn's multi-head attention."""
+
+from tfrec_attn._keras import keras
+from tfrec_attn.layers import masking
+from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
+from tfrec_attn.layers.utils import clone_initializer, prunable_kernels
+from tfrec_attn.registry import register
+
+
+@register()
+class TransformerEncoderBlock(keras.layers.Layer):
+    """Self-attention + position-wise feed-forward, each with a residual and layer norm.
+
+    Outputs at padded positions are zero (as in SASRec), so padding never feeds later blocks.
+
+    Args:
+        num_heads: int. Attention heads.
+        intermediate_dim: int or None. Feed-forward width; defaults to the input dim.
+        dropout: float. Dropout on attention weights, sublayer outputs and the FFN.
+        norm_first: bool. Pre-LN (`True`, stabler for deep stacks) or post-LN.
+        causal: bool. Causal self-attention.
+        activation: feed-forward activation. Defaults to `"gelu"`.
+        layer_norm_epsilon: float.
+        kernel_initializer: initializer for every kernel.
+
+    Call arguments:
+        inputs: `(batch, T, dim)`.
+        mask: boolean padding mask `(batch, T)`. Pass it explicitly (`mask=...`) in models that
+            will be pruned: TFMOT's pruning wrapper drops Keras' implicit mask.
+        training: bool, for dropout.
+        return_attention_scores: bool. Also return `(batch, heads, T, T)` weights.
+
+    Returns:
+        `(batch, T, dim)`, and the attention weights when asked.
+
+    Example:
+    >>> from tfrec_attn._keras import tf
+    >>> block = TransformerEncoderBlock(num_heads=2, causal=True)
+    >>> block(tf.ones((2, 6, 8)), mask=tf.sequence_mask([2, 6], 6)).shape
+    TensorShape([2, 6, 8])
+    """
+
+    def __init__(
+        self,
+        num_heads: int = 1,
+        intermediate_dim: int | None = None,
+        dropout: float = 0.0,
+        norm_first: bool = True,
+        causal: bool = False,
+        activation="gelu",
+        layer_norm_epsilon: float = 1e-6,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if intermediate_dim is not None and intermediate_dim <= 0:
+            raise ValueError(
+                f"intermediate_dim must be positive. Received: intermediate_dim={intermediate_dim}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.norm_first = norm_first
+        self.causal = causal
+        self.activation = keras.activations.get(activation)
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if dim % self.num_heads:
+            raise ValueError(
+                f"The input dim ({dim}) must be divisible by num_heads ({self.num_heads})."
+            )
+        policy = self.dtype_policy
+        self.attention = MultiHeadAttention(
+            num_heads=self.num_heads, dropout=self.dropout, causal=self.causal,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=policy, name="self_attention",
+        )
+        self.attention.build(input_shape)
+        self.attention_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="attention_norm")
+        self.attention_norm.build(input_shape)
+        self.ffn_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="ffn_norm")
+        self.ffn_norm.build(input_shape)
+        width = self.intermediate_dim or dim
+        self.ffn_inner = keras.layers.Dense(
+            width, activation=self.activation, dtype=policy, name="ffn_inner",
+            kernel_initializer=clone_initializer(self.kernel_initializer))
+        self.ffn_inner.build(input_shape)
+        self.ffn_outer = keras.layers.Dense(
+            dim, dtype=policy, name="ffn_outer",
+            kernel_initializer=clone_initializer(self.kernel_initializer))
+        self.ffn_outer.build(input_shape[:-1] + (width,) if isinstance(input_shape, tuple)
+                             else input_shape[:-1].concatenate([width]))
+        self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
+        self.ffn_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
+        super().build(input_shape)
+
+    def _sublayer(self, x, norm, fn):
+        """Residual around `fn` with the norm before (pre-LN) or after (post-LN)."""
+        if self.norm_first:
+            return x + fn(norm(x))
+        return norm(x + fn(x))
+
+    def call(self, inputs, mask=None, training=None, return_attention_scores=False):
+        weights = []
+
+        def attend(x):
+            out, w = self.attention(x, mask=mask, training=training, return_attention_scores=True)
+            weights.append(w)
+            return self.attention_dropout(out, training=training)
+
+        def feed_forward(x):
+            hidden = self.ffn_inner(x)
+            return self.ffn_dropout(self.ffn_outer(hidden), training=training)
+
+        x = self._sublayer(inputs, self.attention_norm, attend)
+        x = self._sublayer(x, self.ffn_norm, feed_forward)
+        x = masking.apply_sequence_mask(x, mask)
+        if return_attention_scores:
+            return x, weights[0]
+        return x
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_prunable_weights(self) -> list:
+        return prunable_kernels(self)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            intermediate_dim=self.intermediate_dim,
+            dropout=self.dropout,
+            norm_first=self.norm_first,
+            causal=self.causal,
+            activation=keras.activations.serialize(self.activation),
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

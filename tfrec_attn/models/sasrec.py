@@ -1,0 +1,176 @@
+"""SASRec-style sequential recommender: functional towers, wired to TFRS tasks by `SASRec`."""
+
+import dataclasses
+
+import tensorflow_recommenders as tfrs
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.layers import (
+    HistoryTopK,
+    ItemEmbedding,
+    LastPosition,
+    PaddingMask,
+    PositionEmbedding,
+    SinusoidalPositionEmbedding,
+    TransformerEncoderBlock,
+)
+from tfrec_attn.models import losses
+from tfrec_attn.registry import register
+
+LOSSES = ("softmax", "sampled", "bce")
+
+
+@dataclasses.dataclass
+class SASRecConfig:
+    """Hyper-parameters of the sequential recommender (every field has a measured default).
+
+    Args:
+        vocab_size: number of item ids including padding (0) and OOV (1).
+        max_len: history length the model reads (longer histories keep the most recent items).
+        dim: embedding and hidden size.
+        num_blocks: Transformer blocks.
+        num_heads: attention heads per block.
+        dropout: dropout rate in the blocks and on the embeddings.
+        ffn_dim: feed-forward width; `None` means `dim`.
+        norm_first: pre-LN blocks (`True`) or post-LN.
+        activation: feed-forward activation.
+        positional: `"learned"` or `"sinusoidal"`.
+        loss: `"softmax"` (full catalogue cross-entropy), `"sampled"` (in-batch sampled softmax
+            with log-Q correction and accidental-hit removal, TFRS `Retrieval`) or `"bce"`
+            (binary cross-entropy with one random negative per position, the original SASRec).
+        l2: L2 penalty on looked-up embeddings.
+    """
+
+    vocab_size: int
+    max_len: int = 50
+    dim: int = 64
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout: float = 0.2
+    ffn_dim: int | None = None
+    norm_first: bool = True
+    activation: str = "gelu"
+    positional: str = "learned"
+    loss: str = "softmax"
+    l2: float = 0.0
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}. Received: loss={self.loss!r}")
+        if self.positional not in ("learned", "sinusoidal"):
+            raise ValueError(
+                f"positional must be 'learned' or 'sinusoidal'. Received: {self.positional!r}")
+        for name in ("vocab_size", "max_len", "dim", "num_blocks", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build_sequence_encoder(config: SASRecConfig) -> keras.Model:
+    """The query tower: history ids `(batch, T)` -> states `(batch, T, dim)` at every position.
+
+    A functional model (TFMOT can prune/quantize it); the padding mask is derived from the ids and
+    passed explicitly to every block. `T` may be shorter than `max_len` (right-aligned positions).
+    """
+    ids = keras.Input((None,), dtype="int64", name="history")
+    padding = PaddingMask(name="padding_mask")(ids)
+    x = ItemEmbedding(config.vocab_size, config.dim, scale_by_dim=True, l2=config.l2,
+                      name="item_embedding")(ids)
+    if config.positional == "learned":
+        x = PositionEmbedding(config.max_len, name="position_embedding")(x)
+    else:
+        x = SinusoidalPositionEmbedding(config.max_len, name="position_embedding")(x)
+    x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
+    for i in range(config.num_blocks):
+        x = TransformerEncoderBlock(
+            num_heads=config.num_heads, intermediate_dim=config.ffn_dim, dropout=config.dropout,
+            norm_first=config.norm_first, causal=True, activation=config.activation,
+            name=f"block_{i}",
+        )(x, mask=padding)
+    if config.norm_first:
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
+    return keras.Model(ids, x, name="sequence_encoder")
+
+
+def build_scoring_model(encoder: keras.Model) -> keras.Model:
+    """History `(batch, T)` -> scores over the whole catalogue `(batch, vocab)` (last position)."""
+    ids = encoder.input
+    state = LastPosition(name="user_state")(encoder.output)
+    scores = encoder.get_layer("item_embedding")(state, mode="score")
+    return keras.Model(ids, scores, name="catalogue_scores")
+
+
+def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = True
+                     ) -> keras.Model:
+    """History `(batch, T)` -> `{"item_ids": (batch, k) int64, "scores": (batch, k)}`.
+
+    The serving/TFLite graph: encoder, tied catalogue scores, history exclusion and top-k, all
+    inside one functional model.
+    """
+    scoring = build_scoring_model(encoder)
+    top_ids, top_scores = HistoryTopK(k=k, exclude_history=exclude_history, name="top_k")(
+        [scoring.output, scoring.input])
+    outputs = {"item_ids": top_ids, "scores": top_scores}
+    return keras.Model(scoring.input, outputs, name="recommender")
+
+
+@register()
+class SASRec(tfrs.Model):
+    """Self-attentive sequential recommender (Kang & McAuley, 2018) trained on every position.
+
+    The towers are functional models (see `build_sequence_encoder`); this thin `tfrs.Model`
+    wires them to the loss in `compute_loss`, so `model.fit` trains on a `tf.data` dataset of
+    `{"history": (B, T), "targets": (B, T)}` where `targets[:, t]` is the item after
+    `history[:, t]` (0 where there is none).
+
+    Args:
+        config: `SASRecConfig` or a dict of its fields.
+        item_probabilities: `(vocab,)` sampling probabilities of items in the training data
+            (for the sampled loss's log-Q correction); defaults to uniform.
+
+    Call arguments:
+        inputs: history ids `(batch, T)` or a dict with `"history"`.
+
+    Returns:
+        Scores over the catalogue `(batch, vocab)` from the last position.
+
+    Example:
+    >>> from tfrec_attn._keras import tf
+    >>> model = SASRec(SASRecConfig(vocab_size=20, max_len=5, dim=8, num_blocks=1))
+    >>> model(tf.constant([[0, 0, 2, 3, 4]], tf.int64)).shape
+    TensorShape([1, 20])
+    """
+
+    def __init__(self, config, item_probabilities=None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, SASRecConfig) else SASRecConfig(**config)
+        self.encoder = build_sequence_encoder(self.config)
+        self.item_embedding = self.encoder.get_layer("item_embedding")
+        self.scorer = build_scoring_model(self.encoder)
+        self.loss_fn = losses.make_loss(self.config.loss, self.config.vocab_size,
+                                        item_probabilities)
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            inputs = inputs["history"]
+        return self.scorer(inputs, training=training)
+
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        states = self.encoder(inputs["history"], training=training)
+        targets = inputs["targets"]
+        positions = tf.greater(targets, 0)
+        states = tf.boolean_mask(states, positions)   # (N, dim): only positions with a target
+        targets = tf.boolean_mask(targets, positions)  # (N,)
+        return self.loss_fn(states, targets, self.item_embedding, training=training)
+
+    def topk_model(self, k: int = 10, exclude_history: bool = True) -> keras.Model:
+        """The functional serving model (see `build_topk_model`), sharing this model's weights."""
+        return build_topk_model(self.encoder, k=k, exclude_history=exclude_history)
+
+    def get_config(self) -> dict:
+        return {"config": self.config.to_dict()}

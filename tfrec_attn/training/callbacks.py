@@ -1,0 +1,84 @@
+"""Keras callbacks for recommender training: ranking evaluation each epoch and a time budget."""
+
+import time
+
+import numpy as np
+
+from tfrec_attn._keras import keras
+from tfrec_attn.evaluation import evaluate
+
+
+class RankingEvaluation(keras.callbacks.Callback):
+    """Computes ranking metrics on held-out rows at the end of every epoch into `logs`.
+
+    Metrics land in `logs` as `{prefix}{name}` (e.g. `val_ndcg@10`), so Keras' `EarlyStopping`,
+    `TensorBoard` and `History` see them. It must come before those in the callback list.
+
+    Args:
+        score_fn: `list[np.ndarray] -> (batch, vocab)` scores (see `make_score_fn`).
+        histories / targets: the held-out rows.
+        vocab_size: number of ids.
+        protocol: `"full"` or `"sampled-100"`.
+        prefix: log-name prefix. Defaults to `"val_"`.
+        logged: metrics put in `logs` (all of them are kept in `records`).
+    """
+
+    def __init__(self, score_fn, histories, targets, vocab_size: int, protocol: str = "full",
+                 ks=(1, 5, 10, 20), prefix: str = "val_", seed: int = 0,
+                 logged=("ndcg@10", "hr@10", "mrr")):
+        super().__init__()
+        self.score_fn = score_fn
+        self.histories = histories
+        self.targets = targets
+        self.vocab_size = vocab_size
+        self.protocol = protocol
+        self.ks = ks
+        self.prefix = prefix
+        self.seed = seed
+        self.logged = tuple(logged)
+        self.records: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = evaluate(self.score_fn, self.histories, self.targets, self.vocab_size,
+                           protocol=self.protocol, ks=self.ks, seed=self.seed)
+        record = {"epoch": epoch + 1}
+        for name, value in metrics.items():
+            if name == "users":
+                continue
+            record[name] = value
+            if logs is not None and name in self.logged:
+                logs[self.prefix + name] = value
+        self.records.append(record)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training cleanly once `minutes` of wall time have passed (checked every batch).
+
+    The epoch in progress ends early, its `on_epoch_end` callbacks still run (so evaluation and
+    best-weight tracking see it), and `fit` returns normally.
+    """
+
+    def __init__(self, minutes: float | None):
+        super().__init__()
+        self.seconds = None if minutes is None else float(minutes) * 60.0
+        self.started = None
+        self.stopped = False
+        self.elapsed = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.elapsed = time.monotonic() - self.started
+        if self.seconds is not None and self.elapsed >= self.seconds:
+            self.stopped = True
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        self.elapsed = time.monotonic() - self.started
+
+
+def best_epoch(records: list[dict], monitor: str) -> dict:
+    """The record with the highest `monitor` value (first one on ties)."""
+    values = [r.get(monitor, -np.inf) for r in records]
+    return records[int(np.argmax(values))] if records else {}

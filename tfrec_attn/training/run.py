@@ -1,0 +1,168 @@
+"""One training run end to end: data -> fit -> evaluate (+ baselines) -> report -> export."""
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.data import build_sequences, generate_synthetic, leave_one_out, read_interactions
+from tfrec_attn.data import make_training_dataset
+from tfrec_attn.evaluation import evaluate, evaluate_baselines
+from tfrec_attn.export import export_saved_model
+from tfrec_attn.models import SASRec, SASRecConfig
+from tfrec_attn.training.callbacks import RankingEvaluation, TimeBudget
+from tfrec_attn.training.plots import plot_training_curves
+from tfrec_attn.training.scoring import make_score_fn
+
+MONITOR = "ndcg@10"
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Everything one run needs; `pipelines/train.py` fills it from flags and a YAML file."""
+
+    data: str | None = None
+    format: str = "synthetic"
+    output: str = "runs/latest"
+    export_root: str | None = "saved_models"
+    name: str = "sasrec"
+    export_k: int = 10
+    epochs: int = 200
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    max_train_minutes: float | None = None
+    patience: int = 5
+    eval_protocol: str = "full"
+    seed: int = 0
+    min_events: int = 3
+    synthetic_users: int = 2000
+    synthetic_items: int = 1000
+    synthetic_length: float = 30.0
+    verbose: int = 1
+    model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields
+
+    def __post_init__(self):
+        if self.format != "synthetic" and not self.data:
+            raise ValueError(f"--data is required for format {self.format!r}.")
+        if self.max_train_minutes is not None and self.max_train_minutes <= 0:
+            raise ValueError(
+                f"max_train_minutes must be positive. Received: {self.max_train_minutes}")
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise ValueError(f"epochs and batch_size must be positive. Received: "
+                             f"epochs={self.epochs}, batch_size={self.batch_size}")
+
+
+def load_data(options: TrainOptions):
+    """The interaction frame for `options` (a reader, or the seeded synthetic generator)."""
+    if options.format == "synthetic":
+        return generate_synthetic(num_users=options.synthetic_users,
+                                  num_items=options.synthetic_items,
+                                  mean_length=options.synthetic_length, seed=options.seed)
+    return read_interactions(options.data, options.format)
+
+
+def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
+    """Empirical item frequencies in the training positions (the sampled loss's log-Q)."""
+    counts = np.bincount(np.concatenate(train), minlength=vocab_size).astype(np.float64)
+    counts += 1e-3  # unseen items keep a tiny probability instead of log(0)
+    return counts / counts.sum()
+
+
+def build_model(options: TrainOptions, vocab_size: int, train) -> SASRec:
+    config = SASRecConfig(vocab_size=vocab_size, **options.model)
+    model = SASRec(config, item_probabilities=item_probabilities(train, vocab_size))
+    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate))
+    return model
+
+
+def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
+    max_len = model.config.max_len
+    dataset = make_training_dataset(split.train, max_len, options.batch_size, seed=options.seed)
+    score_fn = make_score_fn(model.scorer, max_len)
+    evaluation = RankingEvaluation(score_fn, split.valid_histories, split.valid_targets,
+                                   vocab_size, protocol=options.eval_protocol, seed=options.seed)
+    budget = TimeBudget(options.max_train_minutes)
+    callbacks = [
+        evaluation,
+        keras.callbacks.EarlyStopping(monitor="val_" + MONITOR, mode="max",
+                                      patience=options.patience, restore_best_weights=True),
+        budget,
+        keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")),
+    ]
+    history = model.fit(dataset, epochs=options.epochs, callbacks=callbacks,
+                        verbose=options.verbose)
+    return history.history, evaluation.records, budget, score_fn
+
+
+def run_training(options: TrainOptions) -> dict:
+    """Trains, evaluates and exports one model; writes `metrics.json` and curves to `output`.
+
+    Returns:
+        The metrics dict written to `output/metrics.json` (plus `"export_path"`).
+    """
+    tf.keras.utils.set_random_seed(options.seed)
+    out = Path(options.output)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_sequences(load_data(options), min_events=options.min_events)
+    split = leave_one_out(data)
+    vocab_size = data.vocab_size
+    model = build_model(options, vocab_size, split.train)
+    started = time.monotonic()
+    history, records, budget, score_fn = _fit(model, split, options, vocab_size, out)
+    train_seconds = time.monotonic() - started
+    protocol = options.eval_protocol
+    test = evaluate(score_fn, split.test_histories, split.test_targets, vocab_size, protocol,
+                    seed=options.seed)
+    best = max(records, key=lambda r: r.get(MONITOR, -1.0)) if records else {}
+    baselines = evaluate_baselines(split.train, split.test_histories, split.test_targets,
+                                   vocab_size, protocol, seed=options.seed)
+    valid_baselines = evaluate_baselines(split.train, split.valid_histories, split.valid_targets,
+                                         vocab_size, protocol, seed=options.seed)
+    metrics = {
+        "test": test,
+        "valid": {k: v for k, v in best.items() if k != "epoch"},
+        "best_epoch": best.get("epoch"),
+        "baselines": baselines,
+        "train_seconds": round(train_seconds, 2),
+        "epochs": len(history.get("loss", [])),
+        "stopped_by_time_budget": budget.stopped,
+        "protocol": protocol,
+        "dataset": {"name": options.data or "synthetic", "format": options.format,
+                    "users": data.num_users, "items": vocab_size - 2,
+                    "interactions": data.num_interactions},
+        "model": model.config.to_dict(),
+        "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "model"},
+        "history": {"loss": [float(x) for x in history.get("loss", [])], "valid": records},
+    }
+    plot_training_curves(history, records, out / "training_curves.png", valid_baselines)
+    data.vocab.to_json(out / "item_vocabulary.json")
+    model.save_weights(str(out / "checkpoint" / "weights"))
+    if options.export_root:
+        path = export_saved_model(model, options.export_root, options.name, k=options.export_k,
+                                  metadata={"metrics": {"test": test, "protocol": protocol}})
+        metrics["export_path"] = os.fspath(path)
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Writes via a temporary file and rename, so a crash never leaves half a metrics file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def results_table(metrics: dict) -> str:
+    """A plain-text table of test metrics: model vs baselines."""
+    keys = ["ndcg@10", "hr@10", "mrr", "ndcg@5", "hr@1", "coverage@10"]
+    keys = [k for k in keys if k in metrics["test"]]
+    rows = [("model", metrics["test"])] + list(metrics["baselines"].items())
+    header = f"{'':14s}" + "".join(f"{k:>12s}" for k in keys)
+    lines = [f"test ({metrics['protocol']} protocol, {metrics['dataset']['users']} users)", header]
+    for name, values in rows:
+        lines.append(f"{name:14s}" + "".join(f"{values[k]:12.4f}" for k in keys))
+    return "\n".join(lines)
