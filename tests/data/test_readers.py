@@ -1,0 +1,212 @@
+"""Tests for `tfrec_attn.data.readers`: every format, clean and malformed files."""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfrec_attn.data import (
+    DataError,
+    DataWarning,
+    ReadReport,
+    read_interactions,
+    read_movielens,
+    read_sasrec,
+    read_table,
+)
+
+ML_100K = Path("/work/shared/data/ml-100k")
+
+# (format, file name, content, read kwargs). Every file holds the same 4 interactions.
+CLEAN = [
+    ("sasrec", "seq.txt", "1 10\n1 11\n2 12\n10 13\n", {}),
+    ("movielens", "u.data", "1\t11\t5\t200\n2\t12\t1\t50\n1\t10\t3\t100\n10\t13\t2\t1\n", {}),
+    ("movielens", "ratings.dat", "1::11::5::200\n2::12::1::50\n1::10::3::100\n10::13::2::1\n", {}),
+    ("movielens", "ratings.csv",
+     "userId,movieId,rating,timestamp\n1,11,5,200\n2,12,1,50\n1,10,3,100\n10,13,2,1\n", {}),
+    ("csv", "log.csv", "uid,sku,ts\n1,11,200\n2,12,50\n1,10,100\n10,13,1\n",
+     {"user_col": "uid", "item_col": "sku", "time_col": "ts"}),
+]
+
+
+def _write(tmp_path: Path, name: str, content: str) -> Path:
+    path = tmp_path / name
+    path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize("fmt,name,content,kwargs", CLEAN)
+def test_clean_files_give_sorted_frame(tmp_path, fmt, name, content, kwargs):
+    frame = read_interactions(_write(tmp_path, name, content), fmt, **kwargs)
+    assert list(frame.columns) == ["user", "item", "timestamp"]
+    assert frame["user"].tolist() == ["1", "1", "2", "10"]  # numeric user order, stable
+    assert frame["item"].tolist() == ["10", "11", "12", "13"]
+    assert frame["timestamp"].dtype == np.int64
+    report = frame.attrs["report"]
+    assert isinstance(report, ReadReport)
+    assert (report.rows, report.skipped, report.problems) == (4, 0, [])
+
+
+def test_sasrec_uses_line_order_as_time(tmp_path):
+    path = _write(tmp_path, "seq.txt", "5 a\n\n4 b\n5 c\n")
+    frame = read_sasrec(path)
+    assert frame.values.tolist() == [["4", "b", 3], ["5", "a", 1], ["5", "c", 4]]
+
+
+def test_movielens_directory_detection(tmp_path):
+    _write(tmp_path, "ratings.dat", "3::7::5::1\n")
+    assert read_movielens(tmp_path)["item"].tolist() == ["7"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no MovieLens ratings file"):
+        read_movielens(empty)
+
+
+def test_parquet_round_trip_and_datetimes(tmp_path):
+    path = tmp_path / "log.parquet"
+    pd.DataFrame({
+        "u": [2, 1, 1],
+        "i": ["x", "y", "z"],
+        "t": pd.to_datetime(["2020-01-01", "2020-01-03", "2020-01-02"]),
+    }).to_parquet(path)
+    frame = read_interactions(path, "parquet", user_col="u", item_col="i", time_col="t")
+    assert frame["item"].tolist() == ["z", "y", "x"]
+    assert frame["user"].tolist() == ["1", "1", "2"]
+    assert frame["timestamp"].iloc[-1] == 1577836800  # 2020-01-01 in epoch seconds
+
+
+def test_table_without_time_column_uses_row_order(tmp_path):
+    path = _write(tmp_path, "log.csv", "user,item\nb,1\na,2\nb,3\n")
+    frame = read_table(path, time_col=None)
+    assert frame.values.tolist() == [["a", "2", 3], ["b", "1", 2], ["b", "3", 4]]
+
+
+# (format, file name, content, kwargs, bad line, message fragment)
+MALFORMED = [
+    ("sasrec", "seq.txt", "1 10\n1 11 12\n1 13\n", {}, 2, "expected 2 fields, got 3"),
+    ("movielens", "u.data", "1\t10\t5\t1\n1\t10\t5\n1\t10\t5\t3\n", {}, 2, "expected 4 fields"),
+    ("movielens", "u.data", "1\t10\t5\t1\n1\tabc\t5\t2\n1\t10\t5\t3\n", {}, 2,
+     "non-numeric item id 'abc'"),
+    ("movielens", "ratings.dat", "1::10::5::1\n1::10::5::x\n1::10::5::3\n", {}, 2,
+     "non-numeric timestamp 'x'"),
+    ("movielens", "ratings.csv", "userId,movieId,rating,timestamp\n1,2,3,4\nu7,2,3,5\n1,2,3,6\n",
+     {}, 3, "non-numeric user id 'u7'"),
+    ("csv", "log.csv", "user,item,timestamp\na,b,1\na,,2\na,c,3\n", {}, 3, "empty item id"),
+    ("csv", "log.csv", "user,item,timestamp\na,b,1\na,c,2,9\na,c,3\n", {}, 3, "expected 3 fields"),
+    ("csv", "log.csv", "user,item,timestamp\na,b,1\na,c,later\na,c,3\n", {}, 3,
+     "non-numeric timestamp 'later'"),
+]
+
+
+@pytest.mark.parametrize("fmt,name,content,kwargs,line,message", MALFORMED)
+def test_malformed_line_raises_with_file_and_line(tmp_path, fmt, name, content, kwargs, line,
+                                                  message):
+    path = _write(tmp_path, name, content)
+    with pytest.raises(DataError, match=message) as info:
+        read_interactions(path, fmt, **kwargs)
+    assert name in str(info.value)
+    assert f"line {line}:" in str(info.value)
+    assert info.value.line == line
+
+
+@pytest.mark.parametrize("fmt,name,content,kwargs,line,message", MALFORMED)
+def test_skip_mode_counts_and_warns_once(tmp_path, fmt, name, content, kwargs, line, message):
+    path = _write(tmp_path, name, content)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = read_interactions(path, fmt, on_error="skip", **kwargs)
+    data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
+    assert len(data_warnings) == 1
+    assert "skipped 1" in str(data_warnings[0].message)
+    report = frame.attrs["report"]
+    assert (report.rows, report.skipped) == (2, 1)
+    assert report.problems[0].startswith(f"line {line}:") and message in report.problems[0]
+
+
+def test_skip_mode_keeps_at_most_20_messages(tmp_path):
+    path = _write(tmp_path, "seq.txt", "1 2\n" + "1 2 3\n" * 30)
+    with pytest.warns(DataWarning, match="skipped 30"):
+        report = read_sasrec(path, on_error="skip").attrs["report"]
+    assert report.skipped == 30 and len(report.problems) == 20
+
+
+def test_skip_mode_with_no_valid_line_raises(tmp_path):
+    path = _write(tmp_path, "seq.txt", "1 2 3\n4\n")
+    with pytest.raises(DataError, match="no valid rows"):
+        read_sasrec(path, on_error="skip")
+
+
+@pytest.mark.parametrize("name,content,kwargs,missing", [
+    ("ratings.csv", "userId,itemId,rating,timestamp\n1,2,3,4\n", {}, "movieId"),
+    ("log.csv", "user,item,time\n1,2,3\n", {}, "timestamp"),
+    ("log.csv", "a,b,c\n1,2,3\n", {"user_col": "a", "item_col": "b", "time_col": "when"}, "when"),
+])
+def test_missing_column_names_it_and_present_columns(tmp_path, name, content, kwargs, missing):
+    path = _write(tmp_path, name, content)
+    fmt = "movielens" if name == "ratings.csv" else "csv"
+    for on_error in ("raise", "skip"):
+        with pytest.raises(DataError, match=f"missing column '{missing}'") as info:
+            read_interactions(path, fmt, on_error=on_error, **kwargs)
+        assert "present columns" in str(info.value) and name in str(info.value)
+
+
+def test_parquet_missing_column(tmp_path):
+    path = tmp_path / "log.parquet"
+    pd.DataFrame({"user": ["a"], "item": ["b"]}).to_parquet(path)
+    with pytest.raises(DataError, match=r"missing column 'timestamp'; present columns: \['user'"):
+        read_table(path)
+
+
+@pytest.mark.parametrize("fmt,name,content", [
+    ("sasrec", "seq.txt", ""),
+    ("sasrec", "seq.txt", "\n  \n"),
+    ("movielens", "u.data", ""),
+    ("csv", "log.csv", ""),
+    ("csv", "log.csv", "user,item,timestamp\n"),
+])
+def test_empty_file_always_raises(tmp_path, fmt, name, content):
+    path = _write(tmp_path, name, content)
+    with pytest.raises(DataError, match="empty") as info:
+        read_interactions(path, fmt, on_error="skip")
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("fmt,name", [
+    ("sasrec", "seq.txt"), ("movielens", "u.data"), ("csv", "log.csv"), ("parquet", "log.parquet"),
+])
+def test_missing_file_always_raises(tmp_path, fmt, name):
+    with pytest.raises(DataError, match="file not found") as info:
+        read_interactions(tmp_path / name, fmt, on_error="skip")
+    assert name in str(info.value)
+
+
+def test_invalid_arguments(tmp_path):
+    path = _write(tmp_path, "seq.txt", "1 2\n")
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        read_sasrec(path, on_error="ignore")
+    with pytest.raises(ValueError, match="format must be one of"):
+        read_interactions(path, "json")
+    with pytest.raises(DataError, match="expects a"):
+        read_interactions(path, "parquet")
+    assert not issubclass(DataWarning, DataError) and issubclass(DataError, ValueError)
+
+
+def test_fast_and_line_parsers_agree(tmp_path):
+    rows = "".join(f"{u}\t{i}\t3\t{t}\n" for u, i, t in [(3, 5, 9), (1, 7, 2), (3, 1, 4)])
+    clean = read_movielens(_write(tmp_path, "u.data", rows))
+    odd = read_movielens(_write(tmp_path, "u1.base", "\n" + rows + "\n"))  # blank lines
+    pd.testing.assert_frame_equal(clean, odd)
+
+
+def test_movielens_100k():
+    if not (ML_100K / "u.data").exists():
+        pytest.skip(f"{ML_100K} not available")
+    frame = read_movielens(ML_100K)
+    assert len(frame) == 100_000
+    assert frame["user"].nunique() == 943 and frame["item"].nunique() == 1682
+    assert frame.attrs["report"].skipped == 0
+    ordered = frame.groupby("user", sort=False)["timestamp"].apply(
+        lambda t: t.is_monotonic_increasing)
+    assert ordered.all()

@@ -1,0 +1,172 @@
+"""Tests for `tfrec_attn.data.sequences`: grouping, splits, padding and the tf.data pipeline."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfrec_attn._keras import tf
+from tfrec_attn.data import (
+    PAD_ID,
+    DataError,
+    SequenceData,
+    Vocabulary,
+    build_sequences,
+    leave_one_out,
+    make_eval_arrays,
+    make_training_dataset,
+    pad_left,
+    temporal_split,
+    training_examples,
+)
+
+
+def _frame(rows):
+    return pd.DataFrame(rows, columns=["user", "item", "timestamp"])
+
+
+def _arrays(*lists):
+    return [np.asarray(x, dtype=np.int64) for x in lists]
+
+
+@pytest.fixture
+def interactions():
+    # items a..e -> ids 2..6; user "2" is short (2 events); rows deliberately unsorted.
+    return _frame([
+        ("1", "c", 30), ("1", "a", 10), ("2", "e", 5), ("1", "b", 20), ("1", "d", 40),
+        ("2", "a", 6), ("3", "b", 1), ("3", "b", 2), ("3", "a", 3),
+    ])
+
+
+def test_build_sequences_groups_chronologically(interactions):
+    data = build_sequences(interactions, min_events=3)
+    assert data.users == ["1", "3"]
+    assert data.dropped_users == ["2"]
+    assert data.vocab.tokens == ["a", "b", "c", "d"]  # "e" only belongs to the dropped user
+    assert [s.tolist() for s in data.sequences] == [[2, 3, 4, 5], [3, 3, 2]]
+    assert all(s.dtype == np.int64 for s in data.sequences)
+    assert (data.num_users, data.num_interactions, data.vocab_size) == (2, 7, 6)
+
+
+def test_build_sequences_max_events_and_on_short(interactions):
+    data = build_sequences(interactions, min_events=2, max_events=2)
+    assert [s.tolist() for s in data.sequences] == [[4, 5], [6, 2], [3, 2]]
+    with pytest.raises(DataError, match="user '2' has 2 events"):
+        build_sequences(interactions, min_events=3, on_short="raise")
+    with pytest.raises(ValueError, match="on_short"):
+        build_sequences(interactions, on_short="keep")
+    with pytest.raises(DataError, match="missing column"):
+        build_sequences(interactions.drop(columns="timestamp"))
+
+
+def test_leave_one_out_hand_checked():
+    vocab = Vocabulary(list("abcdefgh"))
+    data = SequenceData(_arrays([2, 3, 4, 5, 6], [7, 8, 9]), ["u", "v"], vocab)
+    split = leave_one_out(data)
+    assert [s.tolist() for s in split.train] == [[2, 3, 4], [7]]
+    assert [s.tolist() for s in split.valid_histories] == [[2, 3, 4], [7]]
+    assert split.valid_targets.tolist() == [5, 8]
+    assert [s.tolist() for s in split.test_histories] == [[2, 3, 4, 5], [7, 8]]
+    assert split.test_targets.tolist() == [6, 9]
+    assert split.test_targets.dtype == np.int64
+    assert split.test_users == ["u", "v"] and split.vocab is data.vocab
+
+
+def test_leave_one_out_rejects_short_users():
+    data = SequenceData(_arrays([2, 3, 4], [2, 3]), ["u", "short"], Vocabulary(list("abc")))
+    with pytest.raises(DataError, match="user 'short' has 2 events"):
+        leave_one_out(data)
+
+
+def test_temporal_split_hand_checked():
+    df = _frame([
+        ("u", "a", 1), ("u", "b", 2), ("u", "c", 3), ("u", "d", 7), ("u", "e", 9), ("u", "a", 10),
+        ("v", "b", 4), ("v", "c", 8), ("w", "d", 5), ("w", "e", 6),
+    ])
+    # 10 events: valid period starts at the 7th-smallest time (7), test at the 9th (9).
+    split = temporal_split(df, valid_fraction=0.2, test_fraction=0.2)
+    ids = split.vocab.lookup
+    # v has a single training-period event, too few to train on.
+    train = [s.tolist() for s in split.train]
+    assert train == [ids(list("abc")).tolist(), ids(list("de")).tolist()]
+    assert split.valid_users == ["u", "v"]
+    assert [s.tolist() for s in split.valid_histories] == [ids(list("abc")).tolist(), [3]]
+    assert split.valid_targets.tolist() == ids(["d", "c"]).tolist()
+    # Test: only u has events >= 9; the first one is evaluated, history includes valid events.
+    assert split.test_users == ["u"]
+    assert split.test_histories[0].tolist() == ids(list("abcd")).tolist()
+    assert split.test_targets.tolist() == ids(["e"]).tolist()
+
+
+def test_temporal_split_validates_fractions():
+    df = _frame([("u", "a", 1)])
+    for kwargs in ({"test_fraction": 1.0}, {"valid_fraction": -0.1},
+                   {"valid_fraction": 0.5, "test_fraction": 0.5}):
+        with pytest.raises(ValueError, match="fraction"):
+            temporal_split(df, **kwargs)
+
+
+@pytest.mark.parametrize("max_len,expected", [
+    (4, [[0, 0, 2, 3], [4, 5, 6, 7], [0, 0, 0, 0]]),
+    (2, [[2, 3], [6, 7], [0, 0]]),  # keeps the most recent items
+])
+def test_pad_left(max_len, expected):
+    padded = pad_left(_arrays([2, 3], [4, 5, 6, 7], []), max_len)
+    assert padded.dtype == np.int64 and padded.tolist() == expected
+    assert make_eval_arrays(_arrays([2, 3], [4, 5, 6, 7], []), max_len).tolist() == expected
+    assert pad_left(_arrays([2]), 2, pad_id=-1).tolist() == [[-1, 2]]
+    with pytest.raises(ValueError, match="max_len must be positive"):
+        pad_left(_arrays([2]), 0)
+
+
+def test_training_examples_alignment():
+    inputs, targets = training_examples(_arrays([2, 3, 4], [5], [6, 7, 8, 9, 10, 11]), max_len=4)
+    # [5] has no transition; the long sequence keeps its last max_len + 1 items.
+    assert inputs.tolist() == [[0, 0, 2, 3], [7, 8, 9, 10]]
+    assert targets.tolist() == [[0, 0, 3, 4], [8, 9, 10, 11]]
+    assert (inputs[targets == PAD_ID] == PAD_ID).all()
+
+
+def test_training_examples_sliding_covers_every_transition_once():
+    seq = np.arange(2, 12, dtype=np.int64)  # 10 items, 9 transitions
+    inputs, targets = training_examples([seq], max_len=4, sliding=True)
+    assert inputs.tolist() == [[7, 8, 9, 10], [3, 4, 5, 6], [0, 0, 0, 2]]
+    assert targets.tolist() == [[8, 9, 10, 11], [4, 5, 6, 7], [0, 0, 0, 3]]
+    pairs = {(i, t) for row_i, row_t in zip(inputs, targets) for i, t in zip(row_i, row_t) if t}
+    assert pairs == {(a, a + 1) for a in range(2, 11)}
+
+
+def _epoch(ds):
+    return [{k: v.numpy() for k, v in batch.items()} for batch in ds]
+
+
+def test_make_training_dataset_shapes_and_dtypes():
+    train = [np.arange(2, 2 + n, dtype=np.int64) for n in range(2, 9)]  # 7 examples
+    ds = make_training_dataset(train, max_len=5, batch_size=3)
+    assert set(ds.element_spec) == {"history", "targets"}
+    assert ds.element_spec["history"].dtype == tf.int64
+    assert ds.element_spec["targets"].shape.as_list() == [None, 5]
+    assert [b["history"].shape for b in _epoch(ds)] == [(3, 5), (3, 5), (1, 5)]
+    fixed = make_training_dataset(train, max_len=5, batch_size=3, drop_remainder=True)
+    assert fixed.element_spec["history"].shape.as_list() == [3, 5]
+    assert len(_epoch(fixed)) == 2
+
+
+def test_make_training_dataset_seeded_shuffle():
+    train = [np.asarray([i + 2, i + 3], dtype=np.int64) for i in range(64)]
+    first = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=1))
+    again = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=1))
+    other = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=2))
+    np.testing.assert_array_equal(first[0]["history"], again[0]["history"])
+    assert not np.array_equal(first[0]["history"], other[0]["history"])
+    ordered = _epoch(make_training_dataset(train, max_len=2, batch_size=64, shuffle=False))
+    np.testing.assert_array_equal(ordered[0]["history"][:, 1], np.arange(2, 66))
+    # Same examples, each epoch reshuffled.
+    ds = make_training_dataset(train, max_len=2, batch_size=64, seed=1)
+    epoch1, epoch2 = _epoch(ds)[0]["history"], _epoch(ds)[0]["history"]
+    assert sorted(epoch1[:, 1]) == sorted(epoch2[:, 1]) and not np.array_equal(epoch1, epoch2)
+    np.testing.assert_array_equal(first[0]["targets"][:, 1] - 1, first[0]["history"][:, 1])
+
+
+def test_make_training_dataset_rejects_empty():
+    with pytest.raises(ValueError, match="No training examples"):
+        make_training_dataset(_arrays([2]), max_len=3, batch_size=2)

@@ -1,0 +1,84 @@
+"""Tests for `tfrec_attn.data.synthetic`: determinism, schema and planted structure."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfrec_attn.data import build_sequences, generate_synthetic, leave_one_out
+
+
+@pytest.fixture(scope="module")
+def log():
+    return generate_synthetic(num_users=600, num_items=300, mean_length=20, seed=3)
+
+
+def test_deterministic_per_seed(log):
+    again = generate_synthetic(num_users=600, num_items=300, mean_length=20, seed=3)
+    pd.testing.assert_frame_equal(log, again)
+    pd.testing.assert_frame_equal(log.attrs["item_features"], again.attrs["item_features"])
+    other = generate_synthetic(num_users=600, num_items=300, mean_length=20, seed=4)
+    assert not log["item"].equals(other["item"])
+
+
+def test_schema_and_lengths(log):
+    assert list(log.columns) == ["user", "item", "timestamp"]
+    assert log["timestamp"].dtype == np.int64
+    assert isinstance(log["user"].iloc[0], str) and isinstance(log["item"].iloc[0], str)
+    lengths = log.groupby("user").size()
+    assert len(lengths) == 600 and lengths.min() >= 3
+    assert 15 < lengths.mean() < 25 and lengths.std() > 3  # varied lengths around the mean
+    ordered = log.groupby("user", sort=False)["timestamp"].apply(
+        lambda t: t.is_monotonic_increasing)
+    assert ordered.all()
+    features = log.attrs["item_features"]
+    assert len(features) == 300 and {"item", "genre", "popularity"} <= set(features.columns)
+    assert features.filter(like="feature_").shape[1] == 4
+    assert set(log["item"]) <= set(features["item"])
+    groups = log.attrs["user_groups"]
+    assert len(groups) == 600 and groups["group"].between(0, 7).all()
+
+
+def test_feeds_the_sequence_pipeline(log):
+    data = build_sequences(log)
+    assert data.num_users == 600 and data.num_interactions == len(log)
+    assert len(leave_one_out(data).test_targets) == 600
+
+
+def _transitions(log):
+    same_user = log["user"].to_numpy()[1:] == log["user"].to_numpy()[:-1]
+    items = log["item"].to_numpy()
+    return pd.DataFrame({"item": items[:-1][same_user], "successor": items[1:][same_user]})
+
+
+def test_successor_links_are_detectable(log):
+    links = log.attrs["successors"]
+    transitions = _transitions(log)
+    followed = transitions.merge(links, how="left", indicator=True)["_merge"] == "both"
+    shuffled = transitions.assign(successor=np.random.default_rng(0).permutation(
+        transitions["successor"].to_numpy()))
+    chance = shuffled.merge(links, how="left", indicator=True)["_merge"] == "both"
+    assert followed.mean() > 0.4  # planted: successor_prob=0.5 (+ chance hits)
+    assert chance.mean() < 0.05
+
+
+def test_popularity_and_genre_preferences(log):
+    counts = log["item"].value_counts()
+    assert counts.iloc[: len(counts) // 10].sum() / len(log) > 0.3  # top 10% of items
+    genres = log.attrs["item_features"].set_index("item")["genre"]
+    events = log.assign(genre=genres.loc[log["item"]].to_numpy()).merge(log.attrs["user_groups"])
+    share = events.groupby("group")["genre"].apply(
+        lambda g: g.value_counts(normalize=True).iloc[:3].sum())
+    assert (share > 2 * 3 / 16).all()  # 3 preferred genres out of 16, well above uniform
+
+
+def test_no_planted_sequences_when_successor_prob_is_zero():
+    log = generate_synthetic(num_users=200, num_items=200, mean_length=10, successor_prob=0.0)
+    followed = _transitions(log).merge(log.attrs["successors"], how="left", indicator=True)
+    assert (followed["_merge"] == "both").mean() < 0.05
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="successor_prob"):
+        generate_synthetic(num_users=2, num_items=5, successor_prob=1.5)
+    with pytest.raises(ValueError, match="num_items"):
+        generate_synthetic(num_users=2, num_items=1)

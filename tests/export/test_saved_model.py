@@ -1,0 +1,120 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.data import make_training_dataset, pad_left
+from tfrec_attn.export import atomic_version_dir, existing_versions, export_saved_model, keep_latest
+from tfrec_attn.models import SASRec, SASRecConfig
+
+MAX_LEN = 12
+
+
+@pytest.fixture(scope="module")
+def trained(chain_sequences):
+    sequences, vocab = chain_sequences
+    tf.keras.utils.set_random_seed(0)
+    model = SASRec(SASRecConfig(vocab_size=vocab, max_len=MAX_LEN, dim=16, num_blocks=1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(make_training_dataset([s[:-1] for s in sequences], MAX_LEN, 128), epochs=1,
+              verbose=0)
+    history = pad_left([s[:-1] for s in sequences[:16]], MAX_LEN)
+    return model, history
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    model, _ = trained
+    root = tmp_path_factory.mktemp("export")
+    return export_saved_model(model, root, "sasrec", k=5), root
+
+
+def test_layout_and_metadata(exported):
+    path, root = exported
+    assert path == root / "sasrec" / "1"
+    assert (path / "saved_model.pb").exists() and (path / "variables").is_dir()
+    info = json.loads((path / "assets.extra" / "tfrec_attn.json").read_text())
+    assert info["max_len"] == MAX_LEN and info["k"] == 5
+
+
+def test_reloaded_signature_matches_keras_topk(trained, exported):
+    model, history = trained
+    path, _ = exported
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    got = serve(history=tf.constant(history))
+    want = model.topk_model(k=5)(tf.constant(history))
+    np.testing.assert_array_equal(got["item_ids"].numpy(), want["item_ids"].numpy())
+    np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), rtol=1e-5)
+    for row, hist in zip(got["item_ids"].numpy(), history):
+        assert not set(row) & set(hist[hist > 0])
+
+
+def test_rest_row_payload_through_signature(trained, exported):
+    """TF Serving's REST row format: {"instances": [{"history": [...]}, ...]} -> same top-k."""
+    _, history = trained
+    path, _ = exported
+    payload = json.loads(json.dumps({"instances": [{"history": row.tolist()} for row in history]}))
+    batch = np.array([inst["history"] for inst in payload["instances"]], np.int64)
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    got = serve(history=tf.constant(batch))["item_ids"].numpy()
+    np.testing.assert_array_equal(got, serve(history=tf.constant(history))["item_ids"].numpy())
+
+
+def test_out_of_range_ids_map_to_oov(trained, exported):
+    model, history = trained
+    path, _ = exported
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    bad = history.copy()
+    bad[:, 0] = 10**9
+    fixed = history.copy()
+    fixed[:, 0] = 1
+    np.testing.assert_array_equal(serve(history=tf.constant(bad))["item_ids"].numpy(),
+                                  serve(history=tf.constant(fixed))["item_ids"].numpy())
+
+
+def test_saved_model_cli_shows_signature(exported):
+    path, _ = exported
+    cli = shutil.which("saved_model_cli") or str(
+        __import__("pathlib").Path(sys.executable).parent / "saved_model_cli")
+    out = subprocess.run([cli, "show", "--dir", str(path), "--all"], capture_output=True,
+                         text=True, check=True, env={"TF_USE_LEGACY_KERAS": "1",
+                                                     "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+    assert "signature_def['serving_default']" in out
+    assert "inputs['history']" in out and "outputs['item_ids']" in out
+
+
+def test_versions_increment_and_keep_latest(trained, tmp_path):
+    model, _ = trained
+    for _ in range(3):
+        export_saved_model(model, tmp_path, "m", k=3)
+    assert existing_versions(tmp_path / "m") == [1, 2, 3]
+    assert keep_latest(tmp_path / "m", 2) == [1]
+    assert existing_versions(tmp_path / "m") == [2, 3]
+
+
+def test_crash_mid_write_leaves_previous_version_newest(trained, tmp_path, monkeypatch):
+    model, _ = trained
+    export_saved_model(model, tmp_path, "m", k=3)
+    real_save = tf.saved_model.save
+
+    def crash(obj, export_dir, **kwargs):
+        real_save(obj, export_dir, **kwargs)  # half the job done: files are on disk...
+        raise OSError("disk full")             # ...and then the writer dies
+
+    monkeypatch.setattr(tf.saved_model, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_saved_model(model, tmp_path, "m", k=3)
+    assert existing_versions(tmp_path / "m") == [1]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1"]
+    tf.saved_model.load(str(tmp_path / "m" / "1"))  # still loadable
+
+
+def test_atomic_dir_refuses_to_overwrite(tmp_path):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="Version 1"):
+        with atomic_version_dir(tmp_path / "m", 1):
+            pass
