@@ -18,6 +18,7 @@ def chain_sequences():
     for _ in range(400):
         seq = [int(rng.integers(2, vocab))]
         for _ in range(int(rng.integers(4, 16))):
-            seq.append(int(successor[seq[-1]]) if rng.random() < 0.8 else int(rng.integers(2, vocab)))
+            follow = rng.random() < 0.8
+            seq.append(int(successor[seq[-1]]) if follow else int(rng.integers(2, vocab)))
         sequences.append(np.array(seq, np.int64))
     return sequences, vocab

@@ -141,30 +141,50 @@ def _epoch(ds):
 
 def test_make_training_dataset_shapes_and_dtypes():
     train = [np.arange(2, 2 + n, dtype=np.int64) for n in range(2, 9)]  # 7 examples
-    ds = make_training_dataset(train, max_len=5, batch_size=3)
+    ds = make_training_dataset(train, max_len=5, batch_size=3, trim=False, bucket=False)
     assert set(ds.element_spec) == {"history", "targets"}
     assert ds.element_spec["history"].dtype == tf.int64
     assert ds.element_spec["targets"].shape.as_list() == [None, 5]
     assert [b["history"].shape for b in _epoch(ds)] == [(3, 5), (3, 5), (1, 5)]
-    fixed = make_training_dataset(train, max_len=5, batch_size=3, drop_remainder=True)
+    fixed = make_training_dataset(train, max_len=5, batch_size=3, drop_remainder=True,
+                                  trim=False, bucket=False)
     assert fixed.element_spec["history"].shape.as_list() == [3, 5]
     assert len(_epoch(fixed)) == 2
 
 
 def test_make_training_dataset_seeded_shuffle():
     train = [np.asarray([i + 2, i + 3], dtype=np.int64) for i in range(64)]
-    first = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=1))
-    again = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=1))
-    other = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=2))
+    first = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=1, trim=False))
+    again = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=1, trim=False))
+    other = _epoch(make_training_dataset(train, max_len=2, batch_size=64, seed=2, trim=False))
     np.testing.assert_array_equal(first[0]["history"], again[0]["history"])
     assert not np.array_equal(first[0]["history"], other[0]["history"])
-    ordered = _epoch(make_training_dataset(train, max_len=2, batch_size=64, shuffle=False))
+    ordered = _epoch(make_training_dataset(train, max_len=2, batch_size=64, shuffle=False,
+                                           trim=False))
     np.testing.assert_array_equal(ordered[0]["history"][:, 1], np.arange(2, 66))
     # Same examples, each epoch reshuffled.
-    ds = make_training_dataset(train, max_len=2, batch_size=64, seed=1)
+    ds = make_training_dataset(train, max_len=2, batch_size=64, seed=1, trim=False)
     epoch1, epoch2 = _epoch(ds)[0]["history"], _epoch(ds)[0]["history"]
     assert sorted(epoch1[:, 1]) == sorted(epoch2[:, 1]) and not np.array_equal(epoch1, epoch2)
     np.testing.assert_array_equal(first[0]["targets"][:, 1] - 1, first[0]["history"][:, 1])
+
+
+def test_trimmed_buckets_keep_every_example_right_aligned():
+    rng = np.random.default_rng(0)
+    train = [np.arange(2, 2 + n, dtype=np.int64) for n in rng.integers(2, 40, size=200)]
+    full_inputs, full_targets = training_examples(train, 32)
+    batches = _epoch(make_training_dataset(train, max_len=32, batch_size=16, seed=3))
+    widths = [b["history"].shape[1] for b in batches]
+    assert min(widths) < 8 and max(widths) == 32  # short batches really are short
+    rows = []
+    for b in batches:
+        # Trimming only removes columns that are padding in every row of the batch.
+        assert (b["history"][:, 0] > 0).any()
+        h = np.pad(b["history"], ((0, 0), (32 - b["history"].shape[1], 0)))
+        t = np.pad(b["targets"], ((0, 0), (32 - b["targets"].shape[1], 0)))
+        rows += [tuple(x) + tuple(y) for x, y in zip(h, t)]
+    expected = [tuple(x) + tuple(y) for x, y in zip(full_inputs, full_targets)]
+    assert sorted(rows) == sorted(expected)
 
 
 def test_make_training_dataset_rejects_empty():

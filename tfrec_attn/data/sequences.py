@@ -318,12 +318,37 @@ def training_examples(train: Sequence[np.ndarray], max_len: int,
     return inputs, targets
 
 
+def _trim_batch(batch: dict) -> dict:
+    """Drops the leading columns that are padding in every row of the batch.
+
+    Exact for tfrec_attn models: positions are right-aligned and padding is masked, so the
+    result is the same, but attention and feed-forward cost shrink with the longest real row.
+    """
+    width = tf.reduce_max(tf.reduce_sum(tf.cast(batch["history"] > 0, tf.int32), axis=1))
+    width = tf.maximum(width, 1)
+    start = tf.shape(batch["history"])[1] - width
+    return {name: value[:, start:] for name, value in batch.items()}
+
+
+def _length_buckets(max_len: int) -> list[int]:
+    """Bucket boundaries 4, 8, 16, ... below `max_len` (rows of similar length batch together)."""
+    bounds, edge = [], 4
+    while edge < max_len:
+        bounds.append(edge + 1)  # bucket_by_sequence_length buckets are [lo, hi)
+        edge *= 2
+    return bounds
+
+
 def make_training_dataset(train: Sequence[np.ndarray], max_len: int, batch_size: int,
                           shuffle: bool = True, seed: int = 0, drop_remainder: bool = False,
-                          sliding: bool = False) -> tf.data.Dataset:
+                          sliding: bool = False, trim: bool = True,
+                          bucket: bool = True) -> tf.data.Dataset:
     """`tf.data` pipeline of `{"history", "targets"}` batches from `training_examples`.
 
-    Cached, then shuffled over all examples (seeded, reshuffled each epoch), batched, prefetched.
+    Cached, then shuffled over all examples (seeded, reshuffled each epoch), grouped into
+    batches of similar length (`bucket`), trimmed to the longest row of each batch (`trim`),
+    prefetched. Bucketing and trimming make an epoch cost what the real events cost rather
+    than `max_len` per user (most histories are far shorter than `max_len`).
 
     Args:
         train: Training sequences.
@@ -333,14 +358,21 @@ def make_training_dataset(train: Sequence[np.ndarray], max_len: int, batch_size:
         seed: Shuffle seed.
         drop_remainder: Drop the last partial batch (static batch dimension).
         sliding: See `training_examples`.
+        trim: Drop columns that are padding in every row of a batch.
+        bucket: Batch rows of similar length together (by powers of two).
 
     Returns:
-        Dataset of dicts with `int64` tensors `history` and `targets`, each `(batch, max_len)`.
+        Dataset of dicts with `int64` tensors `history` and `targets`, each `(batch, width)`
+        with `width <= max_len` (exactly `max_len` when `trim=False`).
 
     Example:
-    >>> ds = make_training_dataset([np.array([2, 3, 4])] * 3, max_len=4, batch_size=2)
+    >>> ds = make_training_dataset([np.array([2, 3, 4])] * 3, max_len=4, batch_size=2,
+    ...                            trim=False)
     >>> [batch["history"].shape.as_list() for batch in ds]
     [[2, 4], [1, 4]]
+    >>> [b["history"].shape.as_list() for b in make_training_dataset(
+    ...     [np.array([2, 3, 4])] * 3, max_len=4, batch_size=2)]
+    [[2, 2], [1, 2]]
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive. Received: batch_size={batch_size}")
@@ -350,7 +382,16 @@ def make_training_dataset(train: Sequence[np.ndarray], max_len: int, batch_size:
     ds = tf.data.Dataset.from_tensor_slices({"history": inputs, "targets": targets}).cache()
     if shuffle:
         ds = ds.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    bounds = _length_buckets(max_len)
+    if bucket and bounds:
+        ds = ds.bucket_by_sequence_length(
+            lambda row: tf.reduce_sum(tf.cast(row["history"] > 0, tf.int32)),
+            bucket_boundaries=bounds, bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
+            no_padding=True, drop_remainder=drop_remainder)
+    else:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if trim:
+        ds = ds.map(_trim_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -42,7 +42,7 @@ def atomic_version_dir(model_dir: str | os.PathLike, version: int | None = None)
     version = next_version(model_dir) if version is None else int(version)
     final = model_dir / str(version)
     if final.exists():
-        raise FileExistsError(f"Version {version} already exists at {final}; refusing to overwrite.")
+        raise FileExistsError(f"Version {version} already exists at {final}; not overwriting.")
     scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
         yield scratch

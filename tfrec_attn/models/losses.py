@@ -8,13 +8,12 @@ import numpy as np
 import tensorflow_recommenders as tfrs
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.layers.masking import LARGE_NEGATIVE
 
 FIRST_ITEM_ID = 2
 
 
 class FullSoftmaxLoss(keras.layers.Layer):
-    """Cross-entropy over the whole catalogue (padding/OOV columns masked out).
+    """Cross-entropy over the whole catalogue.
 
     Exact and, with the gather of real positions, cheap enough for catalogues of ~10^5 items.
     """
@@ -25,9 +24,9 @@ class FullSoftmaxLoss(keras.layers.Layer):
         self._ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def call(self, states, targets, item_embedding, training=False):
+        # Padding/OOV columns stay in: they are never targets, so training pushes them down
+        # (and evaluation/serving exclude them); masking them would cost a full pass over logits.
         logits = tf.cast(item_embedding(states, mode="score"), tf.float32)
-        reserved = tf.range(self.vocab_size) < FIRST_ITEM_ID
-        logits = tf.where(reserved[None, :], LARGE_NEGATIVE, logits)
         return self._ce(targets, logits)
 
 

@@ -9,8 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.data import build_sequences, generate_synthetic, leave_one_out, read_interactions
-from tfrec_attn.data import make_training_dataset
+from tfrec_attn.data import (
+    build_sequences,
+    generate_synthetic,
+    leave_one_out,
+    make_training_dataset,
+    read_interactions,
+)
 from tfrec_attn.evaluation import evaluate, evaluate_baselines
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.models import SASRec, SASRecConfig
