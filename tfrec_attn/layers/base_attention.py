@@ -2,7 +2,7 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import masking
-from tfrec_attn.layers.utils import clone_initializer, prunable_kernels
+from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
 
 
 def _split_inputs(inputs):
@@ -106,7 +106,7 @@ class BaseAttention(keras.layers.Layer):
             dtype=self.dtype_policy,
             name=name,
         )
-        layer.build((None, None, input_dim))
+        build_sublayer(layer, (None, None, input_dim))
         return layer
 
     def build(self, input_shape):

@@ -2,7 +2,7 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
-from tfrec_attn.layers.utils import clone_initializer, prunable_kernels
+from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
 from tfrec_attn.registry import register
 
 
@@ -37,6 +37,10 @@ class SelfAttentionPooling(keras.layers.Layer):
         super().__init__(**kwargs)
         if num_queries <= 0:
             raise ValueError(f"num_queries must be positive. Received: num_queries={num_queries}")
+        if not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(f"num_heads must be a positive int. Received: num_heads={num_heads!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
         self.num_heads = num_heads
         self.num_queries = num_queries
         self.dropout = dropout
@@ -51,8 +55,8 @@ class SelfAttentionPooling(keras.layers.Layer):
         self.attention = MultiHeadAttention(
             num_heads=self.num_heads, dropout=self.dropout, dtype=self.dtype_policy,
             kernel_initializer=clone_initializer(self.kernel_initializer), name="attention")
-        self.attention.build([tf.TensorShape([None, self.num_queries, dim]),
-                              tf.TensorShape(input_shape)])
+        build_sublayer(self.attention, [tf.TensorShape([None, self.num_queries, dim]),
+                                        tf.TensorShape(input_shape)])
         super().build(input_shape)
 
     def call(self, inputs, mask=None, training=None, return_attention_scores=False):

@@ -49,7 +49,10 @@ class HistoryTopK(keras.layers.Layer):
             history = tf.cast(history, tf.int32)
             batch, length = tf.shape(history)[0], tf.shape(history)[1]
             rows = tf.tile(tf.range(batch)[:, None], [1, length])
-            ids = tf.clip_by_value(history, 0, vocab - 1)
+            # Out-of-range ids become padding (0, never returned anyway); clipping them to
+            # `vocab - 1` would silently exclude the last real item.
+            in_range = tf.logical_and(history >= 0, history < vocab)
+            ids = tf.where(in_range, history, tf.zeros_like(history))
             indices = tf.reshape(tf.stack([rows, ids], axis=-1), [-1, 2])
             seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.float32),
                                  tf.stack([batch, vocab]))

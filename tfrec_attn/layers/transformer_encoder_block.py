@@ -3,7 +3,7 @@
 from tfrec_attn._keras import keras
 from tfrec_attn.layers import masking
 from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
-from tfrec_attn.layers.utils import clone_initializer, prunable_kernels
+from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
 from tfrec_attn.registry import register
 
 
@@ -53,6 +53,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(f"num_heads must be a positive int. Received: num_heads={num_heads!r}")
         if intermediate_dim is not None and intermediate_dim <= 0:
             raise ValueError(
                 f"intermediate_dim must be positive. Received: intermediate_dim={intermediate_dim}"
@@ -81,23 +83,23 @@ class TransformerEncoderBlock(keras.layers.Layer):
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy, name="self_attention",
         )
-        self.attention.build(input_shape)
+        build_sublayer(self.attention, input_shape)
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="attention_norm")
-        self.attention_norm.build(input_shape)
+        build_sublayer(self.attention_norm, input_shape)
         self.ffn_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="ffn_norm")
-        self.ffn_norm.build(input_shape)
+        build_sublayer(self.ffn_norm, input_shape)
         width = self.intermediate_dim or dim
         self.ffn_inner = keras.layers.Dense(
             width, activation=self.activation, dtype=policy, name="ffn_inner",
             kernel_initializer=clone_initializer(self.kernel_initializer))
-        self.ffn_inner.build(input_shape)
+        build_sublayer(self.ffn_inner, input_shape)
         self.ffn_outer = keras.layers.Dense(
             dim, dtype=policy, name="ffn_outer",
             kernel_initializer=clone_initializer(self.kernel_initializer))
-        self.ffn_outer.build(input_shape[:-1] + (width,) if isinstance(input_shape, tuple)
-                             else input_shape[:-1].concatenate([width]))
+        build_sublayer(self.ffn_outer, input_shape[:-1] + (width,) if isinstance(input_shape, tuple)
+                       else input_shape[:-1].concatenate([width]))
         self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
         self.ffn_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
         super().build(input_shape)

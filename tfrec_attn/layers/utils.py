@@ -1,12 +1,22 @@
-"""Helpers shared by the layer family: initializer cloning and prunable-weight discovery."""
+"""Helpers shared by the layer family: initializer cloning, sublayer builds, prunable weights."""
 
-from tfrec_attn._keras import keras
+from tfrec_attn._keras import keras, tf
 
 
 def clone_initializer(initializer):
     """A fresh initializer with the same config, so sublayers never share random state."""
     initializer = keras.initializers.get(initializer)
     return initializer.__class__.from_config(initializer.get_config())
+
+
+def build_sublayer(layer: keras.layers.Layer, input_shape) -> None:
+    """Builds `layer` under its own name scope, so its weights get unique names.
+
+    Built directly inside a parent's `build`, every sublayer would otherwise name its weights
+    `parent/kernel:0`, and h5 weight files (which key weights by name) could not be written.
+    """
+    with tf.name_scope(layer.name):
+        layer.build(input_shape)
 
 
 def prunable_kernels(layer: keras.layers.Layer) -> list:

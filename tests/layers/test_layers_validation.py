@@ -1,0 +1,50 @@
+"""Bad constructor arguments fail up front with a ValueError naming the argument."""
+
+import pytest
+
+from tfrec_attn.layers import (
+    AdditiveAttention,
+    HistoryTopK,
+    ItemEmbedding,
+    MultiHeadAttention,
+    PositionEmbedding,
+    ScaledDotProductAttention,
+    SelfAttentionPooling,
+    SinusoidalPositionEmbedding,
+    TransformerEncoderBlock,
+)
+
+BAD_ARGUMENTS = [
+    (MultiHeadAttention, {"num_heads": 0}, "num_heads"),
+    (AdditiveAttention, {"num_heads": 0}, "num_heads"),
+    (SelfAttentionPooling, {"num_heads": 0}, "num_heads"),
+    (TransformerEncoderBlock, {"num_heads": 0}, "num_heads"),
+    (MultiHeadAttention, {"key_dim": 0}, "key_dim"),
+    (ScaledDotProductAttention, {"dropout": 1.5}, "dropout"),
+    (MultiHeadAttention, {"dropout": 1.5}, "dropout"),
+    (AdditiveAttention, {"dropout": -0.1}, "dropout"),
+    (SelfAttentionPooling, {"dropout": 1.5}, "dropout"),
+    (TransformerEncoderBlock, {"dropout": 1.5}, "dropout"),
+    (SelfAttentionPooling, {"num_queries": 0}, "num_queries"),
+    (TransformerEncoderBlock, {"intermediate_dim": 0}, "intermediate_dim"),
+    (PositionEmbedding, {"max_length": 0}, "max_length"),
+    (SinusoidalPositionEmbedding, {"max_length": 0}, "max_length"),
+    (HistoryTopK, {"k": 0}, "k"),
+    (ItemEmbedding, {"vocab_size": 0, "dim": 4}, "vocab_size"),
+    (ItemEmbedding, {"vocab_size": 10, "dim": 0}, "dim"),
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, argument", BAD_ARGUMENTS,
+    ids=[f"{cls.__name__}-{next(iter(kw))}" for cls, kw, _ in BAD_ARGUMENTS],
+)
+def test_bad_argument_raises_value_error_naming_it(cls, kwargs, argument):
+    with pytest.raises(ValueError, match=rf"\b{argument}\b"):
+        cls(**kwargs)
+
+
+def test_transformer_encoder_block_rejects_indivisible_dim():
+    block = TransformerEncoderBlock(num_heads=3)
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        block.build((None, 4, 8))

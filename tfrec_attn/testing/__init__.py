@@ -1,0 +1,1 @@
+"""Shared test helpers: the layer cases every contract test runs over."""
