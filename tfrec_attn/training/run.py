@@ -47,6 +47,7 @@ class TrainOptions:
     synthetic_users: int = 2000
     synthetic_items: int = 1000
     synthetic_length: float = 30.0
+    sliding: bool = False
     verbose: int = 1
     model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields
 
@@ -86,7 +87,8 @@ def build_model(options: TrainOptions, vocab_size: int, train) -> SASRec:
 
 def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
     max_len = model.config.max_len
-    dataset = make_training_dataset(split.train, max_len, options.batch_size, seed=options.seed)
+    dataset = make_training_dataset(split.train, max_len, options.batch_size, seed=options.seed,
+                                    sliding=options.sliding)
     score_fn = make_score_fn(model.scorer, max_len)
     evaluation = RankingEvaluation(score_fn, split.valid_histories, split.valid_targets,
                                    vocab_size, protocol=options.eval_protocol, seed=options.seed)
