@@ -17,7 +17,8 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
 }
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
-             "min_events", "sliding", "synthetic_users", "synthetic_items", "synthetic_length", "verbose")
+             "min_events", "sliding", "synthetic_users", "synthetic_items", "synthetic_length",
+             "verbose")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -82,3 +82,18 @@ def best_epoch(records: list[dict], monitor: str) -> dict:
     """The record with the highest `monitor` value (first one on ties)."""
     values = [r.get(monitor, -np.inf) for r in records]
     return records[int(np.argmax(values))] if records else {}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records wall seconds per epoch and examples per second (for benchmarks and reports)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.monotonic() - self._start)
