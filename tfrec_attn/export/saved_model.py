@@ -4,41 +4,117 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from tfrec_attn._keras import tf
 from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
-from tfrec_attn.models.sasrec import SASRec, build_topk_model
+from tfrec_attn.layers import HistoryTopK, LastPosition
+from tfrec_attn.layers.masking import LARGE_NEGATIVE
+from tfrec_attn.models.sasrec import SASRec
+
+HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
 
 
 class RecommenderModule(tf.Module):
-    """The exported object: the functional top-k model plus its signatures.
+    """The exported object: the model's towers plus TF Serving signatures.
+
+    Every signature takes `history`: int64 `(batch, any length)` item ids, left-padded with 0;
+    only the last `max_len` are read, and ids outside `[0, vocab)` are read as OOV (1).
 
     Signatures:
-        `serving_default`: `history` int64 `(batch, max_len)` -> `item_ids` int64 `(batch, k)`,
-        `scores` float32 `(batch, k)`; history items, padding and OOV ids are never returned.
+        `serving_default`: `history` -> `item_ids` int64 `(batch, max_k)`, `scores` float32.
+            History items, padding, OOV and ids outside the candidate set are never returned.
+        `recommend`: `history`, `k` int32 scalar (`1 <= k <= max_k`) -> the same with `k` items.
+        `score`: `history`, `candidate_ids` int64 `(batch, C)` -> `scores` float32 `(batch, C)`.
+        `user_embedding`: `history` -> `embedding` float32 `(batch, dim)` (for an external ANN
+            index; dot product with `item_embeddings` gives the model's scores).
+        `item_embeddings`: `item_ids` int64 `(n,)` -> `embedding` float32 `(n, dim)`.
+
+    Args:
+        model: a trained `SASRec`.
+        max_k: the largest `k` a request may ask for.
+        candidate_ids: optional ids the recommendations are restricted to (e.g. items in stock);
+            re-export with a new set to refresh it without retraining.
     """
 
-    def __init__(self, model: SASRec, k: int = 10):
+    def __init__(self, model: SASRec, max_k: int = 10, candidate_ids=None):
         super().__init__()
         self.max_len = model.config.max_len
         self.vocab_size = model.config.vocab_size
-        self.topk = build_topk_model(model.encoder, k=k)
-        self.k = k
+        if not 1 <= max_k < self.vocab_size - 1:
+            raise ValueError(f"max_k must be in [1, {self.vocab_size - 2}]. Received: {max_k}")
+        self.max_k = max_k
+        self.encoder = model.encoder
+        self.item_embedding = model.item_embedding
+        self.last = LastPosition()
+        self.top_k = HistoryTopK(k=max_k)
+        allowed = np.ones(self.vocab_size, bool)
+        if candidate_ids is not None:
+            ids = np.asarray(candidate_ids, np.int64)
+            if ids.size == 0 or ids.min() < 2 or ids.max() >= self.vocab_size:
+                raise ValueError(f"candidate_ids must be non-empty item ids in [2, "
+                                 f"{self.vocab_size}). Received {ids.size} ids.")
+            allowed[:] = False
+            allowed[ids] = True
+        self.allowed = tf.constant(allowed)
 
     def sanitize(self, history: tf.Tensor) -> tf.Tensor:
-        """Ids outside `[0, vocab)` become the OOV id (1): documented, never silently wrong."""
-        history = tf.cast(history, tf.int64)
+        """Keeps the last `max_len` ids; ids outside `[0, vocab)` become OOV (1)."""
+        history = tf.cast(history, tf.int64)[:, -self.max_len:]
         in_range = tf.logical_and(history >= 0, history < self.vocab_size)
         return tf.where(in_range, history, tf.ones_like(history))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name="history")])
+    def _state(self, history):
+        return self.last(self.encoder(history, training=False))
+
+    def _masked_scores(self, history):
+        history = self.sanitize(history)
+        scores = self.item_embedding(self._state(history), mode="score")
+        scores = tf.where(self.allowed[None, :], tf.cast(scores, tf.float32), LARGE_NEGATIVE)
+        return self.top_k.mask_scores(scores, history)
+
+    @tf.function(input_signature=[HISTORY])
     def serve(self, history):
-        outputs = self.topk(self.sanitize(history), training=False)
-        return {"item_ids": outputs["item_ids"], "scores": outputs["scores"]}
+        scores, ids = tf.math.top_k(self._masked_scores(history), k=self.max_k)
+        return {"item_ids": tf.cast(ids, tf.int64), "scores": scores}
+
+    @tf.function(input_signature=[HISTORY, tf.TensorSpec([], tf.int32, name="k")])
+    def recommend(self, history, k):
+        tf.debugging.assert_greater_equal(k, 1, message="k must be at least 1")
+        tf.debugging.assert_less_equal(k, self.max_k, message=f"k must be <= {self.max_k}")
+        scores, ids = tf.math.top_k(self._masked_scores(history), k=k)
+        return {"item_ids": tf.cast(ids, tf.int64), "scores": scores}
+
+    @tf.function(input_signature=[HISTORY,
+                                  tf.TensorSpec([None, None], tf.int64, name="candidate_ids")])
+    def score(self, history, candidate_ids):
+        state = self._state(self.sanitize(history))
+        table = tf.cast(self.item_embedding.embeddings, tf.float32)
+        in_range = tf.logical_and(candidate_ids >= 0, candidate_ids < self.vocab_size)
+        candidates = tf.gather(table, tf.where(in_range, candidate_ids, 1))
+        scores = tf.reduce_sum(candidates * tf.cast(state, tf.float32)[:, None, :], axis=-1)
+        return {"scores": scores}
+
+    @tf.function(input_signature=[HISTORY])
+    def user_embedding(self, history):
+        return {"embedding": tf.cast(self._state(self.sanitize(history)), tf.float32)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="item_ids")])
+    def item_embeddings(self, item_ids):
+        in_range = tf.logical_and(item_ids >= 0, item_ids < self.vocab_size)
+        table = tf.cast(self.item_embedding.embeddings, tf.float32)
+        return {"embedding": tf.gather(table, tf.where(in_range, item_ids, 1))}
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serve, "recommend": self.recommend,
+                "score": self.score, "user_embedding": self.user_embedding,
+                "item_embeddings": self.item_embeddings}
 
 
 def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str = "sasrec",
                        version: int | None = None, k: int = 10, keep: int | None = None,
-                       metadata: dict | None = None) -> Path:
+                       metadata: dict | None = None, candidate_ids=None,
+                       warmup_histories=None) -> Path:
     """Exports `model` to `export_root/name/<version>/` atomically (TF Serving layout).
 
     Args:
@@ -46,24 +122,32 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
         export_root: the model base path TF Serving watches (e.g. `saved_models`).
         name: the model name (a directory).
         version: integer version; defaults to one more than the newest.
-        k: how many items `serving_default` returns.
+        k: the most items a request can get (`serving_default` returns exactly `k`).
         keep: if set, delete all but the `keep` newest versions afterwards.
         metadata: JSON-serializable dict stored in `assets.extra/tfrec_attn.json`.
+        candidate_ids: restrict recommendations to these ids (see `RecommenderModule`).
+        warmup_histories: `(n, max_len)` real histories written as TF Serving warm-up requests
+            (`assets.extra/tf_serving_warmup_requests`).
 
     Returns:
         The path of the new version directory.
     """
-    module = RecommenderModule(model, k=k)
-    signatures = {"serving_default": module.serve}
+    from tfrec_attn.export.serving import write_warmup_requests  # serving imports this module
+
+    module = RecommenderModule(model, max_k=k, candidate_ids=candidate_ids)
     model_dir = Path(export_root) / name
     version = next_version(model_dir) if version is None else int(version)
     with atomic_version_dir(model_dir, version) as scratch:
-        tf.saved_model.save(module, str(scratch), signatures=signatures)
+        tf.saved_model.save(module, str(scratch), signatures=module.signatures())
         extra = scratch / "assets.extra"
         extra.mkdir(exist_ok=True)
         info = {"max_len": module.max_len, "vocab_size": module.vocab_size, "k": k,
+                "signatures": sorted(module.signatures()),
                 "config": model.config.to_dict(), **(metadata or {})}
         (extra / "tfrec_attn.json").write_text(json.dumps(info, indent=2))
+        if warmup_histories is not None:
+            write_warmup_requests(extra / "tf_serving_warmup_requests", warmup_histories,
+                                  model_name=name)
     if keep:
         keep_latest(model_dir, keep)
     return model_dir / str(version)

@@ -41,7 +41,12 @@ class HistoryTopK(keras.layers.Layer):
         self.first_item_id = first_item_id
 
     def call(self, inputs):
-        scores, history = inputs
+        scores = self.mask_scores(*inputs)
+        top_scores, top_ids = tf.math.top_k(scores, k=self.k)
+        return tf.cast(top_ids, tf.int64), top_scores
+
+    def mask_scores(self, scores, history):
+        """`scores` with excluded ids (history, padding, OOV) set to a large negative value."""
         scores = tf.cast(scores, tf.float32)
         vocab = tf.shape(scores)[1]
         allowed = tf.range(vocab)[None, :] >= self.first_item_id
@@ -57,9 +62,7 @@ class HistoryTopK(keras.layers.Layer):
             seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.float32),
                                  tf.stack([batch, vocab]))
             allowed = tf.logical_and(allowed, seen < 0.5)
-        scores = tf.where(allowed, scores, LARGE_NEGATIVE)
-        top_scores, top_ids = tf.math.top_k(scores, k=self.k)
-        return tf.cast(top_ids, tf.int64), top_scores
+        return tf.where(allowed, scores, LARGE_NEGATIVE)
 
     def get_prunable_weights(self) -> list:
         return []

@@ -14,10 +14,12 @@ from tfrec_attn.data import (
     generate_synthetic,
     leave_one_out,
     make_training_dataset,
+    pad_left,
     read_interactions,
 )
 from tfrec_attn.evaluation import evaluate, evaluate_baselines
 from tfrec_attn.export import export_saved_model
+from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.callbacks import RankingEvaluation, TimeBudget
 from tfrec_attn.training.plots import plot_training_curves
@@ -149,8 +151,12 @@ def run_training(options: TrainOptions) -> dict:
     data.vocab.to_json(out / "item_vocabulary.json")
     model.save_weights(str(out / "checkpoint" / "weights"))
     if options.export_root:
+        warmup = pad_left(split.valid_histories[:100], model.config.max_len)
         path = export_saved_model(model, options.export_root, options.name, k=options.export_k,
-                                  metadata={"metrics": {"test": test, "protocol": protocol}})
+                                  metadata={"metrics": {"test": test, "protocol": protocol}},
+                                  warmup_histories=warmup)
+        write_models_config(Path(options.export_root) / "models.config",
+                            {options.name: f"/models/{options.name}"})
         metrics["export_path"] = os.fspath(path)
     _write_json(out / "metrics.json", metrics)
     return metrics

@@ -1,0 +1,147 @@
+"""The TF Serving contract: every signature, REST payloads (row and columnar), gRPC requests,
+warm-up records and models.config, through the SavedModel loader."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.data import make_training_dataset, pad_left
+from tfrec_attn.export import export_saved_model
+from tfrec_attn.export.serving import (
+    grpc_request,
+    parse_rest_response,
+    rest_request,
+    write_models_config,
+)
+from tfrec_attn.models import SASRec, SASRecConfig
+from tfrec_attn.testing.serving import predict_like_tf_serving
+
+MAX_LEN = 12
+
+
+@pytest.fixture(scope="module")
+def model(chain_sequences):
+    sequences, vocab = chain_sequences
+    tf.keras.utils.set_random_seed(0)
+    sasrec = SASRec(SASRecConfig(vocab_size=vocab, max_len=MAX_LEN, dim=16, num_blocks=1))
+    sasrec.compile(optimizer=keras.optimizers.Adam(1e-2))
+    sasrec.fit(make_training_dataset([s[:-1] for s in sequences], MAX_LEN, 128), epochs=1,
+               verbose=0)
+    return sasrec
+
+
+@pytest.fixture(scope="module")
+def histories(chain_sequences):
+    sequences, _ = chain_sequences
+    return pad_left([s[:-1] for s in sequences[:6]], MAX_LEN)
+
+
+@pytest.fixture(scope="module")
+def export(model, histories, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    return export_saved_model(model, root, "rec", k=8, warmup_histories=histories)
+
+
+def _keras_scores(model, histories):
+    return model.scorer(tf.constant(histories)).numpy()
+
+
+def test_row_format_matches_keras(model, histories, export):
+    body = predict_like_tf_serving(export, rest_request(histories))
+    got = parse_rest_response(body)
+    want = model.topk_model(k=8)(tf.constant(histories))
+    np.testing.assert_array_equal(got["item_ids"], want["item_ids"].numpy())
+
+
+def test_recommend_takes_k_per_request(model, histories, export):
+    body = rest_request(histories, signature_name="recommend", k=3)
+    assert '"inputs"' in body  # a scalar input needs the columnar format
+    got = parse_rest_response(predict_like_tf_serving(export, body))
+    assert got["item_ids"].shape == (len(histories), 3)
+    full = model.topk_model(k=8)(tf.constant(histories))["item_ids"].numpy()
+    np.testing.assert_array_equal(got["item_ids"], full[:, :3])
+
+
+def test_k_above_max_is_an_error(histories, export):
+    recommend = tf.saved_model.load(str(export)).signatures["recommend"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k must be <= 8"):
+        recommend(history=tf.constant(histories), k=tf.constant(9))
+
+
+def test_score_signature_scores_given_candidates(model, histories, export):
+    candidates = np.array([[2, 3, 4]] * len(histories))
+    body = rest_request(histories, signature_name="score", candidate_ids=candidates)
+    got = parse_rest_response(predict_like_tf_serving(export, body))["scores"]
+    want = _keras_scores(model, histories)[:, [2, 3, 4]]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_embeddings_reproduce_scores(model, histories, export):
+    loaded = tf.saved_model.load(str(export))
+    user = loaded.signatures["user_embedding"](history=tf.constant(histories))["embedding"]
+    ids = tf.range(model.config.vocab_size, dtype=tf.int64)
+    items = loaded.signatures["item_embeddings"](item_ids=ids)["embedding"]
+    np.testing.assert_allclose(user.numpy() @ items.numpy().T, _keras_scores(model, histories),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_longer_histories_keep_the_last_max_len(histories, export):
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    longer = np.concatenate([np.full((len(histories), 5), 7), histories], axis=1)
+    np.testing.assert_array_equal(serve(history=tf.constant(longer))["item_ids"].numpy(),
+                                  serve(history=tf.constant(histories))["item_ids"].numpy())
+
+
+def test_empty_history_returns_valid_items(export):
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    ids = serve(history=tf.zeros((2, MAX_LEN), tf.int64))["item_ids"].numpy()
+    assert (ids >= 2).all() and len(set(ids[0])) == 8
+
+
+def test_wrong_dtype_is_rejected(histories, export):
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        serve(history=tf.constant(histories.astype(np.float32)))
+
+
+def test_candidate_set_restricts_recommendations(model, histories, tmp_path):
+    allowed = np.arange(20, 60)
+    path = export_saved_model(model, tmp_path, "rec", k=5, candidate_ids=allowed)
+    ids = tf.saved_model.load(str(path)).signatures["serving_default"](
+        history=tf.constant(histories))["item_ids"].numpy()
+    assert np.isin(ids, allowed).all()
+
+
+def test_warmup_records_are_prediction_logs(histories, export):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = export / "assets.extra" / "tf_serving_warmup_requests"
+    records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+    assert len(records) == len(histories)
+    log = prediction_log_pb2.PredictionLog.FromString(records[0])
+    request = log.predict_log.request
+    assert request.model_spec.name == "rec"
+    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["history"]), histories[:1])
+
+
+def test_grpc_request_round_trips(histories):
+    request = grpc_request(histories, "rec", signature_name="recommend", k=4)
+    assert request.model_spec.signature_name == "recommend"
+    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["history"]), histories)
+    assert tf.make_ndarray(request.inputs["k"]) == 4
+
+
+def test_models_config(tmp_path):
+    path = write_models_config(tmp_path / "models.config", {"rec": "/models/rec"},
+                               num_versions=2)
+    text = path.read_text()
+    assert 'name: "rec"' in text and "num_versions: 2" in text
+    assert text.count("{") == text.count("}")
+
+
+def test_unknown_input_and_error_responses(histories, export):
+    body = json.dumps({"instances": [{"histroy": histories[0].tolist()}]})
+    with pytest.raises(RuntimeError, match="histroy"):
+        parse_rest_response(predict_like_tf_serving(export, body))
