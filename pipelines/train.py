@@ -17,8 +17,8 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
 }
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
-             "min_events", "sliding", "synthetic_users", "synthetic_items", "synthetic_length",
-             "verbose")
+             "min_events", "sliding", "valid_users", "synthetic_users", "synthetic_items",
+             "synthetic_length", "verbose")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     add("--min-events", type=int, help="drop users with fewer events")
     add("--sliding", action=argparse.BooleanOptionalAction, default=None,
         help="train on every window of histories longer than max-len, not just the last")
+    add("--valid-users", type=int,
+        help="validation users evaluated each epoch (a seeded subsample; default 10000)")
     add("--synthetic-users", type=int)
     add("--synthetic-items", type=int)
     add("--synthetic-length", type=float, help="mean history length of synthetic users")

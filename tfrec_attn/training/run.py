@@ -49,7 +49,8 @@ class TrainOptions:
     synthetic_users: int = 2000
     synthetic_items: int = 1000
     synthetic_length: float = 30.0
-    sliding: bool = False
+    sliding: bool = True
+    valid_users: int | None = 10000  # validation subsample for per-epoch early stopping
     verbose: int = 1
     model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields
 
@@ -92,8 +93,13 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
     dataset = make_training_dataset(split.train, max_len, options.batch_size, seed=options.seed,
                                     sliding=options.sliding)
     score_fn = make_score_fn(model.scorer, max_len)
-    evaluation = RankingEvaluation(score_fn, split.valid_histories, split.valid_targets,
-                                   vocab_size, protocol=options.eval_protocol, seed=options.seed)
+    rows = np.arange(len(split.valid_targets))
+    if options.valid_users and len(rows) > options.valid_users:
+        rows = np.sort(np.random.default_rng(options.seed).choice(
+            rows, options.valid_users, replace=False))
+    evaluation = RankingEvaluation(score_fn, [split.valid_histories[i] for i in rows],
+                                   split.valid_targets[rows], vocab_size,
+                                   protocol=options.eval_protocol, seed=options.seed)
     budget = TimeBudget(options.max_train_minutes)
     callbacks = [
         evaluation,
