@@ -9,7 +9,7 @@ import numpy as np
 from tfrec_attn._keras import tf
 from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
 from tfrec_attn.layers import HistoryTopK, LastPosition
-from tfrec_attn.layers.masking import LARGE_NEGATIVE
+from tfrec_attn.layers.masking import fill_masked
 from tfrec_attn.models.sasrec import SASRec
 
 HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
@@ -70,7 +70,7 @@ class RecommenderModule(tf.Module):
     def _masked_scores(self, history):
         history = self.sanitize(history)
         scores = self.item_embedding(self._state(history), mode="score")
-        scores = tf.where(self.allowed[None, :], tf.cast(scores, tf.float32), LARGE_NEGATIVE)
+        scores = fill_masked(tf.cast(scores, tf.float32), self.allowed[None, :], 1.0)
         return self.top_k.mask_scores(scores, history)
 
     @tf.function(input_signature=[HISTORY])

@@ -7,9 +7,26 @@ causality behave identically across the family. All ops are TFLite builtins (com
 
 from tfrec_attn._keras import tf
 
-# Added to masked logits before softmax. Logits are float32 here (see `masked_softmax`), so one
-# large value serves every compute dtype, including float16.
+# A score no real item reaches, for float paths that need a constant (e.g. evaluation).
+# Graphs use `fill_masked` instead: a huge constant would set the int8 quantization range of
+# the tensor it enters and collapse every real value to the same step.
 LARGE_NEGATIVE = -1e9
+
+
+def fill_masked(values: tf.Tensor, keep, margin: float, axis: int = -1) -> tf.Tensor:
+    """`values` where `keep`, else the row minimum minus `margin` (quantization-friendly).
+
+    Masked entries rank below every kept entry of their row (and after softmax with
+    `margin >= 16` weigh less than `e^-16` of the row's largest), while the tensor's range stays
+    that of the real values, so int8 post-training quantization keeps its resolution.
+
+    Example:
+    >>> fill_masked(tf.constant([[3.0, 1.0, 2.0]]), tf.constant([[True, False, True]]), 1.0)
+    ... # doctest: +ELLIPSIS
+    <tf.Tensor: ... numpy=array([[3., 0., 2.]], dtype=float32)>
+    """
+    floor = tf.reduce_min(values, axis=axis, keepdims=True) - margin
+    return tf.where(keep, values, floor)
 
 
 def causal_mask(query_length, key_length) -> tf.Tensor:
@@ -85,7 +102,8 @@ def masked_softmax(logits: tf.Tensor, mask=None, axis: int = -1) -> tf.Tensor:
     if mask is None:
         return tf.nn.softmax(logits, axis=axis)
     mask = tf.cast(mask, tf.bool)
-    weights = tf.nn.softmax(tf.where(mask, logits, LARGE_NEGATIVE), axis=axis)
+    mask = tf.logical_and(mask, tf.ones_like(logits, tf.bool))  # broadcast to the logits
+    weights = tf.nn.softmax(fill_masked(logits, mask, 16.0, axis=axis), axis=axis)
     return weights * tf.cast(mask, tf.float32)
 
 

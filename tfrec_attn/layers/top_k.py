@@ -1,7 +1,7 @@
 """Top-k over catalogue scores with the user's history (and padding/OOV ids) excluded."""
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.layers.masking import LARGE_NEGATIVE
+from tfrec_attn.layers.masking import fill_masked
 from tfrec_attn.registry import register
 
 
@@ -11,7 +11,8 @@ class HistoryTopK(keras.layers.Layer):
 
     Items in the history and the reserved ids below `first_item_id` get a large negative score
     before `top_k`, so they are never recommended (unless `exclude_history=False`). Uses only
-    TFLite builtin ops (`SCATTER_ND`, `SELECT`, `TOPK_V2`).
+    TFLite builtin ops (`SCATTER_ND`, `SELECT`, `TOPK_V2`). Excluded ids get the row's
+    lowest score minus one, not a huge constant, so int8 quantization keeps the scores' range.
 
     Args:
         k: int. How many items to return.
@@ -59,10 +60,11 @@ class HistoryTopK(keras.layers.Layer):
             in_range = tf.logical_and(history >= 0, history < vocab)
             ids = tf.where(in_range, history, tf.zeros_like(history))
             indices = tf.reshape(tf.stack([rows, ids], axis=-1), [-1, 2])
-            seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.float32),
+            # int32 counts: TFLite's int8 SCATTER_ND would turn float ones into quantized noise.
+            seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.int32),
                                  tf.stack([batch, vocab]))
-            allowed = tf.logical_and(allowed, seen < 0.5)
-        return tf.where(allowed, scores, LARGE_NEGATIVE)
+            allowed = tf.logical_and(allowed, seen < 1)
+        return fill_masked(scores, allowed, 1.0)
 
     def get_prunable_weights(self) -> list:
         return []

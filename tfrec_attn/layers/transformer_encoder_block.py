@@ -1,7 +1,6 @@
 """A Transformer encoder block (pre- or post-LN) around tfrec_attn's multi-head attention."""
 
 from tfrec_attn._keras import keras
-from tfrec_attn.layers import masking
 from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
 from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
 from tfrec_attn.registry import register
@@ -11,7 +10,9 @@ from tfrec_attn.registry import register
 class TransformerEncoderBlock(keras.layers.Layer):
     """Self-attention + position-wise feed-forward, each with a residual and layer norm.
 
-    Outputs at padded positions are zero (as in SASRec), so padding never feeds later blocks.
+    Padded positions are hidden from every query as keys, so their outputs (which are not
+    zeroed) never reach a real position. Not zeroing them keeps layer norms off all-zero rows,
+    whose `rsqrt(epsilon)` would ruin int8 quantization ranges.
 
     Args:
         num_heads: int. Attention heads.
@@ -124,7 +125,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
         x = self._sublayer(inputs, self.attention_norm, attend)
         x = self._sublayer(x, self.ffn_norm, feed_forward)
-        x = masking.apply_sequence_mask(x, mask)
         if return_attention_scores:
             return x, weights[0]
         return x

@@ -81,6 +81,7 @@ class LayerCase:
         pooled: the output has no time axis (the layer pools over the sequence).
         masks_keys: the padding mask hides positions from other positions (False: the layer
             is position-wise and only passes the mask through).
+        zeroes_padding: outputs at padded query positions are exactly zero.
     """
 
     name: str
@@ -92,6 +93,7 @@ class LayerCase:
     returns_scores: bool = True
     pooled: bool = False
     masks_keys: bool = True
+    zeroes_padding: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -131,11 +133,12 @@ ATTENTION_CASES = (
     LayerCase("additive", AdditiveAttention, {"num_heads": 2, "key_dim": 4}, heads=2),
     LayerCase("pooling", SelfAttentionPooling, {"num_heads": 2}, heads=2, pooled=True),
     LayerCase("encoder_pre_ln", TransformerEncoderBlock,
-              {"num_heads": 2, "intermediate_dim": 16}, heads=2),
+              {"num_heads": 2, "intermediate_dim": 16}, heads=2, zeroes_padding=False),
     LayerCase("encoder_pre_ln_causal", TransformerEncoderBlock,
-              {"num_heads": 2, "causal": True}, heads=2, causal=True),
+              {"num_heads": 2, "causal": True}, heads=2, causal=True, zeroes_padding=False),
     LayerCase("encoder_post_ln_causal", TransformerEncoderBlock,
-              {"num_heads": 2, "norm_first": False, "causal": True}, heads=2, causal=True),
+              {"num_heads": 2, "norm_first": False, "causal": True}, heads=2, causal=True,
+              zeroes_padding=False),
     LayerCase("position", PositionEmbedding, {"max_length": 10}, returns_scores=False,
               masks_keys=False),
     LayerCase("sinusoidal", SinusoidalPositionEmbedding, {"max_length": 10},

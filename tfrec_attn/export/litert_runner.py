@@ -1,0 +1,64 @@
+"""Runs a `.tflite` recommender from `convert_to_tflite` with the LiteRT interpreter.
+
+Deliberately small: a mobile app mirrors it (load, check the input, run `recommend`).
+"""
+
+import os
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from tfrec_attn.export.tflite import SIGNATURE
+
+
+class LiteRTRecommender:
+    """Top-k recommendations from a `.tflite` file's `recommend` signature.
+
+    Ids outside `[0, vocab)` (negative, unknown) are mapped to the OOV id (1) inside the model,
+    as in the SavedModel; padding is 0 on the left (`tfrec_attn.data.pad_left`).
+
+    Args:
+        path: the `.tflite` file.
+        num_threads: interpreter threads; `None` lets LiteRT choose.
+
+    Example:
+        >>> recommender = LiteRTRecommender("sasrec.tflite")  # doctest: +SKIP
+        >>> recommender.recommend(pad_left([[5, 9, 7]], recommender.max_len))  # doctest: +SKIP
+        {'item_ids': array([[...]]), 'scores': array([[...]], dtype=float32)}
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        self._runner = self._interpreter.get_signature_runner(SIGNATURE)
+        shape = self._runner.get_input_details()["history"]["shape_signature"]
+        self.max_len = int(shape[1])
+        # A dynamic batch (-1) is resized per call by the signature runner; else one row a call.
+        self.dynamic_batch = int(shape[0]) == -1
+        self.k = int(self._runner.get_output_details()["item_ids"]["shape_signature"][1])
+
+    def _check(self, histories) -> np.ndarray:
+        histories = np.asarray(histories)
+        if histories.dtype.kind not in "iu":
+            raise ValueError(
+                f"histories must be integer item ids. Received dtype {histories.dtype}")
+        if histories.ndim != 2:
+            raise ValueError(
+                f"histories must be 2-D (n, max_len={self.max_len}); use histories[None] for one "
+                f"history. Received shape {histories.shape}")
+        if histories.shape[1] != self.max_len:
+            raise ValueError(
+                f"histories must have length max_len={self.max_len} (left-pad with 0, see "
+                f"tfrec_attn.data.pad_left). Received shape {histories.shape}")
+        return histories.astype(np.int64)
+
+    def recommend(self, histories: np.ndarray) -> dict[str, np.ndarray]:
+        """`(n, max_len)` int ids -> `{"item_ids": int64 (n, k), "scores": float32 (n, k)}`."""
+        histories = self._check(histories)
+        if not len(histories):
+            return {"item_ids": np.zeros((0, self.k), np.int64),
+                    "scores": np.zeros((0, self.k), np.float32)}
+        if self.dynamic_batch:
+            return self._runner(history=histories)
+        rows = [self._runner(history=row[None]) for row in histories]
+        return {name: np.concatenate([row[name] for row in rows])
+                for name in ("item_ids", "scores")}

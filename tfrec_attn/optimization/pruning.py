@@ -1,0 +1,200 @@
+"""Magnitude pruning of functional towers (TFMOT `prune_low_magnitude`), reports and sizes.
+
+`prune_model` wraps, layer by layer, every layer with something to prune: our layers through
+their `get_prunable_weights()` (sublayer kernels and embedding tables), Keras `Dense` /
+`Embedding` / convolutions through TFMOT's registry. Layers with nothing to prune (masks,
+norms, dropout, position encodings) stay unwrapped. The pruned model shares its layers and
+variables with `model`, as TFMOT's `prune_low_magnitude(model)` does.
+
+TFMOT's wrapper drops Keras' implicit mask, so our towers pass padding masks explicitly
+(`block(x, mask=padding)`); the wrapper forwards that keyword to the layer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+
+from tfrec_attn._keras import keras
+
+sparsity = tfmot.sparsity.keras
+
+SCHEDULES = ("polynomial", "constant")
+_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D,
+                  keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def _is_pruning_wrapper(layer) -> bool:
+    # `PruneLowMagnitude` is not public API; its instances are the layers with `pruning_vars`.
+    return isinstance(layer, keras.layers.Wrapper) and hasattr(layer, "pruning_vars")
+
+
+def prunable_weights(layer: keras.layers.Layer) -> list:
+    """The weights magnitude pruning applies to in `layer` (wrapped or not).
+
+    Our layers say so with `get_prunable_weights()`; for Keras layers we follow TFMOT's registry
+    (kernels of dense/conv layers, embedding tables); anything else has none.
+
+    Example:
+    >>> layer = keras.layers.Dense(3)
+    >>> layer.build((None, 2))
+    >>> [w.name for w in prunable_weights(layer)]
+    ['kernel:0']
+    """
+    if _is_pruning_wrapper(layer):
+        return [weight for weight, _, _ in layer.pruning_vars]
+    if hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    if isinstance(layer, _KERNEL_LAYERS):
+        return [layer.kernel]
+    if isinstance(layer, keras.layers.Embedding):
+        return [layer.embeddings]
+    return []
+
+
+def make_schedule(target_sparsity: float = 0.8, schedule: str = "polynomial",
+                  begin_step: int = 0, end_step: int | None = None, frequency: int = 100):
+    """A TFMOT pruning schedule.
+
+    `"polynomial"` ramps sparsity from 0 at `begin_step` to `target_sparsity` at `end_step`
+    (required); `"constant"` prunes to `target_sparsity` at `begin_step` and keeps the mask
+    updated every `frequency` steps until `end_step` (default: forever). Masks are updated on
+    steps `begin_step + i * frequency`, so make `end_step - begin_step` a multiple of
+    `frequency` for the target to be reached exactly at `end_step`.
+    """
+    if not 0.0 <= target_sparsity < 1.0:
+        raise ValueError(f"target_sparsity must be in [0, 1). Received: {target_sparsity}")
+    if frequency < 1:
+        raise ValueError(f"frequency must be positive. Received: frequency={frequency}")
+    if schedule == "polynomial":
+        if end_step is None or end_step <= begin_step:
+            raise ValueError(
+                f"schedule='polynomial' needs end_step > begin_step. Received: "
+                f"begin_step={begin_step}, end_step={end_step}")
+        return sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target_sparsity,
+                                        begin_step=begin_step, end_step=end_step,
+                                        frequency=frequency)
+    if schedule == "constant":
+        return sparsity.ConstantSparsity(target_sparsity, begin_step=begin_step,
+                                         end_step=-1 if end_step is None else end_step,
+                                         frequency=frequency)
+    raise ValueError(f"schedule must be one of {SCHEDULES}. Received: schedule={schedule!r}")
+
+
+def prune_model(model: keras.Model, target_sparsity: float = 0.8, schedule: str = "polynomial",
+                begin_step: int = 0, end_step: int | None = None,
+                frequency: int = 100) -> keras.Model:
+    """`model` with a `prune_low_magnitude` wrapper around every layer with prunable weights.
+
+    Args:
+        model: a functional or Sequential model (nested ones are pruned too).
+        target_sparsity: final fraction of zeros in each prunable weight.
+        schedule, begin_step, end_step, frequency: see `make_schedule`.
+
+    Returns:
+        The pruned model; train it with `pruning_callbacks()` and export `strip_pruning(...)`.
+        Prune a tower in which each layer is called once (the encoder, not the scoring or
+        top-k model that calls the shared `ItemEmbedding` twice): a wrapper advances its
+        pruning step on every training call.
+
+    Example:
+    >>> x = keras.Input((4,))
+    >>> model = keras.Model(x, keras.layers.Dense(2, name="d")(keras.layers.Dropout(0.1)(x)))
+    >>> pruned = prune_model(model, schedule="constant")
+    >>> [type(layer).__name__ for layer in pruned.layers]
+    ['InputLayer', 'Dropout', 'PruneLowMagnitude']
+    """
+    pruning_schedule = make_schedule(target_sparsity, schedule, begin_step, end_step, frequency)
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return prune_model(layer, target_sparsity, schedule, begin_step, end_step, frequency)
+        if _is_pruning_wrapper(layer) or not prunable_weights(layer):
+            return layer
+        return sparsity.prune_low_magnitude(layer, pruning_schedule=pruning_schedule)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def pruning_callbacks(log_dir: str | None = None) -> list:
+    """`UpdatePruningStep` (required while training a pruned model) and, with `log_dir`,
+    `PruningSummaries` (per-layer sparsity in TensorBoard)."""
+    callbacks = [sparsity.UpdatePruningStep()]
+    if log_dir is not None:
+        callbacks.append(sparsity.PruningSummaries(log_dir=log_dir))
+    return callbacks
+
+
+def strip_pruning(model: keras.Model) -> keras.Model:
+    """`model` without pruning wrappers (same layers and sparse variables), ready to export."""
+    return sparsity.strip_pruning(model)
+
+
+def _layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def sparsity_report(model: keras.Model) -> dict:
+    """Per-layer and overall sparsity (fraction of exact zeros) of the prunable weights.
+
+    Works on pruned and on stripped models. Layers without prunable weights are left out.
+
+    Returns:
+        `{"layers": {name: {"zeros", "size", "sparsity"}}, "zeros", "size", "sparsity"}`,
+        where a wrapped layer is reported under its inner layer's name.
+
+    Example:
+    >>> layer = keras.layers.Dense(2, use_bias=False, name="d")
+    >>> model = keras.Sequential([keras.Input((2,)), layer])
+    >>> layer.kernel.assign([[0.0, 1.0], [0.0, 0.0]])  # doctest: +ELLIPSIS
+    <...>
+    >>> sparsity_report(model)
+    {'layers': {'d': {'zeros': 3, 'size': 4, 'sparsity': 0.75}}, 'zeros': 3, 'size': 4, \
+'sparsity': 0.75}
+    """
+    layers = {}
+    for layer in _layers(model):
+        weights = prunable_weights(layer)
+        if not weights:
+            continue
+        values = [np.asarray(keras.backend.get_value(w)) for w in weights]
+        zeros = int(sum(np.count_nonzero(v == 0) for v in values))
+        size = int(sum(v.size for v in values))
+        name = layer.layer.name if _is_pruning_wrapper(layer) else layer.name
+        layers[name] = {"zeros": zeros, "size": size, "sparsity": zeros / size}
+    zeros = sum(entry["zeros"] for entry in layers.values())
+    size = sum(entry["size"] for entry in layers.values())
+    return {"layers": layers, "zeros": zeros, "size": size,
+            "sparsity": zeros / size if size else 0.0}
+
+
+def _gzip_file(path: str) -> int:
+    with open(path, "rb") as handle:
+        return len(gzip.compress(handle.read()))
+
+
+def gzip_size(path_or_model) -> int:
+    """Gzip-compressed size in bytes of a saved file, a directory (files compressed one by one,
+    summed), or a model's weights (saved to a temporary HDF5 file).
+
+    Pruned weights are stored dense, so their savings show up only after compression; compare
+    `gzip_size(stripped)` with `gzip_size(dense)`.
+    """
+    if isinstance(path_or_model, keras.layers.Layer):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "weights.h5")
+            path_or_model.save_weights(path)
+            return _gzip_file(path)
+    path = os.fspath(path_or_model)
+    if os.path.isdir(path):
+        return sum(_gzip_file(os.path.join(root, name))
+                   for root, _, names in sorted(os.walk(path)) for name in sorted(names))
+    return _gzip_file(path)

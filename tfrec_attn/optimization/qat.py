@@ -1,0 +1,87 @@
+"""Quantization-aware training (QAT) of functional towers.
+
+`make_qat_model` annotates every layer with its `QuantizeConfig` (see `quantize_configs.py`) and
+applies TFMOT's 8-bit scheme, with one change: only *float* model inputs get an input quantizer.
+TFMOT's default layout transform fake-quantizes every input layer, which would turn item ids
+into 8-bit floats.
+"""
+
+from __future__ import annotations
+
+import tensorflow_model_optimization as tfmot
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.optimization.quantize_configs import quantize_config_for, quantize_scope
+
+_qkeras = tfmot.quantization.keras
+_default_8bit = _qkeras.default_8bit
+
+
+class FloatInputsLayoutTransform(_qkeras.QuantizeLayoutTransform):
+    """TFMOT's 8-bit layout transform, with input quantizers on float inputs only."""
+
+    def apply(self, model, layer_quantize_map):
+        inputs = {layer.name: layer for layer in model.layers
+                  if isinstance(layer, keras.layers.InputLayer)}
+        float_inputs = {name for name, layer in inputs.items()
+                        if name in layer_quantize_map and tf.as_dtype(layer.dtype).is_floating}
+        if float_inputs:
+            model, layer_quantize_map = _qkeras.graph_transformations.model_transformer \
+                .ModelTransformer(model, [_default_8bit.default_8bit_transforms
+                                          .InputLayerQuantize()],
+                                  float_inputs, layer_quantize_map).transform()
+        # The default transforms (Conv/Dense + BatchNorm fusions...) never see the inputs again.
+        others = {k: v for k, v in layer_quantize_map.items() if k not in inputs}
+        model, others = _default_8bit.Default8BitQuantizeLayoutTransform().apply(model, others)
+        return model, {**{k: v for k, v in layer_quantize_map.items() if k in inputs}, **others}
+
+
+class FloatInputsQuantizeScheme(_default_8bit.Default8BitQuantizeScheme):
+    """`Default8BitQuantizeScheme` with `FloatInputsLayoutTransform`."""
+
+    def get_layout_transformer(self):
+        return FloatInputsLayoutTransform()
+
+
+def quantize_annotate(model: keras.Model) -> keras.Model:
+    """A clone of `model` (sharing its layers) with every layer annotated with its config.
+
+    Our layers get the config of their family; Keras layers TFMOT knows get its default (config
+    `None`); parameter-free unknown layers get `NoOpQuantizeConfig`.
+    """
+    annotate = _qkeras.quantize_annotate_layer
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        return annotate(layer, quantize_config_for(layer))
+
+    with quantize_scope():
+        return keras.models.clone_model(model, clone_function=clone)
+
+
+def make_qat_model(model: keras.Model) -> keras.Model:
+    """The quantization-aware version of a Sequential or functional `model`.
+
+    Layers keep their names (no `quant_` prefix), so `model.get_layer("item_embedding")` still
+    finds the (wrapped) layer. The new model starts from `model`'s weights but does not share
+    them (TFMOT's `quantize_apply` copies).
+
+    Example:
+    >>> from tfrec_attn.layers import MultiHeadAttention
+    >>> x = keras.Input((4, 8))
+    >>> model = keras.Model(x, MultiHeadAttention(num_heads=2, name="mha")(x))
+    >>> qat = make_qat_model(model)
+    >>> type(qat.get_layer("mha")).__name__, qat(tf.ones((1, 4, 8))).shape
+    ('QuantizeWrapperV2', TensorShape([1, 4, 8]))
+    """
+    mixed = sorted({layer.name for layer in model.layers
+                    if layer.compute_dtype in ("float16", "bfloat16")})
+    if mixed:
+        raise ValueError(
+            "Quantization-aware training needs float32 layers (TFMOT's fake-quant ops are "
+            f"float32-only); build the model under the 'float32' policy. Received: {mixed}")
+    annotated = quantize_annotate(model)
+    with quantize_scope():
+        return _qkeras.quantize_apply(annotated, scheme=FloatInputsQuantizeScheme(),
+                                      quantized_layer_name_prefix="")
