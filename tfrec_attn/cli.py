@@ -2,7 +2,7 @@
 
 import sys
 
-COMMANDS = {"train": "pipelines.train"}
+COMMANDS = {"train": "pipelines.train", "optimize": "pipelines.optimize"}
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,7 @@ from tfrec_attn.optimization.quantize_configs import (
     quantize_config_for,
     quantize_scope,
 )
+from tfrec_attn.optimization.report import optimize_run, optimize_table
 from tfrec_attn.optimization.sasrec import install_encoder, prune_sasrec, qat_sasrec
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "make_qat_model",
     "make_schedule",
     "optimization_device",
+    "optimize_run",
+    "optimize_table",
     "prunable_weights",
     "prune_model",
     "prune_sasrec",

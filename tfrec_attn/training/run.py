@@ -21,7 +21,7 @@ from tfrec_attn.evaluation import evaluate, evaluate_baselines
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
-from tfrec_attn.training.callbacks import RankingEvaluation, TimeBudget
+from tfrec_attn.training.callbacks import EpochTimer, RankingEvaluation, TimeBudget
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.scoring import make_score_fn
 
@@ -101,7 +101,9 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
                                    split.valid_targets[rows], vocab_size,
                                    protocol=options.eval_protocol, seed=options.seed)
     budget = TimeBudget(options.max_train_minutes)
+    timer = EpochTimer()
     callbacks = [
+        timer,
         evaluation,
         keras.callbacks.EarlyStopping(monitor="val_" + MONITOR, mode="max",
                                       patience=options.patience, restore_best_weights=True),
@@ -110,6 +112,10 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
     ]
     history = model.fit(dataset, epochs=options.epochs, callbacks=callbacks,
                         verbose=options.verbose)
+    elapsed = np.cumsum(timer.seconds)
+    for record, seconds, at in zip(evaluation.records, timer.seconds, elapsed):
+        record["epoch_seconds"] = round(float(seconds), 2)
+        record["elapsed_seconds"] = round(float(at), 2)
     return history.history, evaluation.records, budget, score_fn
 
 
@@ -139,7 +145,8 @@ def run_training(options: TrainOptions) -> dict:
                                          vocab_size, protocol, seed=options.seed)
     metrics = {
         "test": test,
-        "valid": {k: v for k, v in best.items() if k != "epoch"},
+        "valid": {k: v for k, v in best.items()
+                  if k not in ("epoch", "epoch_seconds", "elapsed_seconds")},
         "best_epoch": best.get("epoch"),
         "baselines": baselines,
         "train_seconds": round(train_seconds, 2),

@@ -1,0 +1,44 @@
+"""`tfrec-attn optimize` / `python -m pipelines.optimize`: prune, quantize and compare a run.
+
+Writes `RUN_DIR/optimize.json`, `RUN_DIR/optimize.png` and the exports under
+`RUN_DIR/optimized/` (see `tfrec_attn.optimization.report.optimize_run`).
+"""
+
+import argparse
+import sys
+
+from tfrec_attn.optimization.report import METHODS, check_methods, optimize_run, optimize_table
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tfrec-attn optimize", description=__doc__.splitlines()[0])
+    add = p.add_argument
+    add("--run-dir", required=True, help="a `tfrec-attn train` run directory")
+    add("--methods", default=",".join(METHODS),
+        help=f"comma-separated subset of {','.join(METHODS)} (float32 is always included)")
+    add("--epochs", type=int, default=1, help="fine-tuning epochs for prune and qat")
+    add("--target-sparsity", type=float, default=0.8, help="prune: fraction of zero weights")
+    add("--k", type=int, default=10, help="items the exported models return (>= 10)")
+    add("--latency-runs", type=int, default=50, help="timed calls per latency percentile")
+    add("--output", help="where reports and exports go (default: the run directory)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        methods = check_methods(m.strip() for m in args.methods.split(",") if m.strip())
+        report = optimize_run(args.run_dir, methods, epochs=args.epochs,
+                              target_sparsity=args.target_sparsity, k=args.k,
+                              latency_runs=args.latency_runs, output=args.output)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"tfrec-attn optimize: {err}", file=sys.stderr)
+        return 2
+    print(optimize_table(report))
+    out = args.output or args.run_dir
+    print(f"\nreport: {out}/optimize.json, {out}/optimize.png; exports: {out}/optimized/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

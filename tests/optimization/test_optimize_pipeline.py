@@ -1,0 +1,145 @@
+"""`tfrec-attn optimize` end to end on a tiny synthetic run: variants, report, errors."""
+
+import json
+import shutil
+
+import pytest
+
+from pipelines import optimize as optimize_pipeline
+from pipelines import train as train_pipeline
+from tfrec_attn.cli import main as cli_main
+from tfrec_attn.optimization import optimize_run, optimize_table
+from tfrec_attn.training import load_run
+
+TINY = ["--format", "synthetic", "--synthetic-users", "150", "--synthetic-items", "60",
+        "--synthetic-length", "12", "--max-len", "10", "--dim", "16", "--blocks", "1",
+        "--verbose", "0", "--patience", "2", "--epochs", "2", "--export-root", ""]
+# Each TFLite variant costs two conversions (~7 s each on two busy cores), so the default suite
+# covers float32, pruning and int8; all methods run in the slow test.
+FAST_METHODS = ("prune", "ptq-int8")
+FIELDS = {"method", "path", "size_bytes", "gzip_bytes", "tflite_quantization", "ndcg@10",
+          "hr@10", "protocol", "sparsity", "keras", "latency", "saved_model"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("optimize") / "run"
+    assert train_pipeline.main(TINY + ["--output", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    return optimize_run(run_dir, methods=FAST_METHODS, epochs=1, latency_runs=3)
+
+
+def _check_latency(latency: dict) -> None:
+    assert set(latency) == {"single", "batch_256"}
+    for value in latency.values():
+        assert 0 < value["p50_ms"] <= value["p99_ms"]
+
+
+def _check_variant(name: str, record: dict, run_dir) -> None:
+    assert FIELDS <= set(record), (name, sorted(FIELDS - set(record)))
+    assert record["method"] == name and record["protocol"] == "full"
+    tflite = run_dir / "optimized" / "tflite" / f"{name}.tflite"
+    assert record["path"] == str(tflite) and record["size_bytes"] == tflite.stat().st_size
+    assert 0 < record["gzip_bytes"] < record["size_bytes"]
+    assert 0.0 <= record["ndcg@10"] <= record["hr@10"] <= 1.0
+    _check_latency(record["latency"]["tflite"])
+    saved = record["saved_model"]
+    if saved is None:
+        assert record["latency"]["saved_model"] is None
+    else:
+        assert saved["path"] == str(run_dir / "optimized" / "saved_models" / name / "1")
+        assert (run_dir / "optimized" / "saved_models" / name / "1" / "saved_model.pb").exists()
+        assert saved["size_bytes"] > saved["gzip_bytes"] > 0
+        _check_latency(record["latency"]["saved_model"])
+
+
+def test_report_records_every_variant(report, run_dir):
+    assert list(report["variants"]) == ["float32", *FAST_METHODS]
+    for name, record in report["variants"].items():
+        _check_variant(name, record, run_dir)
+    assert json.loads((run_dir / "optimize.json").read_text()) == report
+    assert not list(run_dir.glob("*.tmp"))
+    assert (run_dir / "optimize.png").stat().st_size > 1000
+    config = (run_dir / "optimized" / "saved_models" / "models.config").read_text()
+    assert "float32" in config and "prune" in config and "ptq-int8" not in config
+
+
+def test_float32_tflite_quality_equals_keras_and_the_run(report, run_dir):
+    """Same split, protocol and seed as `metrics.json`; the TFLite ranking is exact."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    float32 = report["variants"]["float32"]
+    for metric in ("ndcg@10", "hr@10"):
+        assert float32[metric] == pytest.approx(float32["keras"][metric], abs=1e-12)
+        assert float32["keras"][metric] == pytest.approx(metrics["test"][metric], abs=1e-12)
+    assert report["reference"]["ndcg@10"] == metrics["test"]["ndcg@10"]
+    assert report["test_users"] == metrics["dataset"]["users"]
+
+
+def test_int8_is_smaller_and_pruning_is_sparse(report):
+    variants = report["variants"]
+    assert variants["ptq-int8"]["size_bytes"] < variants["float32"]["size_bytes"]
+    assert variants["ptq-int8"]["tflite_quantization"] == "int8"
+    assert variants["ptq-int8"]["keras"] is None
+    assert variants["float32"]["sparsity"] == 0.0
+    assert variants["prune"]["sparsity"] >= 0.75
+    # Pruned weights are stored dense: the savings show after compression.
+    assert variants["prune"]["gzip_bytes"] < variants["float32"]["gzip_bytes"]
+    assert (variants["prune"]["saved_model"]["gzip_bytes"]
+            < variants["float32"]["saved_model"]["gzip_bytes"])
+
+
+def test_table_lists_every_variant(report):
+    table = optimize_table(report)
+    for name in report["variants"]:
+        assert name in table
+
+
+def test_load_run_restores_options_and_split(run_dir):
+    run = load_run(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert run.vocab_size == metrics["model"]["vocab_size"] == run.model.config.vocab_size
+    assert run.options.eval_protocol == "full" and run.options.model["dim"] == 16
+    assert len(run.split.test_targets) == metrics["dataset"]["users"]
+
+
+@pytest.mark.parametrize("methods", ["prune,frobnicate", "PTQ-int8"])
+def test_unknown_method_exits_2_naming_it(methods, run_dir, capsys):
+    assert optimize_pipeline.main(["--run-dir", str(run_dir), "--methods", methods]) == 2
+    assert repr(methods.split(",")[-1]) in capsys.readouterr().err
+    assert cli_main(["optimize", "--run-dir", str(run_dir), "--methods", methods]) == 2
+
+
+def test_missing_run_dir_is_a_clear_error(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match="Run directory not found: .*nope"):
+        optimize_run(missing)
+    assert optimize_pipeline.main(["--run-dir", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_named(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoint"))
+    with pytest.raises(FileNotFoundError, match="Checkpoint not found: .*checkpoint"):
+        load_run(copy)
+
+
+@pytest.mark.slow
+def test_all_methods_through_the_command_line(run_dir, tmp_path, capsys):
+    out = tmp_path / "all"
+    argv = ["optimize", "--run-dir", str(run_dir), "--output", str(out), "--latency-runs", "3"]
+    assert cli_main(argv) == 0
+    assert "ptq-dynamic" in capsys.readouterr().out
+    report = json.loads((out / "optimize.json").read_text())
+    variants = report["variants"]
+    assert list(variants) == ["float32", "prune", "qat", "ptq-int8", "ptq-float16",
+                              "ptq-dynamic"]
+    for name, record in variants.items():
+        _check_variant(name, record, out)
+    assert variants["qat"]["keras"] is not None and variants["qat"]["saved_model"] is None
+    assert variants["ptq-float16"]["size_bytes"] < variants["float32"]["size_bytes"]
+    assert (out / "optimize.png").stat().st_size > 1000

@@ -1,0 +1,316 @@
+"""`optimize_run`: optimized variants of a trained run, compared on the run's own test split.
+
+Variants (always `float32`, plus the chosen `METHODS`):
+
+- `float32`: the trained model as it is (SavedModel + float TFLite).
+- `prune`: `prune_sasrec` fine-tuning to `target_sparsity`, stripped (SavedModel + float TFLite).
+- `qat`: `qat_sasrec` fine-tuning, converted with the converter's `DEFAULT` optimization only
+  (`quantization=QAT_QUANTIZATION`): the fake-quant ranges learned in training set the int8
+  scales. No SavedModel: `RecommenderModule`'s `score` / `item_embeddings` signatures capture
+  the fake-quantized table, a tensor `tf.saved_model.save` cannot store.
+- `ptq-int8`, `ptq-float16`, `ptq-dynamic`: post-training quantization of the float model
+  (`convert_to_tflite`, int8 calibrated on validation histories).
+
+Quality uses the same test users, protocol and seed as the run's `metrics.json`. A TFLite
+variant is scored through a second, evaluation-only flatbuffer converted the same way (same
+weights, same quantization) whose top-k spans the whole catalogue without history exclusion:
+its output is every item's score, so the protocol (history exclusion that keeps the target,
+sampled negatives, pessimistic ties) is applied exactly as for the Keras model. The deployed
+file (top-`k`, history excluded) is the one measured for size and latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.data import make_training_dataset, pad_left
+from tfrec_attn.evaluation import evaluate
+from tfrec_attn.export import LiteRTRecommender, convert_to_tflite, export_saved_model
+from tfrec_attn.export.serving import write_models_config
+from tfrec_attn.models.sasrec import build_topk_model
+from tfrec_attn.optimization.device import optimization_device
+from tfrec_attn.optimization.pruning import gzip_size
+from tfrec_attn.optimization.sasrec import prune_sasrec, qat_sasrec
+from tfrec_attn.training.run import item_probabilities
+from tfrec_attn.training.run_dir import CHECKPOINT, RunArtifacts, load_run, restore_model
+from tfrec_attn.training.scoring import make_score_fn
+
+METHODS = ("prune", "qat", "ptq-int8", "ptq-float16", "ptq-dynamic")
+PTQ = {"ptq-int8": "int8", "ptq-float16": "float16", "ptq-dynamic": "dynamic"}
+QAT_QUANTIZATION = "dynamic"  # = converter.optimizations [DEFAULT], no representative data
+METRICS = ("ndcg@10", "hr@10")
+BATCH = 256
+WARMUP = 3
+CALIBRATION_USERS = 200
+
+
+def check_methods(methods) -> tuple[str, ...]:
+    """`methods` without duplicates, or `ValueError` naming the unknown ones."""
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown optimization method(s) {unknown}; choose from {METHODS}.")
+    return tuple(dict.fromkeys(methods))
+
+
+class _Context:
+    """What every variant needs: the run, output folders, fixed inputs and settings."""
+
+    def __init__(self, run: RunArtifacts, root: Path, k: int, latency_runs: int, scratch: Path):
+        self.run, self.root, self.k, self.latency_runs = run, root, k, latency_runs
+        self.scratch = scratch
+        self.max_len = run.model.config.max_len
+        split = run.split
+        self.calibration = pad_left(split.valid_histories[:CALIBRATION_USERS], self.max_len)
+        rows = np.resize(np.arange(len(split.test_histories)), BATCH)
+        self.batch = pad_left([split.test_histories[i] for i in rows], self.max_len)
+        self.single = self.batch[:1]
+
+    def fresh_model(self):
+        run = self.run
+        return restore_model(run.metrics["model"], run.path / CHECKPOINT,
+                             item_probabilities(run.split.train, run.vocab_size))
+
+    def training_dataset(self) -> tf.data.Dataset:
+        options = self.run.options
+        return make_training_dataset(self.run.split.train, self.max_len, options.batch_size,
+                                     seed=options.seed, sliding=options.sliding)
+
+    def evaluate(self, score_fn) -> dict:
+        run = self.run
+        result = evaluate(score_fn, run.split.test_histories, run.split.test_targets,
+                          run.vocab_size, run.options.eval_protocol, seed=run.options.seed)
+        return {name: result[name] for name in METRICS}
+
+    def latency(self, call) -> dict:
+        """p50/p99 milliseconds of `call(rows)` for one history and for a batch of `BATCH`."""
+        out = {}
+        for name, rows in (("single", self.single), (f"batch_{BATCH}", self.batch)):
+            for _ in range(WARMUP):
+                call(rows)
+            times = []
+            for _ in range(self.latency_runs):
+                start = time.perf_counter()
+                call(rows)
+                times.append((time.perf_counter() - start) * 1e3)
+            out[name] = {"p50_ms": round(float(np.percentile(times, 50)), 3),
+                         "p99_ms": round(float(np.percentile(times, 99)), 3)}
+        return out
+
+
+def _saved_model_part(ctx: _Context, name: str, model) -> dict:
+    """The variant as a TF Serving SavedModel (`saved_models/<name>/1/`) and its latency."""
+    root = ctx.root / "saved_models"
+    shutil.rmtree(root / name, ignore_errors=True)  # a re-run replaces version 1
+    path = export_saved_model(model, root, name, version=1, k=ctx.k,
+                              metadata={"optimization": name},
+                              warmup_histories=ctx.calibration[:10])
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    latency = ctx.latency(lambda rows: serve(history=tf.constant(rows))["item_ids"].numpy())
+    return {"path": os.fspath(path), "size_bytes": _size(path), "gzip_bytes": gzip_size(path),
+            "latency": latency}
+
+
+def _tflite_part(ctx: _Context, name: str, model, quantization: str) -> dict:
+    """The deployed `.tflite` (size, latency) and its quality through the evaluation twin."""
+    kwargs = {"quantization": quantization, "representative_histories": ctx.calibration}
+    path = convert_to_tflite(model, ctx.root / "tflite" / f"{name}.tflite", k=ctx.k, **kwargs)
+    runner = LiteRTRecommender(path)
+    everything = build_topk_model(model.encoder, k=ctx.run.vocab_size - 2,
+                                  exclude_history=False)
+    twin = convert_to_tflite(everything, ctx.scratch / f"{name}.tflite", **kwargs)
+    quality = ctx.evaluate(_tflite_score_fn(LiteRTRecommender(twin), ctx.run.vocab_size))
+    return {"path": os.fspath(path), "size_bytes": _size(path), "gzip_bytes": gzip_size(path),
+            "tflite_quantization": quantization, **quality,
+            "latency": ctx.latency(runner.recommend)}
+
+
+def _tflite_score_fn(runner: LiteRTRecommender, vocab_size: int):
+    """Scores `(batch, vocab)` from a flatbuffer whose top-k lists every real item."""
+    floor = np.finfo(np.float32).min  # padding and OOV: never recommended, never a target
+
+    def score_fn(histories) -> np.ndarray:
+        out = runner.recommend(pad_left(histories, runner.max_len))
+        scores = np.full((len(histories), vocab_size), floor, np.float32)
+        np.put_along_axis(scores, out["item_ids"], out["scores"], axis=1)
+        return scores
+
+    return score_fn
+
+
+def _variant(ctx: _Context, name: str, model, quantization: str, keras_path: bool,
+             saved_model: bool, sparsity: float = 0.0, note: str | None = None) -> dict:
+    """One variant's record; `keras_path`: also evaluate `model` itself (its own weights)."""
+    tflite = _tflite_part(ctx, name, model, quantization)
+    keras_quality = (ctx.evaluate(make_score_fn(model.scorer, ctx.max_len))
+                     if keras_path else None)
+    saved = _saved_model_part(ctx, name, model) if saved_model else None
+    latency = {"tflite": tflite.pop("latency"),
+               "saved_model": saved.pop("latency") if saved else None}
+    record = {"method": name, **tflite, "protocol": ctx.run.options.eval_protocol,
+              "sparsity": sparsity, "keras": keras_quality, "latency": latency,
+              "saved_model": saved}
+    if note:
+        record["note"] = note
+    return record
+
+
+def _fine_tune(ctx: _Context, method: str, epochs: int, target_sparsity: float) -> dict:
+    keras.utils.set_random_seed(ctx.run.options.seed)
+    model, dataset = ctx.fresh_model(), ctx.training_dataset()
+    with tf.device(optimization_device()):
+        if method == "prune":
+            model, report = prune_sasrec(model, dataset, epochs=epochs,
+                                         target_sparsity=target_sparsity)
+        else:
+            model, _ = qat_sasrec(model, dataset, epochs=epochs)
+    if method == "prune":
+        return _variant(ctx, method, model, "none", keras_path=True, saved_model=True,
+                        sparsity=report["sparsity"])
+    return _variant(ctx, method, model, QAT_QUANTIZATION, keras_path=True, saved_model=False,
+                    note="keras = the fake-quantized QAT model; no SavedModel (see report.py)")
+
+
+def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int = 1,
+                 target_sparsity: float = 0.8, k: int = 10, latency_runs: int = 50,
+                 output: str | os.PathLike | None = None) -> dict:
+    """Builds, exports and compares optimized variants of the run in `run_dir`.
+
+    Args:
+        run_dir: a `tfrec-attn train` run directory (see `training.run_dir.load_run`).
+        methods: any of `METHODS`; `float32` (the run's model) is always included.
+        epochs: fine-tuning epochs for `prune` and `qat`.
+        target_sparsity: `prune`'s fraction of zeros in the prunable weights.
+        k: items the exported models return (at least 10, so `@10` metrics are defined).
+        latency_runs: timed calls per latency figure, after `WARMUP` untimed calls.
+        output: where `optimize.json`, `optimize.png` and `optimized/` go (default `run_dir`).
+
+    Returns:
+        The report written to `optimize.json`: run-level settings and `"variants"`, one record
+        per variant with `path`, `size_bytes`, `gzip_bytes` (the deployed `.tflite`),
+        `tflite_quantization`, `ndcg@10`, `hr@10` (that file's quality), `protocol`,
+        `sparsity` (of the prunable weights; 0 for dense variants), `keras` (`ndcg@10`,
+        `hr@10` of the Keras model the file came from; `None` for post-training
+        quantization, whose Keras model is `float32`'s), `latency` (`tflite` /
+        `saved_model` -> `single` / `batch_256` -> `p50_ms`, `p99_ms`; `saved_model` is
+        `None` without a SavedModel) and `saved_model` (`path`, `size_bytes`, `gzip_bytes`,
+        or `None`).
+
+    Raises:
+        ValueError: an unknown method or a bad setting. FileNotFoundError: see `load_run`.
+    """
+    methods = check_methods(methods)
+    if k < 10 or epochs < 1 or latency_runs < 1:
+        raise ValueError(f"k must be >= 10, epochs and latency_runs positive. Received: k={k}, "
+                         f"epochs={epochs}, latency_runs={latency_runs}")
+    run = load_run(run_dir)
+    out = Path(output if output is not None else run_dir)
+    root = out / "optimized"
+    variants = {}
+    with tempfile.TemporaryDirectory(prefix="tfrec_attn_optimize_") as scratch:
+        ctx = _Context(run, root, k, latency_runs, Path(scratch))
+        variants["float32"] = _variant(ctx, "float32", run.model, "none", keras_path=True,
+                                       saved_model=True)
+        for method in methods:
+            if method in PTQ:
+                variants[method] = _variant(ctx, method, run.model, PTQ[method],
+                                            keras_path=False, saved_model=False)
+            else:
+                variants[method] = _fine_tune(ctx, method, epochs, target_sparsity)
+    write_models_config(root / "saved_models" / "models.config",
+                        {name: f"/models/{name}" for name, v in variants.items()
+                         if v["saved_model"]})
+    report = {
+        "run_dir": os.fspath(run_dir), "protocol": run.options.eval_protocol,
+        "seed": run.options.seed, "test_users": len(run.split.test_targets), "k": k,
+        "epochs": epochs, "target_sparsity": target_sparsity, "latency_runs": latency_runs,
+        "device": optimization_device(),
+        "reference": {m: run.metrics.get("test", {}).get(m) for m in METRICS},
+        "evaluation": "TFLite quality from an evaluation twin of each file whose top-k spans "
+                      "the catalogue; same protocol, seed and test users as metrics.json",
+        "variants": variants,
+    }
+    _write_json(out / "optimize.json", report)
+    plot_optimization(report, out / "optimize.png")
+    return report
+
+
+def _size(path: str | os.PathLike) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def plot_optimization(report: dict, path: str | os.PathLike) -> Path:
+    """Deployed size vs NDCG@10 (labelled scatter) beside p50 latencies per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = report["variants"]
+    names = list(variants)
+    fig, (ax_size, ax_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+    points = {}  # variants at the same point share one label
+    for name in names:
+        v = variants[name]
+        points.setdefault((v["size_bytes"] / 1024, v["ndcg@10"]), []).append(name)
+    for (size, quality), labels in points.items():
+        ax_size.scatter(size, quality)
+        ax_size.annotate(" = ".join(labels), (size, quality), textcoords="offset points",
+                         xytext=(4, 4))
+    ax_size.set(xlabel=".tflite size (KiB)", ylabel=f"test NDCG@10 ({report['protocol']})",
+                title="Size vs quality")
+    series = [(f"{runtime} {shape}", runtime, shape) for runtime in ("tflite", "saved_model")
+              for shape in ("single", f"batch_{BATCH}")]
+    width = 0.8 / len(series)
+    for i, (label, runtime, shape) in enumerate(series):
+        values = [(variants[n]["latency"][runtime] or {}).get(shape, {}).get("p50_ms", 0.0)
+                  for n in names]
+        ax_time.bar(np.arange(len(names)) + i * width, values, width, label=label)
+    ax_time.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20)
+    ax_time.set(ylabel="p50 latency (ms)", title="Latency (missing bar: no such artifact)")
+    ax_time.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def optimize_table(report: dict) -> str:
+    """A plain-text table of the variants in an `optimize_run` report."""
+    header = (f"{'variant':12s}{'tflite KiB':>11s}{'gzip KiB':>10s}{'ndcg@10':>9s}"
+              f"{'hr@10':>8s}{'keras ndcg':>11s}{'sparsity':>9s}{'tfl p50 1/256 ms':>18s}"
+              f"{'sm p50 1/256 ms':>17s}")
+    lines = [f"test ({report['protocol']} protocol, {report['test_users']} users)", header]
+    for name, v in report["variants"].items():
+        lat = v["latency"]
+        cells = []
+        for runtime in ("tflite", "saved_model"):
+            if lat[runtime] is None:
+                cells.append("-")
+            else:
+                cells.append(f"{lat[runtime]['single']['p50_ms']:.2f}/"
+                             f"{lat[runtime][f'batch_{BATCH}']['p50_ms']:.2f}")
+        keras = f"{v['keras']['ndcg@10']:.4f}" if v["keras"] else "-"
+        lines.append(f"{name:12s}{v['size_bytes'] / 1024:11.1f}{v['gzip_bytes'] / 1024:10.1f}"
+                     f"{v['ndcg@10']:9.4f}{v['hr@10']:8.4f}{keras:>11s}"
+                     f"{v['sparsity']:9.3f}{cells[0]:>18s}{cells[1]:>17s}")
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Reloading a finished training run: options, model weights and the exact data split.
+
+A run directory (written by `run_training`) holds `metrics.json` (with `"model"`, the
+`SASRecConfig` fields, and `"options"`, the `TrainOptions` fields except `model`),
+`checkpoint/weights` (a TF checkpoint from `model.save_weights`) and `item_vocabulary.json`.
+`load_run` rebuilds everything from those, re-creating the split deterministically the way
+`run_training` does, so later steps (optimization, export) evaluate on the same test users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from tfrec_attn._keras import tf
+from tfrec_attn.data import Vocabulary, build_sequences, leave_one_out, pad_left
+from tfrec_attn.data.sequences import Split
+from tfrec_attn.models import SASRec, SASRecConfig
+from tfrec_attn.training.run import TrainOptions, item_probabilities, load_data
+
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint/weights"
+VOCABULARY = "item_vocabulary.json"
+
+
+@dataclasses.dataclass
+class RunArtifacts:
+    """A reloaded run.
+
+    Attributes:
+        path: the run directory.
+        options: the run's `TrainOptions` (`model` holds the `SASRecConfig` fields).
+        model: the trained `SASRec` with its checkpoint restored.
+        split: the leave-one-out split the run trained and was evaluated on.
+        vocab_size: id-space size (padding and OOV included).
+        metrics: the run's `metrics.json`.
+    """
+
+    path: Path
+    options: TrainOptions
+    model: SASRec
+    split: Split
+    vocab_size: int
+    metrics: dict
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path} (is this a `tfrec-attn train` run "
+                                "directory?)")
+    return path
+
+
+def options_from_metrics(metrics: dict, source: str | os.PathLike = METRICS) -> TrainOptions:
+    """The `TrainOptions` recorded in a run's metrics dict."""
+    for key in ("model", "options"):
+        if not isinstance(metrics.get(key), dict):
+            raise ValueError(f"{source}: missing the {key!r} mapping written by run_training.")
+    known = {field.name for field in dataclasses.fields(TrainOptions)} - {"model"}
+    unknown = sorted(set(metrics["options"]) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown training options {unknown}.")
+    model = {k: v for k, v in metrics["model"].items() if k != "vocab_size"}
+    return TrainOptions(model=model, **metrics["options"])
+
+
+def load_split(options: TrainOptions) -> tuple[Split, int]:
+    """`(split, vocab_size)` exactly as `run_training` builds them for `options`."""
+    data = build_sequences(load_data(options), min_events=options.min_events)
+    return leave_one_out(data), data.vocab_size
+
+
+def restore_model(config: SASRecConfig | dict, checkpoint: str | os.PathLike,
+                  item_probs=None) -> SASRec:
+    """A new `SASRec` built from `config` with the weights of `checkpoint` restored.
+
+    Each call returns an independent model, so in-place optimizations (`prune_sasrec`,
+    `qat_sasrec`) can start from the trained weights again.
+    """
+    model = SASRec(config, item_probabilities=item_probs)
+    model(tf.constant(pad_left([[2]], model.config.max_len)))  # create the variables
+    model.load_weights(os.fspath(checkpoint)).expect_partial()
+    return model
+
+
+def load_run(run_dir: str | os.PathLike) -> RunArtifacts:
+    """Reloads the run in `run_dir` (see the module docstring for what it must hold).
+
+    Raises:
+        FileNotFoundError: `run_dir`, its metrics, checkpoint, vocabulary or the run's data file
+            is missing (the message names the path).
+        ValueError: the re-created data no longer matches the run (another vocabulary).
+    """
+    run_dir = Path(run_dir)
+    _require(run_dir, "Run directory")
+    metrics_path = _require(run_dir / METRICS, "Run metrics")
+    _require(run_dir / "checkpoint" / "checkpoint", "Checkpoint")
+    vocab_path = _require(run_dir / VOCABULARY, "Item vocabulary")
+    metrics = json.loads(metrics_path.read_text())
+    options = options_from_metrics(metrics, metrics_path)
+    if options.data:
+        _require(Path(options.data), "Training data")
+    split, vocab_size = load_split(options)
+    if split.vocab != Vocabulary.from_json(vocab_path) or (
+            vocab_size != metrics["model"].get("vocab_size")):
+        raise ValueError(f"The data of {run_dir} no longer matches its {VOCABULARY}: the split "
+                         "cannot be re-created (was the data file changed?).")
+    model = restore_model(metrics["model"], run_dir / CHECKPOINT,
+                          item_probabilities(split.train, vocab_size))
+    return RunArtifacts(run_dir, options, model, split, vocab_size, metrics)
