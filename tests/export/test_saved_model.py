@@ -6,24 +6,17 @@ import sys
 import numpy as np
 import pytest
 
-from tfrec_attn._keras import keras, tf
-from tfrec_attn.data import make_training_dataset, pad_left
+from tfrec_attn._keras import tf
+from tfrec_attn.data import pad_left
 from tfrec_attn.export import atomic_version_dir, existing_versions, export_saved_model, keep_latest
-from tfrec_attn.models import SASRec, SASRecConfig
 
-MAX_LEN = 12
+MAX_LEN = 12  # the `tiny_sasrec` fixture's max_len
 
 
 @pytest.fixture(scope="module")
-def trained(chain_sequences):
-    sequences, vocab = chain_sequences
-    tf.keras.utils.set_random_seed(0)
-    model = SASRec(SASRecConfig(vocab_size=vocab, max_len=MAX_LEN, dim=16, num_blocks=1))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    model.fit(make_training_dataset([s[:-1] for s in sequences], MAX_LEN, 128), epochs=1,
-              verbose=0)
-    history = pad_left([s[:-1] for s in sequences[:16]], MAX_LEN)
-    return model, history
+def trained(chain_sequences, tiny_sasrec):
+    sequences, _ = chain_sequences
+    return tiny_sasrec, pad_left([s[:-1] for s in sequences[:16]], MAX_LEN)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from tfrec_attn._keras import keras, tf
-from tfrec_attn.data import make_training_dataset, pad_left
+from tfrec_attn._keras import tf
+from tfrec_attn.data import pad_left
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import (
     grpc_request,
@@ -15,21 +15,14 @@ from tfrec_attn.export.serving import (
     rest_request,
     write_models_config,
 )
-from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.testing.serving import predict_like_tf_serving
 
-MAX_LEN = 12
+MAX_LEN = 12  # the `tiny_sasrec` fixture's max_len
 
 
 @pytest.fixture(scope="module")
-def model(chain_sequences):
-    sequences, vocab = chain_sequences
-    tf.keras.utils.set_random_seed(0)
-    sasrec = SASRec(SASRecConfig(vocab_size=vocab, max_len=MAX_LEN, dim=16, num_blocks=1))
-    sasrec.compile(optimizer=keras.optimizers.Adam(1e-2))
-    sasrec.fit(make_training_dataset([s[:-1] for s in sequences], MAX_LEN, 128), epochs=1,
-               verbose=0)
-    return sasrec
+def model(tiny_sasrec):
+    return tiny_sasrec
 
 
 @pytest.fixture(scope="module")

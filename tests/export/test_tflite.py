@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tfrec_attn._keras import keras, tf
-from tfrec_attn.data import make_training_dataset, pad_left
+from tfrec_attn._keras import tf
+from tfrec_attn.data import pad_left
 from tfrec_attn.export import (
     LiteRTRecommender,
     assert_builtin_only,
@@ -10,23 +10,18 @@ from tfrec_attn.export import (
     tflite_ops,
 )
 from tfrec_attn.export.tflite import QUANTIZATIONS
-from tfrec_attn.models import SASRec, SASRecConfig
 
-MAX_LEN = 12
+MAX_LEN = 12  # the `tiny_sasrec` fixture's max_len
 K = 10
 QUANTIZED = ("float16", "dynamic", "int8")
 MIN_OVERLAP = 0.9  # the issue's bar for quantized variants against the float Keras model
 
 
 @pytest.fixture(scope="module")
-def trained(chain_sequences):
+def trained(chain_sequences, tiny_sasrec):
     """A tiny SASRec, a fixed sample of histories and held-out histories for int8 calibration."""
-    sequences, vocab = chain_sequences
-    tf.keras.utils.set_random_seed(0)
-    model = SASRec(SASRecConfig(vocab_size=vocab, max_len=MAX_LEN, dim=16, num_blocks=1))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    model.fit(make_training_dataset([s[:-1] for s in sequences], MAX_LEN, 128), epochs=1,
-              verbose=0)
+    sequences, _ = chain_sequences
+    model = tiny_sasrec
     sample = pad_left([s[:-1] for s in sequences[:64]], MAX_LEN)
     validation = pad_left(sequences[-100:], MAX_LEN)
     return model, sample, validation

@@ -14,8 +14,38 @@ def _right_aligned(table: tf.Tensor, length) -> tf.Tensor:
     return table[tf.shape(table)[0] - length:]
 
 
+class _AddPositions(keras.layers.Layer):
+    """Adds a `(max_length, dim)` table, right-aligned, to `(batch, T, dim)` inputs."""
+
+    def __init__(self, max_length: int, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive int. Received: {max_length!r}")
+        self.max_length = max_length
+        self.supports_masking = True
+
+    def _table(self) -> tf.Tensor:
+        raise NotImplementedError
+
+    def call(self, inputs, mask=None):
+        table = tf.cast(self._table(), inputs.dtype)
+        return inputs + _right_aligned(table, tf.shape(inputs)[1])[None]
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_prunable_weights(self) -> list:
+        return []  # a few thousand values that every prediction reads: pruning saves nothing
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "max_length": self.max_length}
+
+
 @register()
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(_AddPositions):
     """Adds a learned position embedding to a `(batch, T, dim)` sequence.
 
     Positions are counted from the end (right-aligned), so a left-padded history keeps the same
@@ -39,12 +69,8 @@ class PositionEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, max_length: int, initializer="glorot_uniform", **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(max_length, int) or max_length <= 0:
-            raise ValueError(f"max_length must be a positive int. Received: {max_length!r}")
-        self.max_length = max_length
+        super().__init__(max_length, **kwargs)
         self.initializer = keras.initializers.get(initializer)
-        self.supports_masking = True
 
     def build(self, input_shape):
         self.position_embeddings = self.add_weight(
@@ -54,25 +80,12 @@ class PositionEmbedding(keras.layers.Layer):
         )
         super().build(input_shape)
 
-    def call(self, inputs, mask=None):
-        table = tf.cast(self.position_embeddings, inputs.dtype)
-        return inputs + _right_aligned(table, tf.shape(inputs)[1])[None]
-
-    def compute_mask(self, inputs, mask=None):
-        return mask
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_prunable_weights(self) -> list:
-        return []  # a few hundred values that every prediction reads: pruning saves nothing
+    def _table(self) -> tf.Tensor:
+        return self.position_embeddings
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            max_length=self.max_length,
-            initializer=keras.initializers.serialize(self.initializer),
-        )
+        config.update(initializer=keras.initializers.serialize(self.initializer))
         return config
 
 
@@ -87,7 +100,7 @@ def sinusoid_table(length: int, dim: int, base: float = 10000.0) -> np.ndarray:
 
 
 @register()
-class SinusoidalPositionEmbedding(keras.layers.Layer):
+class SinusoidalPositionEmbedding(_AddPositions):
     """Adds the fixed sinusoidal position encoding to a `(batch, T, dim)` sequence.
 
     Right-aligned like `PositionEmbedding`: the most recent item gets the largest position.
@@ -110,31 +123,16 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, max_length: int, base: float = 10000.0, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(max_length, int) or max_length <= 0:
-            raise ValueError(f"max_length must be a positive int. Received: {max_length!r}")
-        self.max_length = max_length
+        super().__init__(max_length, **kwargs)
         self.base = base
-        self.supports_masking = True
 
     def build(self, input_shape):
-        self._table = tf.constant(sinusoid_table(self.max_length, input_shape[-1], self.base))
+        self._sinusoids = tf.constant(
+            sinusoid_table(self.max_length, input_shape[-1], self.base))
         super().build(input_shape)
 
-    def call(self, inputs, mask=None):
-        table = tf.cast(self._table, inputs.dtype)
-        return inputs + _right_aligned(table, tf.shape(inputs)[1])[None]
-
-    def compute_mask(self, inputs, mask=None):
-        return mask
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_prunable_weights(self) -> list:
-        return []
+    def _table(self) -> tf.Tensor:
+        return self._sinusoids
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(max_length=self.max_length, base=self.base)
-        return config
+        return {**super().get_config(), "base": self.base}

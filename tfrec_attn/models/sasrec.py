@@ -35,9 +35,10 @@ class SASRecConfig:
         norm_first: pre-LN blocks (`True`) or post-LN.
         activation: feed-forward activation.
         positional: `"learned"` or `"sinusoidal"`.
-        loss: `"softmax"` (full catalogue cross-entropy), `"sampled"` (in-batch sampled softmax
-            with log-Q correction and accidental-hit removal, TFRS `Retrieval`) or `"bce"`
-            (binary cross-entropy with one random negative per position, the original SASRec).
+        loss: `"sampled"` (default: in-batch sampled softmax with log-Q correction and
+            accidental-hit removal, TFRS `Retrieval`), `"softmax"` (exact cross-entropy over the
+            whole catalogue) or `"bce"` (one random negative per position, the original
+            SASRec). The default measured best in a fixed time budget (docs/BENCHMARKS.md).
         l2: L2 penalty on looked-up embeddings.
     """
 
@@ -51,7 +52,7 @@ class SASRecConfig:
     norm_first: bool = True
     activation: str = "gelu"
     positional: str = "learned"
-    loss: str = "softmax"
+    loss: str = "sampled"
     l2: float = 0.0
 
     def __post_init__(self):
