@@ -40,7 +40,7 @@ class TrainOptions:
     export_k: int = 10
     epochs: int = 200
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3  # measured best of 1e-3 / 3e-3 (docs/BENCHMARKS.md)
     max_train_minutes: float | None = None
     patience: int = 5
     eval_protocol: str = "full"
