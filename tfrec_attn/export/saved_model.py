@@ -9,7 +9,7 @@ import numpy as np
 from tfrec_attn._keras import tf
 from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
 from tfrec_attn.layers import HistoryTopK, LastPosition
-from tfrec_attn.layers.masking import fill_masked
+from tfrec_attn.layers.masking import fill_masked, ids_to_oov
 from tfrec_attn.models.sasrec import SASRec
 
 HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
@@ -60,9 +60,7 @@ class RecommenderModule(tf.Module):
 
     def sanitize(self, history: tf.Tensor) -> tf.Tensor:
         """Keeps the last `max_len` ids; ids outside `[0, vocab)` become OOV (1)."""
-        history = tf.cast(history, tf.int64)[:, -self.max_len:]
-        in_range = tf.logical_and(history >= 0, history < self.vocab_size)
-        return tf.where(in_range, history, tf.ones_like(history))
+        return ids_to_oov(tf.cast(history, tf.int64)[:, -self.max_len:], self.vocab_size)
 
     def _state(self, history):
         return self.last(self.encoder(history, training=False))
@@ -90,8 +88,7 @@ class RecommenderModule(tf.Module):
     def score(self, history, candidate_ids):
         state = self._state(self.sanitize(history))
         table = tf.cast(self.item_embedding.embeddings, tf.float32)
-        in_range = tf.logical_and(candidate_ids >= 0, candidate_ids < self.vocab_size)
-        candidates = tf.gather(table, tf.where(in_range, candidate_ids, 1))
+        candidates = tf.gather(table, ids_to_oov(candidate_ids, self.vocab_size))
         scores = tf.reduce_sum(candidates * tf.cast(state, tf.float32)[:, None, :], axis=-1)
         return {"scores": scores}
 
@@ -101,9 +98,8 @@ class RecommenderModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="item_ids")])
     def item_embeddings(self, item_ids):
-        in_range = tf.logical_and(item_ids >= 0, item_ids < self.vocab_size)
         table = tf.cast(self.item_embedding.embeddings, tf.float32)
-        return {"embedding": tf.gather(table, tf.where(in_range, item_ids, 1))}
+        return {"embedding": tf.gather(table, ids_to_oov(item_ids, self.vocab_size))}
 
     def signatures(self) -> dict:
         return {"serving_default": self.serve, "recommend": self.recommend,

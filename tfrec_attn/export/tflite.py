@@ -22,6 +22,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import ItemEmbedding, PositionEmbedding, SinusoidalPositionEmbedding
+from tfrec_attn.layers.masking import ids_to_oov
 from tfrec_attn.models.sasrec import SASRec, build_topk_model
 
 SIGNATURE = "recommend"
@@ -65,9 +66,7 @@ def _recommend_function(topk: keras.Model, max_len: int, vocab_size: int):
 
     @tf.function(input_signature=[tf.TensorSpec([None, max_len], tf.int64, name="history")])
     def recommend(history):
-        in_range = tf.logical_and(history >= 0, history < vocab_size)
-        history = tf.where(in_range, history, tf.constant(OOV_ID, tf.int64))
-        outputs = topk(history, training=False)
+        outputs = topk(ids_to_oov(history, vocab_size, OOV_ID), training=False)
         return {"item_ids": outputs["item_ids"], "scores": outputs["scores"]}
 
     return recommend

@@ -107,6 +107,20 @@ def masked_softmax(logits: tf.Tensor, mask=None, axis: int = -1) -> tf.Tensor:
     return weights * tf.cast(mask, tf.float32)
 
 
+def ids_to_oov(ids: tf.Tensor, vocab_size: int, oov_id: int = 1) -> tf.Tensor:
+    """int64 ids with every id outside `[0, vocab_size)` replaced by `oov_id`.
+
+    The one rule every serving path (SavedModel signatures, TFLite) applies to request ids.
+
+    Example:
+    >>> ids_to_oov(tf.constant([[3, -2, 99]]), vocab_size=10).numpy().tolist()
+    [[3, 1, 1]]
+    """
+    ids = tf.cast(ids, tf.int64)
+    in_range = tf.logical_and(ids >= 0, ids < vocab_size)
+    return tf.where(in_range, ids, tf.constant(oov_id, tf.int64))
+
+
 def sequence_mask_from_ids(ids: tf.Tensor, pad_id: int = 0) -> tf.Tensor:
     """`True` where `ids != pad_id`; the explicit padding mask models pass between layers."""
     return tf.not_equal(ids, tf.cast(pad_id, ids.dtype))

@@ -74,6 +74,15 @@ def load_data(options: TrainOptions):
     return read_interactions(options.data, options.format)
 
 
+def load_sequences(options: TrainOptions):
+    """`(data, split)`: the run's sequences and leave-one-out split, deterministic in `options`.
+
+    The one definition of a run's data; `run_dir.load_split` rebuilds the same split from it.
+    """
+    data = build_sequences(load_data(options), min_events=options.min_events)
+    return data, leave_one_out(data)
+
+
 def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
     """Empirical item frequencies in the training positions (the sampled loss's log-Q)."""
     counts = np.bincount(np.concatenate(train), minlength=vocab_size).astype(np.float64)
@@ -128,8 +137,7 @@ def run_training(options: TrainOptions) -> dict:
     tf.keras.utils.set_random_seed(options.seed)
     out = Path(options.output)
     out.mkdir(parents=True, exist_ok=True)
-    data = build_sequences(load_data(options), min_events=options.min_events)
-    split = leave_one_out(data)
+    data, split = load_sequences(options)
     vocab_size = data.vocab_size
     model = build_model(options, vocab_size, split.train)
     started = time.monotonic()

@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 
 from tfrec_attn._keras import tf
-from tfrec_attn.data import Vocabulary, build_sequences, leave_one_out, pad_left
+from tfrec_attn.data import Vocabulary, pad_left
 from tfrec_attn.data.sequences import Split
 from tfrec_attn.models import SASRec, SASRecConfig
-from tfrec_attn.training.run import TrainOptions, item_probabilities, load_data
+from tfrec_attn.training.run import TrainOptions, item_probabilities, load_sequences
 
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint/weights"
@@ -68,8 +68,8 @@ def options_from_metrics(metrics: dict, source: str | os.PathLike = METRICS) -> 
 
 def load_split(options: TrainOptions) -> tuple[Split, int]:
     """`(split, vocab_size)` exactly as `run_training` builds them for `options`."""
-    data = build_sequences(load_data(options), min_events=options.min_events)
-    return leave_one_out(data), data.vocab_size
+    data, split = load_sequences(options)
+    return split, data.vocab_size
 
 
 def restore_model(config: SASRecConfig | dict, checkpoint: str | os.PathLike,
