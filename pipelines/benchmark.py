@@ -1,4 +1,12 @@
-"""`python -m pipelines.benchmark speed`: epoch time and throughput of the sequential recommender.
+"""`python -m pipelines.benchmark speed|attention|variants`: training speed, attention cost, and
+the quality of each attention variant inside the recommender.
+
+`speed`: epoch time and throughput of the sequential recommender, plus the compute rate of one
+fixed-shape train step (FLOPs counted by TF's profiler) against the CPU's measured matmul peak.
+`attention`: cost of each attention variant against sequence length
+(`tfrec_attn.benchmarking.attention_cost`; writes attention.json and attention.png).
+`variants`: one train run per `--attention` kind with the same train flags (after `--`); writes
+variants.json with each kind's test NDCG@10 / HR@10 and median epoch time.
 
 Measured on the synthetic generator at a chosen size (default: Amazon-Games-sized, 31k users,
 24k items, ~9 events a user), so the numbers are reproducible anywhere. Quality benchmarks are
@@ -13,6 +21,8 @@ import time
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.benchmarking import attention_cli
+from tfrec_attn.benchmarking.throughput import peak_matmul_gflops, train_step_throughput
 from tfrec_attn.data import (
     build_sequences,
     generate_synthetic,
@@ -21,7 +31,8 @@ from tfrec_attn.data import (
     training_examples,
 )
 from tfrec_attn.models import SASRec, SASRecConfig
-from tfrec_attn.training import EpochTimer
+from tfrec_attn.layers import ATTENTION_KINDS
+from tfrec_attn.training import EpochTimer, run_training
 
 
 def speed(args) -> dict:
@@ -40,6 +51,10 @@ def speed(args) -> dict:
     started = time.monotonic()
     model.fit(dataset, epochs=args.epochs, callbacks=[timer], verbose=args.verbose)
     steady = float(np.median(timer.seconds[1:])) if len(timer.seconds) > 1 else timer.seconds[0]
+    rows = np.random.default_rng(0).permutation(len(inputs))[:args.batch_size]
+    batch = {"history": tf.constant(inputs[rows]), "targets": tf.constant(targets[rows])}
+    compute = train_step_throughput(model, batch, repeats=args.throughput_steps,
+                                    jit_compile=args.xla, peak_gflops=peak_matmul_gflops())
     return {
         "users": data.num_users, "items": data.vocab_size - 2,
         "interactions": data.num_interactions, "sequences": int(len(inputs)),
@@ -51,7 +66,36 @@ def speed(args) -> dict:
         "sequences_per_second": round(len(inputs) / steady, 1),
         "total_seconds": round(time.monotonic() - started, 2),
         "threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "fixed_batch_step": {"rows": len(rows), "width": args.max_len, **compute},
     }
+
+
+def variants(kinds: list[str], output: str, train_argv: list[str]) -> dict:
+    """Trains once per attention kind with `train_argv` and collects the test metrics."""
+    from pipelines.train import options_from_args  # the train command's own flag parsing
+
+    unknown = sorted(set(kinds) - set(ATTENTION_KINDS))
+    if unknown:
+        raise ValueError(f"--kinds: unknown {unknown}; choose from {sorted(ATTENTION_KINDS)}")
+    results = {}
+    for kind in kinds:
+        options = options_from_args(train_argv + ["--attention", kind, "--export-root", "",
+                                                  "--output", f"{output}/{kind}"])
+        metrics = run_training(options)
+        seconds = [r["epoch_seconds"] for r in metrics["history"]["valid"]]
+        results[kind] = {
+            "ndcg@10": metrics["test"]["ndcg@10"], "hr@10": metrics["test"]["hr@10"],
+            "epochs": metrics["epochs"], "median_epoch_seconds": float(np.median(seconds)),
+            "train_seconds": metrics["train_seconds"], "protocol": metrics["protocol"],
+            "attention_options": metrics["model"]["attention_options"],
+        }
+        print(f"{kind:10s} NDCG@10 {results[kind]['ndcg@10']:.4f}  HR@10 "
+              f"{results[kind]['hr@10']:.4f}  {results[kind]['median_epoch_seconds']:.1f} s/epoch"
+              f"  ({results[kind]['epochs']} epochs)", flush=True)
+    record = {"train_argv": train_argv, "results": results}
+    with open(f"{output}/variants.json", "w") as f:
+        json.dump(record, f, indent=2)
+    return record
 
 
 def main(argv=None) -> int:
@@ -67,11 +111,34 @@ def main(argv=None) -> int:
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--loss", default="softmax", choices=["softmax", "sampled", "bce"])
     s.add_argument("--epochs", type=int, default=3)
-    s.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    s.add_argument("--xla", "--jit-compile", dest="xla", action="store_true",
+                   help="compile the train step with XLA (recompiles per batch shape; not bce)")
+    s.add_argument("--throughput-steps", type=int, default=10,
+                   help="timed steps of the fixed (batch, max-len) batch for GFLOP/s")
     s.add_argument("--no-trim", action="store_true", help="pad every batch to max-len")
     s.add_argument("--verbose", type=int, default=2)
     s.add_argument("--output", help="write the JSON record here too")
-    args = p.parse_args(argv)
+    a = sub.add_parser("attention", help="attention cost vs sequence length (JSON + PNG)")
+    attention_cli.add_arguments(a)
+    v = sub.add_parser("variants", help="test NDCG@10 of each --attention kind (train flags "
+                       "after --)")
+    v.add_argument("--kinds", default=",".join(ATTENTION_KINDS),
+                   help="comma-separated attention kinds")
+    v.add_argument("--output", required=True, help="directory: one run each, variants.json")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if args.command == "variants":
+        try:
+            variants(args.kinds.split(","), args.output, train_argv)
+        except ValueError as err:
+            v.error(str(err))
+        return 0
+    if args.command == "attention":
+        try:
+            return attention_cli.run_cli(args)
+        except ValueError as err:
+            a.error(str(err))
     record = speed(args)
     text = json.dumps(record, indent=2)
     print(text)

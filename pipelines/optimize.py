@@ -16,7 +16,11 @@ def parser() -> argparse.ArgumentParser:
     add("--run-dir", required=True, help="a `tfrec-attn train` run directory")
     add("--methods", default=",".join(METHODS),
         help=f"comma-separated subset of {','.join(METHODS)} (float32 is always included)")
-    add("--epochs", type=int, default=1, help="fine-tuning epochs for prune and qat")
+    add("--epochs", type=int, default=None,
+        help="fine-tuning epochs for prune and qat (default: prune 3, qat 1)")
+    add("--learning-rate", type=float, default=None,
+        help="fine-tuning learning rate for prune and qat (default: derived from the run's: "
+             "prune 1x, qat 0.1x its --lr; see optimization/report.py)")
     add("--target-sparsity", type=float, default=0.8, help="prune: fraction of zero weights")
     add("--k", type=int, default=10, help="items the exported models return (>= 10)")
     add("--latency-runs", type=int, default=50, help="timed calls per latency percentile")
@@ -30,7 +34,8 @@ def main(argv=None) -> int:
         methods = check_methods(m.strip() for m in args.methods.split(",") if m.strip())
         report = optimize_run(args.run_dir, methods, epochs=args.epochs,
                               target_sparsity=args.target_sparsity, k=args.k,
-                              latency_runs=args.latency_runs, output=args.output)
+                              latency_runs=args.latency_runs, output=args.output,
+                              learning_rate=args.learning_rate)
     except (ValueError, FileNotFoundError) as err:
         print(f"tfrec-attn optimize: {err}", file=sys.stderr)
         return 2

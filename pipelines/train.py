@@ -8,17 +8,18 @@ import sys
 
 import yaml
 
+from tfrec_attn.layers import ATTENTION_KINDS
 from tfrec_attn.training import TrainOptions, results_table, run_training
 
 MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "max_len": "max_len", "dim": "dim", "blocks": "num_blocks", "heads": "num_heads",
     "dropout": "dropout", "loss": "loss", "ffn_dim": "ffn_dim", "positional": "positional",
-    "l2": "l2",
+    "l2": "l2", "attention": "attention", "exclude_seen": "exclude_seen",
 }
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
              "min_events", "sliding", "valid_users", "synthetic_users", "synthetic_items",
-             "synthetic_length", "verbose")
+             "synthetic_length", "verbose", "strategy", "jit_compile")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,6 +48,11 @@ def parser() -> argparse.ArgumentParser:
     add("--synthetic-items", type=int)
     add("--synthetic-length", type=float, help="mean history length of synthetic users")
     add("--verbose", type=int, help="Keras verbosity (1 = progress bars)")
+    add("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+        help="XLA-compile the train step (fixed-shape batches avoid recompiles; not for bce)")
+    add("--strategy", choices=["default", "mirrored", "multi-worker"],
+        help="tf.distribute strategy: one device, all local GPUs, or the machines in TF_CONFIG "
+             "(--batch-size is the global batch)")
     add("--max-len", type=int)
     add("--dim", type=int)
     add("--blocks", type=int)
@@ -54,8 +60,14 @@ def parser() -> argparse.ArgumentParser:
     add("--dropout", type=float)
     add("--ffn-dim", type=int)
     add("--positional", choices=["learned", "sinusoidal"])
-    add("--loss", choices=["softmax", "sampled", "bce"])
+    add("--loss", choices=["auto", "softmax", "sampled", "bce"],
+        help="auto (default): softmax up to 8,192 items, sampled above")
     add("--l2", type=float)
+    add("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
+        help="softmax losses: items already in a training window are not its negatives")
+    add("--attention", choices=list(ATTENTION_KINDS),
+        help="self-attention variant of every block (options via the YAML "
+             "model: {attention_options: {...}})")
     return p
 
 

@@ -2,7 +2,8 @@
 
 import sys
 
-COMMANDS = {"train": "pipelines.train", "optimize": "pipelines.optimize"}
+COMMANDS = {"train": "pipelines.train", "optimize": "pipelines.optimize",
+            "tune": "pipelines.tune", "benchmark": "pipelines.benchmark"}
 
 
 def main(argv=None) -> int:

@@ -76,3 +76,11 @@ def test_weights_round_trip(tmp_path, chain_sequences):
     fresh(history)
     fresh.load_weights(str(tmp_path / "w"))
     np.testing.assert_allclose(fresh(history).numpy(), model(history).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("vocab_size, loss", [(1_700, "softmax"), (8_192, "softmax"),
+                                              (8_193, "sampled"), (24_000, "sampled")])
+def test_auto_loss_resolves_by_catalogue_size(vocab_size, loss):
+    config = SASRecConfig(vocab_size=vocab_size)
+    assert config.loss == loss
+    assert SASRecConfig(**config.to_dict()) == config  # the resolved loss round-trips

@@ -92,6 +92,14 @@ def test_int8_is_smaller_and_pruning_is_sparse(report):
             < variants["float32"]["saved_model"]["gzip_bytes"])
 
 
+def test_fine_tuning_settings_follow_the_run(report, run_dir):
+    options = json.loads((run_dir / "metrics.json").read_text())["options"]
+    settings = report["fine_tuning"]["prune"]
+    assert settings["epochs"] == 1 and settings["batch_size"] == options["batch_size"]
+    assert settings["learning_rate"] == pytest.approx(options["learning_rate"])  # prune: 1x
+    assert report["variants"]["prune"]["fine_tuning"] == settings
+
+
 def test_table_lists_every_variant(report):
     table = optimize_table(report)
     for name in report["variants"]:
@@ -140,6 +148,8 @@ def test_all_methods_through_the_command_line(run_dir, tmp_path, capsys):
                               "ptq-dynamic"]
     for name, record in variants.items():
         _check_variant(name, record, out)
-    assert variants["qat"]["keras"] is not None and variants["qat"]["saved_model"] is None
+    assert variants["qat"]["keras"] is not None and variants["qat"]["saved_model"] is not None
+    assert variants["qat"]["tflite_quantization"] == "int8"
+    assert report["fine_tuning"]["qat"]["epochs"] == 1
     assert variants["ptq-float16"]["size_bytes"] < variants["float32"]["size_bytes"]
     assert (out / "optimize.png").stat().st_size > 1000

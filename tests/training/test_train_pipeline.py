@@ -30,6 +30,8 @@ def test_metrics_json_has_the_documented_fields(run):
     for split in ("test", "valid"):
         assert {"ndcg@10", "hr@10", "mrr"} <= set(metrics[split])
     assert set(metrics["baselines"]) == {"popularity", "cooccurrence"}
+    # Synthetic runs also report the Bayes-optimal ceiling, which no scorer can beat by much.
+    assert metrics["oracle"]["ndcg@10"] > metrics["baselines"]["popularity"]["ndcg@10"]
     assert metrics["protocol"] == "full" and 1 <= metrics["epochs"] <= 3
     assert metrics["dataset"]["users"] == 150 and metrics["dataset"]["interactions"] > 0
     assert metrics["train_seconds"] > 0

@@ -47,16 +47,25 @@ def _item_tables(rng: np.random.Generator, num_items: int, num_genres: int, num_
     return popularity, successors, frame
 
 
-def _group_cdfs(rng: np.random.Generator, popularity: np.ndarray, genre: np.ndarray,
-                num_groups: int, genres_per_group: int, off_genre_weight: float) -> np.ndarray:
-    """Cumulative item distribution per group `(num_groups, num_items)`."""
-    num_genres = int(genre.max()) + 1 if len(genre) else 1
+def _liked_genres(rng: np.random.Generator, num_groups: int, num_genres: int,
+                  genres_per_group: int) -> np.ndarray:
+    """Boolean `(num_groups, num_genres)`: the genres each group prefers."""
     liked = np.zeros((num_groups, num_genres), dtype=bool)
     for g in range(num_groups):
         liked[g, rng.choice(num_genres, size=min(genres_per_group, num_genres), replace=False)] = 1
+    return liked
+
+
+def group_item_distribution(popularity: np.ndarray, genre: np.ndarray, liked: np.ndarray,
+                            off_genre_weight: float) -> np.ndarray:
+    """`(num_groups, num_items)`: each group's distribution of "fresh" (non-successor) items.
+
+    >>> group_item_distribution(np.array([0.5, 0.5]), np.array([0, 1]),
+    ...                         np.array([[True, False]]), 0.25).tolist()
+    [[0.8, 0.2]]
+    """
     weights = popularity[None, :] * np.where(liked[:, genre], 1.0, off_genre_weight)
-    cdf = np.cumsum(weights, axis=1)
-    return cdf / cdf[:, -1:]
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def _walk(rng: np.random.Generator, cdfs: np.ndarray, groups: np.ndarray,
@@ -103,9 +112,11 @@ def generate_synthetic(num_users: int = 2000, num_items: int = 1000, num_groups:
     Returns:
         Frame `user` (str), `item` (str), `timestamp` (int64 epoch seconds) sorted by
         (user, timestamp), with `attrs`: `item_features` (item, genre, popularity, features),
-        `user_groups` (user, group), `successors` (item, successor; one row per link) and
-        `params`. (pandas compares `attrs` in `pd.concat`, which fails for DataFrame values:
-        clear `attrs` on slices before concatenating them.)
+        `user_groups` (user, group), `successors` (item, successor; one row per link),
+        `group_genres` (group, genre; the preferred genres) and `params` (enough to rebuild the
+        generating process: `evaluation.SyntheticOracle` does). (pandas compares `attrs` in
+        `pd.concat`, which fails for DataFrame values: clear `attrs` on slices before
+        concatenating them.)
 
     Example:
     >>> df = generate_synthetic(num_users=5, num_items=20, mean_length=4)
@@ -122,8 +133,11 @@ def generate_synthetic(num_users: int = 2000, num_items: int = 1000, num_groups:
     rng = np.random.default_rng(seed)
     popularity, successors, items = _item_tables(rng, num_items, num_genres, num_features,
                                                  zipf_exponent)
-    cdfs = _group_cdfs(rng, popularity, items["genre"].to_numpy(), num_groups, genres_per_group,
-                       off_genre_weight)
+    genre = items["genre"].to_numpy()
+    liked = _liked_genres(rng, num_groups, num_genres, genres_per_group)
+    cdfs = np.cumsum(popularity[None, :] * np.where(liked[:, genre], 1.0, off_genre_weight),
+                     axis=1)
+    cdfs /= cdfs[:, -1:]
     groups = rng.integers(num_groups, size=num_users)
     lengths = np.round(mean_length * rng.lognormal(-0.125, 0.5, size=num_users)).astype(int)
     lengths = np.clip(lengths, min_length, max_length)
@@ -141,7 +155,11 @@ def generate_synthetic(num_users: int = 2000, num_items: int = 1000, num_groups:
     links = pd.DataFrame({"item": np.repeat(items["item"].to_numpy(), 2),
                           "successor": (successors.ravel() + 1).astype(str)})
     frame.attrs["successors"] = links.drop_duplicates(ignore_index=True)
+    group_genres = np.argwhere(liked)
+    frame.attrs["group_genres"] = pd.DataFrame({"group": group_genres[:, 0],
+                                                "genre": group_genres[:, 1]})
     frame.attrs["params"] = {"num_users": num_users, "num_items": num_items, "seed": seed,
                              "num_groups": num_groups, "mean_length": mean_length,
-                             "successor_prob": successor_prob}
+                             "successor_prob": successor_prob,
+                             "off_genre_weight": off_genre_weight}
     return frame

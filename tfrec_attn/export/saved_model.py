@@ -6,13 +6,52 @@ from pathlib import Path
 
 import numpy as np
 
-from tfrec_attn._keras import tf
+from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
-from tfrec_attn.layers import HistoryTopK, LastPosition
+from tfrec_attn.layers import HistoryTopK, ItemEmbedding, LastPosition
 from tfrec_attn.layers.masking import fill_masked, ids_to_oov
 from tfrec_attn.models.sasrec import SASRec
 
 HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
+
+
+def encoder_item_layer(encoder: keras.Model) -> keras.layers.Layer:
+    """The encoder's `ItemEmbedding` as the encoder calls it: the layer itself, or the TFMOT
+    wrapper around it (`QuantizeWrapperV2` after `make_qat_model`), found by type."""
+    for layer in encoder.layers:
+        inner = layer
+        while isinstance(inner, keras.layers.Wrapper):
+            inner = inner.layer
+        if isinstance(inner, ItemEmbedding):
+            return layer
+    raise ValueError(f"The encoder {encoder.name!r} has no ItemEmbedding layer.")
+
+
+def item_table(layer: keras.layers.Layer) -> tf.Tensor:
+    """The float32 item table `layer` (from `encoder_item_layer`) computes with, in this graph.
+
+    A plain or pruned `ItemEmbedding` reads its variable. Under quantization-aware training the
+    wrapper feeds the layer `quantizer(variable)` on every call (TFMOT's `QuantizeWrapperV2`
+    keeps `(variable, quantizer, quantizer_vars)` in `_weight_vars`; there is no public
+    accessor), so the table is recomputed here with the ranges learned in training, as the
+    wrapper's inference call does: the exported QAT model scores with the fake-quantized table.
+
+    Example:
+    >>> layer = ItemEmbedding(vocab_size=5, dim=2)
+    >>> layer.build((None,))
+    >>> item_table(layer).shape
+    TensorShape([5, 2])
+    """
+    weight_vars = getattr(layer, "_weight_vars", None)
+    if weight_vars:
+        if len(weight_vars) != 1:
+            raise ValueError(f"Expected one quantized weight (the item table) in {layer.name}. "
+                             f"Received {len(weight_vars)}.")
+        weight, quantizer, quantizer_vars = weight_vars[0]
+        return tf.cast(quantizer(weight, training=False, weights=quantizer_vars), tf.float32)
+    while isinstance(layer, keras.layers.Wrapper):
+        layer = layer.layer
+    return tf.cast(layer.embeddings, tf.float32)
 
 
 class RecommenderModule(tf.Module):
@@ -30,8 +69,11 @@ class RecommenderModule(tf.Module):
             index; dot product with `item_embeddings` gives the model's scores).
         `item_embeddings`: `item_ids` int64 `(n,)` -> `embedding` float32 `(n, dim)`.
 
+    A quantization-aware `SASRec` (`optimization.qat_sasrec`) exports the same way: every
+    signature computes with the fake-quantized item table (see `item_table`).
+
     Args:
-        model: a trained `SASRec`.
+        model: a trained `SASRec` (float, pruned or quantization-aware).
         max_k: the largest `k` a request may ask for.
         candidate_ids: optional ids the recommendations are restricted to (e.g. items in stock);
             re-export with a new set to refresh it without retraining.
@@ -45,7 +87,7 @@ class RecommenderModule(tf.Module):
             raise ValueError(f"max_k must be in [1, {self.vocab_size - 2}]. Received: {max_k}")
         self.max_k = max_k
         self.encoder = model.encoder
-        self.item_embedding = model.item_embedding
+        self.item_layer = encoder_item_layer(model.encoder)
         self.last = LastPosition()
         self.top_k = HistoryTopK(k=max_k)
         allowed = np.ones(self.vocab_size, bool)
@@ -67,7 +109,7 @@ class RecommenderModule(tf.Module):
 
     def _masked_scores(self, history):
         history = self.sanitize(history)
-        scores = self.item_embedding(self._state(history), mode="score")
+        scores = self.item_layer(self._state(history), mode="score", training=False)
         scores = fill_masked(tf.cast(scores, tf.float32), self.allowed[None, :], 1.0)
         return self.top_k.mask_scores(scores, history)
 
@@ -87,7 +129,7 @@ class RecommenderModule(tf.Module):
                                   tf.TensorSpec([None, None], tf.int64, name="candidate_ids")])
     def score(self, history, candidate_ids):
         state = self._state(self.sanitize(history))
-        table = tf.cast(self.item_embedding.embeddings, tf.float32)
+        table = item_table(self.item_layer)
         candidates = tf.gather(table, ids_to_oov(candidate_ids, self.vocab_size))
         scores = tf.reduce_sum(candidates * tf.cast(state, tf.float32)[:, None, :], axis=-1)
         return {"scores": scores}
@@ -98,7 +140,7 @@ class RecommenderModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="item_ids")])
     def item_embeddings(self, item_ids):
-        table = tf.cast(self.item_embedding.embeddings, tf.float32)
+        table = item_table(self.item_layer)
         return {"embedding": tf.gather(table, ids_to_oov(item_ids, self.vocab_size))}
 
     def signatures(self) -> dict:

@@ -9,6 +9,16 @@ tied catalogue scores, history exclusion and top-k. Its signature:
 `max_len` is fixed (pad with `tfrec_attn.data.pad_left`); the batch dimension is dynamic (stored
 as 1, so resize the input tensor before running a larger batch; `LiteRTRecommender` does).
 Ids outside `[0, vocab)` become the OOV id (1), the rule of `RecommenderModule.sanitize`.
+
+One tied table, one int8 copy: the item table feeds the history `GATHER` and the catalogue
+scores. Scored by a `FULLY_CONNECTED` (the Keras graph), the converter quantizes the constant
+once per consumer (per-tensor for `GATHER`, per-channel with 4-byte scales and 8-byte zero
+points per item for `FULLY_CONNECTED`) and stores two int8 copies. For `"dynamic"` files of a
+`SASRec`, `recommend` scores against rows *gathered* from the table instead (`tf.gather` with
+indices sized at run time, which the converter cannot fold into a second constant), so both
+consumers are `GATHER`s of one int8 buffer (see `docs/BENCHMARKS.md` section 5). Full-integer
+`"int8"` keeps the Keras graph: there each `GATHER` takes its output's calibrated scale, so
+two gathers still mean two copies.
 """
 
 import os
@@ -21,7 +31,14 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.layers import ItemEmbedding, PositionEmbedding, SinusoidalPositionEmbedding
+from tfrec_attn.export.saved_model import encoder_item_layer, item_table
+from tfrec_attn.layers import (
+    HistoryTopK,
+    ItemEmbedding,
+    LastPosition,
+    PositionEmbedding,
+    SinusoidalPositionEmbedding,
+)
 from tfrec_attn.layers.masking import ids_to_oov
 from tfrec_attn.models.sasrec import SASRec, build_topk_model
 
@@ -40,10 +57,12 @@ def _find_layer(model: keras.Model, types) -> keras.layers.Layer | None:
     return None
 
 
-def _serving_parts(model: SASRec | keras.Model, k: int) -> tuple[keras.Model, int, int]:
+def _serving_parts(model: SASRec | keras.Model, k: int, exclude_history: bool = True
+                   ) -> tuple[keras.Model, int, int]:
     """`(top-k model, max_len, vocab_size)` from a `SASRec` or a functional top-k model."""
     if isinstance(model, SASRec):
-        return build_topk_model(model.encoder, k=k), model.config.max_len, model.config.vocab_size
+        return (build_topk_model(model.encoder, k=k, exclude_history=exclude_history),
+                model.config.max_len, model.config.vocab_size)
     if not isinstance(model, keras.Model) or not isinstance(model.output, dict) or not {
             "item_ids", "scores"} <= set(model.output):
         raise ValueError("model must be a SASRec or a functional top-k model with outputs "
@@ -68,6 +87,30 @@ def _recommend_function(topk: keras.Model, max_len: int, vocab_size: int):
     def recommend(history):
         outputs = topk(ids_to_oov(history, vocab_size, OOV_ID), training=False)
         return {"item_ids": outputs["item_ids"], "scores": outputs["scores"]}
+
+    return recommend
+
+
+def _shared_table_function(model: SASRec, k: int, exclude_history: bool):
+    """`recommend` scoring against `gather(table, all ids)`: one int8 table (module docstring).
+
+    Same values as the Keras graph (`ItemEmbedding(mode="score")` on the last state, then
+    `HistoryTopK`); only the route the catalogue rows take differs.
+    """
+    encoder, max_len = model.encoder, model.config.max_len
+    vocab_size = model.config.vocab_size
+    item_layer = encoder_item_layer(encoder)
+    last, top_k = LastPosition(), HistoryTopK(k=k, exclude_history=exclude_history)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, max_len], tf.int64, name="history")])
+    def recommend(history):
+        history = ids_to_oov(history, vocab_size, OOV_ID)
+        state = tf.cast(last(encoder(history, training=False)), tf.float32)
+        # `min(batch, 0) + vocab` is `vocab`, but only known at run time: the gather stays an op.
+        ids = tf.range(tf.minimum(tf.shape(history)[0], 0) + vocab_size)
+        rows = tf.gather(item_table(item_layer), ids)
+        top_ids, top_scores = top_k([tf.matmul(state, rows, transpose_b=True), history])
+        return {"item_ids": top_ids, "scores": top_scores}
 
     return recommend
 
@@ -107,7 +150,7 @@ def _configure(converter, quantization: str, representative, allow_select_tf_ops
 def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: int = 10,
                       quantization: str = "none",
                       representative_histories: np.ndarray | None = None,
-                      allow_select_tf_ops: bool = False) -> Path:
+                      allow_select_tf_ops: bool = False, exclude_history: bool = True) -> Path:
     """Converts the top-k recommender to a `.tflite` file with the `recommend` signature.
 
     Args:
@@ -117,13 +160,14 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
         k: how many items `recommend` returns.
         quantization: `"none"` (float32), `"float16"` (float16 weights), `"dynamic"` (int8
             weights, float activations) or `"int8"` (full-integer internals calibrated on
-            `representative_histories`; input and outputs keep int64/float32). Known issue:
-            with the current layers int8 answers are wrong (the -1e9 masks, int8 `SCATTER_ND`
-            in `HistoryTopK` and LayerNorm over zeroed padding break the int8 scales); see
-            `tests/export/test_tflite.py`. Use `"dynamic"` until those layers are fixed.
+            `representative_histories`; input and outputs keep int64/float32; a QAT `SASRec`
+            converts the same way). Top-10 overlap with Keras is tested in
+            `tests/export/test_tflite.py`; `"dynamic"` is the smallest file (one int8 table).
         representative_histories: `(n, max_len)` int array of real validation histories;
             required for `"int8"`, ignored otherwise.
         allow_select_tf_ops: allow Flex (TF) ops, which need the Flex delegate on device.
+        exclude_history: for a `SASRec`, never return history items (`False`: rank the whole
+            catalogue, e.g. for an evaluation twin with `k = vocab_size - 2`).
 
     Returns:
         The path of the written file.
@@ -135,13 +179,16 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
                          f"Received: quantization={quantization!r}")
-    topk, max_len, vocab_size = _serving_parts(model, k)
+    topk, max_len, vocab_size = _serving_parts(model, k, exclude_history)
     representative = None
     if quantization == "int8":
         representative = _representative_dataset(representative_histories, max_len)
     module = tf.Module()
     module.topk = topk
-    module.recommend = _recommend_function(topk, max_len, vocab_size)
+    if quantization == "dynamic" and isinstance(model, SASRec):
+        module.recommend = _shared_table_function(model, k, exclude_history)
+    else:
+        module.recommend = _recommend_function(topk, max_len, vocab_size)
     scratch = tempfile.mkdtemp(prefix="tfrec_attn_tflite_")
     try:
         # Through a SavedModel so the signature keeps its name and its input/output names.

@@ -151,6 +151,21 @@ class BaseAttention(keras.layers.Layer):
         dropped = self._dropout_layer(tf.cast(weights, value.dtype), training=training)
         return tf.matmul(dropped, value), weights
 
+    def _attend(self, q, k, v, query_mask, value_mask, attention_mask, training,
+                return_weights: bool):
+        """Hook: `(heads (batch, heads, T, value_dim), weights)` from projected heads and masks.
+
+        The default merges the masks into one dense `(batch, 1, T, S)` mask and runs
+        `_compute_scores` / `_apply_scores`. Variants that must never form a `T x S` tensor
+        (local, linear, low-rank attention) override this instead, and build the weights only
+        when `return_weights` is True (returning `None` otherwise).
+        """
+        combined = masking.merge_masks(
+            query_mask, value_mask, attention_mask, self.causal, tf.shape(q)[2], tf.shape(k)[2]
+        )
+        scores = self._compute_scores(q, k)
+        return self._apply_scores(scores, v, combined, training)
+
     # -- call --------------------------------------------------------------------------------
     def _split_heads(self, x: tf.Tensor, head_dim: int) -> tf.Tensor:
         length = tf.shape(x)[1]
@@ -176,11 +191,8 @@ class BaseAttention(keras.layers.Layer):
         self_attention = not isinstance(inputs, list | tuple) or len(inputs) == 1
         query_mask, value_mask = _split_masks(mask, self_attention)
         q, k, v = self._project(query, value, key)
-        combined = masking.merge_masks(
-            query_mask, value_mask, attention_mask, self.causal, tf.shape(q)[2], tf.shape(k)[2]
-        )
-        scores = self._compute_scores(q, k)
-        heads, weights = self._apply_scores(scores, v, combined, training)
+        heads, weights = self._attend(q, k, v, query_mask, value_mask, attention_mask, training,
+                                      return_attention_scores)
         if self.use_projections:
             outputs = self.output_dense(self._merge_heads(heads))
         else:

@@ -1,7 +1,7 @@
 """A Transformer encoder block (pre- or post-LN) around tfrec_attn's multi-head attention."""
 
 from tfrec_attn._keras import keras
-from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
+from tfrec_attn.layers.attention_factory import ATTENTION_KINDS, make_attention
 from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
 from tfrec_attn.registry import register
 
@@ -23,6 +23,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         activation: feed-forward activation. Defaults to `"gelu"`.
         layer_norm_epsilon: float.
         kernel_initializer: initializer for every kernel.
+        attention: str. The self-attention variant, a key of `ATTENTION_KINDS` (`"full"`,
+            `"low_rank"`, `"local"`, `"linear"`, `"top_k"`). Defaults to `"full"`.
+        attention_options: dict or None. Extra constructor arguments of that variant (e.g.
+            `{"window": 8}`); `num_heads`, `dropout`, `causal` and the initializer come from
+            the block.
 
     Call arguments:
         inputs: `(batch, T, dim)`.
@@ -51,9 +56,22 @@ class TransformerEncoderBlock(keras.layers.Layer):
         activation="gelu",
         layer_norm_epsilon: float = 1e-6,
         kernel_initializer="glorot_uniform",
+        attention: str = "full",
+        attention_options: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {sorted(ATTENTION_KINDS)}. "
+                             f"Received: attention={attention!r}")
+        if attention_options is not None and not isinstance(attention_options, dict):
+            raise ValueError("attention_options must be a dict or None. "
+                             f"Received: attention_options={attention_options!r}")
+        reserved = {"num_heads", "dropout", "causal", "kernel_initializer", "name", "dtype"}
+        if set(attention_options or {}) & reserved:
+            raise ValueError(
+                f"attention_options must not set {sorted(set(attention_options) & reserved)}: "
+                "the block sets them. Pass them to TransformerEncoderBlock instead.")
         if not isinstance(num_heads, int) or num_heads <= 0:
             raise ValueError(f"num_heads must be a positive int. Received: num_heads={num_heads!r}")
         if intermediate_dim is not None and intermediate_dim <= 0:
@@ -70,6 +88,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.layer_norm_epsilon = layer_norm_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.attention_kind = attention
+        self.attention_options = dict(attention_options) if attention_options else None
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -79,10 +99,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 f"The input dim ({dim}) must be divisible by num_heads ({self.num_heads})."
             )
         policy = self.dtype_policy
-        self.attention = MultiHeadAttention(
-            num_heads=self.num_heads, dropout=self.dropout, causal=self.causal,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            dtype=policy, name="self_attention",
+        self.attention = make_attention(
+            self.attention_kind, num_heads=self.num_heads, dropout=self.dropout,
+            causal=self.causal, kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=policy, name="self_attention", **(self.attention_options or {}),
         )
         build_sublayer(self.attention, input_shape)
         self.attention_norm = keras.layers.LayerNormalization(
@@ -115,8 +135,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
         weights = []
 
         def attend(x):
-            out, w = self.attention(x, mask=mask, training=training, return_attention_scores=True)
-            weights.append(w)
+            # Weights only when asked: local/linear attention never form them otherwise.
+            out = self.attention(x, mask=mask, training=training,
+                                 return_attention_scores=return_attention_scores)
+            if return_attention_scores:
+                out, w = out
+                weights.append(w)
             return self.attention_dropout(out, training=training)
 
         def feed_forward(x):
@@ -149,5 +173,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             activation=keras.activations.serialize(self.activation),
             layer_norm_epsilon=self.layer_norm_epsilon,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            attention=self.attention_kind,
+            attention_options=self.attention_options,
         )
         return config

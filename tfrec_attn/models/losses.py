@@ -1,15 +1,84 @@
 """The three training objectives of the sequential recommender, as Keras layers over TFRS tasks.
 
 Each takes the states at the positions that have a target `(N, dim)`, the targets `(N,)` and the
-shared `ItemEmbedding`, and returns a scalar loss.
+shared `ItemEmbedding`, and returns a scalar loss. The softmax losses also take `seen`, an optional
+boolean `(N, vocab)` of items that must not serve as negatives for a position (see
+`SASRecConfig.exclude_seen`); a position's own target is never excluded.
 """
 
 import numpy as np
 import tensorflow_recommenders as tfrs
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.layers.masking import LARGE_NEGATIVE
 
 FIRST_ITEM_ID = 2
+
+
+def seen_items(history: tf.Tensor, targets: tf.Tensor, vocab_size: int) -> tf.Tensor:
+    """Boolean `(batch, vocab)`: the items anywhere in each training window (ids >= 2).
+
+    >>> seen_items(tf.constant([[0, 2, 3]]), tf.constant([[2, 3, 4]]), 6).numpy().astype(int)
+    array([[0, 0, 1, 1, 1, 0]])
+    """
+    window = tf.cast(tf.concat([history, targets], axis=1), tf.int64)
+    rows = tf.broadcast_to(tf.range(tf.shape(window, out_type=tf.int64)[0])[:, None],
+                           tf.shape(window, out_type=tf.int64))
+    real = window >= FIRST_ITEM_ID
+    indices = tf.stack([tf.boolean_mask(rows, real), tf.boolean_mask(window, real)], axis=1)
+    counts = tf.scatter_nd(indices, tf.ones(tf.shape(indices)[:1], tf.int32),
+                           tf.stack([tf.shape(window, out_type=tf.int64)[0],
+                                     tf.cast(vocab_size, tf.int64)]))
+    return counts > 0
+
+
+def _exclude(logits: tf.Tensor, seen, own: tf.Tensor) -> tf.Tensor:
+    """`logits` with seen entries (other than each row's own positive `own`) pushed to -1e9."""
+    if seen is None:
+        return logits
+    return tf.where(tf.logical_and(seen, tf.logical_not(own)), LARGE_NEGATIVE, logits)
+
+
+def _replica_context():
+    """The replica context when several replicas train in sync (a `tf.distribute` strategy)."""
+    context = tf.distribute.get_replica_context()
+    return context if context is not None and context.num_replicas_in_sync > 1 else None
+
+
+def global_mean(values: tf.Tensor) -> tf.Tensor:
+    """This replica's share of the mean of `values` over the global batch.
+
+    Under a `tf.distribute` strategy each replica holds part of the global batch and the
+    optimizer sums the replicas' gradients, so a replica returns `sum(its values) / count(values
+    on all replicas)`: the shares add up to the one-process mean (and Keras' `fit` logs their
+    sum). Hand-written rather than `tf.nn.compute_average_loss` because the count (positions
+    with a target) differs from batch to batch. Without a strategy it is the plain mean.
+
+    Example:
+    >>> float(global_mean(tf.constant([1.0, 2.0, 6.0])))
+    3.0
+    """
+    values = tf.cast(tf.reshape(values, [-1]), tf.float32)
+    count = tf.cast(tf.size(values), tf.float32)
+    context = _replica_context()
+    if context is not None:
+        count = context.all_reduce("sum", count)
+    return tf.math.divide_no_nan(tf.reduce_sum(values), count)
+
+
+def global_batch(*tensors: tf.Tensor) -> tuple:
+    """`tensors` concatenated over all replicas (this replica's rows first) along axis 0.
+
+    In-batch negatives then come from the whole global batch, as in one process, and the
+    `(rows, candidates)` labels stay the identity on the leading block. TFRS'
+    `_cross_replica_concat` does the same for a static per-replica size; here sizes vary.
+    """
+    context = _replica_context()
+    if context is None:
+        return tensors
+    sizes = context.all_gather(tf.shape(tensors[0])[:1], axis=0)
+    offset = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+    return tuple(tf.roll(context.all_gather(t, axis=0), -offset, axis=0) for t in tensors)
 
 
 class FullSoftmaxLoss(keras.layers.Layer):
@@ -21,66 +90,107 @@ class FullSoftmaxLoss(keras.layers.Layer):
     def __init__(self, vocab_size: int, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
-        self._ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self._ce = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE)
 
-    def call(self, states, targets, item_embedding, training=False):
+    def call(self, states, targets, item_embedding, training=False, seen=None):
         # Padding/OOV columns stay in: they are never targets, so training pushes them down
         # (and evaluation/serving exclude them); masking them would cost a full pass over logits.
         logits = tf.cast(item_embedding(states, mode="score"), tf.float32)
-        return self._ce(targets, logits)
+        if seen is not None:
+            own = tf.cast(tf.one_hot(targets, self.vocab_size), tf.bool)
+            logits = _exclude(logits, seen, own)
+        return global_mean(self._ce(targets, logits))
 
 
 class SampledSoftmaxLoss(keras.layers.Layer):
-    """In-batch sampled softmax (TFRS `tasks.Retrieval`) with log-Q correction and removal of
-    accidental hits (the same item as another row's positive)."""
+    """In-batch sampled softmax with log-Q correction and removal of accidental hits (the same
+    item as another row's positive): TFRS `tasks.Retrieval`'s loss.
 
-    def __init__(self, vocab_size: int, item_probabilities=None, **kwargs):
+    Written out rather than calling `Retrieval`: `Retrieval.call` creates its layers on every
+    call under the global dtype policy (which breaks under `mixed_bfloat16`) and scores every
+    position against every other, O(positions^2): 25k positions x 25k for a batch of 128
+    histories of 200 items. Here each position scores its own positive and at most
+    `max_negatives` in-batch candidates (a uniform random subset when there are more), in
+    float32. Under a `tf.distribute` strategy the candidates come from the global batch (all
+    replicas), so the loss equals the one-process loss for the same global batch.
+
+    Args:
+        vocab_size: id-space size.
+        item_probabilities: `(vocab,)` sampling probabilities for the log-Q correction.
+        max_negatives: most in-batch negatives a position is scored against.
+    """
+
+    def __init__(self, vocab_size: int, item_probabilities=None, max_negatives: int = 2048,
+                 **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(max_negatives, int) or max_negatives <= 0:
+            raise ValueError(
+                f"max_negatives must be a positive int. Received: max_negatives={max_negatives!r}")
         if item_probabilities is None:
             item_probabilities = np.full(vocab_size, 1.0 / vocab_size)
+        self.max_negatives = max_negatives
         self._probabilities = tf.constant(np.asarray(item_probabilities, np.float32))
-        self.task = tfrs.tasks.Retrieval(
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-            remove_accidental_hits=True,
-        )
 
-    def call(self, states, targets, item_embedding, training=False):
-        candidates = tf.gather(item_embedding.embeddings, targets)
-        probabilities = tf.maximum(tf.gather(self._probabilities, targets), 1e-12)
-        return self.task(
-            tf.cast(states, tf.float32), tf.cast(candidates, tf.float32),
-            candidate_sampling_probability=probabilities, candidate_ids=targets,
-            compute_metrics=False, compute_batch_metrics=False,
-        )
+    def _negatives(self, candidates, log_q, ids):
+        """All in-batch candidates, or a uniform random `max_negatives` of them when the batch
+        has more: memory stays O(positions x max_negatives) for long histories."""
+        count = tf.shape(ids)[0]
+        if count <= self.max_negatives:
+            return candidates, log_q, ids
+        pick = tf.random.shuffle(tf.range(count))[:self.max_negatives]
+        return tf.gather(candidates, pick), tf.gather(log_q, pick), tf.gather(ids, pick)
+
+    def call(self, states, targets, item_embedding, training=False, seen=None):
+        states = tf.cast(states, tf.float32)
+        own = tf.cast(tf.gather(item_embedding.embeddings, targets), tf.float32)
+        log_q = tf.math.log(tf.maximum(tf.gather(self._probabilities, targets), 1e-12))
+        candidates, all_log_q, ids = self._negatives(*global_batch(own, log_q, targets))
+        # Column 0: each row's own positive. Then the negatives, with log-Q correction; a
+        # negative with the row's own target id (an accidental hit, the row's own column
+        # included) or seen in the row's window is removed. With every in-batch candidate this
+        # is exactly TFRS Retrieval's loss (tested).
+        positive = tf.reduce_sum(states * own, axis=-1, keepdims=True) - log_q[:, None]
+        negatives = tf.matmul(states, candidates, transpose_b=True) - all_log_q[None, :]
+        removed = tf.equal(targets[:, None], ids[None, :])
+        if seen is not None:  # a candidate seen in this row's window is not its negative
+            removed = tf.logical_or(removed, tf.gather(seen, ids, axis=1))
+        negatives = tf.where(removed, LARGE_NEGATIVE, negatives)
+        logits = tf.concat([positive, negatives], axis=1)
+        return global_mean(tf.reduce_logsumexp(logits, axis=1) - positive[:, 0])
 
 
 class BinaryCrossEntropyLoss(keras.layers.Layer):
     """The original SASRec objective: one uniformly sampled negative per position, BCE
-    (TFRS `tasks.Ranking`)."""
+    (TFRS `tasks.Ranking`). Under a `tf.distribute` strategy each replica draws its own
+    negatives."""
 
     def __init__(self, vocab_size: int, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
-        self.task = tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        self.task = tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE))
 
     def call(self, states, targets, item_embedding, training=False):
         negatives = tf.random.uniform(tf.shape(targets), FIRST_ITEM_ID, self.vocab_size,
                                       dtype=targets.dtype)
-        table = item_embedding.embeddings
+        table = item_embedding.embeddings  # read in the compute dtype under mixed precision
         states = tf.cast(states, tf.float32)
-        positive = tf.reduce_sum(states * tf.gather(table, targets), axis=-1)
-        negative = tf.reduce_sum(states * tf.gather(table, negatives), axis=-1)
+        positive = tf.reduce_sum(states * tf.cast(tf.gather(table, targets), tf.float32), -1)
+        negative = tf.reduce_sum(states * tf.cast(tf.gather(table, negatives), tf.float32), -1)
         logits = tf.concat([positive, negative], axis=0)[:, None]
         labels = tf.concat([tf.ones_like(positive), tf.zeros_like(negative)], axis=0)[:, None]
-        return self.task(labels=labels, predictions=logits, compute_metrics=False)
+        return global_mean(self.task(labels=labels, predictions=logits, compute_metrics=False))
 
 
-def make_loss(name: str, vocab_size: int, item_probabilities=None) -> keras.layers.Layer:
+def make_loss(name: str, vocab_size: int, item_probabilities=None,
+              max_negatives: int = 2048) -> keras.layers.Layer:
     """The loss layer for `SASRecConfig.loss`."""
     if name == "softmax":
         return FullSoftmaxLoss(vocab_size, name="softmax_loss")
     if name == "sampled":
-        return SampledSoftmaxLoss(vocab_size, item_probabilities, name="sampled_loss")
+        return SampledSoftmaxLoss(vocab_size, item_probabilities, max_negatives,
+                                  name="sampled_loss")
     if name == "bce":
         return BinaryCrossEntropyLoss(vocab_size, name="bce_loss")
     raise ValueError(f"Unknown loss {name!r}; expected 'softmax', 'sampled' or 'bce'.")

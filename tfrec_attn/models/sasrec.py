@@ -6,6 +6,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import (
+    ATTENTION_KINDS,
     HistoryTopK,
     ItemEmbedding,
     LastPosition,
@@ -18,6 +19,7 @@ from tfrec_attn.models import losses
 from tfrec_attn.registry import register
 
 LOSSES = ("softmax", "sampled", "bce")
+AUTO_SOFTMAX_MAX_ITEMS = 8192
 
 
 @dataclasses.dataclass
@@ -35,11 +37,26 @@ class SASRecConfig:
         norm_first: pre-LN blocks (`True`) or post-LN.
         activation: feed-forward activation.
         positional: `"learned"` or `"sinusoidal"`.
-        loss: `"sampled"` (default: in-batch sampled softmax with log-Q correction and
-            accidental-hit removal, TFRS `Retrieval`), `"softmax"` (exact cross-entropy over the
-            whole catalogue) or `"bce"` (one random negative per position, the original
-            SASRec). The default measured best in a fixed time budget (docs/BENCHMARKS.md).
+        loss: `"auto"` (default), `"softmax"` (exact cross-entropy over the whole catalogue),
+            `"sampled"` (in-batch sampled softmax with log-Q correction and accidental-hit
+            removal, TFRS `Retrieval`'s loss) or `"bce"` (one random negative per position, the
+            original SASRec). `"auto"` resolves to `"softmax"` for catalogues of at most
+            `AUTO_SOFTMAX_MAX_ITEMS` ids (4x the sampled loss's 2,048 negatives: the exact loss
+            then costs at most ~4x as much per position, and it ranked best on MovieLens-100K)
+            and to `"sampled"` above (it ranked best at equal time on a 24k-item catalogue);
+            docs/BENCHMARKS.md has both measurements.
         l2: L2 penalty on looked-up embeddings.
+        exclude_seen: the softmax losses do not use items already in a training window as
+            negatives for its positions (the original SASRec drew its negatives outside the
+            history the same way; evaluation and serving exclude history items too). Not
+            available with `loss="bce"`.
+        max_negatives: the sampled loss scores each position against at most this many
+            in-batch negatives (a random subset when the batch has more target positions), so
+            its memory grows linearly with history length.
+        attention: self-attention variant of every block, a key of `ATTENTION_KINDS`
+            (`"full"`, `"low_rank"`, `"local"`, `"linear"`, `"top_k"`).
+        attention_options: extra arguments of that variant (e.g. `{"window": 8}`);
+            `"low_rank"` gets `max_length=max_len` unless given.
     """
 
     vocab_size: int
@@ -52,24 +69,46 @@ class SASRecConfig:
     norm_first: bool = True
     activation: str = "gelu"
     positional: str = "learned"
-    loss: str = "sampled"
+    loss: str = "auto"
     l2: float = 0.0
+    attention: str = "full"
+    attention_options: dict | None = None
+    exclude_seen: bool = False
+    max_negatives: int = 2048
 
     def __post_init__(self):
+        if self.loss == "auto" and isinstance(self.vocab_size, int):
+            self.loss = "softmax" if self.vocab_size <= AUTO_SOFTMAX_MAX_ITEMS else "sampled"
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}. Received: loss={self.loss!r}")
         if self.positional not in ("learned", "sinusoidal"):
             raise ValueError(
                 f"positional must be 'learned' or 'sinusoidal'. Received: {self.positional!r}")
-        for name in ("vocab_size", "max_len", "dim", "num_blocks", "num_heads"):
+        for name in ("vocab_size", "max_len", "dim", "num_blocks", "num_heads", "max_negatives"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {sorted(ATTENTION_KINDS)}. "
+                             f"Received: attention={self.attention!r}")
+        if self.attention_options is not None and not isinstance(self.attention_options, dict):
+            raise ValueError("attention_options must be a dict or None. "
+                             f"Received: attention_options={self.attention_options!r}")
+        if self.exclude_seen and self.loss == "bce":
+            raise ValueError("exclude_seen applies to the softmax losses ('sampled', 'softmax'); "
+                             "Received: loss='bce'")
         if self.dim % self.num_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def block_attention_options(self) -> dict:
+        """The `attention_options` every block gets (low-rank: `max_length=max_len` added)."""
+        options = dict(self.attention_options or {})
+        if self.attention == "low_rank":
+            options.setdefault("max_length", self.max_len)
+        return options
 
 
 def build_sequence_encoder(config: SASRecConfig) -> keras.Model:
@@ -91,6 +130,7 @@ def build_sequence_encoder(config: SASRecConfig) -> keras.Model:
         x = TransformerEncoderBlock(
             num_heads=config.num_heads, intermediate_dim=config.ffn_dim, dropout=config.dropout,
             norm_first=config.norm_first, causal=True, activation=config.activation,
+            attention=config.attention, attention_options=config.block_attention_options(),
             name=f"block_{i}",
         )(x, mask=padding)
     if config.norm_first:
@@ -154,7 +194,7 @@ class SASRec(tfrs.Model):
         self.item_embedding = self.encoder.get_layer("item_embedding")
         self.scorer = build_scoring_model(self.encoder)
         self.loss_fn = losses.make_loss(self.config.loss, self.config.vocab_size,
-                                        item_probabilities)
+                                        item_probabilities, self.config.max_negatives)
 
     def call(self, inputs, training=False):
         if isinstance(inputs, dict):
@@ -165,9 +205,13 @@ class SASRec(tfrs.Model):
         states = self.encoder(inputs["history"], training=training)
         targets = inputs["targets"]
         positions = tf.greater(targets, 0)
+        kwargs = {}
+        if self.config.exclude_seen:  # (N, vocab): the window items of each position's row
+            seen = losses.seen_items(inputs["history"], targets, self.config.vocab_size)
+            kwargs["seen"] = tf.gather(seen, tf.where(positions)[:, 0])
         states = tf.boolean_mask(states, positions)   # (N, dim): only positions with a target
         targets = tf.boolean_mask(targets, positions)  # (N,)
-        return self.loss_fn(states, targets, self.item_embedding, training=training)
+        return self.loss_fn(states, targets, self.item_embedding, training=training, **kwargs)
 
     def topk_model(self, k: int = 10, exclude_history: bool = True) -> keras.Model:
         """The functional serving model (see `build_topk_model`), sharing this model's weights."""

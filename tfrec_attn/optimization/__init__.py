@@ -4,7 +4,7 @@ Functional towers are optimized directly (`prune_model`, `make_qat_model`); a `S
 its encoder (`prune_sasrec`, `qat_sasrec`).
 """
 
-from tfrec_attn.optimization.device import optimization_device
+from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.pruning import (
     gzip_size,
     make_schedule,
@@ -38,6 +38,7 @@ __all__ = [
     "make_qat_model",
     "make_schedule",
     "optimization_device",
+    "optimization_scope",
     "optimize_run",
     "optimize_table",
     "prunable_weights",

@@ -15,6 +15,11 @@ What stays float, and why:
   onto one level, the exponential amplifies each step, and the ranking of the items in a history
   is lost. TFLite keeps `SOFTMAX` in float anyway.
 - Layer normalization, position encodings added in float, masks and top-k (`NoOpQuantizeConfig`).
+- The efficient variants' extra weights: `LowRankAttention`'s sequence-axis projections `E`/`F`
+  (`E` only forms the projected keys, i.e. feeds the logits, as above; `F` mixes the values of
+  every position into each summary, so its int8 rounding error is summed over `max_length`
+  positions, while the pair is tiny, `2 * max_length * r` floats, and saves nothing quantized)
+  and `LinearAttention`'s fixed FAVOR+ random matrix (non-trainable; it sits inside `exp`).
 Quantized: every projection / feed-forward kernel (8-bit, symmetric, per-tensor, like TFMOT's
 `Dense`), the item and position embedding tables, and the outputs of attention layers and
 encoder blocks (8-bit moving-average ranges). A wrapper with an output quantizer handles one
@@ -33,12 +38,16 @@ from tfrec_attn.layers import (
     HistoryTopK,
     ItemEmbedding,
     LastPosition,
+    LinearAttention,
+    LocalAttention,
+    LowRankAttention,
     MultiHeadAttention,
     PaddingMask,
     PositionEmbedding,
     ScaledDotProductAttention,
     SelfAttentionPooling,
     SinusoidalPositionEmbedding,
+    TopKAttention,
     TransformerEncoderBlock,
 )
 from tfrec_attn.registry import register
@@ -142,8 +151,11 @@ class NoOpQuantizeConfig(WeightPathsQuantizeConfig):
 class AttentionQuantizeConfig(WeightPathsQuantizeConfig):
     """`BaseAttention` variants: the four projection kernels and the output.
 
-    Logits, the masked softmax and the weights stay float (see the module docstring); so does
-    `AdditiveAttention.score_vector`, which only feeds the logits.
+    Logits, the masked softmax and the weights stay float (see the module docstring); so do
+    `AdditiveAttention.score_vector`, which only feeds the logits, `LowRankAttention`'s `E`/`F`
+    and `LinearAttention`'s random features (see the module docstring). Local, linear, low-rank
+    and top-k attention have the same four `Dense` projections, so this one config serves them
+    (and `TransformerBlockQuantizeConfig` whichever variant a block uses).
     """
 
     quantize_output = True
@@ -199,6 +211,10 @@ LAYER_CONFIGS = (
     (TransformerEncoderBlock, TransformerBlockQuantizeConfig),
     (SelfAttentionPooling, AttentionPoolingQuantizeConfig),
     (ScaledDotProductAttention, NoOpQuantizeConfig),
+    (LowRankAttention, AttentionQuantizeConfig),
+    (LocalAttention, AttentionQuantizeConfig),
+    (LinearAttention, AttentionQuantizeConfig),
+    (TopKAttention, AttentionQuantizeConfig),
     (BaseAttention, AttentionQuantizeConfig),
     (ItemEmbedding, EmbeddingTableQuantizeConfig),
     (PositionEmbedding, EmbeddingTableQuantizeConfig),
@@ -220,7 +236,8 @@ CONFIG_CLASSES = (
 LAYER_CLASSES = (
     AdditiveAttention, HistoryTopK, ItemEmbedding, LastPosition, MultiHeadAttention, PaddingMask,
     PositionEmbedding, ScaledDotProductAttention, SelfAttentionPooling,
-    SinusoidalPositionEmbedding, TransformerEncoderBlock,
+    SinusoidalPositionEmbedding, TransformerEncoderBlock, LowRankAttention, LocalAttention,
+    LinearAttention, TopKAttention,
 )
 
 

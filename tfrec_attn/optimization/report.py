@@ -4,12 +4,20 @@ Variants (always `float32`, plus the chosen `METHODS`):
 
 - `float32`: the trained model as it is (SavedModel + float TFLite).
 - `prune`: `prune_sasrec` fine-tuning to `target_sparsity`, stripped (SavedModel + float TFLite).
-- `qat`: `qat_sasrec` fine-tuning, converted with the converter's `DEFAULT` optimization only
-  (`quantization=QAT_QUANTIZATION`): the fake-quant ranges learned in training set the int8
-  scales. No SavedModel: `RecommenderModule`'s `score` / `item_embeddings` signatures capture
-  the fake-quantized table, a tensor `tf.saved_model.save` cannot store.
+- `qat`: `qat_sasrec` fine-tuning, converted to full-integer int8 TFLite
+  (`quantization=QAT_QUANTIZATION`; the weights are already on the 8-bit grids learned in
+  training, and the converter calibrates the activations QAT keeps in float on validation
+  histories), and exported as a SavedModel whose signatures compute with the fake-quantized
+  item table (`export.saved_model.item_table`).
 - `ptq-int8`, `ptq-float16`, `ptq-dynamic`: post-training quantization of the float model
   (`convert_to_tflite`, int8 calibrated on validation histories).
+
+Fine-tuning (`prune`, `qat`) runs on the run's own training data and batch size
+(`options.batch_size`), so the run's learning rate (`options.learning_rate`, the one tuned for
+that batch size) is the base: `fine_tune_learning_rate` scales it by `LR_SCALE` (pruning
+restarts at the run's rate, which kept 80% sparsity within 0.3% of float32 on Games after 3
+epochs; QAT uses a tenth, so the fake-quant ranges settle instead of chasing large steps).
+Epochs default to `FINE_TUNE_EPOCHS` (pruning 3: one epoch lost 2.7% NDCG@10 on Games).
 
 Quality uses the same test users, protocol and seed as the run's `metrics.json`. A TFLite
 variant is scored through a second, evaluation-only flatbuffer converted the same way (same
@@ -35,8 +43,7 @@ from tfrec_attn.data import make_training_dataset, pad_left
 from tfrec_attn.evaluation import evaluate
 from tfrec_attn.export import LiteRTRecommender, convert_to_tflite, export_saved_model
 from tfrec_attn.export.serving import write_models_config
-from tfrec_attn.models.sasrec import build_topk_model
-from tfrec_attn.optimization.device import optimization_device
+from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.pruning import gzip_size
 from tfrec_attn.optimization.sasrec import prune_sasrec, qat_sasrec
 from tfrec_attn.training.run import item_probabilities
@@ -45,7 +52,9 @@ from tfrec_attn.training.scoring import make_score_fn
 
 METHODS = ("prune", "qat", "ptq-int8", "ptq-float16", "ptq-dynamic")
 PTQ = {"ptq-int8": "int8", "ptq-float16": "float16", "ptq-dynamic": "dynamic"}
-QAT_QUANTIZATION = "dynamic"  # = converter.optimizations [DEFAULT], no representative data
+QAT_QUANTIZATION = "int8"  # full integer: QAT weights plus calibrated float activations
+FINE_TUNE_EPOCHS = {"prune": 3, "qat": 1}
+LR_SCALE = {"prune": 1.0, "qat": 0.1}  # fine-tuning lr = LR_SCALE * the run's learning rate
 METRICS = ("ndcg@10", "hr@10")
 BATCH = 256
 WARMUP = 3
@@ -59,6 +68,19 @@ def check_methods(methods) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown optimization method(s) {unknown}; choose from {METHODS}.")
     return tuple(dict.fromkeys(methods))
+
+
+def fine_tune_learning_rate(method: str, run_learning_rate: float) -> float:
+    """The fine-tuning learning rate of `method` for a run trained at `run_learning_rate`.
+
+    >>> fine_tune_learning_rate("qat", 1e-3)
+    0.0001
+    """
+    if method not in LR_SCALE:
+        raise ValueError(f"method must be one of {tuple(LR_SCALE)}. Received: {method!r}")
+    if not run_learning_rate > 0:
+        raise ValueError(f"run_learning_rate must be positive. Received: {run_learning_rate}")
+    return LR_SCALE[method] * run_learning_rate
 
 
 class _Context:
@@ -124,9 +146,10 @@ def _tflite_part(ctx: _Context, name: str, model, quantization: str) -> dict:
     kwargs = {"quantization": quantization, "representative_histories": ctx.calibration}
     path = convert_to_tflite(model, ctx.root / "tflite" / f"{name}.tflite", k=ctx.k, **kwargs)
     runner = LiteRTRecommender(path)
-    everything = build_topk_model(model.encoder, k=ctx.run.vocab_size - 2,
-                                  exclude_history=False)
-    twin = convert_to_tflite(everything, ctx.scratch / f"{name}.tflite", **kwargs)
+    # Same graph as the deployed file (`convert_to_tflite` picks it from the SASRec and the
+    # quantization), ranking the whole catalogue.
+    twin = convert_to_tflite(model, ctx.scratch / f"{name}.tflite", k=ctx.run.vocab_size - 2,
+                             exclude_history=False, **kwargs)
     quality = ctx.evaluate(_tflite_score_fn(LiteRTRecommender(twin), ctx.run.vocab_size))
     return {"path": os.fspath(path), "size_bytes": _size(path), "gzip_bytes": gzip_size(path),
             "tflite_quantization": quantization, **quality,
@@ -163,35 +186,52 @@ def _variant(ctx: _Context, name: str, model, quantization: str, keras_path: boo
     return record
 
 
-def _fine_tune(ctx: _Context, method: str, epochs: int, target_sparsity: float) -> dict:
+def _fine_tune(ctx: _Context, method: str, settings: dict, target_sparsity: float) -> dict:
     keras.utils.set_random_seed(ctx.run.options.seed)
     model, dataset = ctx.fresh_model(), ctx.training_dataset()
-    with tf.device(optimization_device()):
+    epochs, learning_rate = settings["epochs"], settings["learning_rate"]
+    with optimization_scope():
         if method == "prune":
             model, report = prune_sasrec(model, dataset, epochs=epochs,
-                                         target_sparsity=target_sparsity)
+                                         target_sparsity=target_sparsity,
+                                         learning_rate=learning_rate)
         else:
-            model, _ = qat_sasrec(model, dataset, epochs=epochs)
+            model, _ = qat_sasrec(model, dataset, epochs=epochs, learning_rate=learning_rate)
     if method == "prune":
-        return _variant(ctx, method, model, "none", keras_path=True, saved_model=True,
-                        sparsity=report["sparsity"])
-    return _variant(ctx, method, model, QAT_QUANTIZATION, keras_path=True, saved_model=False,
-                    note="keras = the fake-quantized QAT model; no SavedModel (see report.py)")
+        record = _variant(ctx, method, model, "none", keras_path=True, saved_model=True,
+                          sparsity=report["sparsity"])
+    else:
+        record = _variant(ctx, method, model, QAT_QUANTIZATION, keras_path=True,
+                          saved_model=True,
+                          note="keras and saved_model = the fake-quantized QAT model")
+    return {**record, "fine_tuning": settings}
 
 
-def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int = 1,
+def _fine_tune_settings(run, methods, epochs, learning_rate) -> dict:
+    """`{method: {"epochs", "learning_rate", "batch_size"}}` for the fine-tuned methods."""
+    return {method: {"epochs": FINE_TUNE_EPOCHS[method] if epochs is None else epochs,
+                     "learning_rate": (fine_tune_learning_rate(method, run.options.learning_rate)
+                                       if learning_rate is None else learning_rate),
+                     "batch_size": run.options.batch_size}
+            for method in methods if method in FINE_TUNE_EPOCHS}
+
+
+def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None = None,
                  target_sparsity: float = 0.8, k: int = 10, latency_runs: int = 50,
-                 output: str | os.PathLike | None = None) -> dict:
+                 output: str | os.PathLike | None = None,
+                 learning_rate: float | None = None) -> dict:
     """Builds, exports and compares optimized variants of the run in `run_dir`.
 
     Args:
         run_dir: a `tfrec-attn train` run directory (see `training.run_dir.load_run`).
         methods: any of `METHODS`; `float32` (the run's model) is always included.
-        epochs: fine-tuning epochs for `prune` and `qat`.
+        epochs: fine-tuning epochs for `prune` and `qat`; `None`: `FINE_TUNE_EPOCHS`.
         target_sparsity: `prune`'s fraction of zeros in the prunable weights.
         k: items the exported models return (at least 10, so `@10` metrics are defined).
         latency_runs: timed calls per latency figure, after `WARMUP` untimed calls.
         output: where `optimize.json`, `optimize.png` and `optimized/` go (default `run_dir`).
+        learning_rate: fine-tuning learning rate for `prune` and `qat`; `None`: derived from
+            the run's (`fine_tune_learning_rate`, module docstring).
 
     Returns:
         The report written to `optimize.json`: run-level settings and `"variants"`, one record
@@ -202,16 +242,20 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int = 1,
         quantization, whose Keras model is `float32`'s), `latency` (`tflite` /
         `saved_model` -> `single` / `batch_256` -> `p50_ms`, `p99_ms`; `saved_model` is
         `None` without a SavedModel) and `saved_model` (`path`, `size_bytes`, `gzip_bytes`,
-        or `None`).
+        or `None`); fine-tuned variants add `fine_tuning` (`epochs`, `learning_rate`,
+        `batch_size`).
 
     Raises:
         ValueError: an unknown method or a bad setting. FileNotFoundError: see `load_run`.
     """
     methods = check_methods(methods)
-    if k < 10 or epochs < 1 or latency_runs < 1:
+    if k < 10 or (epochs is not None and epochs < 1) or latency_runs < 1:
         raise ValueError(f"k must be >= 10, epochs and latency_runs positive. Received: k={k}, "
                          f"epochs={epochs}, latency_runs={latency_runs}")
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive. Received: {learning_rate}")
     run = load_run(run_dir)
+    fine_tuning = _fine_tune_settings(run, methods, epochs, learning_rate)
     out = Path(output if output is not None else run_dir)
     root = out / "optimized"
     variants = {}
@@ -224,14 +268,16 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int = 1,
                 variants[method] = _variant(ctx, method, run.model, PTQ[method],
                                             keras_path=False, saved_model=False)
             else:
-                variants[method] = _fine_tune(ctx, method, epochs, target_sparsity)
+                variants[method] = _fine_tune(ctx, method, fine_tuning[method],
+                                              target_sparsity)
     write_models_config(root / "saved_models" / "models.config",
                         {name: f"/models/{name}" for name, v in variants.items()
                          if v["saved_model"]})
     report = {
         "run_dir": os.fspath(run_dir), "protocol": run.options.eval_protocol,
         "seed": run.options.seed, "test_users": len(run.split.test_targets), "k": k,
-        "epochs": epochs, "target_sparsity": target_sparsity, "latency_runs": latency_runs,
+        "fine_tuning": fine_tuning, "target_sparsity": target_sparsity,
+        "latency_runs": latency_runs,
         "device": optimization_device(),
         "reference": {m: run.metrics.get("test", {}).get(m) for m in METRICS},
         "evaluation": "TFLite quality from an evaluation twin of each file whose top-k spans "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import ItemEmbedding, LastPosition
 from tfrec_attn.optimization import pruning
-from tfrec_attn.optimization.device import optimization_device
+from tfrec_attn.optimization.device import optimization_scope
 from tfrec_attn.optimization.qat import make_qat_model
 
 
@@ -61,9 +61,10 @@ def _steps_per_epoch(dataset: tf.data.Dataset) -> int:
 
 
 def _fit(sasrec, dataset, epochs, optimizer, learning_rate, callbacks, verbose):
+    if optimizer is None and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive. Received: {learning_rate}")
     sasrec.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate))
-    with tf.device(optimization_device()):
-        return sasrec.fit(dataset, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
+    return sasrec.fit(dataset, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
 
 
 def prune_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 2, target_sparsity: float = 0.8,
@@ -72,6 +73,7 @@ def prune_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 2, target_spars
                  callbacks=()):
     """Prunes `sasrec`'s encoder while fine-tuning, then strips the wrappers.
 
+    Wrapping, fine-tuning and stripping run under `optimization_scope()` (GPU when visible).
     The schedule spans the whole fine-tuning: sparsity reaches `target_sparsity` on the last
     mask update (`frequency` is lowered so there are at least a few updates).
 
@@ -96,12 +98,13 @@ def prune_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 2, target_spars
     frequency = max(1, min(frequency, steps // 4))
     # The wrappers count steps from 1, and masks update on multiples of `frequency`.
     end_step = steps // frequency * frequency
-    pruned = pruning.prune_model(sasrec.encoder, target_sparsity, schedule, begin_step=0,
-                                 end_step=end_step, frequency=frequency)
-    install_encoder(sasrec, pruned)
-    _fit(sasrec, dataset, epochs, optimizer, learning_rate,
-         pruning.pruning_callbacks(log_dir) + list(callbacks), verbose)
-    install_encoder(sasrec, pruning.strip_pruning(pruned))
+    with optimization_scope():
+        pruned = pruning.prune_model(sasrec.encoder, target_sparsity, schedule, begin_step=0,
+                                     end_step=end_step, frequency=frequency)
+        install_encoder(sasrec, pruned)
+        _fit(sasrec, dataset, epochs, optimizer, learning_rate,
+             pruning.pruning_callbacks(log_dir) + list(callbacks), verbose)
+        install_encoder(sasrec, pruning.strip_pruning(pruned))
     return sasrec, pruning.sparsity_report(sasrec.encoder)
 
 
@@ -110,7 +113,8 @@ def qat_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 1, optimizer=None
     """Quantization-aware fine-tuning of `sasrec` through its own training path.
 
     The encoder becomes `make_qat_model(sasrec.encoder)` (a copy: the float encoder is left
-    as it was); the losses read the fake-quantized item table (see `install_encoder`).
+    as it was); the losses read the fake-quantized item table (see `install_encoder`). Runs
+    under `optimization_scope()`; the float32-only check of `make_qat_model` applies.
 
     Args:
         sasrec: a built (usually trained) `SASRec`; modified in place.
@@ -123,6 +127,9 @@ def qat_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 1, optimizer=None
         `(sasrec, history)`: the same `SASRec`, whose encoder is now the QAT model, and the
         `fit` history.
     """
-    install_encoder(sasrec, make_qat_model(sasrec.encoder))
-    history = _fit(sasrec, dataset, epochs, optimizer, learning_rate, callbacks, verbose)
+    if epochs < 1:
+        raise ValueError(f"epochs must be positive. Received: epochs={epochs}")
+    with optimization_scope():
+        install_encoder(sasrec, make_qat_model(sasrec.encoder))
+        history = _fit(sasrec, dataset, epochs, optimizer, learning_rate, callbacks, verbose)
     return sasrec, history

@@ -23,12 +23,16 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import (
     AdditiveAttention,
+    LinearAttention,
+    LocalAttention,
+    LowRankAttention,
     MultiHeadAttention,
     PaddingMask,
     PositionEmbedding,
     ScaledDotProductAttention,
     SelfAttentionPooling,
     SinusoidalPositionEmbedding,
+    TopKAttention,
     TransformerEncoderBlock,
 )
 
@@ -82,6 +86,9 @@ class LayerCase:
         masks_keys: the padding mask hides positions from other positions (False: the layer
             is position-wise and only passes the mask through).
         zeroes_padding: outputs at padded query positions are exactly zero.
+        exact_keys: the weights have one column per input key (False: only projected keys).
+        projected_keys: extra weight columns after the input keys, for projected summaries
+            (`LowRankAttention`'s `projection_length`); 0 for the usual `(.., T, S)` weights.
     """
 
     name: str
@@ -94,6 +101,8 @@ class LayerCase:
     pooled: bool = False
     masks_keys: bool = True
     zeroes_padding: bool = True
+    exact_keys: bool = True
+    projected_keys: int = 0
 
     def __str__(self) -> str:
         return self.name
@@ -121,7 +130,16 @@ class LayerCase:
     def score_shape(self) -> tuple:
         queries = 1 if self.pooled else QUERY_LENGTH
         keys = VALUE_LENGTH if self.cross else QUERY_LENGTH
-        return (BATCH, self.heads, queries, keys)
+        return (BATCH, self.heads, queries, keys * self.exact_keys + self.projected_keys)
+
+    def score_key_mask(self, mask) -> np.ndarray | None:
+        """`(batch, keys)`: False for weight columns that must be 0 (padded input keys);
+        None when the weights have no per-input-key columns."""
+        if not self.exact_keys:
+            return None
+        key_mask = self.key_mask(mask)
+        projected = np.ones((key_mask.shape[0], self.projected_keys), bool)
+        return np.concatenate([key_mask, projected], axis=1)
 
 
 ATTENTION_CASES = (
@@ -139,6 +157,26 @@ ATTENTION_CASES = (
     LayerCase("encoder_post_ln_causal", TransformerEncoderBlock,
               {"num_heads": 2, "norm_first": False, "causal": True}, heads=2, causal=True,
               zeroes_padding=False),
+    LayerCase("low_rank", LowRankAttention,
+              {"num_heads": 2, "key_dim": 4, "max_length": QUERY_LENGTH, "projection_length": 3},
+              heads=2, exact_keys=False, projected_keys=3),
+    LayerCase("low_rank_causal", LowRankAttention,
+              {"num_heads": 2, "max_length": QUERY_LENGTH, "projection_length": 3,
+               "block_size": 4, "causal": True}, heads=2, causal=True, projected_keys=3),
+    LayerCase("local", LocalAttention, {"num_heads": 2, "key_dim": 4, "window": 2,
+                                        "num_global": 1}, heads=2),
+    LayerCase("local_causal", LocalAttention, {"num_heads": 2, "window": 4, "num_global": 1,
+                                               "causal": True}, heads=2, causal=True),
+    LayerCase("linear", LinearAttention, {"num_heads": 2, "key_dim": 4}, heads=2),
+    LayerCase("linear_favor_causal", LinearAttention,
+              {"num_heads": 2, "feature_map": "favor", "num_features": 16, "chunk_size": 4,
+               "causal": True}, heads=2, causal=True),
+    LayerCase("top_k", TopKAttention, {"num_heads": 2, "k": 2}, heads=2),
+    LayerCase("top_k_causal", TopKAttention, {"num_heads": 2, "k": 2, "causal": True}, heads=2,
+              causal=True),
+    LayerCase("encoder_local_causal", TransformerEncoderBlock,
+              {"num_heads": 2, "causal": True, "attention": "local",
+               "attention_options": {"window": 2}}, heads=2, causal=True, zeroes_padding=False),
     LayerCase("position", PositionEmbedding, {"max_length": 10}, returns_scores=False,
               masks_keys=False),
     LayerCase("sinusoidal", SinusoidalPositionEmbedding, {"max_length": 10},

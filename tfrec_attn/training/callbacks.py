@@ -6,6 +6,7 @@ import numpy as np
 
 from tfrec_attn._keras import keras
 from tfrec_attn.evaluation import evaluate
+from tfrec_attn.training.distribution import any_worker, num_workers
 
 
 class RankingEvaluation(keras.callbacks.Callback):
@@ -55,7 +56,8 @@ class TimeBudget(keras.callbacks.Callback):
     """Stops training cleanly once `minutes` of wall time have passed (checked every batch).
 
     The epoch in progress ends early, its `on_epoch_end` callbacks still run (so evaluation and
-    best-weight tracking see it), and `fit` returns normally.
+    best-weight tracking see it), and `fit` returns normally. With several workers the clocks
+    are compared every batch (an all-reduce), so all workers stop at the same step.
     """
 
     def __init__(self, minutes: float | None):
@@ -70,7 +72,13 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.elapsed = time.monotonic() - self.started
-        if self.seconds is not None and self.elapsed >= self.seconds:
+        if self.seconds is None:
+            return
+        over = self.elapsed >= self.seconds
+        strategy = self.model.distribute_strategy
+        if num_workers(strategy) > 1:
+            over = any_worker(over, strategy)
+        if over:
             self.stopped = True
             self.model.stop_training = True
 

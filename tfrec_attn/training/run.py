@@ -18,10 +18,19 @@ from tfrec_attn.data import (
     read_interactions,
 )
 from tfrec_attn.evaluation import evaluate, evaluate_baselines
+from tfrec_attn.evaluation.oracle import SyntheticOracle
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.callbacks import EpochTimer, RankingEvaluation, TimeBudget
+from tfrec_attn.training.distribution import (
+    STRATEGIES,
+    is_chief,
+    make_strategy,
+    output_dir,
+    replica_batch_size,
+    shard_by_data,
+)
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.scoring import make_score_fn
 
@@ -52,6 +61,8 @@ class TrainOptions:
     sliding: bool = True
     valid_users: int | None = 10000  # validation subsample for per-epoch early stopping
     verbose: int = 1
+    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
+    jit_compile: bool = False  # XLA-compile the train step (`model.compile(jit_compile=...)`)
     model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields
 
     def __post_init__(self):
@@ -63,6 +74,9 @@ class TrainOptions:
         if self.epochs <= 0 or self.batch_size <= 0:
             raise ValueError(f"epochs and batch_size must be positive. Received: "
                              f"epochs={self.epochs}, batch_size={self.batch_size}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
 
 
 def load_data(options: TrainOptions):
@@ -83,6 +97,13 @@ def load_sequences(options: TrainOptions):
     return data, leave_one_out(data)
 
 
+def synthetic_oracle(options: TrainOptions, data) -> SyntheticOracle | None:
+    """The Bayes-optimal scorer (the ceiling) when the run's data come from the generator."""
+    if options.format != "synthetic":
+        return None
+    return SyntheticOracle.from_frame(load_data(options), data.vocab)
+
+
 def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
     """Empirical item frequencies in the training positions (the sampled loss's log-Q)."""
     counts = np.bincount(np.concatenate(train), minlength=vocab_size).astype(np.float64)
@@ -90,17 +111,21 @@ def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
     return counts / counts.sum()
 
 
-def build_model(options: TrainOptions, vocab_size: int, train) -> SASRec:
+def build_model(options: TrainOptions, vocab_size: int, train,
+                strategy: tf.distribute.Strategy | None = None) -> SASRec:
+    """A compiled `SASRec`, its variables created under `strategy` (default: the current one)."""
     config = SASRecConfig(vocab_size=vocab_size, **options.model)
-    model = SASRec(config, item_probabilities=item_probabilities(train, vocab_size))
-    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate))
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = SASRec(config, item_probabilities=item_probabilities(train, vocab_size))
+        model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                      jit_compile=options.jit_compile)
     return model
 
 
 def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
     max_len = model.config.max_len
-    dataset = make_training_dataset(split.train, max_len, options.batch_size, seed=options.seed,
-                                    sliding=options.sliding)
+    dataset = shard_by_data(make_training_dataset(
+        split.train, max_len, options.batch_size, seed=options.seed, sliding=options.sliding))
     score_fn = make_score_fn(model.scorer, max_len)
     rows = np.arange(len(split.valid_targets))
     if options.valid_users and len(rows) > options.valid_users:
@@ -131,15 +156,26 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
 def run_training(options: TrainOptions) -> dict:
     """Trains, evaluates and exports one model; writes `metrics.json` and curves to `output`.
 
+    With `options.strategy` the model trains on several devices or machines (global batch
+    `batch_size`); only the chief writes to `output` and `export_root`, other workers write to
+    temporary directories that are deleted afterwards.
+
     Returns:
         The metrics dict written to `output/metrics.json` (plus `"export_path"`).
     """
+    strategy = make_strategy(options.strategy)  # first: multi-worker configures TF at startup
+    replica_batch_size(options.batch_size, strategy)
+    with output_dir(options.output, strategy) as out:
+        return _run(options, strategy, out)
+
+
+def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path) -> dict:
     tf.keras.utils.set_random_seed(options.seed)
-    out = Path(options.output)
     out.mkdir(parents=True, exist_ok=True)
+    export_root = options.export_root if is_chief(strategy) else out / "export"
     data, split = load_sequences(options)
     vocab_size = data.vocab_size
-    model = build_model(options, vocab_size, split.train)
+    model = build_model(options, vocab_size, split.train, strategy)
     started = time.monotonic()
     history, records, budget, score_fn = _fit(model, split, options, vocab_size, out)
     train_seconds = time.monotonic() - started
@@ -151,12 +187,15 @@ def run_training(options: TrainOptions) -> dict:
                                    vocab_size, protocol, seed=options.seed)
     valid_baselines = evaluate_baselines(split.train, split.valid_histories, split.valid_targets,
                                          vocab_size, protocol, seed=options.seed)
+    oracle = synthetic_oracle(options, data)
     metrics = {
         "test": test,
         "valid": {k: v for k, v in best.items()
                   if k not in ("epoch", "epoch_seconds", "elapsed_seconds")},
         "best_epoch": best.get("epoch"),
         "baselines": baselines,
+        **({"oracle": evaluate(oracle.score, split.test_histories, split.test_targets,
+                               vocab_size, protocol, seed=options.seed)} if oracle else {}),
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
         "stopped_by_time_budget": budget.stopped,
@@ -173,10 +212,10 @@ def run_training(options: TrainOptions) -> dict:
     model.save_weights(str(out / "checkpoint" / "weights"))
     if options.export_root:
         warmup = pad_left(split.valid_histories[:100], model.config.max_len)
-        path = export_saved_model(model, options.export_root, options.name, k=options.export_k,
+        path = export_saved_model(model, export_root, options.name, k=options.export_k,
                                   metadata={"metrics": {"test": test, "protocol": protocol}},
                                   warmup_histories=warmup)
-        write_models_config(Path(options.export_root) / "models.config",
+        write_models_config(Path(export_root) / "models.config",
                             {options.name: f"/models/{options.name}"})
         metrics["export_path"] = os.fspath(path)
     _write_json(out / "metrics.json", metrics)
@@ -195,8 +234,10 @@ def results_table(metrics: dict) -> str:
     keys = ["ndcg@10", "hr@10", "mrr", "ndcg@5", "hr@1", "coverage@10"]
     keys = [k for k in keys if k in metrics["test"]]
     rows = [("model", metrics["test"])] + list(metrics["baselines"].items())
-    header = f"{'':14s}" + "".join(f"{k:>12s}" for k in keys)
+    if "oracle" in metrics:
+        rows.append(("oracle (ceiling)", metrics["oracle"]))
+    header = f"{'':17s}" + "".join(f"{k:>12s}" for k in keys)
     lines = [f"test ({metrics['protocol']} protocol, {metrics['dataset']['users']} users)", header]
     for name, values in rows:
-        lines.append(f"{name:14s}" + "".join(f"{values[k]:12.4f}" for k in keys))
+        lines.append(f"{name:17s}" + "".join(f"{values[k]:12.4f}" for k in keys))
     return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""FLOPs from the traced graph, throughput fields, and XLA training of SASRec on CPU."""
+
+import numpy as np
+import pytest
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.benchmarking import throughput
+from tfrec_attn.data import make_training_dataset
+from tfrec_attn.models import SASRec, SASRecConfig
+from tfrec_attn.training import TrainOptions
+from tfrec_attn.training.run import build_model
+
+
+def test_float_ops_fill_data_dependent_shapes():
+    keep = tf.constant([True, False, True, True, False, True])
+
+    def fn(d):
+        return tf.matmul(tf.boolean_mask(d["a"], d["keep"]), d["b"])
+
+    example = {"a": tf.ones((6, 5)), "keep": keep, "b": tf.ones((5, 3))}
+    assert throughput.graph_float_ops(fn, example) == 2 * 4 * 5 * 3
+
+
+def test_train_step_throughput_counts_the_sasrec_step():
+    keras.utils.set_random_seed(0)
+    model = SASRec(SASRecConfig(vocab_size=30, max_len=6, dim=8, num_blocks=1, loss="softmax"))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    batch = {"history": tf.constant(np.arange(2, 26).reshape(4, 6), tf.int64),
+             "targets": tf.constant(np.arange(3, 27).reshape(4, 6), tf.int64)}
+    result = throughput.train_step_throughput(model, batch, repeats=2, warmup=1, peak_gflops=1.0)
+    # The catalogue logits alone (24 positions x 30 items x 8 dims, forward) are 2*24*30*8 FLOPs.
+    assert result["flops_per_step"] > 2 * 24 * 30 * 8
+    assert result["sequences_per_second"] > 0 and result["achieved_gflops"] > 0
+    assert result["fraction_of_peak"] == pytest.approx(result["achieved_gflops"], rel=0.01)
+
+
+def test_bad_peak_arguments():
+    with pytest.raises(ValueError, match="n and repeats must be positive"):
+        throughput.peak_matmul_gflops(n=0)
+
+
+@pytest.mark.slow  # XLA compilation on the CPU takes ~1-2 minutes
+def test_xla_trains_sasrec_on_cpu(chain_sequences):
+    sequences, vocab = chain_sequences
+    options = TrainOptions(jit_compile=True, learning_rate=1e-2,
+                           model={"max_len": 8, "dim": 16, "num_blocks": 1, "loss": "sampled"})
+    model = build_model(options, vocab, sequences)
+    assert model.jit_compile is True
+    # Fixed-shape batches: one XLA compilation for the whole run.
+    dataset = make_training_dataset(sequences, 8, 64, trim=False, bucket=False,
+                                    drop_remainder=True)
+    losses = model.fit(dataset, epochs=3, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0]

@@ -1,0 +1,31 @@
+"""`python -m pipelines.benchmark variants`: one train run per attention kind, one JSON."""
+
+import json
+
+import pytest
+
+from pipelines import benchmark
+
+TINY = ["--format", "synthetic", "--synthetic-users", "80", "--synthetic-items", "40",
+        "--synthetic-length", "10", "--max-len", "8", "--dim", "8", "--blocks", "1",
+        "--epochs", "1", "--verbose", "0"]
+
+
+def test_variants_writes_one_record_per_kind(tmp_path):
+    assert benchmark.main(["variants", "--kinds", "full,local", "--output", str(tmp_path),
+                           "--"] + TINY) == 0
+    record = json.loads((tmp_path / "variants.json").read_text())
+    assert set(record["results"]) == {"full", "local"}
+    for result in record["results"].values():
+        assert 0.0 <= result["ndcg@10"] <= result["hr@10"] <= 1.0
+        assert result["epochs"] == 1 and result["median_epoch_seconds"] > 0
+    assert (tmp_path / "local" / "metrics.json").exists()
+    assert json.loads((tmp_path / "local" / "metrics.json").read_text())["model"][
+        "attention"] == "local"
+
+
+def test_unknown_kind_is_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["variants", "--kinds", "full,nope", "--output", str(tmp_path), "--"]
+                       + TINY)
+    assert "nope" in capsys.readouterr().err

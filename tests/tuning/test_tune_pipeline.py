@@ -1,0 +1,89 @@
+"""`tfrec-attn tune` end to end: YAML + flags -> search -> tuning.json, PNG, a trainable config."""
+
+import json
+
+import pytest
+import yaml
+
+from pipelines import train as train_pipeline
+from pipelines import tune as tune_pipeline
+from tfrec_attn.cli import COMMANDS
+from tfrec_attn.tuning import TUNABLE
+
+TINY_FLAGS = ["--format", "synthetic", "--synthetic-users", "120", "--synthetic-items", "50",
+              "--synthetic-length", "10", "--verbose", "0"]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    config = root / "tune.yaml"
+    config.write_text(yaml.safe_dump({
+        "tuner": "random", "max_trials": 5, "patience": 1, "batch_size": 64,
+        "model": {"max_len": 5},
+        "search_space": {"dim": [8, 16], "num_blocks": [1], "loss": ["sampled", "bce"],
+                         "learning_rate": {"min": 1e-3, "max": 1e-2, "sampling": "log"}}}))
+    argv = ["--config", str(config), "--max-trials", "2", "--epochs", "1", "--seed", "3",
+            "--output", str(root / "out")] + TINY_FLAGS
+    assert tune_pipeline.main(argv) == 0
+    return root / "out"
+
+
+def test_tuning_json_schema(search):
+    report = json.loads((search / "tuning.json").read_text())
+    assert report["tuner"] == "random" and report["max_trials"] == 2  # the flag beats the YAML
+    assert report["objective"] == {"name": "val_ndcg@10", "direction": "max"}
+    assert report["search_space"]["dim"] == {"kind": "choice", "values": [8, 16]}
+    assert report["dataset"]["users"] == 120 and not report["stopped_by_time_budget"]
+    assert len(report["trials"]) == 2
+    for trial in report["trials"]:
+        assert set(trial) >= {"trial_id", "status", "hyperparameters", "val_ndcg@10",
+                              "val_hr@10", "val_mrr", "epochs", "best_epoch", "seconds"}
+        assert set(trial["hyperparameters"]) <= set(TUNABLE)
+        assert trial["hyperparameters"]["dim"] in (8, 16)
+        assert 1e-3 <= trial["hyperparameters"]["learning_rate"] <= 1e-2
+        assert trial["epochs"] == 1 and trial["seconds"] > 0
+    assert report["best"] in report["trials"]
+    assert (search / "tuning.png").stat().st_size > 1000
+
+
+def test_best_config_trains_as_is(search, tmp_path):
+    report = json.loads((search / "tuning.json").read_text())
+    best = report["best"]["hyperparameters"]
+    path = search / "best_config.yaml"
+    assert report["best_config"] == str(path)
+    options = train_pipeline.options_from_args(["--config", str(path)])
+    assert options.learning_rate == pytest.approx(best["learning_rate"])
+    assert options.model == {"max_len": 5, **{k: v for k, v in best.items()
+                                             if k != "learning_rate"}}
+    assert (options.seed, options.batch_size, options.patience, options.epochs) == (3, 64, 1, 1)
+    assert options.synthetic_users == 120 and options.output == str(search / "best_run")
+    argv = ["--config", str(path), "--output", str(tmp_path / "run"), "--export-root", ""]
+    assert train_pipeline.main(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"]["dim"] == best["dim"] and metrics["model"]["loss"] == best["loss"]
+
+
+def test_cli_knows_tune():
+    assert COMMANDS["tune"] == "pipelines.tune"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, flags, message",
+    [("search_space: {dimm: [8]}\n", [], "search_space.dimm: unknown field"),
+     ("search_space: {dropout: {min: 0.4, max: 0.2}}\n", [], "min must be below max"),
+     ("", ["--max-trials", "0"], "max_trials must be a positive int"),
+     ("", ["--format", "csv"], "--data is required")],
+)
+def test_bad_options_exit_with_a_clear_message(yaml_text, flags, message, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    assert tune_pipeline.main(["--config", str(config), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_yaml_option_is_named(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("max_trial: 3\n")
+    with pytest.raises(SystemExit, match="max_trial"):
+        tune_pipeline.options_from_args(["--config", str(config)])

@@ -1,0 +1,49 @@
+"""Every keras-tuner strategy over tf-keras SASRec models: runs, resumes, stops on a budget."""
+
+import json
+
+import pytest
+
+from tfrec_attn.tuning import run_tuning
+
+
+@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
+def test_each_tuner_runs_and_resumes_one_trial_at_a_time(kind, tune_options, tmp_path):
+    first = run_tuning(tune_options(tmp_path, tuner=kind, max_trials=1))
+    assert [t["status"] for t in first["trials"]] == ["COMPLETED"]
+    second = run_tuning(tune_options(tmp_path, tuner=kind, max_trials=2))
+    trials = second["trials"]
+    assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    assert trials[0] == first["trials"][0]  # reloaded from disk, not trained again
+    assert 0.0 < second["best"]["val_ndcg@10"] <= 1.0
+    assert second["best"]["val_ndcg@10"] == max(t["val_ndcg@10"] for t in trials)
+    assert json.loads((tmp_path / "tuning.json").read_text())["trials"] == trials
+    assert (tmp_path / kind / f"trial_{trials[1]['trial_id']}" / "trial.json").exists()
+
+
+def test_overwrite_starts_afresh(tune_options, tmp_path):
+    run_tuning(tune_options(tmp_path, max_trials=1, max_tune_minutes=1e-4))
+    again = run_tuning(tune_options(tmp_path, max_trials=1, max_tune_minutes=1e-4,
+                                    overwrite=True))
+    assert len(again["trials"]) == 1 and again["trials"][0]["trial_id"] == "0"
+
+
+def test_hyperband_promotes_a_trial_from_its_checkpoint(tune_options, tmp_path):
+    # max_epochs=3, factor 3: three 1-epoch trials, then the best continues to epoch 3.
+    report = run_tuning(tune_options(tmp_path, epochs=3, tuner="hyperband", max_trials=4))
+    trials = report["trials"]
+    assert [t["hyperband"]["epochs"] for t in trials] == [1, 1, 1, 3]
+    promoted = trials[3]
+    parent = next(t for t in trials if t["trial_id"] == promoted["hyperband"]["trial_id"])
+    assert promoted["hyperparameters"] == parent["hyperparameters"]
+    assert parent["val_ndcg@10"] == max(t["val_ndcg@10"] for t in trials[:3])
+    assert promoted["hyperband"]["initial_epoch"] == 1 and promoted["epochs"] == 2
+    assert promoted["best_epoch"] in (2, 3)
+
+
+def test_time_budget_stops_inside_the_first_trial_and_before_the_next(tune_options, tmp_path):
+    report = run_tuning(tune_options(tmp_path, epochs=20, max_trials=5, max_tune_minutes=1e-4))
+    assert report["stopped_by_time_budget"]
+    [trial] = report["trials"]
+    assert trial["stopped_by_time_budget"] and trial["epochs"] == 1
+    assert trial["val_ndcg@10"] is not None and (tmp_path / "best_config.yaml").exists()

@@ -1,0 +1,1 @@
+"""Benchmarks: attention cost against sequence length, recommender training throughput."""

@@ -1,0 +1,181 @@
+"""Kernelized linear attention (Katharopoulos et al. 2020; Performer's FAVOR+ features)."""
+
+import numpy as np
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.layers import masking
+from tfrec_attn.layers.base_attention import BaseAttention
+from tfrec_attn.registry import register
+
+FEATURE_MAPS = ("elu", "favor")
+
+
+def orthogonal_gaussian_features(dim: int, num_features: int, seed: int) -> np.ndarray:
+    """`(dim, num_features)` Performer projection: blocks of orthogonal directions with
+    chi-distributed norms, so each column is marginally `N(0, I)` (lower variance than i.i.d.).
+
+    Hand-written (a few lines of numpy): neither TF nor Keras ships this estimator's matrix.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for _ in range(-(-num_features // dim)):
+        q, r = np.linalg.qr(rng.normal(size=(dim, dim)))
+        blocks.append(q * np.sign(np.diag(r)))  # sign fix: Haar-uniform directions
+    directions = np.concatenate(blocks, axis=1)[:, :num_features]
+    norms = np.linalg.norm(rng.normal(size=(dim, num_features)), axis=0)
+    return (directions * norms).astype(np.float32)
+
+
+@register()
+class LinearAttention(BaseAttention):
+    """Linear attention: `phi(q) (phi(k)^T v) / (phi(q) . sum_j phi(k_j))`, `O(L * d^2)`.
+
+    Feature maps: `"elu"` (`elu(x) + 1`, Katharopoulos et al.) or `"favor"` (Performer's
+    positive random features `exp(w x - |x|^2 / 2) / sqrt(m)` of `x / d^(1/4)`, an unbiased
+    estimate of the softmax kernel `exp(q.k / sqrt(d))`; the projection is fixed, drawn from
+    `seed` and stored as a non-trainable weight). Padded keys get `phi(k) = 0`.
+
+    Causal attention runs chunk by chunk: quadratic inside a chunk of `chunk_size`, plus a
+    `(features x value_dim)` state summed over the previous chunks, so memory is
+    `O(L * d + (L / chunk_size) * d^2)`, never a `d x d` state per position.
+    Dropout (the weights are never formed) drops key features `phi(k)`.
+    The dense normalized `phi(q) phi(k)^T` weights are formed only when
+    `return_attention_scores=True` or with an explicit `attention_mask` (which is `T x S`
+    already). Converts to TFLite builtins (`ELU`/`EXP`, `CUMSUM`, `BATCH_MATMUL`).
+
+    Args:
+        num_heads: int. Number of heads. Defaults to `1`.
+        feature_map: `"elu"` or `"favor"`. Defaults to `"elu"`.
+        num_features: int. Random features for `"favor"`. Defaults to `64`.
+        chunk_size: int. Chunk length of the causal form. Defaults to `64`.
+        seed: int. Seed of the `"favor"` projection. Defaults to `0`.
+        **kwargs: the other `BaseAttention` arguments (key_dim, dropout, causal, initializers...).
+
+    Call arguments:
+        inputs: query `(batch, T, dim)`, `[query, value]` or `[query, value, key]`
+            (causal needs `T == S`).
+        mask: boolean padding mask `(batch, T)` or `[query_mask, value_mask]`.
+        training: bool, for dropout.
+        return_attention_scores: bool. Also return the dense `(batch, heads, T, S)` weights.
+        attention_mask: optional boolean `(batch, T, S)`.
+
+    Returns:
+        `(batch, T, output_dim)`, and the weights when asked.
+
+    Example:
+    >>> from tfrec_attn._keras import tf
+    >>> layer = LinearAttention(causal=True, chunk_size=3)
+    >>> out, w = layer(tf.ones((2, 8, 4)), return_attention_scores=True)
+    >>> out.shape, w.shape
+    (TensorShape([2, 8, 4]), TensorShape([2, 1, 8, 8]))
+    """
+
+    def __init__(self, num_heads: int = 1, feature_map: str = "elu", num_features: int = 64,
+                 chunk_size: int = 64, seed: int = 0, **kwargs):
+        kwargs.pop("use_projections", None)
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(
+                f"feature_map must be one of {FEATURE_MAPS}. Received: feature_map={feature_map!r}")
+        for name, value in (("num_features", num_features), ("chunk_size", chunk_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        if not isinstance(seed, int):
+            raise ValueError(f"seed must be an int. Received: seed={seed!r}")
+        super().__init__(num_heads=num_heads, use_projections=True, **kwargs)
+        self.feature_map = feature_map
+        self.num_features = num_features
+        self.chunk_size = chunk_size
+        self.seed = seed
+
+    def build_scores(self, shapes) -> None:
+        if self.feature_map != "favor":
+            return
+        matrix = orthogonal_gaussian_features(self._head_key_dim, self.num_features, self.seed)
+        self.random_features = self.add_weight(
+            name="random_features", shape=matrix.shape, dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant(matrix))
+
+    def _features(self, x: tf.Tensor, is_query: bool) -> tf.Tensor:
+        """`phi(x)` in float32, `(..., key_dim)` -> `(..., features)`."""
+        x = tf.cast(x, tf.float32)
+        if self.feature_map == "elu":
+            return tf.nn.elu(x) + 1.0
+        x = x * float(self._head_key_dim) ** -0.25
+        projected = tf.matmul(x, tf.cast(self.random_features, tf.float32))
+        exponent = projected - 0.5 * tf.reduce_sum(tf.square(x), axis=-1, keepdims=True)
+        if is_query:  # a per-query constant cancels in the normalization: stabilizes exp
+            exponent -= tf.stop_gradient(tf.reduce_max(projected, axis=-1, keepdims=True))
+        return tf.exp(exponent) * float(self.num_features) ** -0.5
+
+    def _attend(self, q, k, v, query_mask, value_mask, attention_mask, training,
+                return_weights: bool):
+        same_length = q.shape[2] is None or k.shape[2] is None or q.shape[2] == k.shape[2]
+        if self.causal and not same_length:
+            raise ValueError("Causal LinearAttention is self-attention: query and key lengths "
+                             f"must be equal. Received T={q.shape[2]}, S={k.shape[2]}.")
+        q_features = self._features(q, is_query=True)
+        if value_mask is not None:
+            valid = tf.cast(value_mask, tf.bool)[:, None, :, None]
+            k = tf.where(valid, k, tf.zeros_like(k))  # no exp() of padded content
+            k_features = tf.where(valid, self._features(k, False), 0.0)
+        else:
+            k_features = self._features(k, is_query=False)
+        k_features = tf.cast(self._dropout_layer(k_features, training=training), tf.float32)
+        values = tf.cast(v, tf.float32)
+        if return_weights or attention_mask is not None:
+            heads, weights = self._quadratic(q_features, k_features, values, query_mask,
+                                             attention_mask)
+        elif self.causal:
+            heads, weights = self._causal_chunked(q_features, k_features, values), None
+        else:
+            state = tf.matmul(k_features, values, transpose_a=True)  # (B, H, m, dv)
+            normalizer = tf.reduce_sum(k_features, axis=2)[..., None]  # (B, H, m, 1)
+            heads = _normalize(tf.matmul(q_features, state), tf.matmul(q_features, normalizer))
+            weights = None
+        return tf.cast(heads, v.dtype), weights
+
+    def _quadratic(self, q_features, k_features, values, query_mask, attention_mask):
+        """The `O(T * S)` reference form, used only when the dense weights are needed."""
+        scores = tf.matmul(q_features, k_features, transpose_b=True)
+        mask = masking.merge_masks(query_mask, None, attention_mask, self.causal,
+                                   tf.shape(scores)[2], tf.shape(scores)[3])
+        if mask is not None:
+            scores = tf.where(mask, scores, 0.0)
+        total = tf.reduce_sum(scores, axis=-1, keepdims=True)
+        weights = scores / tf.where(total > 0.0, total, 1.0)
+        return tf.matmul(weights, values), weights
+
+    def _causal_chunked(self, q_features, k_features, values):
+        """Quadratic within chunks, running `(m, dv)` state across chunks."""
+        c = self.chunk_size
+        batch, heads, length = tf.shape(values)[0], tf.shape(values)[1], tf.shape(values)[2]
+        num_chunks = (length + c - 1) // c
+        pad = num_chunks * c - length
+        paddings = [[0, 0], [0, 0], [0, pad], [0, 0]]
+
+        def chunks(x):
+            return tf.reshape(tf.pad(x, paddings), [batch, heads, num_chunks, c, tf.shape(x)[3]])
+
+        qc, kc, vc = chunks(q_features), chunks(k_features), chunks(values)
+        inner = tf.matmul(qc, kc, transpose_b=True) * tf.constant(np.tril(np.ones((c, c))),
+                                                                  tf.float32)
+        numerator = tf.matmul(inner, vc)
+        denominator = tf.reduce_sum(inner, axis=-1, keepdims=True)
+        # State of all earlier chunks: one (m, dv) matrix per chunk (not per position).
+        state = tf.cumsum(tf.matmul(kc, vc, transpose_a=True), axis=2, exclusive=True)
+        normalizer = tf.cumsum(tf.reduce_sum(kc, axis=3), axis=2, exclusive=True)[..., None]
+        numerator += tf.matmul(qc, state)
+        denominator += tf.matmul(qc, normalizer)
+        heads_out = _normalize(numerator, denominator)
+        return tf.reshape(heads_out, [batch, heads, num_chunks * c, -1])[:, :, :length]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(feature_map=self.feature_map, num_features=self.num_features,
+                      chunk_size=self.chunk_size, seed=self.seed)
+        return config
+
+
+def _normalize(numerator: tf.Tensor, denominator: tf.Tensor) -> tf.Tensor:
+    """`numerator / denominator`, 0 where no key is visible (denominator 0)."""
+    return numerator / tf.where(denominator > 0.0, denominator, 1.0)
