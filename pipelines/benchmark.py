@@ -30,8 +30,8 @@ from tfrec_attn.data import (
     make_training_dataset,
     training_examples,
 )
-from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.layers import ATTENTION_KINDS
+from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training import EpochTimer, run_training
 
 
