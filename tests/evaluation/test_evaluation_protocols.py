@@ -46,11 +46,28 @@ def test_history_item_that_would_outrank_target_is_excluded():
     assert ev.evaluate(*args, ks=(1,), exclude_history=False)["hr@1"] == 0.0
 
 
-def test_target_is_never_excluded_even_if_in_history():
+def test_repeat_target_is_a_miss_when_history_is_excluded():
     scores = np.zeros(VOCAB)
     scores[7] = 1.0
-    out = ev.evaluate(_fixed_scorer(scores), [np.array([7, 4, 7])], np.array([7]), VOCAB, ks=(1,))
-    assert out["hr@1"] == 1.0
+    args = (_fixed_scorer(scores), [np.array([7, 4, 7])], np.array([7]), VOCAB)
+    out = ev.evaluate(*args, ks=(1, 20))
+    assert out["hr@1"] == 0.0 and out["hr@20"] == 0.0 and out["repeat_targets"] == 1.0
+    assert ev.evaluate(*args, ks=(1,), exclude_history=False)["hr@1"] == 1.0
+
+
+def test_boosting_history_items_gains_nothing_under_full_protocol():
+    # The leak the rule closes: a scorer that puts every history item first must not find a
+    # repeat target "alone among them" at rank 1.
+    def history_first(batch):
+        scores = np.zeros((len(batch), VOCAB))
+        for row, history in enumerate(batch):
+            scores[row, history] = 10.0
+        return scores
+
+    histories = [np.array([3, 5, 9]), np.array([4, 6])]
+    targets = np.array([5, 8])  # row 0 repeats 5; row 1 is a new item
+    out = ev.evaluate(history_first, histories, targets, VOCAB, ks=(1,))
+    assert out["hr@1"] == 0.0 and out["repeat_targets"] == 0.5
 
 
 @pytest.mark.parametrize("protocol", ["full", "sampled", "sampled-5"])

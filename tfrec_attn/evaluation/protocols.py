@@ -1,8 +1,12 @@
 """Leave-one-out evaluation protocols: rank each user's held-out target given the history.
 
 - `"full"`: the target competes with every real item (ids `2 .. vocab_size - 1`). With
-  `exclude_history`, items already in the user's history are removed from the candidates,
-  except the target itself, which is never removed.
+  `exclude_history`, items already in the user's history are removed from the candidates, as
+  the exported recommender removes them from its top-k. A target that is itself in the history
+  (a repeat) is then removed too and counts as a miss at every cutoff: keeping it (the earlier
+  rule) leaked the answer, since a scorer that ranks all history items first would find the
+  target alone among them at rank 1. On data without repeats (MovieLens ratings) both rules
+  agree.
 - `"sampled"` / `"sampled-N"`: the target competes with `N` (default `num_negatives`) distinct
   real items drawn uniformly among those neither in the history nor equal to the target, as in
   SASRec (Kang & McAuley, 2018). Negatives come from one `np.random.default_rng(seed)` consumed
@@ -228,8 +232,10 @@ def evaluate(
         vocab_size: id-space size, padding and OOV included.
         protocol: `"full"`, `"sampled"` (uses `num_negatives`) or `"sampled-N"` (N wins).
         ks: metric cut-offs.
-        exclude_history: full protocol only: drop history items (never the target) from the
-            candidates. Sampled negatives are always drawn outside the history.
+        exclude_history: full protocol only: drop history items from the candidates; a
+            target in the history is then a miss (see the module docstring). Sampled
+            negatives are always drawn outside the history (the SASRec paper's protocol, which
+            assumes no repeats: the returned `repeat_targets` says how many there were).
         num_negatives: negatives per user for `"sampled"`.
         seed: seeds the negative sampler.
         batch_size: users per `score_fn` call; does not change the results.
@@ -237,7 +243,8 @@ def evaluate(
 
     Returns:
         `metrics.summarize` output: `hr@k`, `ndcg@k`, `recall@k`, `precision@k`, `f1@k`,
-        `coverage@k` (full protocol only), `mrr`, `users`; all Python floats.
+        `coverage@k` (full protocol only), `mrr`, `users`, `repeat_targets` (the fraction of
+        targets already in their history); all Python floats.
 
     Example:
     >>> const = lambda batch: np.ones((len(batch), 6))
@@ -265,7 +272,10 @@ def evaluate(
         if progress:
             print(f"evaluate: {start + len(batch)}/{len(histories)} users", file=sys.stderr)
     topk = np.concatenate(topks) if topks else None
-    return summarize(np.concatenate(ranks), ks, topk=topk, num_items=vocab_size)
+    summary = summarize(np.concatenate(ranks), ks, topk=topk, num_items=vocab_size)
+    repeats = sum(int(t in set(h.tolist())) for h, t in zip(histories, targets, strict=True))
+    summary["repeat_targets"] = float(repeats / len(targets))
+    return summary
 
 
 def _rank_full(
@@ -276,9 +286,11 @@ def _rank_full(
     kmax: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks among all non-excluded real items, and the top-`kmax` lists."""
-    excluded = _exclusion_mask(scores.shape, batch if exclude_history else None, keep=targets)
-    target_scores = scores[np.arange(len(batch)), targets]
+    excluded = _exclusion_mask(scores.shape, batch if exclude_history else None)
+    rows = np.arange(len(batch))
+    target_scores = scores[rows, targets]
     ranks = ((scores >= target_scores[:, None]) & ~excluded).sum(axis=1) - 1
+    ranks[excluded[rows, targets]] = scores.shape[1]  # a removed repeat target: never ranked
     return ranks.astype(np.int64), _topk(scores, excluded, kmax)
 
 
