@@ -71,14 +71,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_config(path: str | None) -> dict:
+    """The YAML options file as a dict (`{}` without one); exits naming the file if malformed."""
+    if not path:
+        return {}
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise SystemExit(f"{path}: expected a mapping of options, got {type(config)}")
+    return config
+
+
 def options_from_args(argv=None) -> TrainOptions:
     args = parser().parse_args(argv)
-    config = {}
-    if args.config:
-        with open(args.config) as f:
-            config = yaml.safe_load(f) or {}
-        if not isinstance(config, dict):
-            raise SystemExit(f"{args.config}: expected a mapping of options, got {type(config)}")
+    config = load_config(args.config)
     model = dict(config.pop("model", {}) or {})
     unknown = set(config) - set(RUN_FLAGS)
     if unknown:

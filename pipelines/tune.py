@@ -11,9 +11,7 @@ Writes `DIR/tuning.json`, `DIR/tuning.png` and `DIR/best_config.yaml`, which
 import argparse
 import sys
 
-import yaml
-
-from pipelines.train import RUN_FLAGS
+from pipelines.train import RUN_FLAGS, load_config
 from tfrec_attn.training import TrainOptions
 from tfrec_attn.tuning import TUNERS, TuneOptions, run_tuning, tuning_table
 
@@ -47,12 +45,7 @@ def parser() -> argparse.ArgumentParser:
 
 def options_from_args(argv=None) -> TuneOptions:
     args = parser().parse_args(argv)
-    config = {}
-    if args.config:
-        with open(args.config) as f:
-            config = yaml.safe_load(f) or {}
-        if not isinstance(config, dict):
-            raise SystemExit(f"{args.config}: expected a mapping of options, got {type(config)}")
+    config = load_config(args.config)
     model = dict(config.pop("model", {}) or {})
     tune = {key: config.pop(key) for key in TUNE_KEYS if key in config}
     unknown = set(config) - set(RUN_FLAGS)

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.benchmarking.timing import median_ms
 from tfrec_attn.layers import MultiHeadAttention
 
 MEMORY_ENV = "TF_CPU_ALLOCATOR_USE_BFC"
@@ -144,18 +145,6 @@ def step_functions(layer, causal: bool, dim: int):
         return loss, tape.gradient(loss, [x, *layer.trainable_variables])
 
     return forward, train_step
-
-
-def median_ms(fn, args, repeats: int, warmup: int) -> float:
-    """Median wall time in ms of `repeats` calls of `fn(*args)` after `warmup` calls."""
-    for _ in range(warmup):
-        fn(*args)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
 
 
 def memory_stats_available() -> bool:

@@ -9,24 +9,10 @@ a `RunMetadata`, which TF2 functions no longer provide with per-node shapes).
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
 from tfrec_attn._keras import tf
+from tfrec_attn.benchmarking.timing import median_ms
 
 _NUMERIC = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64, tf.bool)
-
-
-def _median_seconds(fn, args, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn(*args)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def peak_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -36,7 +22,7 @@ def peak_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     a = tf.random.normal((n, n))
     b = tf.random.normal((n, n))
     matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    return 2.0 * n**3 / _median_seconds(matmul, (a, b), repeats, warmup=2) / 1e9
+    return 2.0 * n**3 / (median_ms(matmul, (a, b), repeats, warmup=2) / 1e3) / 1e9
 
 
 def graph_float_ops(fn, example: dict) -> int:
@@ -86,7 +72,7 @@ def train_step_throughput(model, batch: dict, repeats: int = 10, warmup: int = 3
         given a peak, `fraction_of_peak`.
     """
     step = tf.function(model.train_step, jit_compile=jit_compile)
-    seconds = _median_seconds(step, (batch,), repeats, warmup)  # warm-up creates optimizer slots
+    seconds = median_ms(step, (batch,), repeats, warmup) / 1e3  # warm-up creates optimizer slots
     flops = graph_float_ops(model.train_step, batch)
     rows = int(next(iter(batch.values())).shape[0])
     result = {"step_ms": round(seconds * 1e3, 2),
