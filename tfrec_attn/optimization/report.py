@@ -29,7 +29,6 @@ file (top-`k`, history excluded) is the one measured for size and latency.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -46,7 +45,7 @@ from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.pruning import gzip_size
 from tfrec_attn.optimization.sasrec import prune_sasrec, qat_sasrec
-from tfrec_attn.training.run import item_probabilities
+from tfrec_attn.training.run import item_probabilities, write_json
 from tfrec_attn.training.run_dir import CHECKPOINT, RunArtifacts, load_run, restore_model
 from tfrec_attn.training.scoring import make_score_fn
 
@@ -284,7 +283,7 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
                       "the catalogue; same protocol, seed and test users as metrics.json",
         "variants": variants,
     }
-    _write_json(out / "optimize.json", report)
+    write_json(out / "optimize.json", report)
     plot_optimization(report, out / "optimize.png")
     return report
 
@@ -294,13 +293,6 @@ def _size(path: str | os.PathLike) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 def plot_optimization(report: dict, path: str | os.PathLike) -> Path:

@@ -122,15 +122,25 @@ def build_model(options: TrainOptions, vocab_size: int, train,
     return model
 
 
+def validation_rows(count: int, limit: int | None, seed: int) -> np.ndarray:
+    """The seeded, sorted subsample of `limit` validation rows evaluated each epoch (all rows
+    when there are no more than `limit`).
+
+    >>> validation_rows(4, None, 0).tolist(), len(validation_rows(10, 3, 0))
+    ([0, 1, 2, 3], 3)
+    """
+    rows = np.arange(count)
+    if limit and count > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+    return rows
+
+
 def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
     max_len = model.config.max_len
     dataset = shard_by_data(make_training_dataset(
         split.train, max_len, options.batch_size, seed=options.seed, sliding=options.sliding))
     score_fn = make_score_fn(model.scorer, max_len)
-    rows = np.arange(len(split.valid_targets))
-    if options.valid_users and len(rows) > options.valid_users:
-        rows = np.sort(np.random.default_rng(options.seed).choice(
-            rows, options.valid_users, replace=False))
+    rows = validation_rows(len(split.valid_targets), options.valid_users, options.seed)
     evaluation = RankingEvaluation(score_fn, [split.valid_histories[i] for i in rows],
                                    split.valid_targets[rows], vocab_size,
                                    protocol=options.eval_protocol, seed=options.seed)
@@ -218,12 +228,13 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path) -> 
         write_models_config(Path(export_root) / "models.config",
                             {options.name: f"/models/{options.name}"})
         metrics["export_path"] = os.fspath(path)
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    """Writes via a temporary file and rename, so a crash never leaves half a metrics file."""
+def write_json(path: Path, payload: dict) -> None:
+    """Writes via a temporary file and rename, so a crash never leaves half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=float))
     os.replace(tmp, path)

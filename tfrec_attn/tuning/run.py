@@ -1,17 +1,20 @@
 """One search end to end: data (the train split) -> keras-tuner trials -> report + best config."""
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from tfrec_attn._keras import keras
 from tfrec_attn.data import make_training_dataset
 from tfrec_attn.models import SASRecConfig
-from tfrec_attn.training.run import TrainOptions, item_probabilities, load_sequences
+from tfrec_attn.training.run import (
+    TrainOptions,
+    item_probabilities,
+    load_sequences,
+    validation_rows,
+    write_json,
+)
 from tfrec_attn.tuning.hypermodel import OBJECTIVE, SASRecHyperModel
 from tfrec_attn.tuning.report import (
     best_config,
@@ -58,14 +61,6 @@ class TuneOptions:
 
     def space(self) -> SearchSpace:
         return SearchSpace(self.search_space, base=self.train.model)
-
-
-def validation_rows(count: int, limit: int | None, seed: int) -> np.ndarray:
-    """The seeded validation subsample per-epoch evaluation uses (as `tfrec-attn train`)."""
-    rows = np.arange(count)
-    if limit and count > limit:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
-    return rows
 
 
 def run_tuning(options: TuneOptions) -> dict:
@@ -137,7 +132,5 @@ def run_tuning(options: TuneOptions) -> dict:
                       f"tfrec-attn train --config {out / 'best_config.yaml'}")
     report["best_config"] = os.fspath(out / "best_config.yaml")
     report["plot"] = os.fspath(plot_trials(records, out / "tuning.png"))
-    tmp = out / "tuning.json.tmp"  # write + rename: a crash never leaves half a report
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    os.replace(tmp, out / "tuning.json")
+    write_json(out / "tuning.json", report)
     return report
