@@ -88,20 +88,22 @@ def load_data(options: TrainOptions):
     return read_interactions(options.data, options.format)
 
 
-def load_sequences(options: TrainOptions):
+def load_sequences(options: TrainOptions, frame=None):
     """`(data, split)`: the run's sequences and leave-one-out split, deterministic in `options`.
 
     The one definition of a run's data; `run_dir.load_split` rebuilds the same split from it.
+    `frame` is `load_data(options)` when the caller already has it.
     """
-    data = build_sequences(load_data(options), min_events=options.min_events)
+    frame = load_data(options) if frame is None else frame
+    data = build_sequences(frame, min_events=options.min_events)
     return data, leave_one_out(data)
 
 
-def synthetic_oracle(options: TrainOptions, data) -> SyntheticOracle | None:
+def synthetic_oracle(options: TrainOptions, frame, data) -> SyntheticOracle | None:
     """The Bayes-optimal scorer (the ceiling) when the run's data come from the generator."""
     if options.format != "synthetic":
         return None
-    return SyntheticOracle.from_frame(load_data(options), data.vocab)
+    return SyntheticOracle.from_frame(frame, data.vocab)
 
 
 def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
@@ -183,7 +185,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path) -> 
     tf.keras.utils.set_random_seed(options.seed)
     out.mkdir(parents=True, exist_ok=True)
     export_root = options.export_root if is_chief(strategy) else out / "export"
-    data, split = load_sequences(options)
+    frame = load_data(options)
+    data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size
     model = build_model(options, vocab_size, split.train, strategy)
     started = time.monotonic()
@@ -197,7 +200,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path) -> 
                                    vocab_size, protocol, seed=options.seed)
     valid_baselines = evaluate_baselines(split.train, split.valid_histories, split.valid_targets,
                                          vocab_size, protocol, seed=options.seed)
-    oracle = synthetic_oracle(options, data)
+    oracle = synthetic_oracle(options, frame, data)
     metrics = {
         "test": test,
         "valid": {k: v for k, v in best.items()
