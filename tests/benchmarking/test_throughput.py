@@ -5,10 +5,9 @@ import pytest
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.benchmarking import throughput
-from tfrec_attn.data import make_training_dataset
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training import TrainOptions
-from tfrec_attn.training.run import build_model
+from tfrec_attn.training.run import build_model, training_dataset
 
 
 def test_float_ops_fill_data_dependent_shapes():
@@ -39,16 +38,26 @@ def test_bad_peak_arguments():
         throughput.peak_matmul_gflops(n=0)
 
 
-@pytest.mark.slow  # XLA compilation on the CPU takes ~1-2 minutes
-def test_xla_trains_sasrec_on_cpu(chain_sequences):
+def test_jit_compile_runs_train_on_fixed_shape_batches(chain_sequences):
+    """XLA compiles once per input shape: under jit_compile every batch is (batch, max_len)."""
+    sequences, _ = chain_sequences
+    shapes = {tuple(b["history"].shape) for b in training_dataset(
+        sequences, 8, TrainOptions(jit_compile=True, batch_size=5))}
+    assert shapes == {(5, 8)}
+    bucketed = {tuple(b["history"].shape) for b in training_dataset(
+        sequences, 8, TrainOptions(batch_size=5))}
+    assert len(bucketed) > 1
+
+
+@pytest.mark.slow  # XLA compilation on the CPU takes ~1 minute per objective
+@pytest.mark.parametrize("loss", ["sampled", "softmax", "bce"])
+def test_xla_trains_sasrec_on_cpu(chain_sequences, loss):
     sequences, vocab = chain_sequences
-    options = TrainOptions(jit_compile=True, learning_rate=1e-2,
-                           model={"max_len": 8, "dim": 16, "num_blocks": 1, "loss": "sampled"})
+    options = TrainOptions(jit_compile=True, learning_rate=1e-2, batch_size=64,
+                           model={"max_len": 8, "dim": 16, "num_blocks": 1, "loss": loss})
     model = build_model(options, vocab, sequences)
     assert model.jit_compile is True
-    # Fixed-shape batches: one XLA compilation for the whole run.
-    dataset = make_training_dataset(sequences, 8, 64, trim=False, bucket=False,
-                                    drop_remainder=True)
-    losses = model.fit(dataset, epochs=3, verbose=0).history["loss"]
+    losses = model.fit(training_dataset(sequences, 8, options), epochs=3,
+                       verbose=0).history["loss"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0]

@@ -248,6 +248,53 @@ def test_low_rank_causal_blocks_are_exact_inside_a_block():
     np.testing.assert_array_equal(weights[..., 7:], 0.0)
 
 
+def _blockwise_low_rank_reference(q, k, v, valid, e, f, size):
+    """NumPy golden of causal low-rank attention on `(B, H, L, d)` heads, blocks right-aligned.
+
+    Query `t` sees the valid keys `j <= t` of its own block and one summary row per projection
+    column: `sum_j E[j] k_j` (and `F[j] v_j`) over the valid keys of all earlier blocks.
+    """
+    batch, heads, length, dim = q.shape
+    first = length - int(np.ceil(length / size)) * size  # block start of position 0 (<= 0)
+    block = (np.arange(length) - first) // size
+    out = np.zeros_like(q)
+    for b in range(batch):
+        kz, vz = k[b] * valid[b][None, :, None], v[b] * valid[b][None, :, None]
+        for t in range(length):
+            if not valid[b, t]:
+                continue
+            exact = [j for j in range(t + 1) if block[j] == block[t] and valid[b, j]]
+            earlier = [j for j in range(length) if block[j] < block[t]]
+            summary_keys = np.einsum("jr,hjd->hrd", e[earlier], kz[:, earlier])
+            summary_values = np.einsum("jr,hjd->hrd", f[earlier], vz[:, earlier])
+            keys = np.concatenate([kz[:, exact], summary_keys], 1)
+            values = np.concatenate([vz[:, exact], summary_values], 1)
+            logits = np.einsum("hd,hsd->hs", q[b, :, t], keys) / np.sqrt(dim)
+            keep = np.array([True] * len(exact) + [bool(valid[b, earlier].any())] * e.shape[1])
+            logits = np.where(keep, logits, -np.inf)
+            weights = np.exp(logits - logits.max(-1, keepdims=True))
+            weights /= weights.sum(-1, keepdims=True)
+            out[b, :, t] = np.einsum("hs,hsd->hd", weights, values)
+    return out
+
+
+@pytest.mark.parametrize("length, size, rank", [(7, 3, 2), (9, 3, 4), (12, 4, 3), (5, 8, 2)])
+def test_low_rank_causal_blocks_equal_the_blockwise_reference(length, size, rank):
+    """Golden over several blocks (ragged first block, padding spanning blocks, one block)."""
+    rng = np.random.default_rng(length)
+    q, k, v = (rng.normal(size=(3, 2, length, 4)).astype(np.float32) for _ in range(3))
+    valid = left_padding_mask((length, length - 4, 2), length)
+    layer = LowRankAttention(num_heads=2, max_length=length + 2, projection_length=rank,
+                             block_size=size, causal=True)
+    layer(tf.zeros((1, length, 8)))
+    e = layer.key_projection.numpy()[2:]
+    f = layer.value_projection.numpy()[2:]
+    out, _ = layer._attend(tf.constant(q), tf.constant(k), tf.constant(v), tf.constant(valid),
+                           tf.constant(valid), None, False, False)
+    expected = _blockwise_low_rank_reference(q, k, v, valid, e, f, size)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+
+
 # -- cost: no T x T tensor unless the weights are asked for ---------------------------------------
 COST_LAYERS = {
     "local": lambda causal: LocalAttention(num_heads=2, window=4, num_global=2, causal=causal),

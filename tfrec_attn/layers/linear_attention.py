@@ -5,6 +5,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import masking
 from tfrec_attn.layers.base_attention import BaseAttention
+from tfrec_attn.layers.prefix_sum import exclusive_prefix_sum
 from tfrec_attn.registry import register
 
 FEATURE_MAPS = ("elu", "favor")
@@ -162,8 +163,8 @@ class LinearAttention(BaseAttention):
         numerator = tf.matmul(inner, vc)
         denominator = tf.reduce_sum(inner, axis=-1, keepdims=True)
         # State of all earlier chunks: one (m, dv) matrix per chunk (not per position).
-        state = tf.cumsum(tf.matmul(kc, vc, transpose_a=True), axis=2, exclusive=True)
-        normalizer = tf.cumsum(tf.reduce_sum(kc, axis=3), axis=2, exclusive=True)[..., None]
+        state = exclusive_prefix_sum(tf.matmul(kc, vc, transpose_a=True), axis=2)
+        normalizer = exclusive_prefix_sum(tf.reduce_sum(kc, axis=3), axis=2)[..., None]
         numerator += tf.matmul(qc, state)
         denominator += tf.matmul(qc, normalizer)
         heads_out = _normalize(numerator, denominator)

@@ -6,6 +6,7 @@ from tfrec_attn._keras import tf
 from tfrec_attn.layers import masking
 from tfrec_attn.layers.base_attention import BaseAttention
 from tfrec_attn.layers.local_attention import band_selection
+from tfrec_attn.layers.prefix_sum import exclusive_prefix_sum
 from tfrec_attn.layers.utils import clone_initializer
 from tfrec_attn.registry import register
 
@@ -133,9 +134,8 @@ class LowRankAttention(BaseAttention):
         e_blocks, f_blocks = blocks(e), blocks(f)  # (nb, size, r), padded rows are zero
         k_blocks, v_blocks, q_blocks = blocks(k), blocks(v), blocks(q)  # (B, H, nb, size, d)
         # Summaries of every strictly earlier block: exclusive prefix sums of block projections.
-        keys = tf.cumsum(tf.matmul(e_blocks, k_blocks, transpose_a=True), axis=2, exclusive=True)
-        values = tf.cumsum(tf.matmul(f_blocks, v_blocks, transpose_a=True), axis=2,
-                           exclusive=True)
+        keys = exclusive_prefix_sum(tf.matmul(e_blocks, k_blocks, transpose_a=True), axis=2)
+        values = exclusive_prefix_sum(tf.matmul(f_blocks, v_blocks, transpose_a=True), axis=2)
         ones = tf.ones([batch, length, 1], tf.float32)
         k_valid = blocks(ones if value_mask is None else tf.cast(value_mask, tf.float32)[..., None])
         q_valid = blocks(ones if query_mask is None else tf.cast(query_mask, tf.float32)[..., None])

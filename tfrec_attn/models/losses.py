@@ -171,9 +171,16 @@ class BinaryCrossEntropyLoss(keras.layers.Layer):
         self.task = tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(
             from_logits=True, reduction=keras.losses.Reduction.NONE))
 
-    def call(self, states, targets, item_embedding, training=False):
-        negatives = tf.random.uniform(tf.shape(targets), FIRST_ITEM_ID, self.vocab_size,
-                                      dtype=targets.dtype)
+    def sample_negatives(self, targets: tf.Tensor) -> tf.Tensor:
+        """One uniform negative id per entry of `targets` (any shape). Drawing them on the
+        fixed-shape `(batch, max_len)` grid, before the positions are gathered, keeps the
+        shape static, as XLA needs for random ops."""
+        return tf.random.uniform(tf.shape(targets), FIRST_ITEM_ID, self.vocab_size,
+                                 dtype=targets.dtype)
+
+    def call(self, states, targets, item_embedding, training=False, negatives=None):
+        if negatives is None:
+            negatives = self.sample_negatives(targets)
         table = item_embedding.embeddings  # read in the compute dtype under mixed precision
         states = tf.cast(states, tf.float32)
         positive = tf.reduce_sum(states * tf.cast(tf.gather(table, targets), tf.float32), -1)

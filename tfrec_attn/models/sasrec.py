@@ -209,6 +209,9 @@ class SASRec(tfrs.Model):
         if self.config.exclude_seen:  # (N, vocab): the window items of each position's row
             seen = losses.seen_items(inputs["history"], targets, self.config.vocab_size)
             kwargs["seen"] = tf.gather(seen, tf.where(positions)[:, 0])
+        if isinstance(self.loss_fn, losses.BinaryCrossEntropyLoss):
+            kwargs["negatives"] = tf.boolean_mask(self.loss_fn.sample_negatives(targets),
+                                                  positions)
         states = tf.boolean_mask(states, positions)   # (N, dim): only positions with a target
         targets = tf.boolean_mask(targets, positions)  # (N,)
         return self.loss_fn(states, targets, self.item_embedding, training=training, **kwargs)

@@ -137,10 +137,19 @@ def validation_rows(count: int, limit: int | None, seed: int) -> np.ndarray:
     return rows
 
 
+def training_dataset(train, max_len: int, options: TrainOptions) -> tf.data.Dataset:
+    """The run's training batches. Under `jit_compile` every batch has the one shape
+    `(batch_size, max_len)` (no bucketing or trimming, last partial batch dropped), so XLA
+    compiles the train step once instead of once per bucket width."""
+    fixed = options.jit_compile
+    return make_training_dataset(train, max_len, options.batch_size, seed=options.seed,
+                                 sliding=options.sliding, trim=not fixed, bucket=not fixed,
+                                 drop_remainder=fixed)
+
+
 def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
     max_len = model.config.max_len
-    dataset = shard_by_data(make_training_dataset(
-        split.train, max_len, options.batch_size, seed=options.seed, sliding=options.sliding))
+    dataset = shard_by_data(training_dataset(split.train, max_len, options))
     score_fn = make_score_fn(model.scorer, max_len)
     rows = validation_rows(len(split.valid_targets), options.valid_users, options.seed)
     evaluation = RankingEvaluation(score_fn, [split.valid_histories[i] for i in rows],
