@@ -44,8 +44,9 @@ def speed(args) -> dict:
                           num_blocks=args.blocks, loss=args.loss)
     model = SASRec(config)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.xla)
+    fixed = args.no_trim or args.xla  # XLA: one batch shape, one compilation (as in train)
     dataset = make_training_dataset(split.train, args.max_len, args.batch_size,
-                                    trim=not args.no_trim, bucket=not args.no_trim)
+                                    trim=not fixed, bucket=not fixed, drop_remainder=args.xla)
     inputs, targets = training_examples(split.train, args.max_len)
     timer = EpochTimer()
     started = time.monotonic()
@@ -60,7 +61,7 @@ def speed(args) -> dict:
         "interactions": data.num_interactions, "sequences": int(len(inputs)),
         "target_positions": int((targets > 0).sum()),
         "max_len": args.max_len, "dim": args.dim, "blocks": args.blocks, "loss": args.loss,
-        "batch_size": args.batch_size, "trim_and_bucket": not args.no_trim, "xla": args.xla,
+        "batch_size": args.batch_size, "trim_and_bucket": not fixed, "xla": args.xla,
         "first_epoch_seconds": round(timer.seconds[0], 2),
         "epoch_seconds": round(steady, 2),
         "sequences_per_second": round(len(inputs) / steady, 1),

@@ -19,7 +19,7 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
              "min_events", "sliding", "valid_users", "synthetic_users", "synthetic_items",
-             "synthetic_length", "verbose", "strategy", "jit_compile")
+             "synthetic_length", "verbose", "strategy", "jit_compile", "backup_dir")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
     add("--strategy", choices=["default", "mirrored", "multi-worker"],
         help="tf.distribute strategy: one device, all local GPUs, or the machines in TF_CONFIG "
              "(--batch-size is the global batch)")
+    add("--backup-dir",
+        help="back up the training state here every epoch; rerun the same command after an "
+             "interruption to resume after the last completed epoch (deleted when training "
+             "completes; with multi-worker, a directory every worker can read)")
     add("--max-len", type=int)
     add("--dim", type=int)
     add("--blocks", type=int)

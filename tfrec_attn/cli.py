@@ -3,7 +3,8 @@
 import sys
 
 COMMANDS = {"train": "pipelines.train", "optimize": "pipelines.optimize",
-            "tune": "pipelines.tune", "benchmark": "pipelines.benchmark"}
+            "tune": "pipelines.tune", "benchmark": "pipelines.benchmark",
+            "evaluate": "pipelines.evaluate"}
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,8 @@
 """Offline evaluation for next-item recommenders, in numpy only (no TensorFlow import).
 
 Leave-one-out protocols (`evaluate`), ranking metrics from target ranks (`summarize` and the
-single metrics) and non-neural baselines (`PopularityRecommender`, `CooccurrenceRecommender`).
+single metrics), non-neural baselines (`PopularityRecommender`, `CooccurrenceRecommender`) and
+paired comparisons of two scorers (`paired_bootstrap`).
 Ids follow `tfrec_attn.data`: `PAD_ID = 0` and `OOV_ID = 1` are never candidates.
 """
 
@@ -10,14 +11,18 @@ from tfrec_attn.evaluation.baselines import (
     CooccurrenceRecommender,
     PopularityRecommender,
     evaluate_baselines,
+    fit_baselines,
 )
+from tfrec_attn.evaluation.comparison import paired_bootstrap, verdict
 from tfrec_attn.evaluation.metrics import (
     check_cutoffs,
     coverage,
     f1,
     hit_rate,
+    hits,
     mrr,
     ndcg,
+    ndcg_gains,
     precision,
     ranks_from_scores,
     recall,
@@ -41,9 +46,13 @@ __all__ = [
     "evaluate",
     "evaluate_baselines",
     "f1",
+    "fit_baselines",
     "hit_rate",
+    "hits",
     "mrr",
     "ndcg",
+    "ndcg_gains",
+    "paired_bootstrap",
     "parse_protocol",
     "precision",
     "ranks_from_scores",
@@ -51,4 +60,5 @@ __all__ = [
     "sample_negatives",
     "summarize",
     "topk_from_scores",
+    "verdict",
 ]

@@ -193,6 +193,24 @@ class CooccurrenceRecommender:
         return scores
 
 
+def fit_baselines(
+    train_sequences: Sequence[np.ndarray],
+    vocab_size: int,
+    cooccurrence_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, PopularityRecommender | CooccurrenceRecommender]:
+    """Both baselines fitted on `train_sequences`: `{"popularity": ..., "cooccurrence": ...}`.
+
+    Example:
+    >>> sorted(fit_baselines([np.array([2, 3, 4])], 6))
+    ['cooccurrence', 'popularity']
+    """
+    models = {
+        "popularity": PopularityRecommender(vocab_size),
+        "cooccurrence": CooccurrenceRecommender(vocab_size, **dict(cooccurrence_kwargs or {})),
+    }
+    return {name: model.fit(train_sequences) for name, model in models.items()}
+
+
 def evaluate_baselines(
     train_sequences: Sequence[np.ndarray],
     histories: Sequence[np.ndarray],
@@ -222,13 +240,10 @@ def evaluate_baselines(
     >>> out["popularity"]["hr@1"], out["cooccurrence"]["hr@1"]
     (0.0, 1.0)
     """
-    models = {
-        "popularity": PopularityRecommender(vocab_size),
-        "cooccurrence": CooccurrenceRecommender(vocab_size, **dict(cooccurrence_kwargs or {})),
-    }
+    models = fit_baselines(train_sequences, vocab_size, cooccurrence_kwargs)
     return {
         name: evaluate(
-            model.fit(train_sequences).score,
+            model.score,
             histories,
             targets,
             vocab_size,

@@ -84,27 +84,46 @@ def check_cutoffs(ks: Sequence[int]) -> tuple[int, ...]:
     return tuple(_check_k(k) for k in ks)
 
 
+def hits(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-user HR@k: float64 `(n,)`, 1.0 where the target ranks in the top `k`, else 0.0.
+
+    Example:
+    >>> hits(np.array([0, 4, 12]), k=5).tolist()
+    [1.0, 1.0, 0.0]
+    """
+    ranks, k = _check_ranks(ranks), _check_k(k)
+    return (ranks < k).astype(np.float64)
+
+
+def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-user NDCG@k with one relevant item: `1 / log2(rank + 2)` if `rank < k`, else 0.
+
+    Example:
+    >>> ndcg_gains(np.array([0, 2, 10]), k=10).tolist()
+    [1.0, 0.5, 0.0]
+    """
+    ranks, k = _check_ranks(ranks), _check_k(k)
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
 def hit_rate(ranks: np.ndarray, k: int) -> float:
-    """Fraction of users whose target ranks in the top `k`.
+    """Fraction of users whose target ranks in the top `k` (the mean of `hits`).
 
     Example:
     >>> hit_rate(np.array([0, 4, 12]), k=5)
     0.6666666666666666
     """
-    ranks, k = _check_ranks(ranks), _check_k(k)
-    return float(np.mean(ranks < k))
+    return float(np.mean(hits(ranks, k)))
 
 
 def ndcg(ranks: np.ndarray, k: int) -> float:
-    """Mean NDCG@k with one relevant item: `1 / log2(rank + 2)` if `rank < k`, else 0.
+    """Mean NDCG@k over users (the mean of `ndcg_gains`).
 
     Example:
     >>> ndcg(np.array([0, 2, 10]), k=10)
     0.5
     """
-    ranks, k = _check_ranks(ranks), _check_k(k)
-    gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
-    return float(np.mean(gains))
+    return float(np.mean(ndcg_gains(ranks, k)))
 
 
 def mrr(ranks: np.ndarray) -> float:

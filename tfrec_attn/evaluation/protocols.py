@@ -222,7 +222,8 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 512,
     progress: bool = False,
-) -> dict[str, float]:
+    return_ranks: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Rank each user's held-out target and summarize the ranks.
 
     Args:
@@ -240,16 +241,24 @@ def evaluate(
         seed: seeds the negative sampler.
         batch_size: users per `score_fn` call; does not change the results.
         progress: print users done to stderr after each batch.
+        return_ranks: also return each user's 0-based target rank (input order), e.g. for
+            per-user metrics (`metrics.ndcg_gains`) and paired comparisons. Negatives depend
+            only on the histories, targets and `seed`, never on the scores, so two scorers
+            evaluated with the same `seed` are ranked against the same candidates.
 
     Returns:
         `metrics.summarize` output: `hr@k`, `ndcg@k`, `recall@k`, `precision@k`, `f1@k`,
         `coverage@k` (full protocol only), `mrr`, `users`, `repeat_targets` (the fraction of
-        targets already in their history); all Python floats.
+        targets already in their history); all Python floats. With `return_ranks`,
+        `(summary, ranks)` with int64 `ranks` of shape `(n,)`; a removed repeat target has
+        rank `vocab_size` (a miss at every cut-off).
 
     Example:
     >>> const = lambda batch: np.ones((len(batch), 6))
     >>> evaluate(const, [np.array([2])], np.array([3]), 6, ks=(1,))["mrr"]  # 3 candidates
     0.3333333333333333
+    >>> evaluate(const, [np.array([2])], np.array([3]), 6, ks=(1,), return_ranks=True)[1]
+    array([2])
     """
     histories, targets = _validate_inputs(histories, targets, vocab_size, batch_size)
     count = parse_protocol(protocol, num_negatives)
@@ -272,10 +281,11 @@ def evaluate(
         if progress:
             print(f"evaluate: {start + len(batch)}/{len(histories)} users", file=sys.stderr)
     topk = np.concatenate(topks) if topks else None
-    summary = summarize(np.concatenate(ranks), ks, topk=topk, num_items=vocab_size)
+    ranks = np.concatenate(ranks)
+    summary = summarize(ranks, ks, topk=topk, num_items=vocab_size)
     repeats = sum(int(t in set(h.tolist())) for h, t in zip(histories, targets, strict=True))
     summary["repeat_targets"] = float(repeats / len(targets))
-    return summary
+    return (summary, ranks) if return_ranks else summary
 
 
 def _rank_full(

@@ -8,7 +8,9 @@ the same seeded shuffle on every worker, dropout 0.
 Run: `python -m tfrec_attn.testing.multi_worker --strategy multi-worker --output DIR`.
 The chief writes `DIR/losses.json` (the global loss after each step), `DIR/predictions.npy`
 (scores of `probe_histories()`), `DIR/checkpoint/weights` and `DIR/config.json`; other workers
-write theirs to a temporary directory.
+write theirs to a temporary directory. With `--backup-dir` it trains with `RunBackup` (tracking an
+`EpochTimer`), and `--interrupt-at-epoch N` raises `Preempted` when epoch N (0-based) begins, after
+the backup of the epochs before it: a rerun without it resumes at epoch N.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_training_dataset, pad_left
 from tfrec_attn.models import SASRec
+from tfrec_attn.training.backup import RunBackup
+from tfrec_attn.training.callbacks import EpochTimer
 from tfrec_attn.training.distribution import STRATEGIES, make_strategy, output_dir, shard_by_data
 
 MAX_LEN = 8
@@ -51,9 +55,32 @@ def model_config(vocab_size: int, loss: str) -> dict:
             "num_heads": 2, "dropout": 0.0, "loss": loss}
 
 
+class Preempted(RuntimeError):
+    """The interruption `InterruptAt` simulates."""
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raises `Preempted` when epoch `epoch` (0-based) begins, as a preempted machine would stop.
+
+    Example:
+    >>> InterruptAt(2).epoch
+    2
+    """
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Preempted(f"interrupted at the start of epoch {epoch + 1}")
+
+
 def train(strategy_name: str, output: str, batch_size: int = 8, loss: str = "sampled",
-          epochs: int = 1, seed: int = 0) -> list[float]:
-    """Trains the tiny model under `strategy_name`; returns the global loss after every step."""
+          epochs: int = 1, seed: int = 0, backup_dir: str | None = None,
+          interrupt_at_epoch: int | None = None) -> list[float]:
+    """Trains the tiny model under `strategy_name`; returns the global loss after every step
+    (of the epochs this call trained, after a resume from `backup_dir` only those)."""
     strategy = make_strategy(strategy_name)  # first: multi-worker configures TF at startup
     keras.utils.set_random_seed(seed)
     sequences = chain_sequences(seed=seed)
@@ -65,7 +92,13 @@ def train(strategy_name: str, output: str, batch_size: int = 8, loss: str = "sam
     losses: list[float] = []
     record = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: losses.append(float(logs["loss"])))
-    model.fit(dataset, epochs=epochs, callbacks=[record], verbose=0)
+    callbacks = [record]
+    if backup_dir:
+        timer = EpochTimer()
+        callbacks = [RunBackup(backup_dir, tracked=[timer]), timer, record]
+    if interrupt_at_epoch is not None:
+        callbacks.append(InterruptAt(interrupt_at_epoch))
+    model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=0)
     with output_dir(output, strategy) as out:
         out.mkdir(parents=True, exist_ok=True)
         model.save_weights(str(out / "checkpoint" / "weights"))  # every worker saves
@@ -83,8 +116,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="the global batch")
     p.add_argument("--loss", choices=["sampled", "softmax"], default="sampled")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--backup-dir", help="train with RunBackup writing here")
+    p.add_argument("--interrupt-at-epoch", type=int, help="raise when this epoch (0-based) begins")
     args = p.parse_args(argv)
-    train(args.strategy, args.output, args.batch_size, args.loss, args.epochs)
+    train(args.strategy, args.output, args.batch_size, args.loss, args.epochs,
+          backup_dir=args.backup_dir, interrupt_at_epoch=args.interrupt_at_epoch)
     return 0
 
 

@@ -51,6 +51,13 @@ class RankingEvaluation(keras.callbacks.Callback):
                 logs[self.prefix + name] = value
         self.records.append(record)
 
+    def get_state(self) -> dict:
+        """The records so far, as JSON (`RunBackup` saves it to resume an interrupted run)."""
+        return {"records": self.records}
+
+    def set_state(self, state: dict) -> None:
+        self.records = [dict(r) for r in state["records"]]
+
 
 class TimeBudget(keras.callbacks.Callback):
     """Stops training cleanly once `minutes` of wall time have passed (checked every batch).
@@ -66,9 +73,21 @@ class TimeBudget(keras.callbacks.Callback):
         self.started = None
         self.stopped = False
         self.elapsed = 0.0
+        self.previous = 0.0  # seconds trained before a restart (`set_state`)
 
     def on_train_begin(self, logs=None):
         self.started = time.monotonic()
+        self.previous = 0.0
+
+    def get_state(self) -> dict:
+        """The wall time trained so far, as JSON (`RunBackup` saves it to resume a run)."""
+        return {"elapsed": time.monotonic() - self.started}
+
+    def set_state(self, state: dict) -> None:
+        """Counts `state["elapsed"]` as already spent; call it after `on_train_begin`."""
+        self.previous = float(state["elapsed"])
+        self.started = time.monotonic() - self.previous
+        self.elapsed = self.previous
 
     def on_train_batch_end(self, batch, logs=None):
         self.elapsed = time.monotonic() - self.started
@@ -105,3 +124,10 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.monotonic() - self._start)
+
+    def get_state(self) -> dict:
+        """The seconds per epoch so far, as JSON (`RunBackup` saves it to resume a run)."""
+        return {"seconds": self.seconds}
+
+    def set_state(self, state: dict) -> None:
+        self.seconds = [float(s) for s in state["seconds"]]

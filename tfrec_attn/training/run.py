@@ -22,6 +22,7 @@ from tfrec_attn.evaluation.oracle import SyntheticOracle
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
+from tfrec_attn.training.backup import RunBackup, check_backup_dir
 from tfrec_attn.training.callbacks import EpochTimer, RankingEvaluation, TimeBudget
 from tfrec_attn.training.distribution import (
     STRATEGIES,
@@ -63,6 +64,7 @@ class TrainOptions:
     verbose: int = 1
     strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
     jit_compile: bool = False  # XLA-compile the train step (`model.compile(jit_compile=...)`)
+    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
     model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields
 
     def __post_init__(self):
@@ -77,6 +79,8 @@ class TrainOptions:
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
+        if self.backup_dir is not None:
+            check_backup_dir(self.backup_dir)
 
 
 def load_data(options: TrainOptions):
@@ -147,7 +151,7 @@ def training_dataset(train, max_len: int, options: TrainOptions) -> tf.data.Data
                                  drop_remainder=fixed)
 
 
-def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
+def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path, extra_callbacks=()):
     max_len = model.config.max_len
     dataset = shard_by_data(training_dataset(split.train, max_len, options))
     score_fn = make_score_fn(model.scorer, max_len)
@@ -157,29 +161,42 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path):
                                    protocol=options.eval_protocol, seed=options.seed)
     budget = TimeBudget(options.max_train_minutes)
     timer = EpochTimer()
+    stopping = keras.callbacks.EarlyStopping(monitor="val_" + MONITOR, mode="max",
+                                             patience=options.patience,
+                                             restore_best_weights=True)
+    backup = (RunBackup(options.backup_dir, tracked=[timer, evaluation, stopping, budget])
+              if options.backup_dir else None)
     callbacks = [
+        *([backup] if backup else []),  # first: it restores the state the others resume from
         timer,
         evaluation,
-        keras.callbacks.EarlyStopping(monitor="val_" + MONITOR, mode="max",
-                                      patience=options.patience, restore_best_weights=True),
+        stopping,
         budget,
         keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")),
+        *extra_callbacks,
     ]
     history = model.fit(dataset, epochs=options.epochs, callbacks=callbacks,
-                        verbose=options.verbose)
+                        verbose=options.verbose).history
+    if backup:  # the training logs of every epoch, those before a restart included
+        history = backup.history
     elapsed = np.cumsum(timer.seconds)
     for record, seconds, at in zip(evaluation.records, timer.seconds, elapsed):
         record["epoch_seconds"] = round(float(seconds), 2)
         record["elapsed_seconds"] = round(float(at), 2)
-    return history.history, evaluation.records, budget, score_fn
+    return history, evaluation.records, budget, score_fn, backup.resumed_epochs if backup else 0
 
 
-def run_training(options: TrainOptions) -> dict:
+def run_training(options: TrainOptions, callbacks=()) -> dict:
     """Trains, evaluates and exports one model; writes `metrics.json` and curves to `output`.
 
     With `options.strategy` the model trains on several devices or machines (global batch
     `batch_size`); only the chief writes to `output` and `export_root`, other workers write to
-    temporary directories that are deleted afterwards.
+    temporary directories that are deleted afterwards. With `options.backup_dir` a restarted
+    run resumes after the last completed epoch (`RunBackup`).
+
+    Args:
+        options: the run's options.
+        callbacks: extra Keras callbacks, run after the run's own ones.
 
     Returns:
         The metrics dict written to `output/metrics.json` (plus `"export_path"`).
@@ -187,10 +204,11 @@ def run_training(options: TrainOptions) -> dict:
     strategy = make_strategy(options.strategy)  # first: multi-worker configures TF at startup
     replica_batch_size(options.batch_size, strategy)
     with output_dir(options.output, strategy) as out:
-        return _run(options, strategy, out)
+        return _run(options, strategy, out, callbacks)
 
 
-def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path) -> dict:
+def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
+         callbacks=()) -> dict:
     tf.keras.utils.set_random_seed(options.seed)
     out.mkdir(parents=True, exist_ok=True)
     export_root = options.export_root if is_chief(strategy) else out / "export"
@@ -199,8 +217,9 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path) -> 
     vocab_size = data.vocab_size
     model = build_model(options, vocab_size, split.train, strategy)
     started = time.monotonic()
-    history, records, budget, score_fn = _fit(model, split, options, vocab_size, out)
-    train_seconds = time.monotonic() - started
+    history, records, budget, score_fn, resumed = _fit(model, split, options, vocab_size, out,
+                                                      callbacks)
+    train_seconds = time.monotonic() - started + budget.previous  # + before a restart
     protocol = options.eval_protocol
     test = evaluate(score_fn, split.test_histories, split.test_targets, vocab_size, protocol,
                     seed=options.seed)
@@ -221,6 +240,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path) -> 
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
         "stopped_by_time_budget": budget.stopped,
+        "resumed_epochs": resumed,  # epochs restored from --backup-dir (0: trained from scratch)
         "protocol": protocol,
         "dataset": {"name": options.data or "synthetic", "format": options.format,
                     "users": data.num_users, "items": vocab_size - 2,

@@ -1,0 +1,193 @@
+"""Fault-tolerant training: Keras' `BackupAndRestore` that also keeps the run callbacks' state.
+
+Keras' callback backs up the model, the optimizer and the epoch counter, and a restarted `fit`
+resumes at the next epoch. A run's report also needs what its callbacks gathered before the
+interruption (validation records, early stopping's best value, wait and weights, epoch times,
+the time budget's clock); `RunBackup` saves those beside Keras' checkpoint and restores them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tfrec_attn._keras import keras
+from tfrec_attn.training.distribution import is_chief
+
+_STATE = "run_state-{epochs}.json"
+_BEST_WEIGHTS = "best_weights-{epoch}.npz"
+
+
+def check_backup_dir(path: str | os.PathLike) -> None:
+    """Raises a `ValueError` naming `path` unless it is a directory or does not exist yet.
+
+    Example:
+    >>> check_backup_dir("runs/backup-that-does-not-exist-yet")
+    """
+    if not os.fspath(path):
+        raise ValueError("backup_dir must be a directory path. Received: backup_dir=''")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"backup_dir must be a directory (Keras' BackupAndRestore writes its "
+                         f"checkpoint there), but it is a file. Received: backup_dir={path!r}")
+
+
+class RunBackup(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` that also backs up the state of the run's callbacks.
+
+    After every epoch the chief writes `run_state-{epochs}.json` (each tracked callback's
+    `get_state()`, the epochs' training logs, `EarlyStopping`'s best value, wait and best epoch)
+    and `best_weights-{epoch}.npz` (`EarlyStopping`'s best weights, when they change) to
+    `backup_dir`, then Keras writes its checkpoint to `backup_dir/chief` (other workers write
+    theirs to `backup_dir/workertemp_{id}` and delete it at once). When `fit` restarts after an
+    interruption, Keras restores the model and resumes at the next epoch, and this callback
+    restores every tracked callback to the end of that epoch. A `fit` that completes deletes
+    the whole backup. `backup_dir` must be readable by every worker (a shared file system).
+
+    Put it FIRST in the callback list. It backs up an epoch at the start of the next one,
+    unlike Keras (in `on_epoch_end`), so the checkpoint and the state both come after every
+    callback has finished the epoch (the validation record of an epoch is never lost).
+
+    Args:
+        backup_dir: directory for the backup; must not be shared with another run.
+        tracked: callbacks whose state survives a restart: ones with `get_state()` and
+            `set_state(state)` (JSON-able dicts), and `keras.callbacks.EarlyStopping`.
+
+    Attributes:
+        resumed_epochs: epochs restored from the backup at the start of `fit` (0 when fresh).
+        history: `{name: [value per epoch]}` training logs of all epochs, restored ones included.
+
+    Example:
+    >>> import tempfile
+    >>> from tfrec_attn.training.callbacks import EpochTimer
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> timer = EpochTimer()
+    >>> backup = RunBackup(tempfile.mkdtemp(), tracked=[timer])
+    >>> _ = model.fit(np.zeros((4, 2)), np.zeros(4), epochs=2, verbose=0,
+    ...               callbacks=[backup, timer])
+    >>> backup.resumed_epochs, len(backup.history["loss"]), len(timer.seconds)
+    (0, 2, 2)
+    """
+
+    def __init__(self, backup_dir: str | os.PathLike, tracked=()):
+        check_backup_dir(backup_dir)
+        super().__init__(os.fspath(backup_dir))
+        names = [type(c).__name__ for c in tracked]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tracked callbacks must be of distinct classes. Received: {names}")
+        for callback in tracked:
+            if not isinstance(callback, keras.callbacks.EarlyStopping) and not (
+                    hasattr(callback, "get_state") and hasattr(callback, "set_state")):
+                raise ValueError(f"tracked callbacks need get_state() and set_state(). "
+                                 f"Received: {type(callback).__name__}")
+        self.tracked = list(tracked)
+        self.resumed_epochs = 0
+        self._logs: list[dict] = []
+        self._started = False
+        self._best_file = None
+
+    @property
+    def history(self) -> dict:
+        keys = dict.fromkeys(k for logs in self._logs for k in logs)
+        return {k: [logs.get(k) for logs in self._logs] for k in keys}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # Keras restores the model, optimizer and epoch counter
+        self._logs, self._started, self.resumed_epochs, self._best_file = [], False, 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:  # after every callback's on_train_begin has reset it
+            self._started = True
+            if epoch > 0:
+                self._restore(epoch)
+        else:
+            self._save(epoch)
+        super().on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Keras would save here, before later callbacks finish the epoch: saved in _save.
+        self._logs.append({k: float(v) for k, v in (logs or {}).items()})
+
+    def on_train_end(self, logs=None):
+        read_dir = self._training_state.read_checkpoint_manager.directory
+        write_dir = self._training_state.write_checkpoint_manager.directory
+        super().on_train_end(logs)  # the chief deletes Keras' checkpoint
+        if write_dir != read_dir:  # another worker's scratch dir, left when no epoch was saved
+            shutil.rmtree(write_dir, ignore_errors=True)
+        if self._chief():
+            self._prune(keep=())
+
+    def _chief(self) -> bool:
+        return is_chief(self.model.distribute_strategy)
+
+    def _save(self, epochs: int) -> None:
+        """Backs up the first `epochs` epochs: our state first, then Keras' checkpoint."""
+        if self._chief():
+            state = {"logs": self._logs[:epochs]}
+            for callback in self.tracked:
+                state[type(callback).__name__] = (
+                    self._early_stopping_state(callback)
+                    if isinstance(callback, keras.callbacks.EarlyStopping)
+                    else callback.get_state())
+            from tfrec_attn.training.run import write_json  # lazy: run.py imports this module
+
+            write_json(Path(self.backup_dir) / _STATE.format(epochs=epochs), state)
+        self._backup(epoch=epochs - 1)  # every worker: Keras' save syncs variables
+        if self._chief():  # older files stay until the checkpoint that supersedes them exists
+            self._prune(keep=(_STATE.format(epochs=epochs), self._best_file))
+
+    def _early_stopping_state(self, stopping) -> dict:
+        if stopping.best_weights is not None:
+            name = _BEST_WEIGHTS.format(epoch=stopping.best_epoch + 1)
+            if name != self._best_file:
+                _save_weights(Path(self.backup_dir) / name, stopping.best_weights)
+                self._best_file = name
+        return {"best": float(stopping.best), "wait": stopping.wait,
+                "best_epoch": stopping.best_epoch, "stopped_epoch": stopping.stopped_epoch,
+                "best_weights": self._best_file if stopping.best_weights is not None else None}
+
+    def _restore(self, epochs: int) -> None:
+        """Restores the tracked callbacks to the end of epoch `epochs` (Keras' checkpoint)."""
+        path = Path(self.backup_dir) / _STATE.format(epochs=epochs)
+        if not path.exists():
+            raise RuntimeError(
+                f"backup_dir={self.backup_dir!r} holds Keras' checkpoint after epoch {epochs} "
+                f"but not {path.name}, so the run's validation records cannot be restored. "
+                "Delete the directory to start the run over.")
+        state = json.loads(path.read_text())
+        self._logs = state["logs"]
+        for callback in self.tracked:
+            saved = state[type(callback).__name__]
+            if isinstance(callback, keras.callbacks.EarlyStopping):
+                self._restore_early_stopping(callback, saved)
+            else:
+                callback.set_state(saved)
+        self.resumed_epochs = epochs
+
+    def _restore_early_stopping(self, stopping, saved: dict) -> None:
+        stopping.best, stopping.wait = saved["best"], saved["wait"]
+        stopping.best_epoch, stopping.stopped_epoch = saved["best_epoch"], saved["stopped_epoch"]
+        self._best_file = saved["best_weights"]
+        if self._best_file:
+            with np.load(Path(self.backup_dir) / self._best_file) as f:
+                stopping.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+
+    def _prune(self, keep) -> None:
+        """Deletes this callback's files in `backup_dir` except `keep`."""
+        for pattern in ("run_state-*.json", "best_weights-*.npz"):
+            for path in Path(self.backup_dir).glob(pattern):
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+
+
+def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
+    """`np.savez` via a temporary file and rename (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, *weights)
+    os.replace(tmp, path)
