@@ -39,7 +39,12 @@ def _split(value: str) -> list[str]:
 
 
 def parse_ks(value: str) -> tuple[int, ...]:
-    """`"5,10"` -> `(5, 10)`; anything but positive integers is an error naming `--k`."""
+    """`"5,10"` -> `(5, 10)`; anything but positive integers is an error naming `--k`.
+
+    Example:
+    >>> parse_ks("5, 10")
+    (5, 10)
+    """
     try:
         ks = tuple(int(part) for part in _split(value))
     except ValueError:

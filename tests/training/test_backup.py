@@ -88,6 +88,9 @@ def test_backup_holds_the_checkpoint_and_run_state_then_is_deleted(runs):
     assert [r["epoch"] for r in state["RankingEvaluation"]["records"]] == [1, 2]
     assert len(state["EpochTimer"]["seconds"]) == 2 and state["TimeBudget"]["elapsed"] > 0
     assert [logs["loss"] for logs in state["logs"]] == resumed["history"]["loss"][:2]
+    # the logs hold the validation metrics RankingEvaluation adds after RunBackup's on_epoch_end
+    assert ([logs["val_ndcg@10"] for logs in state["logs"]]
+            == [r["ndcg@10"] for r in state["RankingEvaluation"]["records"]])
     assert not any((tmp / "backup").iterdir())  # a completed run deletes the backup
 
 

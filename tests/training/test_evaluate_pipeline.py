@@ -103,6 +103,26 @@ def test_rank_scorers_aligns_users_across_scorers(run_dir):
     assert ranks["oracle"].mean() <= ranks["popularity"].mean()
 
 
+@pytest.mark.parametrize("protocol, candidates", [("sampled-5", 6), ("full", 25)])
+def test_rank_scorers_pairs_users_and_negatives(protocol, candidates):
+    """A scorer and its reverse see the same candidates per user, so their ranks sum to
+    `candidates - 1` user by user; a monotone transform of a scorer has its ranks exactly."""
+    rng = np.random.default_rng(0)
+    item_scores = rng.random(30)  # distinct: no ties
+    histories = [rng.choice(np.arange(2, 30), size=3, replace=False) for _ in range(40)]
+    targets = np.array([rng.choice(np.setdiff1d(np.arange(2, 30), h)) for h in histories])
+
+    def score(batch):
+        return np.tile(item_scores, (len(batch), 1))
+
+    scorers = {"a": score, "scaled": lambda batch: 3.0 * score(batch) + 1.0,
+               "reversed": lambda batch: -score(batch)}
+    _, ranks = rank_scorers(scorers, histories, targets, 30, protocol, ks=(1,), seed=3)
+    np.testing.assert_array_equal(ranks["a"], ranks["scaled"])
+    np.testing.assert_array_equal(ranks["a"] + ranks["reversed"], candidates - 1)
+    assert len(set(ranks["a"].tolist())) > 1  # the users differ, so a misalignment would show
+
+
 def test_evaluation_json_is_written_and_the_run_untouched(report, run_dir, before):
     assert json.loads((run_dir / "evaluation.json").read_text()) == report
     after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
@@ -151,6 +171,7 @@ def test_missing_run_dir_exits_2(tmp_path, capsys):
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"protocols": ("full", "full")}, "protocols must be distinct"),
+     ({"protocols": ("sampled", "sampled-100")}, "'sampled' is 'sampled-100'"),
      ({"bootstrap": -5}, "bootstrap must be a non-negative integer"),
      ({"ks": ()}, "ks must name at least one")],
 )

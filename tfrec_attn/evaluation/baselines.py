@@ -200,6 +200,15 @@ def fit_baselines(
 ) -> dict[str, PopularityRecommender | CooccurrenceRecommender]:
     """Both baselines fitted on `train_sequences`: `{"popularity": ..., "cooccurrence": ...}`.
 
+    Args:
+        train_sequences: one chronological id array per training user.
+        vocab_size: id-space size, padding and OOV included.
+        cooccurrence_kwargs: extra `CooccurrenceRecommender` arguments.
+
+    Returns:
+        `{"popularity": PopularityRecommender, "cooccurrence": CooccurrenceRecommender}`,
+        both fitted; their `score` methods are `evaluate` score functions.
+
     Example:
     >>> sorted(fit_baselines([np.array([2, 3, 4])], 6))
     ['cooccurrence', 'popularity']

@@ -107,6 +107,13 @@ def paired_bootstrap(
 def verdict(result: dict) -> str:
     """`"better"` if the interval lies above 0, `"worse"` if below, else `"tie"`.
 
+    Args:
+        result: a `paired_bootstrap` result (its `ci_low` and `ci_high` of `a - b`).
+
+    Returns:
+        `"better"` (`a` clearly better), `"worse"` (clearly worse) or `"tie"` (the interval
+        contains 0).
+
     Example:
     >>> verdict({"ci_low": -0.01, "ci_high": 0.02}), verdict({"ci_low": -0.2, "ci_high": -0.1})
     ('tie', 'worse')

@@ -87,6 +87,13 @@ def check_cutoffs(ks: Sequence[int]) -> tuple[int, ...]:
 def hits(ranks: np.ndarray, k: int) -> np.ndarray:
     """Per-user HR@k: float64 `(n,)`, 1.0 where the target ranks in the top `k`, else 0.0.
 
+    Args:
+        ranks: int `(n,)` 0-based target ranks.
+        k: cut-off, a positive integer.
+
+    Returns:
+        float64 `(n,)`, in the order of `ranks` (the per-user values `hit_rate` averages).
+
     Example:
     >>> hits(np.array([0, 4, 12]), k=5).tolist()
     [1.0, 1.0, 0.0]
@@ -97,6 +104,13 @@ def hits(ranks: np.ndarray, k: int) -> np.ndarray:
 
 def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
     """Per-user NDCG@k with one relevant item: `1 / log2(rank + 2)` if `rank < k`, else 0.
+
+    Args:
+        ranks: int `(n,)` 0-based target ranks.
+        k: cut-off, a positive integer.
+
+    Returns:
+        float64 `(n,)`, in the order of `ranks` (the per-user values `ndcg` averages).
 
     Example:
     >>> ndcg_gains(np.array([0, 2, 10]), k=10).tolist()

@@ -58,7 +58,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     Attributes:
         resumed_epochs: epochs restored from the backup at the start of `fit` (0 when fresh).
-        history: `{name: [value per epoch]}` training logs of all epochs, restored ones included.
+        history: `{name: [value per epoch]}` logs of all epochs, restored ones included, with
+            the `val_*` metrics later callbacks add (as in `keras.callbacks.History`).
 
     Example:
     >>> import tempfile
@@ -92,8 +93,14 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     @property
     def history(self) -> dict:
-        keys = dict.fromkeys(k for logs in self._logs for k in logs)
-        return {k: [logs.get(k) for logs in self._logs] for k in keys}
+        """`{name: [value per epoch]}`, like `keras.callbacks.History` (`val_*` included)."""
+        epochs = self._epoch_logs(len(self._logs))
+        keys = dict.fromkeys(k for logs in epochs for k in logs)
+        return {k: [logs.get(k) for logs in epochs] for k in keys}
+
+    def _epoch_logs(self, epochs: int) -> list[dict]:
+        """The logs of the first `epochs` epochs as JSON-able floats."""
+        return [{k: float(v) for k, v in logs.items()} for logs in self._logs[:epochs]]
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)  # Keras restores the model, optimizer and epoch counter
@@ -110,7 +117,9 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     def on_epoch_end(self, epoch, logs=None):
         # Keras would save here, before later callbacks finish the epoch: saved in _save.
-        self._logs.append({k: float(v) for k, v in (logs or {}).items()})
+        # Keep the dict itself, not a copy: Keras hands this same dict to every later callback,
+        # and `RankingEvaluation` adds the epoch's `val_*` metrics to it after this call.
+        self._logs.append(logs if logs is not None else {})
 
     def on_train_end(self, logs=None):
         read_dir = self._training_state.read_checkpoint_manager.directory
@@ -127,7 +136,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     def _save(self, epochs: int) -> None:
         """Backs up the first `epochs` epochs: our state first, then Keras' checkpoint."""
         if self._chief():
-            state = {"logs": self._logs[:epochs]}
+            state = {"logs": self._epoch_logs(epochs)}
             for callback in self.tracked:
                 state[type(callback).__name__] = (
                     self._early_stopping_state(callback)
@@ -157,7 +166,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             raise RuntimeError(
                 f"backup_dir={self.backup_dir!r} holds Keras' checkpoint after epoch {epochs} "
                 f"but not {path.name}, so the run's validation records cannot be restored. "
-                "Delete the directory to start the run over.")
+                "With several workers, every worker must see the chief's backup_dir (a shared "
+                "file system); otherwise delete the directory to start the run over.")
         state = json.loads(path.read_text())
         self._logs = state["logs"]
         for callback in self.tracked:

@@ -56,6 +56,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         return {"records": self.records}
 
     def set_state(self, state: dict) -> None:
+        """Restores `get_state()`'s records; call it after `on_train_begin`."""
         self.records = [dict(r) for r in state["records"]]
 
 
@@ -130,4 +131,5 @@ class EpochTimer(keras.callbacks.Callback):
         return {"seconds": self.seconds}
 
     def set_state(self, state: dict) -> None:
+        """Restores `get_state()`'s seconds per epoch; call it after `on_train_begin`."""
         self.seconds = [float(s) for s in state["seconds"]]

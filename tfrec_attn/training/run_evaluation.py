@@ -40,10 +40,21 @@ VERDICT_METRIC = f"ndcg@{COMPARE_K}"  # a baseline's overall verdict follows thi
 CONFIDENCE = 0.95
 MODEL, ORACLE = "model", "oracle"
 PER_USER = {f"ndcg@{COMPARE_K}": ndcg_gains, f"hr@{COMPARE_K}": hits}
+NUM_NEGATIVES = 100  # `evaluate`'s default, as in `run_training`: "sampled" is "sampled-100"
 
 
 def check_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
     """Validated, distinct protocol names (`"full"`, `"sampled"`, `"sampled-N"`).
+
+    Args:
+        protocols: protocol names (one string is one name).
+
+    Returns:
+        The names as a tuple, in the given order.
+
+    Raises:
+        ValueError: no name, an unknown name, or two names for the same protocol (`"sampled"`
+            is `"sampled-100"`).
 
     Example:
     >>> check_protocols(["full", "sampled-50"])
@@ -54,14 +65,16 @@ def check_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
     protocols = tuple(protocols)
     if not protocols:
         raise ValueError("protocols must name at least one protocol. Received: protocols=()")
+    counts = []
     for protocol in protocols:
         try:
-            parse_protocol(protocol, num_negatives=100)
+            counts.append(parse_protocol(protocol, num_negatives=NUM_NEGATIVES))
         except ValueError:
             raise ValueError(f"unknown protocol {protocol!r} (use 'full', 'sampled' or "
                              f"'sampled-N'). Received: protocols={protocols}") from None
-    if len(set(protocols)) != len(protocols):
-        raise ValueError(f"protocols must be distinct. Received: protocols={protocols}")
+    if len(set(counts)) != len(counts):
+        raise ValueError(f"protocols must be distinct ('sampled' is 'sampled-{NUM_NEGATIVES}'). "
+                         f"Received: protocols={protocols}")
     return protocols
 
 
@@ -74,8 +87,16 @@ def _check_bootstrap(bootstrap: int) -> int:
 
 
 def run_scorers(run) -> dict[str, Callable[[list[np.ndarray]], np.ndarray]]:
-    """`{name: score_fn}` for a loaded run: the model, both baselines fitted on the run's
-    training sequences, and the oracle when the run's data come from the synthetic generator."""
+    """The scorers `evaluate_run` compares, for a loaded run.
+
+    Args:
+        run: a `load_run` result (`RunArtifacts`).
+
+    Returns:
+        `{name: score_fn}`: `"model"`, `"popularity"` and `"cooccurrence"` (fitted on the run's
+        training sequences), then `"oracle"` when the run's data come from the synthetic
+        generator; each maps a list of histories to `(batch, vocab_size)` scores.
+    """
     model = run.model
     scorers = {MODEL: make_score_fn(model.scorer, model.config.max_len)}
     for name, baseline in fit_baselines(run.split.train, run.vocab_size).items():
@@ -97,6 +118,16 @@ def rank_scorers(
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Evaluates every scorer on the same users (and, when sampled, the same negatives).
 
+    Args:
+        scorers: `{name: score_fn}` (see `run_scorers`).
+        histories: one chronological id array per user.
+        targets: int `(n,)` held-out items.
+        vocab_size: id-space size, padding and OOV included.
+        protocol: `"full"`, `"sampled"` or `"sampled-N"`.
+        ks: metric cut-offs.
+        seed: seeds the sampled negatives; every scorer is ranked with a fresh sampler from
+            it, hence against the same negatives.
+
     Returns:
         `(metrics, ranks)`: per scorer the `evaluate` summary, and its int64 `(n,)` target
         ranks in input order, so `ranks[a][i]` and `ranks[b][i]` are the same user.
@@ -111,15 +142,33 @@ def rank_scorers(
     metrics, ranks = {}, {}
     for name, score_fn in scorers.items():
         metrics[name], ranks[name] = evaluate(score_fn, histories, targets, vocab_size,
-                                              protocol, ks=ks, seed=seed, return_ranks=True)
+                                              protocol, ks=ks, num_negatives=NUM_NEGATIVES,
+                                              seed=seed, return_ranks=True)
     return metrics, ranks
 
 
 def compare_to_baselines(
     ranks: Mapping[str, np.ndarray], baselines: Sequence[str], num_samples: int, seed: int
 ) -> dict[str, dict]:
-    """Per baseline: a paired bootstrap of the model's per-user NDCG@10 and HR@10 against it,
-    each with its verdict, and `"verdict"` (the NDCG@10 one)."""
+    """Paired bootstrap of the model's per-user NDCG@10 and HR@10 against each baseline.
+
+    Args:
+        ranks: `{name: (n,) target ranks}` from `rank_scorers`, with a `"model"` entry.
+        baselines: names in `ranks` to compare the model with.
+        num_samples: bootstrap samples per comparison.
+        seed: seeds the bootstrap.
+
+    Returns:
+        `{baseline: {"ndcg@10": ..., "hr@10": ..., "verdict": ...}}`: per metric the
+        `paired_bootstrap` result (model minus baseline) plus its `verdict`; the record's
+        `"verdict"` is the NDCG@10 one.
+
+    Example:
+    >>> ranks = {"model": np.array([0, 1, 0, 2]), "pop": np.array([20, 30, 15, 40])}
+    >>> out = compare_to_baselines(ranks, ["pop"], num_samples=100, seed=0)
+    >>> out["pop"]["verdict"], out["pop"]["hr@10"]["mean_difference"]
+    ('better', 1.0)
+    """
     out = {}
     for name in baselines:
         record = {}
@@ -137,8 +186,8 @@ def _run_check(run, protocol: str, seed: int, model_metrics: dict) -> dict | Non
     """How far the reloaded model's metrics are from the run's own `metrics.json` when this
     protocol and seed are the run's (0.0 when the reload is faithful), else `None`."""
     options = run.options
-    same_protocol = (parse_protocol(protocol, 100)
-                     == parse_protocol(options.eval_protocol, 100))
+    same_protocol = (parse_protocol(protocol, NUM_NEGATIVES)
+                     == parse_protocol(options.eval_protocol, NUM_NEGATIVES))
     if not same_protocol or (protocol != "full" and seed != options.seed):
         return None
     reported = run.metrics.get("test", {})
@@ -208,7 +257,14 @@ def _signed(value: float) -> str:
 
 
 def evaluation_table(report: dict) -> str:
-    """A plain-text table per protocol: metrics of every scorer, then the verdicts."""
+    """A plain-text table per protocol: metrics of every scorer, then the verdicts.
+
+    Args:
+        report: an `evaluate_run` result (or the `evaluation.json` it wrote).
+
+    Returns:
+        The table as one string, lines separated by newlines.
+    """
     lines = [f"test: {report['test_users']} users, seed {report['seed']}"]
     for protocol, section in report["protocols"].items():
         metrics = section["metrics"]
