@@ -50,8 +50,10 @@ def speed(args) -> dict:
     inputs, targets = training_examples(split.train, args.max_len)
     timer = EpochTimer()
     started = time.monotonic()
-    model.fit(dataset, epochs=args.epochs, callbacks=[timer], verbose=args.verbose)
-    steady = float(np.median(timer.seconds[1:])) if len(timer.seconds) > 1 else timer.seconds[0]
+    if args.epochs > 0:  # --epochs 0: only the fixed-shape step below
+        model.fit(dataset, epochs=args.epochs, callbacks=[timer], verbose=args.verbose)
+    seconds = timer.seconds
+    steady = float(np.median(seconds[1:] if len(seconds) > 1 else seconds)) if seconds else None
     rows = np.random.default_rng(0).permutation(len(inputs))[:args.batch_size]
     batch = {"history": tf.constant(inputs[rows]), "targets": tf.constant(targets[rows])}
     compute = train_step_throughput(model, batch, repeats=args.throughput_steps,
@@ -62,9 +64,9 @@ def speed(args) -> dict:
         "target_positions": int((targets > 0).sum()),
         "max_len": args.max_len, "dim": args.dim, "blocks": args.blocks, "loss": args.loss,
         "batch_size": args.batch_size, "trim_and_bucket": not fixed, "xla": args.xla,
-        "first_epoch_seconds": round(timer.seconds[0], 2),
-        "epoch_seconds": round(steady, 2),
-        "sequences_per_second": round(len(inputs) / steady, 1),
+        "first_epoch_seconds": round(seconds[0], 2) if seconds else None,
+        "epoch_seconds": round(steady, 2) if steady else None,
+        "sequences_per_second": round(len(inputs) / steady, 1) if steady else None,
         "total_seconds": round(time.monotonic() - started, 2),
         "threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "fixed_batch_step": {"rows": len(rows), "width": args.max_len, **compute},
@@ -111,9 +113,10 @@ def main(argv=None) -> int:
     s.add_argument("--blocks", type=int, default=2)
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--loss", default="softmax", choices=["softmax", "sampled", "bce"])
-    s.add_argument("--epochs", type=int, default=3)
+    s.add_argument("--epochs", type=int, default=3,
+                   help="epochs timed (0: only the fixed-shape step)")
     s.add_argument("--xla", "--jit-compile", dest="xla", action="store_true",
-                   help="compile the train step with XLA (recompiles per batch shape; not bce)")
+                   help="compile the train step with XLA (fixed-shape batches)")
     s.add_argument("--throughput-steps", type=int, default=10,
                    help="timed steps of the fixed (batch, max-len) batch for GFLOP/s")
     s.add_argument("--no-trim", action="store_true", help="pad every batch to max-len")
@@ -140,6 +143,8 @@ def main(argv=None) -> int:
             return attention_cli.run_cli(args)
         except ValueError as err:
             a.error(str(err))
+    if args.epochs < 0:
+        s.error(f"--epochs must be >= 0. Received: {args.epochs}")
     record = speed(args)
     text = json.dumps(record, indent=2)
     print(text)

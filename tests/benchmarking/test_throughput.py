@@ -1,5 +1,7 @@
 """FLOPs from the traced graph, throughput fields, and XLA training of SASRec on CPU."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,20 @@ def test_xla_trains_sasrec_on_cpu(chain_sequences, loss):
                        verbose=0).history["loss"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0]
+
+
+def test_speed_command_with_no_epochs_times_only_the_fixed_step(tmp_path, monkeypatch):
+    from pipelines import benchmark
+
+    monkeypatch.setattr(benchmark, "peak_matmul_gflops", lambda: 100.0)
+    out = tmp_path / "speed.json"
+    assert benchmark.main(["speed", "--users", "40", "--items", "30", "--length", "6",
+                           "--max-len", "8", "--dim", "8", "--blocks", "1", "--batch-size", "16",
+                           "--loss", "sampled", "--epochs", "0", "--throughput-steps", "1",
+                           "--output", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["epoch_seconds"] is None and record["first_epoch_seconds"] is None
+    assert record["fixed_batch_step"]["step_ms"] > 0
+    assert record["fixed_batch_step"]["peak_gflops"] == 100.0
+    with pytest.raises(SystemExit):
+        benchmark.main(["speed", "--epochs", "-1"])
