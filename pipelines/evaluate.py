@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tfrec_attn.evaluation import check_cutoffs
 from tfrec_attn.training.run_evaluation import (
     EVALUATION,
     PROTOCOLS,
@@ -46,12 +47,10 @@ def parse_ks(value: str) -> tuple[int, ...]:
     (5, 10)
     """
     try:
-        ks = tuple(int(part) for part in _split(value))
+        return check_cutoffs(int(part) for part in _split(value))
     except ValueError:
-        ks = ()
-    if not ks or min(ks) < 1:
-        raise ValueError(f"--k must be comma-separated positive integers. Received: {value!r}")
-    return ks
+        raise ValueError(
+            f"--k must be comma-separated positive integers. Received: {value!r}") from None
 
 
 def main(argv=None) -> int:

@@ -95,7 +95,7 @@ def load_data(options: TrainOptions):
 def load_sequences(options: TrainOptions, frame=None):
     """`(data, split)`: the run's sequences and leave-one-out split, deterministic in `options`.
 
-    The one definition of a run's data; `run_dir.load_split` rebuilds the same split from it.
+    The one definition of a run's data; `run_dir.load_run` rebuilds the same split from it.
     `frame` is `load_data(options)` when the caller already has it.
     """
     frame = load_data(options) if frame is None else frame
@@ -103,11 +103,12 @@ def load_sequences(options: TrainOptions, frame=None):
     return data, leave_one_out(data)
 
 
-def synthetic_oracle(options: TrainOptions, frame, data) -> SyntheticOracle | None:
-    """The Bayes-optimal scorer (the ceiling) when the run's data come from the generator."""
+def synthetic_oracle(options: TrainOptions, frame, vocab) -> SyntheticOracle | None:
+    """The Bayes-optimal scorer (the ceiling) when the run's data come from the generator:
+    fitted on the run's interactions `frame`, scoring in the run's item `vocab` ids."""
     if options.format != "synthetic":
         return None
-    return SyntheticOracle.from_frame(frame, data.vocab)
+    return SyntheticOracle.from_frame(frame, vocab)
 
 
 def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
@@ -228,7 +229,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
                                    vocab_size, protocol, seed=options.seed)
     valid_baselines = evaluate_baselines(split.train, split.valid_histories, split.valid_targets,
                                          vocab_size, protocol, seed=options.seed)
-    oracle = synthetic_oracle(options, frame, data)
+    oracle = synthetic_oracle(options, frame, data.vocab)
     metrics = {
         "test": test,
         "valid": {k: v for k, v in best.items()

@@ -18,7 +18,7 @@ from tfrec_attn._keras import tf
 from tfrec_attn.data import Vocabulary, pad_left
 from tfrec_attn.data.sequences import Split
 from tfrec_attn.models import SASRec, SASRecConfig
-from tfrec_attn.training.run import TrainOptions, item_probabilities, load_sequences
+from tfrec_attn.training.run import TrainOptions, item_probabilities, load_data, load_sequences
 
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint/weights"
@@ -36,6 +36,7 @@ class RunArtifacts:
         split: the leave-one-out split the run trained and was evaluated on.
         vocab_size: id-space size (padding and OOV included).
         metrics: the run's `metrics.json`.
+        frame: the interactions the split was built from (e.g. for `run.synthetic_oracle`).
     """
 
     path: Path
@@ -44,6 +45,7 @@ class RunArtifacts:
     split: Split
     vocab_size: int
     metrics: dict
+    frame: object
 
 
 def _require(path: Path, what: str) -> Path:
@@ -64,12 +66,6 @@ def options_from_metrics(metrics: dict, source: str | os.PathLike = METRICS) -> 
         raise ValueError(f"{source}: unknown training options {unknown}.")
     model = {k: v for k, v in metrics["model"].items() if k != "vocab_size"}
     return TrainOptions(model=model, **metrics["options"])
-
-
-def load_split(options: TrainOptions) -> tuple[Split, int]:
-    """`(split, vocab_size)` exactly as `run_training` builds them for `options`."""
-    data, split = load_sequences(options)
-    return split, data.vocab_size
 
 
 def restore_model(config: SASRecConfig | dict, checkpoint: str | os.PathLike,
@@ -102,11 +98,13 @@ def load_run(run_dir: str | os.PathLike) -> RunArtifacts:
     options = options_from_metrics(metrics, metrics_path)
     if options.data:
         _require(Path(options.data), "Training data")
-    split, vocab_size = load_split(options)
+    frame = load_data(options)
+    data, split = load_sequences(options, frame)
+    vocab_size = data.vocab_size
     if split.vocab != Vocabulary.from_json(vocab_path) or (
             vocab_size != metrics["model"].get("vocab_size")):
         raise ValueError(f"The data of {run_dir} no longer matches its {VOCABULARY}: the split "
                          "cannot be re-created (was the data file changed?).")
     model = restore_model(metrics["model"], run_dir / CHECKPOINT,
                           item_probabilities(split.train, vocab_size))
-    return RunArtifacts(run_dir, options, model, split, vocab_size, metrics)
+    return RunArtifacts(run_dir, options, model, split, vocab_size, metrics, frame)

@@ -28,8 +28,7 @@ from tfrec_attn.evaluation import (
     parse_protocol,
     verdict,
 )
-from tfrec_attn.evaluation.oracle import SyntheticOracle
-from tfrec_attn.training.run import load_data, write_json
+from tfrec_attn.training.run import synthetic_oracle, write_json
 from tfrec_attn.training.run_dir import load_run
 from tfrec_attn.training.scoring import make_score_fn
 
@@ -101,9 +100,9 @@ def run_scorers(run) -> dict[str, Callable[[list[np.ndarray]], np.ndarray]]:
     scorers = {MODEL: make_score_fn(model.scorer, model.config.max_len)}
     for name, baseline in fit_baselines(run.split.train, run.vocab_size).items():
         scorers[name] = baseline.score
-    if run.options.format == "synthetic":  # regenerating the seeded frame: ~0.2 s at 2000 users
-        scorers[ORACLE] = SyntheticOracle.from_frame(load_data(run.options),
-                                                     run.split.vocab).score
+    oracle = synthetic_oracle(run.options, run.frame, run.split.vocab)
+    if oracle is not None:
+        scorers[ORACLE] = oracle.score
     return scorers
 
 
