@@ -3,8 +3,8 @@
 Both scorers are ranked on the same test users (and, under a sampled protocol, against the same
 negatives: `evaluate` draws them from `seed` alone), so their per-user metrics are paired. The
 bootstrap resamples users: each sample's statistic is the mean per-user difference `a - b` over
-users drawn with replacement, which keeps every user's pair together (`scipy.stats.bootstrap`,
-a dependency of TFMOT and keras-tuner, with the percentile method).
+users drawn with replacement, which keeps every user's pair together (`scipy.stats.bootstrap`
+with the percentile method).
 
 Example:
 >>> a = np.array([1.0, 0.5, 0.5, 1.0])  # NDCG@10 per user of a model ...
