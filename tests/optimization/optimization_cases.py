@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from tfrec_attn._keras import keras
-from tfrec_attn.layers import HistoryTopK, ItemEmbedding, LastPosition, PaddingMask
+from tfrec_attn.layers import (
+    HistoryTopK,
+    ItemDropout,
+    ItemEmbedding,
+    LastPosition,
+    PaddingMask,
+    StopGradient,
+)
 from tfrec_attn.testing import layer_cases as lc
+from tfrec_attn.testing import list_input_cases as lic
 
 # Registered layers the shared cases cannot exercise (they read ids, or scores and ids), with a
 # model builder `() -> (model, feed)` each. Parameter-free ones are checked to stay that way.
@@ -24,7 +32,9 @@ def item_embedding_model():
 
 PARAMETER_FREE_INPUTS = {
     PaddingMask: lambda: np.array([[0, 2, 3]]),
+    ItemDropout: lambda: np.array([[0, 2, 3]]),
     LastPosition: lambda: np.ones((1, 3, 4), np.float32),
+    StopGradient: lambda: np.ones((1, 4), np.float32),
     HistoryTopK: lambda: [np.ones((1, 12), np.float32), np.array([[0, 2]])],
 }
 
@@ -42,7 +52,8 @@ def registered_layer_classes() -> list[type]:
 
 
 def _first_case(cls):
-    return next((case for case in lc.ATTENTION_CASES if case.cls is cls), None)
+    cases = lc.ATTENTION_CASES + lic.LIST_INPUT_CASES  # list-input layers: graph, fusion
+    return next((case for case in cases if case.cls is cls), None)
 
 
 def weighted_layer_cases() -> list:
@@ -71,4 +82,7 @@ def case_model(case, project: bool = True):
         return model, feed, "layer"
     inputs, mask = case.sample()
     layer = case.make(name="layer")
+    if isinstance(case, lic.ListInputCase):
+        return (lic.build_model(case, layer, project=project), lic.model_feed(case, inputs, mask),
+                "layer")
     return lc.build_model(case, layer, project=project), lc.model_feed(case, inputs, mask), "layer"

@@ -7,6 +7,15 @@ Example:
 4
 """
 
+from tfrec_attn.data.item_graph import SessionGraph, session_graph, session_graphs
+from tfrec_attn.data.item_sets import (
+    ItemSetSplit,
+    item_set,
+    make_item_set_dataset,
+    multi_hot,
+    split_item_sets,
+)
+from tfrec_attn.data.ranking_examples import make_ranking_dataset, ranking_examples
 from tfrec_attn.data.readers import (
     FORMATS,
     DataError,
@@ -35,16 +44,22 @@ from tfrec_attn.data.vocabulary import FIRST_ITEM_ID, OOV_ID, PAD_ID, Vocabulary
 __all__ = [
     "FIRST_ITEM_ID",
     "FORMATS",
+    "ItemSetSplit",
     "OOV_ID",
     "PAD_ID",
     "DataError",
     "DataWarning",
     "ReadReport",
     "SequenceData",
+    "SessionGraph",
     "Split",
     "Vocabulary",
     "build_sequences",
     "generate_synthetic",
+    "item_set",
+    "make_item_set_dataset",
+    "make_ranking_dataset",
+    "multi_hot",
     "leave_one_out",
     "make_eval_arrays",
     "make_training_dataset",
@@ -52,8 +67,12 @@ __all__ = [
     "read_interactions",
     "read_movielens",
     "read_sasrec",
+    "ranking_examples",
     "read_table",
+    "session_graph",
+    "session_graphs",
     "sort_interactions",
+    "split_item_sets",
     "temporal_split",
     "training_examples",
 ]

@@ -3,15 +3,20 @@
 from tfrec_attn.layers.additive_attention import AdditiveAttention
 from tfrec_attn.layers.attention_factory import ATTENTION_KINDS, make_attention
 from tfrec_attn.layers.base_attention import BaseAttention
+from tfrec_attn.layers.graph_attention import GraphAttention
+from tfrec_attn.layers.item_dropout import ItemDropout
 from tfrec_attn.layers.item_embedding import ItemEmbedding
 from tfrec_attn.layers.linear_attention import LinearAttention
 from tfrec_attn.layers.local_attention import LocalAttention
 from tfrec_attn.layers.low_rank_attention import LowRankAttention
 from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
+from tfrec_attn.layers.multimodal_fusion import MultimodalFusion
 from tfrec_attn.layers.padding_mask import LastPosition, PaddingMask
 from tfrec_attn.layers.position_embedding import PositionEmbedding, SinusoidalPositionEmbedding
 from tfrec_attn.layers.scaled_dot_product_attention import ScaledDotProductAttention
 from tfrec_attn.layers.self_attention_pooling import SelfAttentionPooling
+from tfrec_attn.layers.stop_gradient import StopGradient
+from tfrec_attn.layers.target_attention import TargetAttention
 from tfrec_attn.layers.top_k import HistoryTopK
 from tfrec_attn.layers.top_k_attention import TopKAttention
 from tfrec_attn.layers.transformer_encoder_block import TransformerEncoderBlock
@@ -20,18 +25,23 @@ __all__ = [
     "ATTENTION_KINDS",
     "AdditiveAttention",
     "BaseAttention",
+    "GraphAttention",
     "HistoryTopK",
+    "ItemDropout",
     "ItemEmbedding",
     "LastPosition",
     "LinearAttention",
     "LocalAttention",
     "LowRankAttention",
     "MultiHeadAttention",
+    "MultimodalFusion",
     "PaddingMask",
     "PositionEmbedding",
     "ScaledDotProductAttention",
     "SelfAttentionPooling",
     "SinusoidalPositionEmbedding",
+    "StopGradient",
+    "TargetAttention",
     "TopKAttention",
     "TransformerEncoderBlock",
     "make_attention",

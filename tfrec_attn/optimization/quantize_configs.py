@@ -31,22 +31,27 @@ from __future__ import annotations
 
 import tensorflow_model_optimization as tfmot
 
-from tfrec_attn._keras import keras
+from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import (
     AdditiveAttention,
     BaseAttention,
+    GraphAttention,
     HistoryTopK,
+    ItemDropout,
     ItemEmbedding,
     LastPosition,
     LinearAttention,
     LocalAttention,
     LowRankAttention,
     MultiHeadAttention,
+    MultimodalFusion,
     PaddingMask,
     PositionEmbedding,
     ScaledDotProductAttention,
     SelfAttentionPooling,
     SinusoidalPositionEmbedding,
+    StopGradient,
+    TargetAttention,
     TopKAttention,
     TransformerEncoderBlock,
 )
@@ -206,6 +211,50 @@ class EmbeddingTableQuantizeConfig(WeightPathsQuantizeConfig):
         return ["embeddings"]
 
 
+@register()
+class TargetAttentionQuantizeConfig(WeightPathsQuantizeConfig):
+    """`TargetAttention` (DIN): the hidden kernels of the score MLP, and the output.
+
+    The last MLP layer (`score_output`, one unit) produces the logits directly and stays float,
+    like `AdditiveAttention.score_vector` (see the module docstring).
+    """
+
+    quantize_output = True
+
+    def weight_paths(self, layer) -> list[str]:
+        return [f"score_hidden_{i}.kernel" for i in range(len(layer.hidden_units))]
+
+
+@register()
+class GraphAttentionQuantizeConfig(WeightPathsQuantizeConfig):
+    """`GraphAttention`: the node projection kernel(s) and the output.
+
+    The attention vectors (`attention_source` / `attention_target`, or GATv2's
+    `attention_vector`) only form the logits and stay float, like
+    `AdditiveAttention.score_vector` (see the module docstring).
+    """
+
+    quantize_output = True
+
+    def weight_paths(self, layer) -> list[str]:
+        extra = ["target_dense.kernel"] if layer.version == 2 else []
+        return ["source_dense.kernel"] + extra
+
+
+@register()
+class MultimodalFusionQuantizeConfig(WeightPathsQuantizeConfig):
+    """`MultimodalFusion`: each modality's projection, the learned query, the attention's
+    kernels and the output."""
+
+    quantize_output = True
+
+    def weight_paths(self, layer) -> list[str]:
+        paths = [f"projection_{i}.kernel" for i in range(layer._num_modalities)]
+        if layer.query == "learned":
+            paths.append("learned_query")
+        return paths + [f"attention.{dense}.kernel" for dense in _PROJECTIONS]
+
+
 # Most specific first: `quantize_config_for` takes the first match.
 LAYER_CONFIGS = (
     (TransformerEncoderBlock, TransformerBlockQuantizeConfig),
@@ -215,12 +264,17 @@ LAYER_CONFIGS = (
     (LocalAttention, AttentionQuantizeConfig),
     (LinearAttention, AttentionQuantizeConfig),
     (TopKAttention, AttentionQuantizeConfig),
+    (TargetAttention, TargetAttentionQuantizeConfig),
     (BaseAttention, AttentionQuantizeConfig),
+    (GraphAttention, GraphAttentionQuantizeConfig),
+    (MultimodalFusion, MultimodalFusionQuantizeConfig),
     (ItemEmbedding, EmbeddingTableQuantizeConfig),
     (PositionEmbedding, EmbeddingTableQuantizeConfig),
     (SinusoidalPositionEmbedding, NoOpQuantizeConfig),
     (PaddingMask, NoOpQuantizeConfig),
+    (ItemDropout, NoOpQuantizeConfig),
     (LastPosition, NoOpQuantizeConfig),
+    (StopGradient, NoOpQuantizeConfig),
     (HistoryTopK, NoOpQuantizeConfig),
     (keras.layers.LayerNormalization, NoOpQuantizeConfig),
 )
@@ -231,14 +285,27 @@ CONFIG_CLASSES = (
     AttentionPoolingQuantizeConfig,
     TransformerBlockQuantizeConfig,
     EmbeddingTableQuantizeConfig,
+    TargetAttentionQuantizeConfig,
+    GraphAttentionQuantizeConfig,
+    MultimodalFusionQuantizeConfig,
 )
 
 LAYER_CLASSES = (
     AdditiveAttention, HistoryTopK, ItemEmbedding, LastPosition, MultiHeadAttention, PaddingMask,
     PositionEmbedding, ScaledDotProductAttention, SelfAttentionPooling,
     SinusoidalPositionEmbedding, TransformerEncoderBlock, LowRankAttention, LocalAttention,
-    LinearAttention, TopKAttention,
+    LinearAttention, TopKAttention, StopGradient, TargetAttention,
+    ItemDropout,
+    GraphAttention, MultimodalFusion,
 )
+
+
+def _outputs_integers(layer: keras.layers.Layer) -> bool:
+    """Whether every output the layer produced in its model is an integer tensor (id plumbing,
+    e.g. DIN's concatenation of history and candidate ids): nothing there to fake-quantize."""
+    tensors = [t for node in getattr(layer, "_inbound_nodes", [])
+               for t in tf.nest.flatten(node.output_tensors)]
+    return bool(tensors) and not any(tf.as_dtype(t.dtype).is_floating for t in tensors)
 
 
 def quantize_config_for(layer: keras.layers.Layer):
@@ -250,6 +317,8 @@ def quantize_config_for(layer: keras.layers.Layer):
     for cls, config_cls in LAYER_CONFIGS:
         if isinstance(layer, cls):
             return config_cls()
+    if not layer.weights and _outputs_integers(layer):
+        return NoOpQuantizeConfig()
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
     if registry.supports(layer):
         return None

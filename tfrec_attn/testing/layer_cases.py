@@ -32,6 +32,7 @@ from tfrec_attn.layers import (
     ScaledDotProductAttention,
     SelfAttentionPooling,
     SinusoidalPositionEmbedding,
+    TargetAttention,
     TopKAttention,
     TransformerEncoderBlock,
 )
@@ -177,6 +178,8 @@ ATTENTION_CASES = (
     LayerCase("encoder_local_causal", TransformerEncoderBlock,
               {"num_heads": 2, "causal": True, "attention": "local",
                "attention_options": {"window": 2}}, heads=2, causal=True, zeroes_padding=False),
+    LayerCase("target", TargetAttention, {"hidden_units": (8, 4)},
+              input_fn=cross_attention_inputs),
     LayerCase("position", PositionEmbedding, {"max_length": 10}, returns_scores=False,
               masks_keys=False),
     LayerCase("sinusoidal", SinusoidalPositionEmbedding, {"max_length": 10},
