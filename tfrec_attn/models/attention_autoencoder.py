@@ -34,6 +34,12 @@ from tfrec_attn.layers import (
     TransformerEncoderBlock,
 )
 from tfrec_attn.registry import register
+from tfrec_attn.validation import (
+    check_heads_divide,
+    check_optional_positive_int,
+    check_positive_ints,
+    check_rate,
+)
 
 
 @dataclasses.dataclass
@@ -75,10 +81,7 @@ class AttentionAutoencoderConfig:
     l2: float = 0.0
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_len", "dim", "num_heads", "bottleneck"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        check_positive_ints(self, ("vocab_size", "max_len", "dim", "num_heads", "bottleneck"))
         if self.vocab_size <= FIRST_ITEM_ID:
             raise ValueError(f"vocab_size must exceed {FIRST_ITEM_ID} (padding and OOV ids). "
                              f"Received: vocab_size={self.vocab_size}")
@@ -86,14 +89,10 @@ class AttentionAutoencoderConfig:
                 or self.num_blocks < 0:
             raise ValueError("num_blocks must be a non-negative int. "
                              f"Received: num_blocks={self.num_blocks!r}")
-        for name in ("corruption", "dropout"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}")
-        if self.ffn_dim is not None and (not isinstance(self.ffn_dim, int) or self.ffn_dim <= 0):
-            raise ValueError(f"ffn_dim must be a positive int or None. Received: {self.ffn_dim!r}")
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        check_rate("corruption", self.corruption)
+        check_rate("dropout", self.dropout)
+        check_optional_positive_int("ffn_dim", self.ffn_dim)
+        check_heads_divide(self.dim, self.num_heads)
         if self.l2 < 0:
             raise ValueError(f"l2 must be non-negative. Received: l2={self.l2}")
         keras.activations.get(self.decoder_activation)  # raises ValueError on unknown names

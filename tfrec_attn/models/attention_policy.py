@@ -29,6 +29,13 @@ from tfrec_attn.models.policy_losses import (
     reinforce_loss,
 )
 from tfrec_attn.registry import register
+from tfrec_attn.validation import (
+    check_choice,
+    check_heads_divide,
+    check_optional_positive_int,
+    check_positive_ints,
+    check_rate,
+)
 
 CORRECTIONS = ("none", "importance", "top_k")
 PROPENSITIES = ("learned", "logged")
@@ -76,26 +83,16 @@ class AttentionPolicyConfig:
     behaviour_weight: float = 1.0
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_len", "dim", "num_blocks", "num_heads", "top_k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        check_positive_ints(self, ("vocab_size", "max_len", "dim", "num_blocks", "num_heads",
+                                   "top_k"))
         if self.vocab_size <= FIRST_ITEM_ID:
             raise ValueError(f"vocab_size must exceed {FIRST_ITEM_ID} (ids 0 and 1 are padding "
                              f"and OOV). Received: vocab_size={self.vocab_size}")
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads "
-                             f"({self.num_heads})")
-        if self.ffn_dim is not None and (not isinstance(self.ffn_dim, int) or self.ffn_dim <= 0):
-            raise ValueError(f"ffn_dim must be a positive int or None. Received: {self.ffn_dim!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout!r}")
-        if self.correction not in CORRECTIONS:
-            raise ValueError(f"correction must be one of {CORRECTIONS}. "
-                             f"Received: correction={self.correction!r}")
-        if self.propensity not in PROPENSITIES:
-            raise ValueError(f"propensity must be one of {PROPENSITIES}. "
-                             f"Received: propensity={self.propensity!r}")
+        check_heads_divide(self.dim, self.num_heads)
+        check_optional_positive_int("ffn_dim", self.ffn_dim)
+        check_rate("dropout", self.dropout)
+        check_choice("correction", self.correction, CORRECTIONS)
+        check_choice("propensity", self.propensity, PROPENSITIES)
         if not self.max_weight > 0:
             raise ValueError(f"max_weight must be positive (math.inf for no cap). "
                              f"Received: max_weight={self.max_weight!r}")

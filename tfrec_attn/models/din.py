@@ -14,6 +14,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import ItemEmbedding, PaddingMask, TargetAttention
 from tfrec_attn.layers.target_attention import NORMALIZATIONS
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_choice, check_positive_ints, check_rate
 
 POOLINGS = ("attention", "mean")
 
@@ -60,20 +61,12 @@ class DINConfig:
     l2: float = 0.0
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_len", "dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}. "
-                             f"Received: pooling={self.pooling!r}")
-        if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}. "
-                             f"Received: normalize={self.normalize!r}")
+        check_positive_ints(self, ("vocab_size", "max_len", "dim"))
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("normalize", self.normalize, NORMALIZATIONS)
         self.attention_units = _check_units("attention_units", self.attention_units)
         self.mlp_units = _check_units("mlp_units", self.mlp_units)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
+        check_rate("dropout", self.dropout)
         if self.l2 < 0:
             raise ValueError(f"l2 must be >= 0. Received: l2={self.l2}")
 

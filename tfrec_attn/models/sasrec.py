@@ -17,6 +17,7 @@ from tfrec_attn.layers import (
 )
 from tfrec_attn.models import losses
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_choice, check_heads_divide, check_positive_ints
 
 LOSSES = ("softmax", "sampled", "bce")
 AUTO_SOFTMAX_MAX_ITEMS = 8192
@@ -79,15 +80,12 @@ class SASRecConfig:
     def __post_init__(self):
         if self.loss == "auto" and isinstance(self.vocab_size, int):
             self.loss = "softmax" if self.vocab_size <= AUTO_SOFTMAX_MAX_ITEMS else "sampled"
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}. Received: loss={self.loss!r}")
+        check_choice("loss", self.loss, LOSSES)
         if self.positional not in ("learned", "sinusoidal"):
             raise ValueError(
                 f"positional must be 'learned' or 'sinusoidal'. Received: {self.positional!r}")
-        for name in ("vocab_size", "max_len", "dim", "num_blocks", "num_heads", "max_negatives"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        check_positive_ints(self, ("vocab_size", "max_len", "dim", "num_blocks", "num_heads",
+                                   "max_negatives"))
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {sorted(ATTENTION_KINDS)}. "
                              f"Received: attention={self.attention!r}")
@@ -97,8 +95,7 @@ class SASRecConfig:
         if self.exclude_seen and self.loss == "bce":
             raise ValueError("exclude_seen applies to the softmax losses ('sampled', 'softmax'); "
                              "Received: loss='bce'")
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        check_heads_divide(self.dim, self.num_heads)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,55 @@
+"""Argument checks shared by the model configs: one message format, written once.
+
+Every check raises `ValueError` naming the argument and the received value.
+
+Example:
+>>> check_positive_ints({"dim": 0}, ("dim",))
+Traceback (most recent call last):
+...
+ValueError: dim must be a positive int. Received: dim=0
+>>> check_choice("pooling", "max", ("attention", "mean"))
+Traceback (most recent call last):
+...
+ValueError: pooling must be one of ('attention', 'mean'). Received: pooling='max'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive_ints(values: Mapping[str, Any] | Any, names: Iterable[str]) -> None:
+    """Each of `names` (keys of a mapping, or attributes of e.g. a dataclass) is an int > 0."""
+    for name in names:
+        value = values[name] if isinstance(values, Mapping) else getattr(values, name)
+        if not _is_int(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+
+
+def check_optional_positive_int(name: str, value) -> None:
+    """`value` is `None` or an int > 0."""
+    if value is not None and (not _is_int(value) or value <= 0):
+        raise ValueError(f"{name} must be a positive int or None. Received: {value!r}")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    """`value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}. Received: {name}={value!r}")
+
+
+def check_rate(name: str, value) -> None:
+    """`value` is a number in `[0, 1)` (dropout, corruption)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}")
+
+
+def check_heads_divide(dim: int, num_heads: int) -> None:
+    """`dim` splits evenly over `num_heads` attention heads."""
+    if dim % num_heads:
+        raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
