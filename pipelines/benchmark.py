@@ -1,5 +1,5 @@
-"""`python -m pipelines.benchmark speed|attention|variants`: training speed, attention cost, and
-the quality of each attention variant inside the recommender.
+"""`python -m pipelines.benchmark speed|attention|variants|families`: training speed, attention
+cost, the quality of each attention variant inside the recommender, and of the attention families.
 
 `speed`: epoch time and throughput of the sequential recommender, plus the compute rate of one
 fixed-shape train step (FLOPs counted by TF's profiler) against the CPU's measured matmul peak.
@@ -7,6 +7,10 @@ fixed-shape train step (FLOPs counted by TF's profiler) against the CPU's measur
 (`tfrec_attn.benchmarking.attention_cost`; writes attention.json and attention.png).
 `variants`: one train run per `--attention` kind with the same train flags (after `--`); writes
 variants.json with each kind's test NDCG@10 / HR@10 and median epoch time.
+`families`: DIN (target attention vs mean pooling, test AUC / GAUC), the attention autoencoder
+(held-out Recall@20 / NDCG@20 vs popularity and co-occurrence) and the off-policy attention policy
+(true reward vs the logging policy) on `--data` (MovieLens) or synthetic data
+(`tfrec_attn.benchmarking.families`); writes families.json and prints a table.
 
 Measured on the synthetic generator at a chosen size (default: Amazon-Games-sized, 31k users,
 24k items, ~9 events a user), so the numbers are reproducible anywhere. Quality benchmarks are
@@ -17,11 +21,13 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.benchmarking import attention_cli
+from tfrec_attn.benchmarking.families import format_table, run_families
 from tfrec_attn.benchmarking.throughput import peak_matmul_gflops, train_step_throughput
 from tfrec_attn.data import (
     build_sequences,
@@ -101,6 +107,18 @@ def variants(kinds: list[str], output: str, train_argv: list[str]) -> dict:
     return record
 
 
+def families(args) -> dict:
+    """Runs the three family measurements and writes `{output}/families.json`."""
+    record = run_families(args.data, quick=args.quick, verbose=int(args.verbose),
+                          progress=lambda line: print(line, flush=True), seed=args.seed)
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    with open(Path(args.output) / "families.json", "w") as f:
+        json.dump(record, f, indent=2)
+    print(format_table(record))
+    print(f"total {record['seconds']} s; wrote {Path(args.output) / 'families.json'}")
+    return record
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.benchmark")
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +147,13 @@ def main(argv=None) -> int:
     v.add_argument("--kinds", default=",".join(ATTENTION_KINDS),
                    help="comma-separated attention kinds")
     v.add_argument("--output", required=True, help="directory: one run each, variants.json")
+    fam = sub.add_parser("families", help="DIN / attention autoencoder / attention policy "
+                         "quality vs their baselines (families.json)")
+    fam.add_argument("--output", required=True, help="directory for families.json")
+    fam.add_argument("--data", help="MovieLens ratings file or directory (default: synthetic)")
+    fam.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    fam.add_argument("--seed", type=int, default=0)
+    fam.add_argument("--verbose", action="store_true", help="Keras progress lines")
     argv = list(sys.argv[1:] if argv is None else argv)
     train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -137,6 +162,12 @@ def main(argv=None) -> int:
             variants(args.kinds.split(","), args.output, train_argv)
         except ValueError as err:
             v.error(str(err))
+        return 0
+    if args.command == "families":
+        try:
+            families(args)
+        except ValueError as err:
+            fam.error(str(err))
         return 0
     if args.command == "attention":
         try:

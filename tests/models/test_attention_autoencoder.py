@@ -225,6 +225,7 @@ def trained_qat():
     return qat, pad_left(sets, MAX_LEN), data.vocab_size
 
 
+@pytest.mark.slow  # ~26 s with its fixture; DIN and SASRec keep QAT->TFLite in the fast suite
 def test_qat_model_converts_to_builtin_tflite_with_matching_scores(trained_qat, tmp_path):
     qat, feed, vocab = trained_qat
     assert type(qat.get_layer("item_dropout")).__name__ == "QuantizeWrapperV2"

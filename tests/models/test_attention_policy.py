@@ -254,6 +254,7 @@ def _tflite_logits(network, path):
     return Interpreter(model_path=str(path)).get_signature_runner()
 
 
+@pytest.mark.slow  # ~14 s; the DIN tower and SASRec keep QAT->TFLite in the fast suite
 def test_qat_policy_trains_and_converts_to_builtin_tflite(tmp_path):
     policy = AttentionPolicy(_config())
     qat = make_qat_model(policy.network)

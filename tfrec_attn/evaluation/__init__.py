@@ -1,7 +1,8 @@
 """Offline evaluation for next-item recommenders, in numpy only (no TensorFlow import).
 
 Leave-one-out protocols (`evaluate`), ranking metrics from target ranks (`summarize` and the
-single metrics), non-neural baselines (`PopularityRecommender`, `CooccurrenceRecommender`) and
+single metrics), held-out set metrics (`set_ranking_metrics`), exact CTR AUC / GAUC (`roc_auc`,
+`group_auc`; scipy), non-neural baselines (`PopularityRecommender`, `CooccurrenceRecommender`) and
 paired comparisons of two scorers (`paired_bootstrap`).
 Ids follow `tfrec_attn.data`: `PAD_ID = 0` and `OOV_ID = 1` are never candidates.
 """
@@ -14,6 +15,7 @@ from tfrec_attn.evaluation.baselines import (
     fit_baselines,
 )
 from tfrec_attn.evaluation.comparison import paired_bootstrap, verdict
+from tfrec_attn.evaluation.ctr_metrics import group_auc, roc_auc
 from tfrec_attn.evaluation.metrics import (
     check_cutoffs,
     coverage,
@@ -34,6 +36,7 @@ from tfrec_attn.evaluation.protocols import (
     sample_negatives,
     topk_from_scores,
 )
+from tfrec_attn.evaluation.set_metrics import set_ranking_metrics
 
 __all__ = [
     "FIRST_ITEM_ID",
@@ -47,6 +50,7 @@ __all__ = [
     "evaluate_baselines",
     "f1",
     "fit_baselines",
+    "group_auc",
     "hit_rate",
     "hits",
     "mrr",
@@ -57,7 +61,9 @@ __all__ = [
     "precision",
     "ranks_from_scores",
     "recall",
+    "roc_auc",
     "sample_negatives",
+    "set_ranking_metrics",
     "summarize",
     "topk_from_scores",
     "verdict",
