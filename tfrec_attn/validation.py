@@ -18,23 +18,37 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def check_positive_int(name: str, value) -> None:
+    """`value` is an int > 0."""
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
 
 
 def check_positive_ints(values: Mapping[str, Any] | Any, names: Iterable[str]) -> None:
     """Each of `names` (keys of a mapping, or attributes of e.g. a dataclass) is an int > 0."""
     for name in names:
-        value = values[name] if isinstance(values, Mapping) else getattr(values, name)
-        if not _is_int(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        check_positive_int(name, values[name] if isinstance(values, Mapping)
+                           else getattr(values, name))
 
 
 def check_optional_positive_int(name: str, value) -> None:
     """`value` is `None` or an int > 0."""
     if value is not None and (not _is_int(value) or value <= 0):
-        raise ValueError(f"{name} must be a positive int or None. Received: {value!r}")
+        raise ValueError(f"{name} must be a positive int or None. Received: {name}={value!r}")
+
+
+def check_positive_int_tuple(name: str, values) -> tuple:
+    """`values` is a list or tuple of ints > 0 (layer widths); returns it as a tuple."""
+    if not isinstance(values, list | tuple) or not all(_is_int(v) and v > 0 for v in values):
+        raise ValueError(f"{name} must be a tuple of positive ints. Received: {name}={values!r}")
+    return tuple(values)
 
 
 def check_choice(name: str, value, choices: tuple) -> None:

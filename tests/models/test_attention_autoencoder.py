@@ -16,6 +16,7 @@ from tfrec_attn.export import (
 )
 from tfrec_attn.models import (
     AttentionAutoencoderConfig,
+    attention_autoencoder,
     build_attention_autoencoder,
     build_topk_autoencoder,
     multinomial_loss,
@@ -132,6 +133,23 @@ def test_recommend_excludes_every_input_item_and_ranks_by_score():
     np.testing.assert_array_equal(padded["item_ids"], out["item_ids"])
     with pytest.raises(ValueError, match="k must be a positive int"):
         recommend_from_item_sets(model, histories, k=0)
+    with pytest.raises(ValueError, match="histories is empty"):
+        recommend_from_item_sets(model, [], k=5)
+
+
+def test_recommend_reads_histories_as_the_item_sets_training_saw(monkeypatch):
+    """Repeats collapse to the distinct items (most recent occurrence kept), as in
+    `make_item_set_dataset`, and scoring in batches changes nothing."""
+    model = tiny()
+    repeated = [np.array([2, 3, 2, 4, 3]), np.array([5, 5, 6])]
+    as_sets = [np.array([2, 4, 3]), np.array([5, 6])]
+    expected = recommend_from_item_sets(model, as_sets, k=4)
+    got = recommend_from_item_sets(model, repeated, k=4)
+    np.testing.assert_array_equal(got["item_ids"], expected["item_ids"])
+    monkeypatch.setattr(attention_autoencoder, "RECOMMEND_BATCH", 1)
+    batched = recommend_from_item_sets(model, repeated, k=4)
+    np.testing.assert_array_equal(batched["item_ids"], expected["item_ids"])
+    np.testing.assert_allclose(batched["scores"], expected["scores"], rtol=1e-6)
 
 
 def test_topk_model_excludes_inputs():

@@ -107,6 +107,14 @@ def test_logged_dataset_batches(sim):
     assert batches[0]["reward"].dtype == tf.float32
 
 
+def test_logged_dataset_rejects_padding_or_oov_actions(sim):
+    logs = sim.log(events_per_user=1)
+    logs["action"] = logs["action"].copy()
+    logs["action"][3] = 1  # OOV: would index the policy's logits at -1
+    with pytest.raises(ValueError, match=r"logs\['action'\] must hold item ids >= 2"):
+        logged_dataset(logs)
+
+
 def _train(sim, logs, epochs, **config):
     keras.utils.set_random_seed(0)
     policy = AttentionPolicy(AttentionPolicyConfig(vocab_size=sim.vocab_size,

@@ -54,6 +54,7 @@ from tfrec_attn.models import (
 )
 from tfrec_attn.models.din import POOLINGS
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
+from tfrec_attn.validation import check_positive_int_tuple
 
 POLICIES = {"reinforce_uncorrected": {"correction": "none"},
             "importance": {"correction": "importance"}, "top_k": {"correction": "top_k"}}
@@ -126,12 +127,15 @@ class FamiliesSettings:
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in (0, 1). Received: {name}="
                                  f"{getattr(self, name)!r}")
-        for name in ("policy_seeds", "policy_ks", "din_attention_units", "din_mlp_units"):
+        for name in ("policy_seeds", "policy_ks"):  # distinct: results are keyed by them
             value = tuple(getattr(self, name))
-            if not value or not all(isinstance(v, int) and v >= 0 for v in value):
-                raise ValueError(f"{name} must be a non-empty tuple of non-negative ints. "
-                                 f"Received: {name}={value!r}")
+            if not value or not all(isinstance(v, int) and v >= 0 for v in value) \
+                    or len(set(value)) < len(value):
+                raise ValueError(f"{name} must be a non-empty tuple of distinct non-negative "
+                                 f"ints. Received: {name}={value!r}")
             setattr(self, name, value)
+        for name in ("din_attention_units", "din_mlp_units"):  # DINConfig's check, before loading
+            setattr(self, name, check_positive_int_tuple(name, getattr(self, name)))
         if min(self.policy_ks) < 1 or max(self.policy_ks) > self.policy_items:
             raise ValueError(f"policy_ks must lie in [1, policy_items={self.policy_items}]. "
                              f"Received: policy_ks={self.policy_ks}")

@@ -4,6 +4,12 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import masking
 from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
 from tfrec_attn.registry import register
+from tfrec_attn.validation import (
+    check_choice,
+    check_optional_positive_int,
+    check_positive_int,
+    check_rate,
+)
 
 VERSIONS = (1, 2)
 
@@ -80,14 +86,10 @@ class GraphAttention(keras.layers.Layer):
                  dropout: float = 0.0, negative_slope: float = 0.2, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("units", units), ("num_heads", num_heads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value <= 0):
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-        if version not in VERSIONS:
-            raise ValueError(f"version must be one of {VERSIONS}. Received: version={version!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        check_optional_positive_int("units", units)
+        check_positive_int("num_heads", num_heads)
+        check_choice("version", version, VERSIONS)
+        check_rate("dropout", dropout)
         if negative_slope < 0.0:
             raise ValueError("negative_slope must be non-negative. "
                              f"Received: negative_slope={negative_slope}")

@@ -4,6 +4,12 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
 from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
 from tfrec_attn.registry import register
+from tfrec_attn.validation import (
+    check_choice,
+    check_optional_positive_int,
+    check_positive_int,
+    check_rate,
+)
 
 QUERIES = ("learned", "first")
 
@@ -23,8 +29,9 @@ class MultimodalFusion(keras.layers.Layer):
     Each modality `m` (width `d_m`) is projected to `dim` by its own `Dense`; a query (a
     learned vector, or the projected first modality) attends over the M projected modality
     tokens with `MultiHeadAttention` (whose output projection gives the fused vector). Missing
-    modalities (a masked entry, e.g. an item without an image) get exactly zero weight, and a
-    row without any modality outputs zeros. Sequences `(batch, T, d_m)` are fused position by
+    modalities (a masked entry, e.g. an item without an image) get exactly zero weight, and
+    with the learned query a row without any modality outputs zeros (`query="first"` always
+    keeps the first modality: it is the query). Sequences `(batch, T, d_m)` are fused position by
     position (the time axis is folded into the batch). The modality count and widths come from
     `build`. Dense/matmul/reshape only: prunable, quantizable, TFLite builtins.
 
@@ -66,14 +73,11 @@ class MultimodalFusion(keras.layers.Layer):
                  key_dim: int | None = None, dropout: float = 0.0, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("dim", dim), ("num_heads", num_heads), ("key_dim", key_dim)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value <= 0):
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-        if query not in QUERIES:
-            raise ValueError(f"query must be one of {QUERIES}. Received: query={query!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        check_optional_positive_int("dim", dim)
+        check_positive_int("num_heads", num_heads)
+        check_optional_positive_int("key_dim", key_dim)
+        check_choice("query", query, QUERIES)
+        check_rate("dropout", dropout)
         self.dim = dim
         self.num_heads = num_heads
         self.query = query

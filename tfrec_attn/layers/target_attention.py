@@ -4,6 +4,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.base_attention import BaseAttention
 from tfrec_attn.layers.utils import build_sublayer, clone_initializer
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_choice, check_positive_int_tuple
 
 NORMALIZATIONS = ("softmax", "none")
 # BaseAttention arguments that have one meaning only here: the scores come from the MLP over the
@@ -68,14 +69,8 @@ class TargetAttention(BaseAttention):
                 raise ValueError(f"TargetAttention scores raw vectors with its MLP: {name} must "
                                  f"be {fixed!r}. Received: {name}={value!r}")
         super().__init__(**_FIXED, **kwargs)
-        if not isinstance(hidden_units, list | tuple) or not all(
-                isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in hidden_units):
-            raise ValueError("hidden_units must be a tuple of positive ints. "
-                             f"Received: hidden_units={hidden_units!r}")
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}. "
-                             f"Received: normalize={normalize!r}")
-        self.hidden_units = tuple(hidden_units)
+        self.hidden_units = check_positive_int_tuple("hidden_units", hidden_units)
+        check_choice("normalize", normalize, NORMALIZATIONS)
         self.activation = keras.activations.get(activation)
         self.normalize = normalize
 

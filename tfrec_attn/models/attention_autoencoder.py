@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.data.item_sets import item_set
 from tfrec_attn.data.sequences import pad_left
 from tfrec_attn.data.vocabulary import FIRST_ITEM_ID
 from tfrec_attn.layers import (
@@ -40,6 +41,8 @@ from tfrec_attn.validation import (
     check_positive_ints,
     check_rate,
 )
+
+RECOMMEND_BATCH = 1024  # users scored per call by `recommend_from_item_sets`
 
 
 @dataclasses.dataclass
@@ -216,10 +219,19 @@ def recommend_from_item_sets(model: keras.Model, histories, k: int = 10) -> dict
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValueError(f"k must be a positive int. Received: k={k!r}")
     rows = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
-    rows = [row[row != 0] for row in rows]  # padded arrays -> their real ids
+    if not rows:
+        raise ValueError("histories is empty: give at least one user's item ids.")
+    # Real ids only, as the distinct items training saw (`make_item_set_dataset` reads sets).
+    rows = [item_set(row[row != 0]) for row in rows]
     full = pad_left(rows, max(1, max((len(r) for r in rows), default=1)))
     max_len = model.input.shape[1]
     inputs = full if max_len is None else pad_left(rows, max_len)
-    scores = model(tf.constant(inputs), training=False)
-    top_ids, top_scores = HistoryTopK(k=k)([scores, tf.constant(full)])
-    return {"item_ids": top_ids.numpy(), "scores": top_scores.numpy()}
+    top_k = HistoryTopK(k=k)
+    ids, scores = [], []
+    for start in range(0, len(rows), RECOMMEND_BATCH):  # bounded memory: (batch, vocab) scores
+        batch = slice(start, start + RECOMMEND_BATCH)
+        batch_scores = model(tf.constant(inputs[batch]), training=False)
+        batch_ids, batch_top = top_k([batch_scores, tf.constant(full[batch])])
+        ids.append(batch_ids.numpy())
+        scores.append(batch_top.numpy())
+    return {"item_ids": np.concatenate(ids), "scores": np.concatenate(scores)}

@@ -25,8 +25,8 @@ from tfrec_attn.models.losses import FIRST_ITEM_ID, global_mean
 from tfrec_attn.models.policy_losses import (
     action_log_probabilities,
     behaviour_loss,
-    importance_weights,
-    reinforce_loss,
+    check_max_weight,
+    reinforce_terms,
 )
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
@@ -93,9 +93,7 @@ class AttentionPolicyConfig:
         check_rate("dropout", self.dropout)
         check_choice("correction", self.correction, CORRECTIONS)
         check_choice("propensity", self.propensity, PROPENSITIES)
-        if not self.max_weight > 0:
-            raise ValueError(f"max_weight must be positive (math.inf for no cap). "
-                             f"Received: max_weight={self.max_weight!r}")
+        check_max_weight(self.max_weight)
         if not self.behaviour_weight >= 0:
             raise ValueError("behaviour_weight must be non-negative. "
                              f"Received: behaviour_weight={self.behaviour_weight!r}")
@@ -207,12 +205,11 @@ class AttentionPolicy(tfrs.Model):
         elif config.propensity == "logged":
             behaviour_probs = tf.reshape(tf.cast(inputs["propensity"], tf.float32), [-1])
         top_k = config.top_k if config.correction == "top_k" else 1
-        policy = reinforce_loss(logits, actions, inputs["reward"], behaviour_probs, top_k,
-                                config.max_weight)
-        if behaviour_probs is not None:
-            pi = tf.exp(action_log_probabilities(logits, actions))
-            self.weight_tracker.update_state(
-                importance_weights(pi, behaviour_probs, config.max_weight))
+        policy, weights = reinforce_terms(action_log_probabilities(logits, actions),
+                                          inputs["reward"], behaviour_probs, top_k,
+                                          config.max_weight)
+        if weights is not None:
+            self.weight_tracker.update_state(weights)
         self.policy_loss_tracker.update_state(policy)
         return total + global_mean(policy)
 

@@ -14,16 +14,14 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import ItemEmbedding, PaddingMask, TargetAttention
 from tfrec_attn.layers.target_attention import NORMALIZATIONS
 from tfrec_attn.registry import register
-from tfrec_attn.validation import check_choice, check_positive_ints, check_rate
+from tfrec_attn.validation import (
+    check_choice,
+    check_positive_int_tuple,
+    check_positive_ints,
+    check_rate,
+)
 
 POOLINGS = ("attention", "mean")
-
-
-def _check_units(name: str, units) -> tuple:
-    if not isinstance(units, list | tuple) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units):
-        raise ValueError(f"{name} must be a tuple of positive ints. Received: {name}={units!r}")
-    return tuple(units)
 
 
 @dataclasses.dataclass
@@ -64,8 +62,8 @@ class DINConfig:
         check_positive_ints(self, ("vocab_size", "max_len", "dim"))
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("normalize", self.normalize, NORMALIZATIONS)
-        self.attention_units = _check_units("attention_units", self.attention_units)
-        self.mlp_units = _check_units("mlp_units", self.mlp_units)
+        self.attention_units = check_positive_int_tuple("attention_units", self.attention_units)
+        self.mlp_units = check_positive_int_tuple("mlp_units", self.mlp_units)
         check_rate("dropout", self.dropout)
         if self.l2 < 0:
             raise ValueError(f"l2 must be >= 0. Received: l2={self.l2}")

@@ -28,7 +28,7 @@ def _check_k(top_k) -> None:
         raise ValueError(f"top_k must be a positive int. Received: top_k={top_k!r}")
 
 
-def _check_max_weight(max_weight) -> None:
+def check_max_weight(max_weight) -> None:
     if isinstance(max_weight, bool) or not isinstance(max_weight, int | float) or not (
             max_weight > 0):
         raise ValueError(f"max_weight must be a positive number (math.inf for no cap). "
@@ -63,7 +63,7 @@ def importance_weights(policy_probs: tf.Tensor, behaviour_probs: tf.Tensor,
     >>> importance_weights(tf.constant([0.3, 0.5]), tf.constant([0.6, 0.01]), 10.0).numpy()
     array([ 0.5, 10. ], dtype=float32)
     """
-    _check_max_weight(max_weight)
+    check_max_weight(max_weight)
     policy_probs = tf.stop_gradient(tf.cast(policy_probs, tf.float32))
     behaviour_probs = tf.stop_gradient(tf.cast(behaviour_probs, tf.float32))
     ratio = policy_probs / tf.maximum(behaviour_probs, MIN_BEHAVIOUR_PROBABILITY)
@@ -105,16 +105,35 @@ def reinforce_loss(logits: tf.Tensor, actions: tf.Tensor, rewards: tf.Tensor,
     >>> round(float(loss[0]), 4)  # -(0.5 / 0.25) * 2 * log(0.5)
     2.7726
     """
+    losses, _ = reinforce_terms(action_log_probabilities(logits, actions), rewards,
+                                behaviour_probs, top_k, max_weight)
+    return losses
+
+
+def reinforce_terms(log_pi: tf.Tensor, rewards: tf.Tensor,
+                    behaviour_probs: tf.Tensor | None = None, top_k: int = 1,
+                    max_weight: float = math.inf) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """`reinforce_loss` from `log pi(a|s)` of the logged actions `(batch,)` (see
+    `action_log_probabilities`), with the importance weights it used (`None` without
+    `behaviour_probs`), so a caller that logs the weights computes the softmax once.
+
+    Example:
+    >>> losses, weights = reinforce_terms(tf.math.log([0.5]), tf.constant([2.0]),
+    ...                                   behaviour_probs=tf.constant([0.25]))
+    >>> round(float(losses[0]), 4), float(weights[0])
+    (2.7726, 2.0)
+    """
     _check_k(top_k)
-    _check_max_weight(max_weight)
-    log_pi = action_log_probabilities(logits, actions)
+    check_max_weight(max_weight)
     factor = tf.cast(tf.reshape(rewards, [-1]), tf.float32)
+    weights = None
     if behaviour_probs is not None:
-        factor *= importance_weights(tf.exp(log_pi), tf.reshape(behaviour_probs, [-1]),
+        weights = importance_weights(tf.exp(log_pi), tf.reshape(behaviour_probs, [-1]),
                                      max_weight)
+        factor *= weights
     if top_k > 1:
         factor *= top_k_correction(tf.exp(log_pi), top_k)
-    return -tf.stop_gradient(factor) * log_pi
+    return -tf.stop_gradient(factor) * log_pi, weights
 
 
 def behaviour_loss(behaviour_logits: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:

@@ -182,6 +182,10 @@ def logged_dataset(logs: dict[str, np.ndarray], batch_size: int = 256, shuffle: 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
     features = {key: logs[key] for key in ("history", "action", "reward", "propensity")}
+    actions = np.asarray(features["action"])
+    if actions.size and actions.min() < FIRST_ITEM_ID:  # 0/1 are padding/OOV, not actions
+        raise ValueError(f"logs['action'] must hold item ids >= {FIRST_ITEM_ID}. "
+                         f"Received: min={actions.min()}")
     dataset = tf.data.Dataset.from_tensor_slices(features)
     if shuffle:
         dataset = dataset.shuffle(len(logs["action"]), seed=seed, reshuffle_each_iteration=True)
