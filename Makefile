@@ -20,11 +20,15 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tfrec_attn pipelines tests
 
+# Two pytest workers, one test file each at a time (module fixtures are built once): most tests
+# are Python-bound (tracing, conversion), so two processes keep both cores busy.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP) lint
-	$(PY) -m pytest -m "slow or not slow"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
