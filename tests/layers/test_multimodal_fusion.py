@@ -211,19 +211,6 @@ def test_config_round_trip_and_deserialize():
     np.testing.assert_allclose(restored(inputs, mask=present), expected, atol=1e-6)
 
 
-def test_saved_model_reload_gives_identical_outputs(tmp_path):
-    inputs, mask = CASE.sample()
-    model = lic.build_model(CASE, CASE.make(), return_scores=True)
-    feed = lic.model_feed(CASE, inputs, mask)
-    expected = model(feed)
-    model.save(str(tmp_path / "m"), save_format="tf")
-    restored = keras.models.load_model(str(tmp_path / "m"))
-    assert any(type(layer) is MultimodalFusion for layer in restored.layers)
-    got = restored(feed)
-    for key in ("output", "scores"):
-        np.testing.assert_allclose(got[key], expected[key], atol=1e-6)
-
-
 def test_pruning_to_half_keeps_missing_modalities_masked():
     sparsity = tfmot.sparsity.keras
     inputs, mask = CASE.sample()
