@@ -119,6 +119,29 @@ def model_feed(case: ListInputCase, inputs, mask) -> list[np.ndarray]:
     return list(inputs) + [case.mask_array(mask).astype(np.int32)]
 
 
+def prune_one_epoch(case: ListInputCase, target_sparsity: float = 0.5):
+    """`case`'s layer in `build_model(return_scores=True)`, magnitude-pruned at a constant
+    `target_sparsity` through one epoch of fitting zeros.
+
+    Returns:
+        `(pruned model, its feed, the pruned kernels of the layer under test)`.
+    """
+    import tensorflow_model_optimization as tfmot  # test helper; the layers never import TFMOT
+
+    sparsity = tfmot.sparsity.keras
+    inputs, mask = case.sample()
+    model = build_model(case, case.make(), return_scores=True)
+    pruned = sparsity.prune_low_magnitude(model, pruning_schedule=sparsity.ConstantSparsity(
+        target_sparsity, begin_step=0, frequency=1))
+    feed = model_feed(case, inputs, mask)
+    target = {"output": np.zeros(model(feed)["output"].shape, np.float32)}
+    pruned.compile(optimizer="sgd", loss={"output": "mse"}, run_eagerly=True)
+    pruned.fit(feed, target, batch_size=BATCH, epochs=1, verbose=0,
+               callbacks=[sparsity.UpdatePruningStep()])
+    wrapper = next(w for w in pruned.layers if type(getattr(w, "layer", None)) is case.cls)
+    return pruned, feed, [w for w, _, _ in wrapper.pruning_vars]
+
+
 GRAPH_CASE = ListInputCase("graph_attention_v2", GraphAttention,
                            {"num_heads": 2, "version": 2})
 FUSION_CASE = ListInputCase("multimodal_fusion", MultimodalFusion, {"num_heads": 2},
