@@ -19,7 +19,7 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
              "min_events", "sliding", "valid_users", "synthetic_users", "synthetic_items",
-             "synthetic_length", "verbose", "strategy", "jit_compile", "backup_dir")
+             "synthetic_length", "verbose", "strategy", "jit_compile", "backup_dir", "ema_decay")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
         help="back up the training state here every epoch; rerun the same command after an "
              "interruption to resume after the last completed epoch (deleted when training "
              "completes; with multi-worker, a directory every worker can read)")
+    add("--ema-decay", type=float,
+        help="evaluate, keep and export an exponential moving average of the weights "
+             "(decay per step, e.g. 0.99)")
     add("--max-len", type=int)
     add("--dim", type=int)
     add("--blocks", type=int)

@@ -62,6 +62,15 @@ def test_time_budget_stops_cleanly(tmp_path):
     assert "export_path" not in metrics
 
 
+def test_weight_averaging_run_keeps_the_average(tmp_path):
+    argv = TINY + ["--epochs", "2", "--ema-decay", "0.9", "--output", str(tmp_path / "out"),
+                   "--export-root", ""]
+    assert train_pipeline.main(argv) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["options"]["ema_decay"] == 0.9
+    assert len(metrics["history"]["valid"]) == metrics["epochs"] == 2
+
+
 def test_yaml_config_and_flag_precedence(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("format: synthetic\nepochs: 7\nmodel:\n  dim: 24\n  max_len: 30\n")
@@ -72,7 +81,8 @@ def test_yaml_config_and_flag_precedence(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [(["--format", "csv"], "--data is required"),
-     (["--format", "synthetic", "--max-train-minutes", "-1"], "max_train_minutes")],
+     (["--format", "synthetic", "--max-train-minutes", "-1"], "max_train_minutes"),
+     (["--format", "synthetic", "--ema-decay", "1.5"], "ema_decay")],
 )
 def test_bad_options_exit_with_a_clear_message(argv, message, capsys):
     assert train_pipeline.main(argv) == 2

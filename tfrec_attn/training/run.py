@@ -34,6 +34,8 @@ from tfrec_attn.training.distribution import (
 )
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.scoring import make_score_fn
+from tfrec_attn.training.weight_averaging import WeightAveraging
+from tfrec_attn.validation import check_rate
 
 MONITOR = "ndcg@10"
 
@@ -65,6 +67,7 @@ class TrainOptions:
     strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
     jit_compile: bool = False  # XLA-compile the train step (`model.compile(jit_compile=...)`)
     backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
+    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields
 
     def __post_init__(self):
@@ -81,6 +84,8 @@ class TrainOptions:
                 f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
         if self.backup_dir is not None:
             check_backup_dir(self.backup_dir)
+        if self.ema_decay is not None:
+            check_rate("ema_decay", self.ema_decay)
 
 
 def load_data(options: TrainOptions):
@@ -167,9 +172,11 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path, extra_
                                              restore_best_weights=True)
     backup = (RunBackup(options.backup_dir, tracked=[timer, evaluation, stopping, budget])
               if options.backup_dir else None)
+    averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
     callbacks = [
         *([backup] if backup else []),  # first: it restores the state the others resume from
         timer,
+        *averaging,  # before the evaluation: epochs end on the averaged weights
         evaluation,
         stopping,
         budget,
