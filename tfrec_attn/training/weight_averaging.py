@@ -17,7 +17,9 @@ class WeightAveraging(keras.callbacks.Callback):
     callbacks after this one (ranking evaluation, `EarlyStopping(restore_best_weights=True)`,
     checkpoints) see and keep the averaged model; the next epoch trains on from the raw weights.
     After `fit` the model holds the average of the last epoch, or whatever a later callback
-    restored. Put it before the evaluation callback.
+    restored. Put it before the evaluation callback. A run resumed by `RunBackup` (which backs
+    up an epoch before this callback swaps the raw weights back) trains on from the averaged
+    weights of the last completed epoch and starts a new average.
 
     Args:
         decay: the average's decay per training step, in `[0, 1)`; 0.99 averages over about
