@@ -15,6 +15,7 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "max_len": "max_len", "dim": "dim", "blocks": "num_blocks", "heads": "num_heads",
     "dropout": "dropout", "loss": "loss", "ffn_dim": "ffn_dim", "positional": "positional",
     "l2": "l2", "attention": "attention", "exclude_seen": "exclude_seen",
+    "future_targets": "future_targets",
 }
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
@@ -72,6 +73,8 @@ def parser() -> argparse.ArgumentParser:
     add("--l2", type=float)
     add("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
         help="softmax losses: items already in a training window are not its negatives")
+    add("--future-targets", type=int,
+        help="softmax loss: each position learns the next N items of its window (1: next only)")
     add("--attention", choices=list(ATTENTION_KINDS),
         help="self-attention variant of every block (options via the YAML "
              "model: {attention_options: {...}})")

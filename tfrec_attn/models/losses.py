@@ -93,14 +93,56 @@ class FullSoftmaxLoss(keras.layers.Layer):
         self._ce = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=keras.losses.Reduction.NONE)
 
-    def call(self, states, targets, item_embedding, training=False, seen=None):
+    def call(self, states, targets, item_embedding, training=False, seen=None, future=None):
+        """`future`: optional `(N, k - 1)` later targets of each position (0: none), each one
+        more positive of the position (`SASRecConfig.future_targets`)."""
         # Padding/OOV columns stay in: they are never targets, so training pushes them down
         # (and evaluation/serving exclude them); masking them would cost a full pass over logits.
         logits = tf.cast(item_embedding(states, mode="score"), tf.float32)
+        if future is not None:
+            return global_mean(future_target_loss(logits, targets, future, seen))
         if seen is not None:
             own = tf.cast(tf.one_hot(targets, self.vocab_size), tf.bool)
             logits = _exclude(logits, seen, own)
         return global_mean(self._ce(targets, logits))
+
+
+def future_target_loss(logits: tf.Tensor, targets: tf.Tensor, future: tf.Tensor,
+                       seen=None) -> tf.Tensor:
+    """Per-position cross-entropy averaged over its positives: the target and its later targets.
+
+    Each positive `p` of a position scores `log(exp(s_p) + sum_n exp(s_n)) - s_p` against the
+    negatives `n`: every item, or with `seen` the items outside the window (the positives are
+    window items, so they never compete with each other). With no later targets it is the
+    one-target softmax cross-entropy. Hand-written: Keras' categorical losses take one target
+    distribution, not a positive against its own negatives.
+
+    Args:
+        logits: `(N, vocab)` scores.
+        targets: `(N,)` next items (all real).
+        future: `(N, k - 1)` later items, 0 where the window has none.
+        seen: optional boolean `(N, vocab)`: items that are not negatives.
+
+    Returns:
+        `(N,)` losses.
+
+    Example:
+    >>> logits = tf.constant([[0.0, 0.0, 1.0, 2.0, 3.0]])
+    >>> loss = future_target_loss(logits, tf.constant([2]), tf.constant([[0]]))
+    >>> round(float(loss[0]), 4) == round(float(tf.reduce_logsumexp(logits) - 1.0), 4)
+    True
+    """
+    positives = tf.concat([tf.cast(targets, tf.int64)[:, None], tf.cast(future, tf.int64)], 1)
+    present = tf.cast(positives > 0, tf.float32)  # (N, k)
+    scores = tf.gather(logits, positives, batch_dims=1)  # (N, k)
+    if seen is None:
+        negatives = tf.reduce_logsumexp(logits, axis=1, keepdims=True)
+        terms = negatives - scores
+    else:
+        negatives = tf.reduce_logsumexp(tf.where(seen, LARGE_NEGATIVE, logits), axis=1,
+                                        keepdims=True)
+        terms = tf.nn.softplus(negatives - scores)
+    return tf.reduce_sum(terms * present, axis=1) / tf.reduce_sum(present, axis=1)
 
 
 class SampledSoftmaxLoss(keras.layers.Layer):

@@ -51,6 +51,9 @@ class SASRecConfig:
             negatives for its positions (the original SASRec drew its negatives outside the
             history the same way; evaluation and serving exclude history items too). Not
             available with `loss="bce"`.
+        future_targets: each position learns to predict the next `future_targets` items of
+            its window, each one a positive against the negatives (1: the next item only, the
+            original objective). Only with `loss="softmax"`; see `losses.future_target_loss`.
         max_negatives: the sampled loss scores each position against at most this many
             in-batch negatives (a random subset when the batch has more target positions), so
             its memory grows linearly with history length.
@@ -75,6 +78,7 @@ class SASRecConfig:
     attention: str = "full"
     attention_options: dict | None = None
     exclude_seen: bool = False
+    future_targets: int = 1
     max_negatives: int = 2048
 
     def __post_init__(self):
@@ -85,7 +89,7 @@ class SASRecConfig:
             raise ValueError(
                 f"positional must be 'learned' or 'sinusoidal'. Received: {self.positional!r}")
         check_positive_ints(self, ("vocab_size", "max_len", "dim", "num_blocks", "num_heads",
-                                   "max_negatives"))
+                                   "future_targets", "max_negatives"))
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {sorted(ATTENTION_KINDS)}. "
                              f"Received: attention={self.attention!r}")
@@ -95,6 +99,9 @@ class SASRecConfig:
         if self.exclude_seen and self.loss == "bce":
             raise ValueError("exclude_seen applies to the softmax losses ('sampled', 'softmax'); "
                              "Received: loss='bce'")
+        if self.future_targets > 1 and self.loss != "softmax":
+            raise ValueError(f"future_targets > 1 needs loss='softmax'. Received: "
+                             f"future_targets={self.future_targets}, loss={self.loss!r}")
         check_heads_divide(self.dim, self.num_heads)
 
     def to_dict(self) -> dict:
@@ -157,6 +164,18 @@ def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = 
     return keras.Model(scoring.input, outputs, name="recommender")
 
 
+def later_targets(targets: tf.Tensor, k: int) -> tf.Tensor:
+    """`(batch, T, k - 1)`: for each position the targets 1..k-1 positions later (0: none).
+
+    Example:
+    >>> later_targets(tf.constant([[0, 5, 6, 7]]), 3).numpy().tolist()
+    [[[5, 6], [6, 7], [7, 0], [0, 0]]]
+    """
+    length = tf.shape(targets)[1]
+    padded = tf.pad(targets, [[0, 0], [0, k - 1]])
+    return tf.stack([padded[:, j:j + length] for j in range(1, k)], axis=-1)
+
+
 @register()
 class SASRec(tfrs.Model):
     """Self-attentive sequential recommender (Kang & McAuley, 2018) trained on every position.
@@ -209,6 +228,9 @@ class SASRec(tfrs.Model):
         if isinstance(self.loss_fn, losses.BinaryCrossEntropyLoss):
             kwargs["negatives"] = tf.boolean_mask(self.loss_fn.sample_negatives(targets),
                                                   positions)
+        if self.config.future_targets > 1:  # (N, k - 1): the later targets of each position
+            kwargs["future"] = tf.boolean_mask(
+                later_targets(targets, self.config.future_targets), positions)
         states = tf.boolean_mask(states, positions)   # (N, dim): only positions with a target
         targets = tf.boolean_mask(targets, positions)  # (N,)
         return self.loss_fn(states, targets, self.item_embedding, training=training, **kwargs)
