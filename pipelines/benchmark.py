@@ -27,9 +27,11 @@ import numpy as np
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.benchmarking import attention_cli
-from tfrec_attn.benchmarking.families import format_table, run_families
+from tfrec_attn.benchmarking.families import families_settings, format_table, run_families
 from tfrec_attn.benchmarking.throughput import peak_matmul_gflops, train_step_throughput
 from tfrec_attn.data import (
+    FIRST_ITEM_ID,
+    DataError,
     build_sequences,
     generate_synthetic,
     leave_one_out,
@@ -79,18 +81,39 @@ def speed(args) -> dict:
     }
 
 
-def variants(kinds: list[str], output: str, train_argv: list[str]) -> dict:
-    """Trains once per attention kind with `train_argv` and collects the test metrics."""
+def variant_options(kinds: list[str], output: str, train_argv: list[str]) -> dict:
+    """One `TrainOptions` per attention kind (the train flags, the kind, its run directory).
+
+    Checks every flag before anything trains; raises `ValueError` naming the bad one.
+    """
     from pipelines.train import options_from_args  # the train command's own flag parsing
 
+    if not kinds or "" in kinds or len(set(kinds)) < len(kinds):
+        raise ValueError("--kinds must be distinct attention kinds separated by commas. "
+                         f"Received: --kinds {','.join(kinds)!r}")
     unknown = sorted(set(kinds) - set(ATTENTION_KINDS))
     if unknown:
         raise ValueError(f"--kinds: unknown {unknown}; choose from {sorted(ATTENTION_KINDS)}")
-    results = {}
+    options = {}
     for kind in kinds:
-        options = options_from_args(train_argv + ["--attention", kind, "--export-root", "",
-                                                  "--output", f"{output}/{kind}"])
-        metrics = run_training(options)
+        try:
+            options[kind] = options_from_args(train_argv + [
+                "--attention", kind, "--export-root", "", "--output", f"{output}/{kind}"])
+            # The model flags, checked before any data is read (the data fix vocab_size).
+            SASRecConfig(vocab_size=FIRST_ITEM_ID + 1, **options[kind].model)
+        except (ValueError, TypeError) as err:  # TypeError: an unknown model field (YAML)
+            raise ValueError(f"train flags after --: {err}") from err
+    data = options[kinds[0]].data
+    if data and not Path(data).exists():
+        raise ValueError(f"train flags after --: --data {data!r} does not exist")
+    return options
+
+
+def variants(options: dict, output: str, train_argv: list[str]) -> dict:
+    """Trains once per attention kind (`variant_options`) and collects the test metrics."""
+    results = {}
+    for kind, kind_options in options.items():
+        metrics = run_training(kind_options)
         seconds = [r["epoch_seconds"] for r in metrics["history"]["valid"]]
         results[kind] = {
             "ndcg@10": metrics["test"]["ndcg@10"], "hr@10": metrics["test"]["hr@10"],
@@ -107,6 +130,13 @@ def variants(kinds: list[str], output: str, train_argv: list[str]) -> dict:
     return record
 
 
+def check_families_args(args) -> None:
+    """Raises `ValueError` naming the bad flag of `families`, before anything runs."""
+    if args.data is not None and not Path(args.data).exists():
+        raise ValueError(f"--data {args.data!r} does not exist")
+    families_settings(args.quick, seed=args.seed)  # the settings the flags choose
+
+
 def families(args) -> dict:
     """Runs the three family measurements and writes `{output}/families.json`."""
     record = run_families(args.data, quick=args.quick, verbose=int(args.verbose),
@@ -119,7 +149,14 @@ def families(args) -> dict:
     return record
 
 
-def main(argv=None) -> int:
+def check_output_dir(path: str) -> None:
+    """`--output` must be a directory or not exist yet."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"--output must be a directory, but {path!r} is a file")
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The command's parser and its subcommands' parsers by name (for their usage errors)."""
     p = argparse.ArgumentParser(prog="python -m pipelines.benchmark")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("speed", help="epoch time / throughput on synthetic data")
@@ -154,28 +191,47 @@ def main(argv=None) -> int:
     fam.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     fam.add_argument("--seed", type=int, default=0)
     fam.add_argument("--verbose", action="store_true", help="Keras progress lines")
+    return p, {"speed": s, "attention": a, "variants": v, "families": fam}
+
+
+def _checked(parser: argparse.ArgumentParser, check, *args):
+    """`check(*args)`, run before any benchmark: its `ValueError` is a usage error (exit 2).
+
+    Only these up-front checks become usage errors; a `ValueError` raised while a benchmark
+    runs is a bug and propagates with its traceback.
+    """
+    try:
+        return check(*args)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def main(argv=None) -> int:
+    p, subs = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    sub = subs[args.command]
+    if "--" in argv and args.command != "variants":
+        sub.error("train flags after -- are for the variants command only")
     if args.command == "variants":
-        try:
-            variants(args.kinds.split(","), args.output, train_argv)
-        except ValueError as err:
-            v.error(str(err))
+        _checked(sub, check_output_dir, args.output)
+        options = _checked(sub, variant_options, args.kinds.split(","), args.output, train_argv)
+        variants(options, args.output, train_argv)
         return 0
     if args.command == "families":
+        _checked(sub, check_output_dir, args.output)
+        _checked(sub, check_families_args, args)
         try:
             families(args)
-        except ValueError as err:
-            fam.error(str(err))
+        except DataError as err:  # a malformed --data file, found only when it is read
+            sub.error(f"--data: {err}")
         return 0
     if args.command == "attention":
-        try:
-            return attention_cli.run_cli(args)
-        except ValueError as err:
-            a.error(str(err))
+        _checked(sub, attention_cli.settings_from_args, args)
+        return attention_cli.run_cli(args)
     if args.epochs < 0:
-        s.error(f"--epochs must be >= 0. Received: {args.epochs}")
+        sub.error(f"--epochs must be >= 0. Received: {args.epochs}")
     record = speed(args)
     text = json.dumps(record, indent=2)
     print(text)

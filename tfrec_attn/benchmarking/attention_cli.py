@@ -127,10 +127,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfrec_attn.benchmarking.attention_cli")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run_cli(args)
+    try:  # only the flags are a usage error; a ValueError while measuring keeps its traceback
+        settings_from_args(args)
     except ValueError as err:
         parser.error(str(err))
+    return run_cli(args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tfrec_attn._keras import tf
+from tfrec_attn.data.checks import check_id_sequences
 from tfrec_attn.data.sequences import pad_left
 from tfrec_attn.data.vocabulary import FIRST_ITEM_ID
 
@@ -43,19 +44,6 @@ def item_set(sequence: np.ndarray) -> np.ndarray:
     return sequence[np.sort(len(sequence) - 1 - last_from_end)]
 
 
-def _check_ids(sequences: Sequence[np.ndarray], name: str, vocab_size: int | None = None):
-    for i, seq in enumerate(sequences):
-        seq = np.asarray(seq)
-        if seq.dtype.kind not in "iu" or seq.ndim != 1:
-            raise ValueError(f"{name}[{i}] must be a 1-D integer array. Received dtype "
-                             f"{seq.dtype}, shape {seq.shape}")
-        if seq.size and seq.min() < FIRST_ITEM_ID:
-            raise ValueError(f"{name}[{i}] holds id {seq.min()} < {FIRST_ITEM_ID}: item ids "
-                             "start at FIRST_ITEM_ID (0 is padding, 1 OOV)")
-        if vocab_size is not None and seq.size and seq.max() >= vocab_size:
-            raise ValueError(f"{name}[{i}] holds id {seq.max()} >= vocab_size={vocab_size}")
-
-
 def split_item_sets(sequences: Sequence[np.ndarray], holdout_fraction: float = 0.2,
                     seed: int = 0) -> ItemSetSplit:
     """Holds out a random `holdout_fraction` of each user's distinct items (seeded).
@@ -80,7 +68,7 @@ def split_item_sets(sequences: Sequence[np.ndarray], holdout_fraction: float = 0
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError("holdout_fraction must be in (0, 1). "
                          f"Received: holdout_fraction={holdout_fraction}")
-    _check_ids(sequences, "sequences")
+    check_id_sequences(sequences, "sequences", allow_empty=True)
     rng = np.random.default_rng(seed)
     fold_in, held_out = [], []
     for seq in sequences:
@@ -101,10 +89,10 @@ def multi_hot(sets: Sequence[np.ndarray], vocab_size: int) -> np.ndarray:
     >>> multi_hot([np.array([2, 4]), np.array([3])], 5).tolist()
     [[0.0, 0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0, 0.0]]
     """
-    _check_ids(sets, "sets", vocab_size)
+    sets = check_id_sequences(sets, "sets", vocab_size, allow_empty=True)
     out = np.zeros((len(sets), vocab_size), np.float32)
     rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
-    out[rows, np.concatenate([np.asarray(s, np.int64) for s in sets] or [[]]).astype(np.int64)] = 1
+    out[rows, np.concatenate(sets or [np.zeros(0, np.int64)])] = 1
     return out
 
 
@@ -149,10 +137,8 @@ def make_item_set_dataset(sets: Sequence[np.ndarray], vocab_size: int, max_len: 
     if len(targets) != len(sets):
         raise ValueError(f"targets must have one entry per set: {len(sets)}. "
                          f"Received {len(targets)}")
-    if not len(sets):
-        raise ValueError("sets is empty.")
-    _check_ids(sets, "sets", vocab_size)
-    _check_ids(targets, "targets", vocab_size)
+    sets = check_id_sequences(sets, "sets", vocab_size)
+    targets = check_id_sequences(targets, "targets", vocab_size)
     items = pad_left(sets, max_len)
     # Targets padded to the longest set; the multi-hot is built per batch (bincount), so the
     # dataset never holds a (users, vocab_size) dense matrix.

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tfrec_attn._keras import tf
+from tfrec_attn.data.checks import check_id_sequences
 from tfrec_attn.data.sequences import pad_left
 from tfrec_attn.data.vocabulary import FIRST_ITEM_ID
 
@@ -22,25 +23,11 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> None:
 
 
 def _check_sequences(sequences, vocab_size: int) -> list[np.ndarray]:
-    if isinstance(sequences, np.ndarray) or not isinstance(sequences, Sequence):
-        raise ValueError("sequences must be a list of 1-D integer arrays (one per user). "
-                         f"Received: sequences of type {type(sequences).__name__}")
-    if not len(sequences):
-        raise ValueError("sequences must not be empty. Received: sequences=[]")
-    checked = []
-    for i, seq in enumerate(sequences):
-        seq = np.asarray(seq)
-        if seq.ndim != 1 or (seq.size and not np.issubdtype(seq.dtype, np.integer)):
-            raise ValueError(f"sequences[{i}] must be a 1-D integer array. Received: shape "
-                             f"{seq.shape}, dtype {seq.dtype}")
-        if seq.size and (seq.min() < FIRST_ITEM_ID or seq.max() >= vocab_size):
-            raise ValueError(f"sequences[{i}] has ids outside [{FIRST_ITEM_ID}, vocab_size="
-                             f"{vocab_size}) (0 is padding, 1 is OOV). Received: min "
-                             f"{seq.min()}, max {seq.max()}")
+    checked = check_id_sequences(sequences, "sequences", vocab_size)
+    for i, seq in enumerate(checked):
         if len(np.unique(seq)) >= vocab_size - FIRST_ITEM_ID:
             raise ValueError(f"sequences[{i}] covers the whole catalogue: no item is left to "
                              "sample as a negative.")
-        checked.append(seq.astype(np.int64))
     return checked
 
 

@@ -14,6 +14,7 @@ class RankingEvaluation(keras.callbacks.Callback):
 
     Metrics land in `logs` as `{prefix}{name}` (e.g. `val_ndcg@10`), so Keras' `EarlyStopping`,
     `TensorBoard` and `History` see them. It must come before those in the callback list.
+    `records` holds the epochs of the latest `fit` (cleared in `on_train_begin`).
 
     Args:
         score_fn: `list[np.ndarray] -> (batch, vocab)` scores (see `make_score_fn`).
@@ -38,6 +39,9 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.seed = seed
         self.logged = tuple(logged)
         self.records: list[dict] = []
+
+    def on_train_begin(self, logs=None):
+        self.records = []  # a new `fit` reports its own epochs (`RunBackup` restores after this)
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = evaluate(self.score_fn, self.histories, self.targets, self.vocab_size,
@@ -113,12 +117,15 @@ def best_epoch(records: list[dict], monitor: str) -> dict:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records wall seconds per epoch and examples per second (for benchmarks and reports)."""
+    """Records wall seconds per epoch of the latest `fit` (for benchmarks and reports)."""
 
     def __init__(self):
         super().__init__()
         self.seconds: list[float] = []
         self._start = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []  # a new `fit` times its own epochs (`RunBackup` restores after this)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.monotonic()

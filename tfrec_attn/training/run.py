@@ -123,15 +123,26 @@ def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
     return counts / counts.sum()
 
 
+def compile_sasrec(config: SASRecConfig, learning_rate: float, probabilities=None,
+                   jit_compile: bool = False,
+                   strategy: tf.distribute.Strategy | None = None) -> SASRec:
+    """A `SASRec` compiled with Adam at `learning_rate`, its variables created under `strategy`
+    (default: the current one); `probabilities` are `item_probabilities` (sampled loss).
+
+    The one place a run's model is made: `build_model` and the tuning hypermodel call it.
+    """
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = SASRec(config, item_probabilities=probabilities)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+    return model
+
+
 def build_model(options: TrainOptions, vocab_size: int, train,
                 strategy: tf.distribute.Strategy | None = None) -> SASRec:
     """A compiled `SASRec`, its variables created under `strategy` (default: the current one)."""
-    config = SASRecConfig(vocab_size=vocab_size, **options.model)
-    with (strategy or tf.distribute.get_strategy()).scope():
-        model = SASRec(config, item_probabilities=item_probabilities(train, vocab_size))
-        model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
-                      jit_compile=options.jit_compile)
-    return model
+    return compile_sasrec(SASRecConfig(vocab_size=vocab_size, **options.model),
+                          options.learning_rate, item_probabilities(train, vocab_size),
+                          options.jit_compile, strategy)
 
 
 def validation_rows(count: int, limit: int | None, seed: int) -> np.ndarray:

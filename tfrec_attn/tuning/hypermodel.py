@@ -7,6 +7,7 @@ import keras_tuner
 from tfrec_attn._keras import keras
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.callbacks import EpochTimer, RankingEvaluation, TimeBudget, best_epoch
+from tfrec_attn.training.run import compile_sasrec
 from tfrec_attn.training.scoring import make_score_fn
 from tfrec_attn.tuning.search_space import SearchSpace
 
@@ -18,6 +19,9 @@ REPORTED = ("ndcg@10", "hr@10", "mrr")  # validation metrics each trial reports
 
 class SASRecHyperModel(keras_tuner.HyperModel):
     """A compiled `SASRec` from a `SearchSpace` sample, trained with per-epoch ranking validation.
+
+    Each trial's model comes from `training.run.compile_sasrec`, as a train run's does (Adam,
+    the sampled loss's item probabilities, the current distribution strategy).
 
     `fit` ranks the validation rows after every epoch (`RankingEvaluation`, which logs the
     objective `val_ndcg@10`), stops on `EarlyStopping` or the time budget (`TimeBudget`), and
@@ -74,9 +78,7 @@ class SASRecHyperModel(keras_tuner.HyperModel):
         keras.backend.clear_session()  # drop the previous trial's graph state
         keras.utils.set_random_seed(self.seed)
         config = SASRecConfig(vocab_size=self.vocab_size, **{**self.base, **values})
-        model = SASRec(config, item_probabilities=self.item_probabilities)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-        return model
+        return compile_sasrec(config, learning_rate, self.item_probabilities)
 
     def fit(self, hp, model: SASRec, dataset, *, epochs: int, initial_epoch: int = 0,
             callbacks=(), verbose: int = 0) -> dict:
