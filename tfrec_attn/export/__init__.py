@@ -1,6 +1,10 @@
-"""Export for serving: TF Serving SavedModels (versioned, atomic)."""
+"""Export for serving: TF Serving SavedModels (versioned, atomic) and TFLite files, for the
+SASRec recommender, the DIN ranker and the attention RL policy."""
 
 from tfrec_attn.export.litert_runner import LiteRTRecommender
+from tfrec_attn.export.policy import PolicyModule, export_policy
+from tfrec_attn.export.ranker import RankerModule, export_ranker
+from tfrec_attn.export.ranker_tflite import LiteRTRanker, convert_ranker_to_tflite
 from tfrec_attn.export.saved_model import RecommenderModule, export_saved_model
 from tfrec_attn.export.tflite import assert_builtin_only, convert_to_tflite, tflite_ops
 from tfrec_attn.export.versioning import (
@@ -11,14 +15,20 @@ from tfrec_attn.export.versioning import (
 )
 
 __all__ = [
+    "PolicyModule",
+    "RankerModule",
     "RecommenderModule",
     "atomic_version_dir",
     "existing_versions",
+    "export_policy",
+    "export_ranker",
     "export_saved_model",
     "keep_latest",
     "next_version",
+    "LiteRTRanker",
     "LiteRTRecommender",
     "assert_builtin_only",
+    "convert_ranker_to_tflite",
     "convert_to_tflite",
     "tflite_ops",
 ]

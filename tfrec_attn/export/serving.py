@@ -83,22 +83,33 @@ def grpc_request(histories, model_name: str, signature_name: str = "serving_defa
 
 
 def write_warmup_requests(path: str | os.PathLike, histories, model_name: str,
-                          signature_name: str = "serving_default", limit: int = 100) -> int:
+                          signature_name: str = "serving_default", limit: int = 100,
+                          **extra_inputs) -> int:
     """Writes TF Serving warm-up records (`PredictionLog`s in a TFRecord file).
 
     Place the file at `<version>/assets.extra/tf_serving_warmup_requests`; TF Serving replays it
     before it marks the version available, so the first real requests are not slow. Use real
     validation histories so every shape the graph sees in production is traced.
 
+    `**extra_inputs` are other per-row inputs of the signature, one row per history (e.g.
+    `candidates=(n, C)` ids for the DIN ranker); row `i` goes into request `i`.
+
     Returns:
         The number of records written (one request per history row, at most `limit`).
     """
     from tensorflow_serving.apis import prediction_log_pb2
 
-    rows = _history_rows(histories, None)[:limit]
+    rows = _history_rows(histories, None)
+    extra = {key: np.asarray(value) for key, value in extra_inputs.items()}
+    for key, value in extra.items():
+        if value.ndim == 0 or len(value) != len(rows):
+            raise ValueError(f"{key} must have one row per history ({len(rows)}). "
+                             f"Received shape {value.shape}")
+    rows = rows[:limit]
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for row in rows:
-            request = grpc_request(row[None, :], model_name, signature_name)
+        for i, row in enumerate(rows):
+            request = grpc_request(row[None, :], model_name, signature_name,
+                                   **{key: value[i:i + 1] for key, value in extra.items()})
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())

@@ -1,0 +1,65 @@
+"""Writes a `tf.Module` with serving signatures as one TF Serving version, atomically.
+
+Shared by the ranker and policy exports: SavedModel, `assets.extra/tfrec_attn.json`, optional
+warm-up requests, pruning of old versions (the steps `export_saved_model` takes for SASRec).
+"""
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from tfrec_attn._keras import tf
+from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def save_versioned_module(module: tf.Module, signatures: dict, export_root: str | os.PathLike,
+                          name: str, version: int | None = None, keep: int | None = None,
+                          info: dict | None = None,
+                          write_warmup: Callable[[Path], int] | None = None) -> Path:
+    """Saves `module` to `export_root/name/<version>/` (TF Serving's layout), atomically.
+
+    Args:
+        module: the object to save; `signatures` are its `tf.function`s by signature name.
+        signatures: `{signature name: tf.function}` (one must be `"serving_default"`).
+        export_root: the model base path TF Serving watches.
+        name: the model name (a directory).
+        version: integer version; defaults to one more than the newest.
+        keep: if set, delete all but the `keep` newest versions afterwards.
+        info: JSON-serializable dict written to `assets.extra/tfrec_attn.json` (the signature
+            names are added under `"signatures"`).
+        write_warmup: called with `assets.extra/tf_serving_warmup_requests` to write TF
+            Serving warm-up records there.
+
+    Returns:
+        The path of the new version directory.
+
+    Example:
+    >>> import tempfile
+    >>> module = tf.Module()
+    >>> module.double = tf.function(lambda x: {"y": 2 * x},
+    ...                             input_signature=[tf.TensorSpec([None], tf.float32)])
+    >>> root = tempfile.mkdtemp()
+    >>> save_versioned_module(module, {"serving_default": module.double}, root, "m").name
+    '1'
+    """
+    if "serving_default" not in signatures:
+        raise ValueError("signatures must include 'serving_default'. "
+                         f"Received: {sorted(signatures)}")
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep must be at least 1. Received: keep={keep}")
+    model_dir = Path(export_root) / name
+    version = next_version(model_dir) if version is None else int(version)
+    with atomic_version_dir(model_dir, version) as scratch:
+        tf.saved_model.save(module, str(scratch), signatures=signatures)
+        extra = scratch / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        info = {**(info or {}), "signatures": sorted(signatures)}
+        (extra / "tfrec_attn.json").write_text(json.dumps(info, indent=2))
+        if write_warmup is not None:
+            write_warmup(extra / WARMUP_FILE)
+    if keep:
+        keep_latest(model_dir, keep)
+    return model_dir / str(version)
