@@ -303,8 +303,13 @@ LAYER_CLASSES = (
 def _outputs_integers(layer: keras.layers.Layer) -> bool:
     """Whether every output the layer produced in its model is an integer tensor (id plumbing,
     e.g. DIN's concatenation of history and candidate ids): nothing there to fake-quantize."""
-    tensors = [t for node in getattr(layer, "_inbound_nodes", [])
-               for t in tf.nest.flatten(node.output_tensors)]
+    tensors, node = [], 0
+    while True:  # Keras' public per-node outputs; it raises past the last node
+        try:
+            tensors.extend(tf.nest.flatten(layer.get_output_at(node)))
+        except (RuntimeError, ValueError):  # no (more) nodes: never called, or all seen
+            break
+        node += 1
     return bool(tensors) and not any(tf.as_dtype(t.dtype).is_floating for t in tensors)
 
 
