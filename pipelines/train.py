@@ -8,8 +8,15 @@ import sys
 
 import yaml
 
+from tfrec_attn.data import DataError
 from tfrec_attn.layers import ATTENTION_KINDS
+from tfrec_attn.models.din import POOLINGS
 from tfrec_attn.training import TrainOptions, results_table, run_training
+from tfrec_attn.training.ranking_run import (
+    RankingOptions,
+    ranking_results_table,
+    run_ranking_training,
+)
 
 MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "max_len": "max_len", "dim": "dim", "blocks": "num_blocks", "heads": "num_heads",
@@ -21,6 +28,13 @@ RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
              "min_events", "sliding", "valid_users", "synthetic_users", "synthetic_items",
              "synthetic_length", "verbose", "strategy", "jit_compile", "backup_dir", "ema_decay")
+DIN_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "pooling": "pooling",
+                   "dropout": "dropout", "l2": "l2"}  # flag dest -> DINConfig field
+DIN_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
+                 "learning_rate", "max_train_minutes", "patience", "seed", "min_events",
+                 "synthetic_users", "synthetic_items", "synthetic_length", "verbose",
+                 "negatives", "valid_negatives", "test_negatives")
+MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS), "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     add("--config", help="YAML file with any of the options below (flags override it)")
     add("--data", help="data file or directory (not needed for --format synthetic)")
     add("--format", choices=["sasrec", "movielens", "csv", "parquet", "synthetic"])
-    add("--model", choices=["sasrec"], default="sasrec")
+    add("--model", dest="model_type", choices=list(MODEL_TYPES),
+        help="sasrec (default): next-item retrieval; din: the DIN CTR ranker (YAML: model_type)")
     add("--output", help="run directory: metrics.json, curves, TensorBoard logs, checkpoint")
     add("--export-root", help="TF Serving model base path (default saved_models; '' disables)")
     add("--name", help="model name under the export root")
@@ -37,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int)
     add("--learning-rate", "--lr", dest="learning_rate", type=float)
     add("--max-train-minutes", type=float, help="stop training cleanly after this wall time")
-    add("--patience", type=int, help="epochs without a better validation NDCG@10 before stopping")
+    add("--patience", type=int,
+        help="epochs without a better validation NDCG@10 (din: AUC) before stopping")
     add("--eval-protocol", choices=["full", "sampled-100"])
     add("--seed", type=int)
     add("--min-events", type=int, help="drop users with fewer events")
@@ -78,7 +94,24 @@ def parser() -> argparse.ArgumentParser:
     add("--attention", choices=list(ATTENTION_KINDS),
         help="self-attention variant of every block (options via the YAML "
              "model: {attention_options: {...}})")
+    add("--pooling", choices=list(POOLINGS),
+        help="din: history pooling, target attention (default) or the masked mean (the "
+             "MLP sizes via the YAML model: {attention_units: [...], mlp_units: [...]})")
+    add("--negatives", type=int, help="din: sampled unseen items per training positive")
+    add("--valid-negatives", type=int, help="din: unseen items per validation positive")
+    add("--test-negatives", type=int, help="din: unseen items per test positive")
     return p
+
+
+def _reject_other_model_flags(args, model_type: str) -> None:
+    """Raises `ValueError` naming a flag given on the command line that `model_type` lacks."""
+    model_flags, run_flags = MODEL_TYPES[model_type]
+    others = {flag for flags in MODEL_TYPES.values() for group in flags for flag in group}
+    given = sorted(flag for flag in others - set(model_flags) - set(run_flags)
+                   if getattr(args, flag) is not None)
+    if given:
+        names = ", ".join("--" + flag.replace("_", "-") for flag in given)
+        raise ValueError(f"{names}: not an option of --model {model_type}")
 
 
 def load_config(path: str | None) -> dict:
@@ -92,22 +125,30 @@ def load_config(path: str | None) -> dict:
     return config
 
 
-def options_from_args(argv=None) -> TrainOptions:
+def options_from_args(argv=None) -> TrainOptions | RankingOptions:
     args = parser().parse_args(argv)
     config = load_config(args.config)
     model = dict(config.pop("model", {}) or {})
-    unknown = set(config) - set(RUN_FLAGS)
+    model_type = args.model_type or config.get("model_type", "sasrec")  # the flag wins
+    config.pop("model_type", None)
+    if model_type not in MODEL_TYPES:
+        raise SystemExit(f"{args.config}: model_type must be one of {list(MODEL_TYPES)}, "
+                         f"got {model_type!r}")
+    _reject_other_model_flags(args, model_type)
+    model_flags, run_flags = MODEL_TYPES[model_type]
+    unknown = set(config) - set(run_flags)
     if unknown:
-        raise SystemExit(f"{args.config}: unknown options {sorted(unknown)}")
-    for flag, field in MODEL_FLAGS.items():
+        raise SystemExit(f"{args.config}: unknown options {sorted(unknown)}"
+                         + (f" for model_type {model_type}" if model_type != "sasrec" else ""))
+    for flag, field in model_flags.items():
         if getattr(args, flag) is not None:
             model[field] = getattr(args, flag)
-    for flag in RUN_FLAGS:
+    for flag in run_flags:
         if getattr(args, flag) is not None:
             config[flag] = getattr(args, flag)
     if config.get("export_root") == "":
         config["export_root"] = None
-    return TrainOptions(model=model, **config)
+    return (RankingOptions if model_type == "din" else TrainOptions)(model=model, **config)
 
 
 def main(argv=None) -> int:
@@ -116,8 +157,16 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"tfrec-attn train: {err}", file=sys.stderr)
         return 2
-    metrics = run_training(options)
-    print(results_table(metrics))
+    try:
+        if isinstance(options, RankingOptions):
+            metrics = run_ranking_training(options)
+            print(ranking_results_table(metrics))
+        else:
+            metrics = run_training(options)
+            print(results_table(metrics))
+    except DataError as err:  # a malformed --data file, found only when it is read
+        print(f"tfrec-attn train: --data: {err}", file=sys.stderr)
+        return 2
     print(f"\nmetrics: {options.output}/metrics.json")
     if "export_path" in metrics:
         print(f"SavedModel (TF Serving layout): {metrics['export_path']}")

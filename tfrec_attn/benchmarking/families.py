@@ -31,19 +31,15 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import (
     build_sequences,
     generate_synthetic,
-    leave_one_out,
     make_item_set_dataset,
     make_ranking_dataset,
-    ranking_examples,
     read_movielens,
     split_item_sets,
 )
 from tfrec_attn.data.sequences import SequenceData
 from tfrec_attn.evaluation import CooccurrenceRecommender, PopularityRecommender, topk_from_scores
-from tfrec_attn.evaluation.ctr_metrics import group_auc, roc_auc
 from tfrec_attn.evaluation.set_metrics import set_ranking_metrics
 from tfrec_attn.models import (
-    DIN,
     AttentionAutoencoderConfig,
     AttentionPolicy,
     AttentionPolicyConfig,
@@ -54,6 +50,8 @@ from tfrec_attn.models import (
 )
 from tfrec_attn.models.din import POOLINGS
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
+from tfrec_attn.training.ctr_evaluation import evaluate_ranker
+from tfrec_attn.training.ranking_run import RankingSplit, build_ranker, ranking_split
 from tfrec_attn.validation import check_positive_int_tuple
 
 POLICIES = {"reinforce_uncorrected": {"correction": "none"},
@@ -177,27 +175,23 @@ def load_sequences(data: str | None, settings: FamiliesSettings) -> tuple[Sequen
                        "interactions": sequences.num_interactions}
 
 
-def _fit_din(pooling: str, train_sequences: list[np.ndarray], vocab: int, s: FamiliesSettings,
-             valid, test, verbose: int) -> dict:
+def _fit_din(pooling: str, split: RankingSplit, vocab: int, s: FamiliesSettings, valid,
+             verbose: int) -> dict:
     keras.backend.clear_session()  # frees the previous model's graph state
     keras.utils.set_random_seed(s.seed)  # same initial weights and batch order for each pooling
-    model = DIN(DINConfig(vocab_size=vocab, max_len=s.din_max_len, dim=s.din_dim,
-                          pooling=pooling, attention_units=s.din_attention_units,
-                          mlp_units=s.din_mlp_units))
-    model.compile(optimizer=keras.optimizers.Adam(s.din_learning_rate),
-                  run_eagerly=s.run_eagerly)
-    train = make_ranking_dataset(train_sequences, s.din_max_len, vocab,
+    model = build_ranker(DINConfig(vocab_size=vocab, max_len=s.din_max_len, dim=s.din_dim,
+                                   pooling=pooling, attention_units=s.din_attention_units,
+                                   mlp_units=s.din_mlp_units),
+                         s.din_learning_rate, run_eagerly=s.run_eagerly)
+    train = make_ranking_dataset(split.train, s.din_max_len, vocab,
                                  s.din_batch_size, s.din_train_negatives, seed=s.seed)
     stop = keras.callbacks.EarlyStopping("val_auc", mode="max", patience=s.din_patience,
                                          restore_best_weights=True)
     started = time.monotonic()
     history = model.fit(train, validation_data=valid, epochs=s.din_epochs, callbacks=[stop],
                         verbose=2 if verbose else 0).history
-    logits = model.tower.predict({"history": test["history"], "candidate": test["candidate"]},
-                                 batch_size=2048, verbose=0)[:, 0]
-    users = np.arange(len(logits)) // (1 + s.din_test_negatives)  # rows come user by user
-    grouped = group_auc(test["label"], logits, users)
-    return {"test_auc": roc_auc(test["label"], logits), "test_gauc": grouped["gauc"],
+    test = evaluate_ranker(model.tower, split.test, split.test_negatives)
+    return {"test_auc": test["auc"], "test_gauc": test["gauc"],
             "valid_auc": [round(v, 4) for v in history["val_auc"]],
             "best_epoch": stop.best_epoch + 1, "epochs_run": len(history["val_auc"]),
             "seconds": round(time.monotonic() - started, 1)}
@@ -205,6 +199,9 @@ def _fit_din(pooling: str, train_sequences: list[np.ndarray], vocab: int, s: Fam
 
 def din_benchmark(data: SequenceData, settings: FamiliesSettings, verbose: int = 0) -> dict:
     """Measurement 1: test AUC / GAUC of DIN with target attention vs mean pooling.
+
+    The split and model are `tfrec-attn train --model din`'s (`training.ranking_run`); the
+    validation AUC here is the DIN task's Keras `AUC` (a threshold grid), not the exact one.
 
     Args:
         data: chronological sequences with >= 3 events each.
@@ -216,17 +213,13 @@ def din_benchmark(data: SequenceData, settings: FamiliesSettings, verbose: int =
         `test_auc`, `test_gauc`, the per-epoch `valid_auc`, `best_epoch`, `epochs_run`,
         `seconds`.
     """
-    split = leave_one_out(data)
-    before_test = [np.append(h, t) for h, t in zip(split.valid_histories, split.valid_targets)]
-    valid = make_ranking_dataset(before_test, settings.din_max_len, data.vocab_size, 2048,
-                                 settings.din_valid_negatives, seed=settings.seed + 1,
-                                 shuffle=False, last_only=True)
-    test = ranking_examples(data.sequences, settings.din_max_len, data.vocab_size,
-                            settings.din_test_negatives, seed=settings.seed + 2, last_only=True)
-    out = {pooling: _fit_din(pooling, split.train, data.vocab_size, settings, valid, test,
-                             verbose) for pooling in POOLINGS}
-    return {**out, "test_rows": len(test["label"]),
-            "test_users": len(test["label"]) // (1 + settings.din_test_negatives)}
+    split = ranking_split(data, settings.din_max_len, settings.din_valid_negatives,
+                          settings.din_test_negatives, settings.seed)
+    valid = tf.data.Dataset.from_tensor_slices(split.valid).batch(2048)
+    out = {pooling: _fit_din(pooling, split, data.vocab_size, settings, valid, verbose)
+           for pooling in POOLINGS}
+    return {**out, "test_rows": len(split.test["label"]),
+            "test_users": len(split.test["label"]) // (1 + settings.din_test_negatives)}
 
 
 def _top_k_in_batches(model, sets: list[np.ndarray], k: int) -> np.ndarray:

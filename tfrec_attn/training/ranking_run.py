@@ -1,0 +1,258 @@
+"""One DIN ranking run end to end (`tfrec-attn train --model din`): data -> fit -> evaluate
+(+ popularity baseline) -> report -> export.
+
+The data preparation is the families benchmark's (`benchmarking/families.py` calls
+`ranking_split` and `build_ranker` too): leave-one-out; training rows from every position of
+the training sequences (true next item against `negatives` unseen items); validation rows from
+each user's second-to-last item against `valid_negatives` unseen items (seed + 1); test rows
+from the last item against `test_negatives` unseen items (seed + 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfrec_attn._keras import keras
+from tfrec_attn.data import (
+    FORMATS,
+    build_sequences,
+    leave_one_out,
+    make_ranking_dataset,
+    ranking_examples,
+)
+from tfrec_attn.data.sequences import SequenceData
+from tfrec_attn.export import export_ranker
+from tfrec_attn.models import DIN, DINConfig
+from tfrec_attn.training.callbacks import EpochTimer, TimeBudget
+from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, popularity_ctr
+from tfrec_attn.training.plots import plot_training_curves
+from tfrec_attn.training.run import load_data, write_json
+
+MONITOR = "auc"
+WARMUP_USERS = 100  # validation requests written as TF Serving warm-up records
+FIRST_VOCAB = 3  # the smallest catalogue (padding, OOV, one item): for checking model fields
+
+
+@dataclasses.dataclass
+class RankingOptions:
+    """Everything one DIN run needs; `pipelines/train.py --model din` fills it from flags and
+    a YAML file. Defaults are the families benchmark's DIN settings (docs/BENCHMARKS.md 9).
+
+    `negatives` are the sampled unseen items per training positive; `valid_negatives` /
+    `test_negatives` per held-out positive. `model` holds `DINConfig` fields (not
+    `vocab_size`, which comes from the data).
+    """
+
+    data: str | None = None
+    format: str = "synthetic"
+    output: str = "runs/din"
+    export_root: str | None = "saved_models"
+    name: str = "din"
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    max_train_minutes: float | None = None
+    patience: int = 2
+    seed: int = 0
+    min_events: int = 3
+    synthetic_users: int = 2000
+    synthetic_items: int = 1000
+    synthetic_length: float = 30.0
+    negatives: int = 1
+    valid_negatives: int = 20
+    test_negatives: int = 100
+    verbose: int = 1
+    model: dict = dataclasses.field(default_factory=dict)  # DINConfig fields
+
+    def __post_init__(self):
+        if self.format not in (*FORMATS, "synthetic"):
+            raise ValueError(f"format must be one of {(*FORMATS, 'synthetic')}. "
+                             f"Received: format={self.format!r}")
+        if self.format != "synthetic" and not self.data:
+            raise ValueError(f"--data is required for format {self.format!r}.")
+        for name in ("epochs", "batch_size", "negatives", "valid_negatives", "test_negatives",
+                     "synthetic_users", "synthetic_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) \
+                or self.patience < 0:
+            raise ValueError(f"patience must be an int >= 0. Received: patience={self.patience!r}")
+        if isinstance(self.min_events, bool) or not isinstance(self.min_events, int) \
+                or self.min_events < 3:
+            raise ValueError("min_events must be an int >= 3 (leave-one-out holds out two "
+                             f"events a user). Received: min_events={self.min_events!r}")
+        for name in ("learning_rate", "synthetic_length", "max_train_minutes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not value > 0):
+                raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
+        self.model = dict(self.model or {})
+        self.din_config(vocab_size=FIRST_VOCAB)  # checks the model fields before any data loads
+
+    def din_config(self, vocab_size: int) -> DINConfig:
+        """The run's `DINConfig` for a catalogue of `vocab_size` ids."""
+        if "vocab_size" in self.model:
+            raise ValueError("model.vocab_size comes from the data; remove it from the options.")
+        fields = {f.name for f in dataclasses.fields(DINConfig)}
+        unknown = sorted(set(self.model) - fields)
+        if unknown:
+            raise ValueError(f"model options {unknown} are not DINConfig fields; known: "
+                             f"{sorted(fields - {'vocab_size'})}")
+        return DINConfig(vocab_size=vocab_size, **self.model)
+
+
+@dataclasses.dataclass
+class RankingSplit:
+    """Leave-one-out CTR rows: `train` sequences (rows made per epoch by
+    `make_ranking_dataset`), `valid` / `test` `ranking_examples` (one group a user)."""
+
+    train: list[np.ndarray]
+    valid: dict
+    test: dict
+    valid_negatives: int
+    test_negatives: int
+
+
+def ranking_split(data: SequenceData, max_len: int, valid_negatives: int, test_negatives: int,
+                  seed: int) -> RankingSplit:
+    """The families benchmark's split of `data` (module docstring), deterministic in `seed`.
+
+    Example:
+    >>> from tfrec_attn.data import Vocabulary
+    >>> data = SequenceData([np.array([2, 3, 4, 5])], ["u"], Vocabulary(list("abcdefgh")))
+    >>> split = ranking_split(data, max_len=3, valid_negatives=2, test_negatives=3, seed=0)
+    >>> split.train[0].tolist(), split.valid["history"][0].tolist(), len(split.test["label"])
+    ([2, 3], [0, 2, 3], 4)
+    """
+    split = leave_one_out(data)
+    before_test = [np.append(h, t) for h, t in zip(split.valid_histories, split.valid_targets)]
+    valid = ranking_examples(before_test, max_len, data.vocab_size, valid_negatives,
+                             seed=seed + 1, last_only=True)
+    test = ranking_examples(data.sequences, max_len, data.vocab_size, test_negatives,
+                            seed=seed + 2, last_only=True)
+    return RankingSplit(split.train, valid, test, valid_negatives, test_negatives)
+
+
+def build_ranker(config: DINConfig, learning_rate: float, run_eagerly: bool = False) -> DIN:
+    """A `DIN` compiled with Adam at `learning_rate` (the one place a ranking run's model is
+    made; the families benchmark calls it too)."""
+    model = DIN(config)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), run_eagerly=run_eagerly)
+    return model
+
+
+def _fit(model: DIN, split: RankingSplit, options: RankingOptions, vocab_size: int, out: Path,
+         extra_callbacks=()):
+    train = make_ranking_dataset(split.train, model.config.max_len, vocab_size,
+                                 options.batch_size, options.negatives, seed=options.seed)
+    evaluation = CTREvaluation(split.valid, split.valid_negatives)
+    timer = EpochTimer()
+    budget = TimeBudget(options.max_train_minutes)
+    stopping = keras.callbacks.EarlyStopping("val_" + MONITOR, mode="max",
+                                             patience=options.patience,
+                                             restore_best_weights=True)
+    callbacks = [timer, evaluation, stopping, budget,
+                 keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")), *extra_callbacks]
+    history = model.fit(train, epochs=options.epochs, callbacks=callbacks,
+                        verbose=options.verbose).history
+    for record, seconds in zip(evaluation.records, timer.seconds):
+        record["epoch_seconds"] = round(float(seconds), 2)
+    return history, evaluation.records, budget
+
+
+def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
+    """Trains, evaluates and exports one DIN ranker; writes `metrics.json`, the training
+    curves, TensorBoard logs, the item vocabulary and the tower's weights to `output`.
+
+    Early stopping on the validation AUC (`patience` epochs) restores the best epoch's weights
+    before the test; `max_train_minutes` stops training cleanly mid-epoch.
+
+    Args:
+        options: the run's options.
+        callbacks: extra Keras callbacks, run after the run's own ones.
+
+    Returns:
+        The metrics dict written to `output/metrics.json` (plus `"export_path"` when
+        `export_root` is set): `test` / `valid` `{"auc", "gauc"}`, `baselines`
+        `{"popularity": {"auc", "gauc"}}` on the test rows, `best_epoch`, `train_seconds`,
+        `epochs`, `stopped_by_time_budget`, `dataset`, `model`, `options`, `history`.
+    """
+    keras.utils.set_random_seed(options.seed)
+    out = Path(options.output)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = load_data(options)
+    data = build_sequences(frame, min_events=options.min_events)
+    config = options.din_config(data.vocab_size)
+    split = ranking_split(data, config.max_len, options.valid_negatives, options.test_negatives,
+                          options.seed)
+    model = build_ranker(config, options.learning_rate)
+    started = time.monotonic()
+    history, records, budget = _fit(model, split, options, data.vocab_size, out, callbacks)
+    train_seconds = time.monotonic() - started
+    test = evaluate_ranker(model.tower, split.test, split.test_negatives)
+    best = max(records, key=lambda r: r[MONITOR]) if records else {}
+    popularity = {name: popularity_ctr(split.train, rows, data.vocab_size, negatives)
+                  for name, rows, negatives in (("test", split.test, split.test_negatives),
+                                                ("valid", split.valid, split.valid_negatives))}
+    metrics = {
+        "test": test,
+        "valid": {k: best[k] for k in ("auc", "gauc") if k in best},
+        "best_epoch": best.get("epoch"),
+        "baselines": {"popularity": popularity["test"]},
+        "train_seconds": round(train_seconds, 2),
+        "epochs": len(history.get("loss", [])),
+        "stopped_by_time_budget": budget.stopped,
+        "dataset": {"name": options.data or "synthetic", "format": options.format,
+                    "users": data.num_users, "items": data.vocab_size - 2,
+                    "interactions": data.num_interactions,
+                    "test_rows": len(split.test["label"]),
+                    "valid_rows": len(split.valid["label"])},
+        "model": config.to_dict(),
+        "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "model"},
+        "history": {"loss": [float(x) for x in history.get("loss", [])], "valid": records},
+    }
+    plot_training_curves(history, records, out / "training_curves.png",
+                         {"popularity": popularity["valid"]}, metric=MONITOR)
+    data.vocab.to_json(out / "item_vocabulary.json")
+    model.tower.save_weights(str(out / "checkpoint" / "weights"))
+    if options.export_root:
+        path = export_ranker(model, options.export_root, options.name,
+                             metadata={"metrics": {"test": test}},
+                             warmup=_warmup_requests(split))
+        metrics["export_path"] = str(path)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _warmup_requests(split: RankingSplit) -> dict:
+    """The first validation users as ranking requests (one history, its candidates)."""
+    group = 1 + split.valid_negatives
+    rows = min(WARMUP_USERS, len(split.valid["label"]) // group)
+    return {"history": split.valid["history"][::group][:rows],
+            "candidates": split.valid["candidate"].reshape(-1, group)[:rows]}
+
+
+def ranking_results_table(metrics: dict) -> str:
+    """A plain-text table of the test AUC / GAUC: model vs popularity.
+
+    Example:
+    >>> print(ranking_results_table({"test": {"auc": 0.9, "gauc": 0.85},
+    ...     "baselines": {"popularity": {"auc": 0.8, "gauc": 0.75}},
+    ...     "dataset": {"users": 10}, "options": {"test_negatives": 100}}))
+    test (10 users, 1 positive + 100 negatives each)
+                              auc        gauc
+    model                  0.9000      0.8500
+    popularity             0.8000      0.7500
+    """
+    rows = [("model", metrics["test"])] + list(metrics["baselines"].items())
+    lines = [f"test ({metrics['dataset']['users']} users, 1 positive + "
+             f"{metrics['options']['test_negatives']} negatives each)",
+             f"{'':17s}" + "".join(f"{k:>12s}" for k in ("auc", "gauc"))]
+    for name, values in rows:
+        lines.append(f"{name:17s}" + "".join(f"{values[k]:12.4f}" for k in ("auc", "gauc")))
+    return "\n".join(lines)
