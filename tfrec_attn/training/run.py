@@ -24,6 +24,7 @@ from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.backup import RunBackup, check_backup_dir
 from tfrec_attn.training.callbacks import EpochTimer, RankingEvaluation, TimeBudget
+from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.distribution import (
     STRATEGIES,
     is_chief,
@@ -68,7 +69,8 @@ class TrainOptions:
     jit_compile: bool = False  # XLA-compile the train step (`model.compile(jit_compile=...)`)
     backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
     ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
-    model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields
+    model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields; max_len and
+    # exclude_seen, when absent, are chosen from the training data (data_defaults.py)
 
     def __post_init__(self):
         if self.format != "synthetic" and not self.data:
@@ -234,6 +236,11 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     frame = load_data(options)
     data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size
+    fields, chosen = choose_data_defaults(options.model, split.train)
+    options = dataclasses.replace(options, model=fields)
+    if options.verbose and chosen:
+        print("Chosen from the training data: " + "; ".join(
+            f"{name}={choice['value']} ({choice['reason']})" for name, choice in chosen.items()))
     model = build_model(options, vocab_size, split.train, strategy)
     started = time.monotonic()
     history, records, budget, score_fn, resumed = _fit(model, split, options, vocab_size, out,
@@ -265,6 +272,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
                     "users": data.num_users, "items": vocab_size - 2,
                     "interactions": data.num_interactions},
         "model": model.config.to_dict(),
+        "data_defaults": chosen,  # model fields chosen from the data (data_defaults.py)
         "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "model"},
         "history": {"loss": [float(x) for x in history.get("loss", [])], "valid": records},
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 from tfrec_attn._keras import keras
 from tfrec_attn.data import make_training_dataset
 from tfrec_attn.models import SASRecConfig
+from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.run import (
     TrainOptions,
     item_probabilities,
@@ -81,7 +82,8 @@ def run_tuning(options: TuneOptions) -> dict:
     space = options.space()
     data, split = load_sequences(train)
     vocab_size = data.vocab_size
-    max_len = SASRecConfig(vocab_size=vocab_size, **train.model).max_len
+    base, _ = choose_data_defaults(train.model, split.train)  # as `tfrec-attn train` does
+    max_len = SASRecConfig(vocab_size=vocab_size, **base).max_len
     dataset = make_training_dataset(split.train, max_len, train.batch_size, seed=train.seed,
                                     sliding=train.sliding)
     started = time.monotonic()  # the budget covers the search, not loading the data
@@ -89,7 +91,7 @@ def run_tuning(options: TuneOptions) -> dict:
     deadline = None if minutes is None else started + 60.0 * minutes
     rows = validation_rows(len(split.valid_targets), train.valid_users, train.seed)
     hypermodel = SASRecHyperModel(
-        vocab_size, space, base=train.model, learning_rate=train.learning_rate,
+        vocab_size, space, base=base, learning_rate=train.learning_rate,
         item_probabilities=item_probabilities(split.train, vocab_size),
         valid_histories=[split.valid_histories[i] for i in rows],
         valid_targets=split.valid_targets[rows], protocol=train.eval_protocol,

@@ -1,0 +1,74 @@
+"""Model settings a run chooses from its training data when the user does not set them.
+
+`SASRecConfig`'s own defaults (`max_len=50`, `exclude_seen=False`) suit short histories with
+repeat consumption. Two properties of the data change what measures best (docs/BENCHMARKS.md
+sections 3b and 3f): long histories want a long window (the SASRec paper used 200 for
+MovieLens-1M and 50 elsewhere), and data where users never consume an item twice lose nothing
+and gain accuracy when the softmax losses stop using window items as negatives.
+"""
+
+import numpy as np
+
+LONG_HISTORY_MEAN = 50  # mean training events per user above which histories count as long
+LONG_MAX_LEN = 200
+SHORT_MAX_LEN = 50
+MAX_REPEAT_RATE = 0.01  # repeat consumptions per position below which exclude_seen is chosen
+
+
+def mean_length(train: list[np.ndarray]) -> float:
+    """Mean events per training sequence.
+
+    >>> mean_length([np.array([2, 3]), np.array([4, 5, 6, 7])])
+    3.0
+    """
+    return float(np.mean([len(s) for s in train])) if len(train) else 0.0
+
+
+def repeat_rate(train: list[np.ndarray]) -> float:
+    """Share of positions after the first whose item already occurred earlier in its sequence.
+
+    >>> repeat_rate([np.array([2, 3, 2]), np.array([4, 5])])
+    0.3333333333333333
+    """
+    repeats = positions = 0
+    for seq in train:
+        seq = np.asarray(seq)
+        if len(seq) < 2:
+            continue
+        _, first = np.unique(seq, return_index=True)
+        repeats += len(seq) - len(first)
+        positions += len(seq) - 1
+    return repeats / positions if positions else 0.0
+
+
+def choose_data_defaults(model: dict, train: list[np.ndarray]) -> tuple[dict, dict]:
+    """`model` (SASRecConfig fields) with `max_len` and `exclude_seen` chosen from `train` when
+    absent, and a report of each choice (`{"max_len": {"value", "reason"}, ...}`).
+
+    Rules: `max_len` is 200 when the mean training sequence is longer than 50 events, else 50;
+    `exclude_seen` is on when fewer than 1% of positions repeat an earlier item of their
+    sequence (and the loss is not `"bce"`, which has no such option). Fields the user set are
+    kept as they are and not reported.
+
+    Example:
+    >>> fields, report = choose_data_defaults({"dim": 32}, [np.arange(2, 80)] * 3)
+    >>> fields["max_len"], fields["exclude_seen"], fields["dim"]
+    (200, True, 32)
+    """
+    fields, report = dict(model), {}
+    if "max_len" not in fields:
+        mean = mean_length(train)
+        long = mean > LONG_HISTORY_MEAN
+        fields["max_len"] = LONG_MAX_LEN if long else SHORT_MAX_LEN
+        report["max_len"] = {
+            "value": fields["max_len"],
+            "reason": f"mean training history {mean:.1f} events "
+                      f"{'>' if long else '<='} {LONG_HISTORY_MEAN}"}
+    if "exclude_seen" not in fields and fields.get("loss") != "bce":
+        rate = repeat_rate(train)
+        fields["exclude_seen"] = rate < MAX_REPEAT_RATE
+        report["exclude_seen"] = {
+            "value": fields["exclude_seen"],
+            "reason": f"{rate:.2%} of training positions repeat an earlier item "
+                      f"({'<' if fields['exclude_seen'] else '>='} {MAX_REPEAT_RATE:.0%})"}
+    return fields, report
