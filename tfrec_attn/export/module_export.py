@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from tfrec_attn._keras import tf
+from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -63,3 +63,11 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
     if keep:
         keep_latest(model_dir, keep)
     return model_dir / str(version)
+
+
+def reject_pruning_wrappers(model: keras.Model, argument: str, what: str) -> None:
+    """Raises a `ValueError` naming `argument` when `model` still has TFMOT pruning wrappers
+    (their masks and step counters are training state; export the stripped model `what`)."""
+    if any(hasattr(layer, "pruning_vars") for layer in model.layers):
+        raise ValueError(f"{argument} still has TFMOT pruning wrappers: export "
+                         f"tfrec_attn.optimization.strip_pruning({what}) instead.")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.export.module_export import save_versioned_module
+from tfrec_attn.export.module_export import reject_pruning_wrappers, save_versioned_module
 from tfrec_attn.export.serving import write_warmup_requests
 from tfrec_attn.layers import HistoryTopK, PositionEmbedding
 from tfrec_attn.layers.masking import ids_to_oov
@@ -35,9 +35,7 @@ def policy_network(policy_or_network: AttentionPolicy | keras.Model
         raise ValueError("policy_or_network must be an AttentionPolicy or its network (a "
                          "functional model with a 'logits' output, see build_policy_network). "
                          f"Received: {policy_or_network!r}")
-    if any(hasattr(layer, "pruning_vars") for layer in policy_or_network.layers):
-        raise ValueError("policy_or_network still has TFMOT pruning wrappers: export "
-                         "tfrec_attn.optimization.strip_pruning(network) instead.")
+    reject_pruning_wrappers(policy_or_network, "policy_or_network", "network")
     return policy_or_network, None
 
 

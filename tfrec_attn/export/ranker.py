@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.export.module_export import save_versioned_module
+from tfrec_attn.export.module_export import reject_pruning_wrappers, save_versioned_module
 from tfrec_attn.export.saved_model import encoder_item_layer
 from tfrec_attn.export.serving import write_warmup_requests
 from tfrec_attn.layers.masking import fill_masked, ids_to_oov
@@ -39,9 +39,7 @@ def din_tower(model_or_tower: DIN | keras.Model) -> tuple[keras.Model, dict | No
         raise ValueError("model_or_tower must be a DIN or a DIN tower (a functional model with "
                          "inputs {'history', 'candidate'}, see build_din_tower). "
                          f"Received: {model_or_tower!r}")
-    if any(hasattr(layer, "pruning_vars") for layer in model_or_tower.layers):
-        raise ValueError("model_or_tower still has TFMOT pruning wrappers: export "
-                         "tfrec_attn.optimization.strip_pruning(tower) instead.")
+    reject_pruning_wrappers(model_or_tower, "model_or_tower", "tower")
     return model_or_tower, None
 
 

@@ -10,8 +10,6 @@ graph, as in the SavedModel (`export.ranker`).
 """
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.ranker import din_tower, score_candidates, tower_sizes
-from tfrec_attn.export.tflite import QUANTIZATIONS, _configure
+from tfrec_attn.export.tflite import QUANTIZATIONS, convert_module
 from tfrec_attn.models.din import DIN
 
 RANKER_SIGNATURE = "score"
@@ -94,20 +92,8 @@ def convert_ranker_to_tflite(model_or_tower: DIN | keras.Model, path: str | os.P
 
     module = tf.Module()
     module.tower, module.score = tower, score
-    scratch = tempfile.mkdtemp(prefix="tfrec_attn_tflite_")
-    try:
-        # Through a SavedModel so the signature keeps its name and its input/output names.
-        tf.saved_model.save(module, scratch, signatures={RANKER_SIGNATURE: module.score})
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            scratch, signature_keys=[RANKER_SIGNATURE])
-        _configure(converter, quantization, representative, allow_select_tf_ops)
-        flatbuffer = converter.convert()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flatbuffer)
-    return path
+    return convert_module(module, module.score, RANKER_SIGNATURE, path, quantization,
+                          representative, allow_select_tf_ops)
 
 
 class LiteRTRanker:
