@@ -74,6 +74,13 @@ def test_weight_averaging_run_keeps_the_average(tmp_path):
     assert len(metrics["history"]["valid"]) == metrics["epochs"] == 2
 
 
+def test_jit_batch_larger_than_the_data_is_named(tmp_path):
+    argv = TINY + ["--jit-compile", "--batch-size", "4096", "--output", str(tmp_path / "out"),
+                   "--export-root", ""]
+    with pytest.raises(ValueError, match="less than one full batch.*batch_size=4096"):
+        train_pipeline.main(argv)
+
+
 def test_yaml_config_and_flag_precedence(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("format: synthetic\nepochs: 7\nmodel:\n  dim: 24\n  max_len: 30\n")

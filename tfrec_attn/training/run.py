@@ -165,9 +165,14 @@ def training_dataset(train, max_len: int, options: TrainOptions) -> tf.data.Data
     `(batch_size, max_len)` (no bucketing or trimming, last partial batch dropped), so XLA
     compiles the train step once instead of once per bucket width."""
     fixed = options.jit_compile
-    return make_training_dataset(train, max_len, options.batch_size, seed=options.seed,
-                                 sliding=options.sliding, trim=not fixed, bucket=not fixed,
-                                 drop_remainder=fixed)
+    dataset = make_training_dataset(train, max_len, options.batch_size, seed=options.seed,
+                                    sliding=options.sliding, trim=not fixed, bucket=not fixed,
+                                    drop_remainder=fixed)
+    if fixed and int(dataset.cardinality()) == 0:
+        raise ValueError(f"jit_compile drops the last partial batch, and the {len(train)} "
+                         "training sequences make less than one full batch: lower batch_size. "
+                         f"Received: batch_size={options.batch_size}")
+    return dataset
 
 
 def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path, extra_callbacks=()):
