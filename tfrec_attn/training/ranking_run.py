@@ -31,6 +31,7 @@ from tfrec_attn.training.callbacks import EpochTimer, TimeBudget
 from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, popularity_ctr
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run import load_data, write_json
+from tfrec_attn.validation import check_positive_ints
 
 MONITOR = "auc"
 WARMUP_USERS = 100  # validation requests written as TF Serving warm-up records
@@ -74,11 +75,8 @@ class RankingOptions:
                              f"Received: format={self.format!r}")
         if self.format != "synthetic" and not self.data:
             raise ValueError(f"--data is required for format {self.format!r}.")
-        for name in ("epochs", "batch_size", "negatives", "valid_negatives", "test_negatives",
-                     "synthetic_users", "synthetic_items"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        check_positive_ints(self, ("epochs", "batch_size", "negatives", "valid_negatives",
+                                   "test_negatives", "synthetic_users", "synthetic_items"))
         if isinstance(self.patience, bool) or not isinstance(self.patience, int) \
                 or self.patience < 0:
             raise ValueError(f"patience must be an int >= 0. Received: patience={self.patience!r}")
