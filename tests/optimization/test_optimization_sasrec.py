@@ -5,6 +5,7 @@ import pytest
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_training_dataset, pad_left
+from tfrec_attn.export import LiteRTRecommender, assert_builtin_only, convert_to_tflite
 from tfrec_attn.layers import ItemEmbedding
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.optimization import (
@@ -137,3 +138,38 @@ def test_qat_sasrec_fine_tunes_and_recommends(chain_sequences):
     scores = model.scorer(ids).numpy()
     np.testing.assert_allclose(top["scores"], np.take_along_axis(scores, item_ids, 1),
                                rtol=1e-5)
+
+
+def test_gated_sasrec_prunes_its_gate_kernels(chain_sequences):
+    """LiGR blocks (`gated=True`): the gate and GLU kernels prune with the rest."""
+    keras.utils.set_random_seed(0)
+    sequences, vocab = chain_sequences
+    encoder = SASRec(_config(vocab, gated=True)).encoder
+    pruned = prune_model(encoder, target_sparsity=0.8, schedule="constant", frequency=1)
+    ids = _histories(sequences, n=4)
+    pruned.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+    pruned.fit(ids, tf.zeros(pruned(ids).shape), epochs=1, verbose=0,
+               callbacks=pruning_callbacks())
+    assert sparsity_report(pruned)["sparsity"] == pytest.approx(0.8, abs=0.01)
+    block = next(layer for layer in pruned.layers if layer.name.endswith("block_0"))
+    pruned_names = {v.name.split("/")[-2] for v, _, _ in block.pruning_vars}
+    assert {"attention_gate", "ffn_gate", "ffn_value"} <= pruned_names
+
+
+@pytest.mark.slow  # QAT fine-tuning plus an int8 conversion: ~1 minute
+def test_gated_sasrec_qat_converts_to_int8(chain_sequences, tmp_path):
+    """QAT wraps the LiGR blocks, and the QAT model converts to builtin-only int8 TFLite that
+    ranks like the QAT Keras model."""
+    keras.utils.set_random_seed(0)
+    sequences, vocab = chain_sequences
+    model, history = qat_sasrec(SASRec(_config(vocab, gated=True)), _dataset(sequences),
+                                epochs=1, learning_rate=1e-3)
+    assert np.isfinite(history.history["loss"][0])
+    sample = _histories(sequences, n=32).numpy()
+    path = convert_to_tflite(model, tmp_path / "gated.tflite", k=5, quantization="int8",
+                             representative_histories=sample)
+    assert_builtin_only(path)
+    keras_ids = model.topk_model(k=5)(sample)["item_ids"].numpy()
+    lite_ids = LiteRTRecommender(path).recommend(sample)["item_ids"]
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(lite_ids, keras_ids)])
+    assert overlap >= 0.8, overlap

@@ -28,6 +28,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         attention_options: dict or None. Extra constructor arguments of that variant (e.g.
             `{"window": 8}`); `num_heads`, `dropout`, `causal` and the initializer come from
             the block.
+        gated: bool. The LiGR block of eSASRec (Petrov et al., 2025): each residual branch is
+            scaled by a learned sigmoid gate of the branch's input,
+            `x + sigmoid(x W_g) * f(norm(x))`, and the feed-forward is a gated linear unit,
+            `(activation(x W_1) * x V) W_2` (SwiGLU with `activation="silu"`). Defaults to
+            `False` (the standard block).
 
     Call arguments:
         inputs: `(batch, T, dim)`.
@@ -58,6 +63,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         attention: str = "full",
         attention_options: dict | None = None,
+        gated: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +96,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.attention_kind = attention
         self.attention_options = dict(attention_options) if attention_options else None
+        if not isinstance(gated, bool):
+            raise ValueError(f"gated must be a bool. Received: gated={gated!r}")
+        self.gated = gated
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -121,15 +130,28 @@ class TransformerEncoderBlock(keras.layers.Layer):
             kernel_initializer=clone_initializer(self.kernel_initializer))
         build_sublayer(self.ffn_outer, input_shape[:-1] + (width,) if isinstance(input_shape, tuple)
                        else input_shape[:-1].concatenate([width]))
+        if self.gated:
+            self.ffn_value = keras.layers.Dense(
+                width, dtype=policy, name="ffn_value",
+                kernel_initializer=clone_initializer(self.kernel_initializer))
+            build_sublayer(self.ffn_value, input_shape)
+            self.attention_gate, self.ffn_gate = (
+                keras.layers.Dense(dim, activation="sigmoid", dtype=policy, name=name,
+                                   kernel_initializer=clone_initializer(self.kernel_initializer))
+                for name in ("attention_gate", "ffn_gate"))
+            build_sublayer(self.attention_gate, input_shape)
+            build_sublayer(self.ffn_gate, input_shape)
         self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
         self.ffn_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
         super().build(input_shape)
 
-    def _sublayer(self, x, norm, fn):
-        """Residual around `fn` with the norm before (pre-LN) or after (post-LN)."""
-        if self.norm_first:
-            return x + fn(norm(x))
-        return norm(x + fn(x))
+    def _sublayer(self, x, norm, fn, gate):
+        """Residual around `fn` with the norm before (pre-LN) or after (post-LN), the branch
+        scaled by `gate(x)` in a gated block."""
+        branch = fn(norm(x)) if self.norm_first else fn(x)
+        if self.gated:
+            branch = gate(x) * branch
+        return x + branch if self.norm_first else norm(x + branch)
 
     def call(self, inputs, mask=None, training=None, return_attention_scores=False):
         weights = []
@@ -145,10 +167,13 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
         def feed_forward(x):
             hidden = self.ffn_inner(x)
+            if self.gated:
+                hidden = hidden * self.ffn_value(x)
             return self.ffn_dropout(self.ffn_outer(hidden), training=training)
 
-        x = self._sublayer(inputs, self.attention_norm, attend)
-        x = self._sublayer(x, self.ffn_norm, feed_forward)
+        x = self._sublayer(inputs, self.attention_norm, attend,
+                           self.attention_gate if self.gated else None)
+        x = self._sublayer(x, self.ffn_norm, feed_forward, self.ffn_gate if self.gated else None)
         if return_attention_scores:
             return x, weights[0]
         return x
@@ -175,5 +200,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             attention=self.attention_kind,
             attention_options=self.attention_options,
+            gated=self.gated,
         )
         return config

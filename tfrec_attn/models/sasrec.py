@@ -61,6 +61,8 @@ class SASRecConfig:
             (`"full"`, `"low_rank"`, `"local"`, `"linear"`, `"top_k"`).
         attention_options: extra arguments of that variant (e.g. `{"window": 8}`);
             `"low_rank"` gets `max_length=max_len` unless given.
+        gated: LiGR blocks (eSASRec): sigmoid-gated residuals and a gated-linear-unit
+            feed-forward (`TransformerEncoderBlock(gated=True)`). Off by default.
     """
 
     vocab_size: int
@@ -80,6 +82,7 @@ class SASRecConfig:
     exclude_seen: bool = False
     future_targets: int = 1
     max_negatives: int = 2048
+    gated: bool = False
 
     def __post_init__(self):
         if self.loss == "auto" and isinstance(self.vocab_size, int):
@@ -135,7 +138,7 @@ def build_sequence_encoder(config: SASRecConfig) -> keras.Model:
             num_heads=config.num_heads, intermediate_dim=config.ffn_dim, dropout=config.dropout,
             norm_first=config.norm_first, causal=True, activation=config.activation,
             attention=config.attention, attention_options=config.block_attention_options(),
-            name=f"block_{i}",
+            gated=config.gated, name=f"block_{i}",
         )(x, mask=padding)
     if config.norm_first:
         x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)

@@ -193,7 +193,9 @@ class TransformerBlockQuantizeConfig(WeightPathsQuantizeConfig):
 
     def weight_paths(self, layer) -> list[str]:
         attention = [f"attention.{dense}.kernel" for dense in _PROJECTIONS]
-        return attention + ["ffn_inner.kernel", "ffn_outer.kernel"]
+        gates = ["ffn_value.kernel", "attention_gate.kernel", "ffn_gate.kernel"]
+        return attention + ["ffn_inner.kernel", "ffn_outer.kernel"] + (
+            gates if getattr(layer, "gated", False) else [])
 
 
 @register()
