@@ -84,8 +84,12 @@ def test_evaluate_baselines_returns_metrics_per_model():
     "make, match",
     [
         (lambda: ev.PopularityRecommender(2), "vocab_size"),
-        (lambda: ev.CooccurrenceRecommender(VOCAB, window=0), "window"),
-        (lambda: ev.CooccurrenceRecommender(VOCAB, num_recent=0), "num_recent"),
+        (lambda: ev.CooccurrenceRecommender(VOCAB, window=0), "window must be a positive int"),
+        (lambda: ev.CooccurrenceRecommender(VOCAB, window=True), "window must be a positive int"),
+        (
+            lambda: ev.CooccurrenceRecommender(VOCAB, num_recent=0),
+            "num_recent must be a positive int. Received: num_recent=0",
+        ),
         (lambda: ev.CooccurrenceRecommender(VOCAB, recency_decay=0.0), "recency_decay"),
         (lambda: ev.PopularityRecommender(VOCAB).fit([np.array([12])]), "train_sequences"),
         (lambda: ev.CooccurrenceRecommender(VOCAB).fit([]), "empty"),

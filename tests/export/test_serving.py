@@ -12,6 +12,7 @@ from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import (
     grpc_request,
     parse_rest_response,
+    read_models_config,
     rest_request,
     write_models_config,
 )
@@ -126,12 +127,71 @@ def test_grpc_request_round_trips(histories):
     assert tf.make_ndarray(request.inputs["k"]) == 4
 
 
+def _served(path) -> dict:
+    """name -> (base_path, num_versions) of each model a models.config lists, in order."""
+    config = read_models_config(path)
+    return {e.name: (e.base_path, e.model_version_policy.latest.num_versions)
+            for e in config.model_config_list.config}
+
+
 def test_models_config(tmp_path):
     path = write_models_config(tmp_path / "models.config", {"rec": "/models/rec"},
                                num_versions=2)
     text = path.read_text()
     assert 'name: "rec"' in text and "num_versions: 2" in text
     assert text.count("{") == text.count("}")
+    assert _served(path) == {"rec": ("/models/rec", 2)}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_models_config_keeps_other_models_and_replaces_the_same_name(tmp_path):
+    path = tmp_path / "models.config"
+    write_models_config(path, {"sasrec": "/models/sasrec", "other": "/models/other"})
+    write_models_config(path, {"din": "/models/din"})
+    assert _served(path) == {"sasrec": ("/models/sasrec", 1), "other": ("/models/other", 1),
+                             "din": ("/models/din", 1)}
+    write_models_config(path, {"sasrec": "/models/sasrec_v2"}, num_versions=3)
+    assert list(_served(path).items()) == [("sasrec", ("/models/sasrec_v2", 3)),
+                                           ("other", ("/models/other", 1)),
+                                           ("din", ("/models/din", 1))]
+    assert path.read_text().count('name: "sasrec"') == 1
+
+
+def test_models_config_written_by_hand_is_merged(tmp_path):
+    """The old one-line-per-field layout (and any TF Serving text proto) parses."""
+    path = tmp_path / "models.config"
+    path.write_text('model_config_list {\n  config {\n    name: "sasrec"\n'
+                    '    base_path: "/models/sasrec"\n    model_platform: "tensorflow"\n'
+                    "    model_version_policy { latest { num_versions: 1 } }\n  }\n}\n")
+    write_models_config(path, {"din": "/models/din"})
+    assert _served(path) == {"sasrec": ("/models/sasrec", 1), "din": ("/models/din", 1)}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model_config_list {\n  config {\n    name: \"sasrec\"\n", "not a TF Serving model config"),
+    ("name: sasrec base_path: /models/sasrec\n", "not a TF Serving model config"),
+    ('custom_model_config { type_url: "x" }\n', "custom_model_config"),
+    ('model_config_list { config { name: "a" } config { name: "a" } }\n', "more than once"),
+])
+def test_unparsable_models_config_is_reported_and_left_unchanged(tmp_path, text, message):
+    path = tmp_path / "models.config"
+    path.write_bytes(text.encode())
+    with pytest.raises(ValueError, match=message) as error:
+        write_models_config(path, {"din": "/models/din"})
+    assert str(path) in str(error.value)
+    assert path.read_bytes() == text.encode()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("models, num_versions, message", [
+    ({"din": "/models/din"}, 0, "num_versions must be a positive int"),
+    ({"": "/models/din"}, 1, "models must map non-empty model names"),
+    (["din"], 1, "models must map"),
+])
+def test_models_config_bad_arguments(tmp_path, models, num_versions, message):
+    with pytest.raises(ValueError, match=message):
+        write_models_config(tmp_path / "models.config", models, num_versions=num_versions)
+    assert not (tmp_path / "models.config").exists()
 
 
 def test_unknown_input_and_error_responses(histories, export):

@@ -9,9 +9,10 @@ import pytest
 from pipelines import train as train_pipeline
 from tfrec_attn._keras import tf
 from tfrec_attn.data import pad_left
+from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import DINConfig, build_din_tower
 from tfrec_attn.training.ctr_evaluation import ctr_metrics
-from tfrec_attn.training.ranking_run import RankingOptions
+from tfrec_attn.training.ranking_run import RankingOptions, run_ranking_training
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 TINY = ["--model", "din", "--format", "synthetic", "--synthetic-users", "150",
@@ -26,6 +27,8 @@ TRAIN = ["--epochs", "5", "--lr", "0.01", "--patience", "2"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("din_run")
+    (root / "models").mkdir()  # a SASRec run served from the same root before
+    write_models_config(root / "models" / "models.config", {"sasrec": "/models/sasrec"})
     argv = TINY + TRAIN + ["--output", str(root / "out"), "--export-root", str(root / "models"),
                            "--name", "tiny_din"]
     assert train_pipeline.main(argv) == 0
@@ -73,6 +76,25 @@ def test_exported_scores_equal_the_towers(run):
     got = tf.saved_model.load(str(export)).signatures["serving_default"](
         history=tf.constant(history), candidates=tf.constant(candidates))["scores"].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_models_config_adds_din_and_keeps_sasrec(run):
+    root, _ = run
+    config = read_models_config(root / "models" / "models.config")
+    assert [(e.name, e.base_path) for e in config.model_config_list.config] == [
+        ("sasrec", "/models/sasrec"), ("tiny_din", "/models/tiny_din")]
+
+
+def test_unparsable_models_config_fails_before_training(tmp_path):
+    path = tmp_path / "models" / "models.config"
+    path.parent.mkdir()
+    path.write_bytes(b"model_config_list { config {")
+    options = RankingOptions(output=str(tmp_path / "out"), export_root=str(path.parent),
+                             verbose=0)
+    with pytest.raises(ValueError, match="models.config is not a TF Serving model config"):
+        run_ranking_training(options)
+    assert path.read_bytes() == b"model_config_list { config {"
+    assert not (tmp_path / "out").exists()
 
 
 def test_time_budget_stops_cleanly(tmp_path):

@@ -51,7 +51,12 @@ from tfrec_attn.models import (
 from tfrec_attn.models.din import POOLINGS
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
 from tfrec_attn.training.ctr_evaluation import evaluate_ranker
-from tfrec_attn.training.ranking_run import RankingSplit, build_ranker, ranking_split
+from tfrec_attn.training.ranking_run import (
+    RankingOptions,
+    RankingSplit,
+    build_ranker,
+    ranking_split,
+)
 from tfrec_attn.validation import check_positive_int_tuple
 
 POLICIES = {"reinforce_uncorrected": {"correction": "none"},
@@ -59,12 +64,19 @@ POLICIES = {"reinforce_uncorrected": {"correction": "none"},
 SCORE_BATCH = 256  # users scored at once by the co-occurrence baseline (bounds its memory)
 
 
+def _default(cls, name: str):
+    """The default of dataclass `cls`' field `name`: the DIN settings' one source, so a change
+    to `DINConfig` / `RankingOptions` (`tfrec-attn train --model din`) moves the benchmark too."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
 @dataclasses.dataclass
 class FamiliesSettings:
     """Sizes and training settings of the three measurements (defaults: the full run).
 
     `din_*`, `ae_*` and `policy_*` fields belong to measurements 1, 2 and 3 (module
-    docstring); `synthetic_*` size the generator used when no data path is given, and
+    docstring); the `din_*` defaults are `DINConfig`'s and `RankingOptions`' (one source).
+    `synthetic_*` size the generator used when no data path is given, and
     `max_users` keeps only the first users of the data (`None`: all). `run_eagerly` skips
     `tf.function` tracing, which costs more than the few training steps of the quick sizes.
     """
@@ -75,17 +87,17 @@ class FamiliesSettings:
     synthetic_items: int = 500
     synthetic_length: float = 30.0
     max_users: int | None = None
-    din_max_len: int = 50
-    din_dim: int = 32
-    din_attention_units: tuple = (80, 40)
-    din_mlp_units: tuple = (200, 80)
-    din_epochs: int = 10
-    din_patience: int = 2
-    din_batch_size: int = 256
-    din_learning_rate: float = 1e-3
-    din_train_negatives: int = 1
-    din_valid_negatives: int = 20
-    din_test_negatives: int = 100
+    din_max_len: int = _default(DINConfig, "max_len")
+    din_dim: int = _default(DINConfig, "dim")
+    din_attention_units: tuple = _default(DINConfig, "attention_units")
+    din_mlp_units: tuple = _default(DINConfig, "mlp_units")
+    din_epochs: int = _default(RankingOptions, "epochs")
+    din_patience: int = _default(RankingOptions, "patience")
+    din_batch_size: int = _default(RankingOptions, "batch_size")
+    din_learning_rate: float = _default(RankingOptions, "learning_rate")
+    din_train_negatives: int = _default(RankingOptions, "negatives")
+    din_valid_negatives: int = _default(RankingOptions, "valid_negatives")
+    din_test_negatives: int = _default(RankingOptions, "test_negatives")
     ae_max_len: int = 100
     ae_dim: int = 64
     ae_epochs: int = 40

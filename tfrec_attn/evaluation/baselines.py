@@ -26,6 +26,7 @@ import numpy as np
 
 from tfrec_attn.evaluation._ids import FIRST_ITEM_ID
 from tfrec_attn.evaluation.protocols import evaluate
+from tfrec_attn.validation import check_positive_int
 
 
 def _flatten(sequences: Iterable[np.ndarray], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,14 +112,13 @@ class CooccurrenceRecommender:
         directed: bool = True,
         normalize: bool = True,
     ) -> None:
-        for name, value in (("window", window), ("num_recent", num_recent)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        check_positive_int("window", window)
+        check_positive_int("num_recent", num_recent)
         if not 0.0 < recency_decay <= 1.0:
             raise ValueError(f"recency_decay must be in (0, 1]. Received: {recency_decay!r}")
         self.vocab_size = _check_vocab_size(vocab_size)
-        self.window = window
-        self.num_recent = num_recent
+        self.window = int(window)
+        self.num_recent = int(num_recent)
         self.recency_decay = float(recency_decay)
         self.directed = directed
         self.normalize = normalize

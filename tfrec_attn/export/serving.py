@@ -13,6 +13,7 @@ import numpy as np
 
 from tfrec_attn._keras import tf
 from tfrec_attn.data import pad_left
+from tfrec_attn.validation import check_positive_int
 
 
 def _history_rows(histories, max_len: int | None) -> np.ndarray:
@@ -24,7 +25,7 @@ def _history_rows(histories, max_len: int | None) -> np.ndarray:
 
 
 def rest_request(histories, signature_name: str = "serving_default", columnar: bool = False,
-                 max_len: int | None = None, **extra_inputs) -> str:
+                 max_len: int | None = None, input_name: str = "history", **extra_inputs) -> str:
     """The JSON body of a TF Serving REST `:predict` request.
 
     Args:
@@ -33,6 +34,7 @@ def rest_request(histories, signature_name: str = "serving_default", columnar: b
         columnar: use `{"inputs": {...}}` (needed for scalar inputs such as `k`) instead of
             `{"instances": [...]}`.
         max_len: pad lists to this length (default: the longest).
+        input_name: the signature's name for `histories` (the autoencoder's is `"items"`).
         **extra_inputs: other named inputs, e.g. `k=5` or `candidate_ids=[[...]]`.
 
     Example:
@@ -41,12 +43,12 @@ def rest_request(histories, signature_name: str = "serving_default", columnar: b
     """
     rows = _history_rows(histories, max_len)
     if columnar or any(np.ndim(v) == 0 for v in extra_inputs.values()):
-        inputs = {"history": rows.tolist()}
+        inputs = {input_name: rows.tolist()}
         inputs.update({k: np.asarray(v).tolist() for k, v in extra_inputs.items()})
         return json.dumps({"signature_name": signature_name, "inputs": inputs})
     instances = []
     for i, row in enumerate(rows):
-        instance = {"history": row.tolist()}
+        instance = {input_name: row.tolist()}
         instance.update({k: np.asarray(v)[i].tolist() for k, v in extra_inputs.items()})
         instances.append(instance)
     return json.dumps({"signature_name": signature_name, "instances": instances})
@@ -67,7 +69,7 @@ def parse_rest_response(body: str | dict) -> dict[str, np.ndarray]:
 
 
 def grpc_request(histories, model_name: str, signature_name: str = "serving_default",
-                 max_len: int | None = None, **extra_inputs):
+                 max_len: int | None = None, input_name: str = "history", **extra_inputs):
     """A `tensorflow_serving.apis.predict_pb2.PredictRequest` for the gRPC `Predict` call."""
     from tensorflow_serving.apis import predict_pb2
 
@@ -75,7 +77,7 @@ def grpc_request(histories, model_name: str, signature_name: str = "serving_defa
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name
     rows = _history_rows(histories, max_len)
-    request.inputs["history"].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.int64))
+    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.int64))
     for key, value in extra_inputs.items():
         dtype = tf.int32 if key == "k" else tf.int64
         request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
@@ -84,7 +86,7 @@ def grpc_request(histories, model_name: str, signature_name: str = "serving_defa
 
 def write_warmup_requests(path: str | os.PathLike, histories, model_name: str,
                           signature_name: str = "serving_default", limit: int = 100,
-                          **extra_inputs) -> int:
+                          input_name: str = "history", **extra_inputs) -> int:
     """Writes TF Serving warm-up records (`PredictionLog`s in a TFRecord file).
 
     Place the file at `<version>/assets.extra/tf_serving_warmup_requests`; TF Serving replays it
@@ -109,6 +111,7 @@ def write_warmup_requests(path: str | os.PathLike, histories, model_name: str,
     with tf.io.TFRecordWriter(str(path)) as writer:
         for i, row in enumerate(rows):
             request = grpc_request(row[None, :], model_name, signature_name,
+                                   input_name=input_name,
                                    **{key: value[i:i + 1] for key, value in extra.items()})
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
@@ -116,21 +119,86 @@ def write_warmup_requests(path: str | os.PathLike, histories, model_name: str,
     return len(rows)
 
 
+def read_models_config(path: str | os.PathLike):
+    """The TF Serving `--model_config_file` at `path` as a `ModelServerConfig`, or `None` if
+    there is no file.
+
+    Raises:
+        ValueError: naming the file, if it is not a text-format model config list (a parse
+            error, a `custom_model_config`, or a model name listed twice).
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(path.read_text(), config)
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a TF Serving model config list ({error}); fix or "
+                         "remove it (it was left unchanged).") from error
+    if config.WhichOneof("config") == "custom_model_config":
+        raise ValueError(f"{path} holds a custom_model_config, not a model_config_list; "
+                         "fix or remove it (it was left unchanged).")
+    names = [entry.name for entry in config.model_config_list.config]
+    if len(set(names)) < len(names):
+        raise ValueError(f"{path} lists a model name more than once ({names}); fix or remove "
+                         "it (it was left unchanged).")
+    return config
+
+
 def write_models_config(path: str | os.PathLike, models: dict[str, str],
                         num_versions: int = 1) -> Path:
-    """Writes a TF Serving `--model_config_file` serving each `name: base_path` model.
+    """Adds or updates `name: base_path` models in the TF Serving `--model_config_file` at
+    `path`, keeping every other model it lists (so SASRec and DIN runs can share one file).
 
-    `num_versions` latest versions of each model stay loaded (for canaries and rollbacks).
+    An entry with the same name is replaced; new ones are appended. The file is rewritten
+    atomically (temporary file + `os.replace`); one that cannot be parsed (`read_models_config`)
+    raises `ValueError` and is left untouched. Uses TF Serving's own `ModelServerConfig` proto.
+
+    Args:
+        path: the config file (created if missing).
+        models: model name -> `base_path` (the directory holding its numbered versions).
+        num_versions: the latest versions of each given model kept loaded (for canaries and
+            rollbacks).
+
+    Returns:
+        `path`.
+
+    Example:
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "models.config"
+    >>> _ = write_models_config(path, {"sasrec": "/models/sasrec"})
+    >>> _ = write_models_config(path, {"din": "/models/din"})
+    >>> [e.name for e in read_models_config(path).model_config_list.config]
+    ['sasrec', 'din']
     """
-    entries = []
-    for name, base_path in models.items():
-        entries.append(
-            "  config {\n"
-            f'    name: "{name}"\n'
-            f'    base_path: "{base_path}"\n'
-            '    model_platform: "tensorflow"\n'
-            f"    model_version_policy {{ latest {{ num_versions: {num_versions} }} }}\n"
-            "  }\n")
+    check_positive_int("num_versions", num_versions)
+    if not isinstance(models, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in models.items()):
+        raise ValueError("models must map non-empty model names to non-empty base paths. "
+                         f"Received: models={models!r}")
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
     path = Path(path)
-    path.write_text("model_config_list {\n" + "".join(entries) + "}\n")
+    config = read_models_config(path)
+    if config is None:
+        config = model_server_config_pb2.ModelServerConfig()
+    entries = config.model_config_list.config
+    index = {entry.name: entry for entry in entries}
+    for name, base_path in models.items():
+        entry = index[name] if name in index else entries.add()
+        entry.Clear()
+        entry.name = name
+        entry.base_path = base_path
+        entry.model_platform = "tensorflow"
+        entry.model_version_policy.latest.num_versions = num_versions
+    if not entries:  # an empty list still names its oneof, so TF Serving reads a valid file
+        config.model_config_list.SetInParent()
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text_format.MessageToString(config))
+    os.replace(temporary, path)
     return path

@@ -190,10 +190,10 @@ class GraphAttention(keras.layers.Layer):
         node_mask = _node_mask(mask)
         source = self._split_heads(self.source_dense(nodes))
         edge_mask = self._edge_mask(adjacency, node_mask)
-        # Non-edge logits are zeroed first, so padded nodes' content cannot move the softmax's
-        # fill value (nor, in int8, the logits' range).
-        scores = tf.where(edge_mask, self._scores(nodes, source), tf.zeros((), source.dtype))
-        weights = masking.masked_softmax(scores, edge_mask)
+        # Non-edge logits are zeroed before the fill (`zero_masked_logits`), so padded nodes'
+        # content cannot move the softmax's fill value (nor, in int8, the logits' range).
+        weights = masking.masked_softmax(self._scores(nodes, source), edge_mask,
+                                         zero_masked_logits=True)
         dropped = self._dropout_layer(tf.cast(weights, source.dtype), training=training)
         heads = tf.matmul(dropped, source)  # (batch, heads, N, units)
         if self.concat_heads:

@@ -87,11 +87,17 @@ def merge_masks(
     return mask
 
 
-def masked_softmax(logits: tf.Tensor, mask=None, axis: int = -1) -> tf.Tensor:
+def masked_softmax(logits: tf.Tensor, mask=None, axis: int = -1,
+                   zero_masked_logits: bool = False) -> tf.Tensor:
     """Softmax in float32 where masked positions get exactly zero weight.
 
     Rows with no visible position (e.g. padded queries) get all-zero weights rather than a uniform
     distribution, so padding never leaks into outputs.
+
+    Masked logits are replaced by a fill value taken from the row minimum (`fill_masked`). With
+    `zero_masked_logits=True` they are set to 0 first, so their values (e.g. computed from padded
+    content) cannot move the fill value, nor, in int8, the logits' range: use it when masked
+    logits may hold arbitrary numbers.
 
     Example:
     >>> w = masked_softmax(tf.zeros((1, 3)), tf.constant([[True, True, False]]))
@@ -103,6 +109,8 @@ def masked_softmax(logits: tf.Tensor, mask=None, axis: int = -1) -> tf.Tensor:
         return tf.nn.softmax(logits, axis=axis)
     mask = tf.cast(mask, tf.bool)
     mask = tf.logical_and(mask, tf.ones_like(logits, tf.bool))  # broadcast to the logits
+    if zero_masked_logits:
+        logits = tf.where(mask, logits, tf.zeros_like(logits))
     weights = tf.nn.softmax(fill_masked(logits, mask, 16.0, axis=axis), axis=axis)
     return weights * tf.cast(mask, tf.float32)
 

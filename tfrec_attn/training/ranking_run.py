@@ -26,6 +26,7 @@ from tfrec_attn.data import (
 )
 from tfrec_attn.data.sequences import SequenceData
 from tfrec_attn.export import export_ranker
+from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import DIN, DINConfig
 from tfrec_attn.training.callbacks import EpochTimer, TimeBudget
 from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, popularity_ctr
@@ -165,7 +166,8 @@ def _fit(model: DIN, split: RankingSplit, options: RankingOptions, vocab_size: i
 
 def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
     """Trains, evaluates and exports one DIN ranker; writes `metrics.json`, the training
-    curves, TensorBoard logs, the item vocabulary and the tower's weights to `output`.
+    curves, TensorBoard logs, the item vocabulary and the tower's weights to `output`, and
+    adds the model to `export_root/models.config` (keeping the other models it serves).
 
     Early stopping on the validation AUC (`patience` epochs) restores the best epoch's weights
     before the test; `max_train_minutes` stops training cleanly mid-epoch.
@@ -181,6 +183,8 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
         `epochs`, `stopped_by_time_budget`, `dataset`, `model`, `options`, `history`.
     """
     keras.utils.set_random_seed(options.seed)
+    if options.export_root:  # a models.config it cannot merge into fails before training
+        read_models_config(Path(options.export_root) / "models.config")
     out = Path(options.output)
     out.mkdir(parents=True, exist_ok=True)
     frame = load_data(options)
@@ -222,6 +226,8 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
         path = export_ranker(model, options.export_root, options.name,
                              metadata={"metrics": {"test": test}},
                              warmup=_warmup_requests(split))
+        write_models_config(Path(options.export_root) / "models.config",
+                            {options.name: f"/models/{options.name}"})
         metrics["export_path"] = str(path)
     write_json(out / "metrics.json", metrics)
     return metrics
