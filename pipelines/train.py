@@ -12,6 +12,11 @@ from tfrec_attn.data import DataError
 from tfrec_attn.layers import ATTENTION_KINDS
 from tfrec_attn.models.din import POOLINGS
 from tfrec_attn.training import TrainOptions, results_table, run_training
+from tfrec_attn.training.autoencoder_run import (
+    AutoencoderOptions,
+    autoencoder_results_table,
+    run_autoencoder_training,
+)
 from tfrec_attn.training.ranking_run import (
     RankingOptions,
     ranking_results_table,
@@ -22,7 +27,7 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "max_len": "max_len", "dim": "dim", "blocks": "num_blocks", "heads": "num_heads",
     "dropout": "dropout", "loss": "loss", "ffn_dim": "ffn_dim", "positional": "positional",
     "l2": "l2", "attention": "attention", "exclude_seen": "exclude_seen",
-    "future_targets": "future_targets",
+    "future_targets": "future_targets", "gated": "gated",
 }
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
@@ -34,7 +39,16 @@ DIN_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "b
                  "learning_rate", "max_train_minutes", "patience", "seed", "min_events",
                  "synthetic_users", "synthetic_items", "synthetic_length", "verbose",
                  "negatives", "valid_negatives", "test_negatives")
-MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS), "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS)}
+AE_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "heads": "num_heads", "blocks": "num_blocks",
+                  "dropout": "dropout", "ffn_dim": "ffn_dim", "l2": "l2",
+                  "corruption": "corruption"}  # flag dest -> AttentionAutoencoderConfig field
+AE_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
+                "learning_rate", "max_train_minutes", "patience", "seed", "min_events",
+                "synthetic_users", "synthetic_items", "synthetic_length", "verbose", "k",
+                "holdout_fraction", "valid_users", "test_users")
+MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS), "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS),
+               "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS)}
+OPTION_TYPES = {"sasrec": TrainOptions, "din": RankingOptions, "autoencoder": AutoencoderOptions}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
     add("--data", help="data file or directory (not needed for --format synthetic)")
     add("--format", choices=["sasrec", "movielens", "csv", "parquet", "synthetic"])
     add("--model", dest="model_type", choices=list(MODEL_TYPES),
-        help="sasrec (default): next-item retrieval; din: the DIN CTR ranker (YAML: model_type)")
+        help="sasrec (default): next-item retrieval; din: the DIN CTR ranker; autoencoder: the "
+             "attention autoencoder of item sets (YAML: model_type)")
     add("--output", help="run directory: metrics.json, curves, TensorBoard logs, checkpoint")
     add("--export-root", help="TF Serving model base path (default saved_models; '' disables)")
     add("--name", help="model name under the export root")
@@ -53,14 +68,18 @@ def parser() -> argparse.ArgumentParser:
     add("--learning-rate", "--lr", dest="learning_rate", type=float)
     add("--max-train-minutes", type=float, help="stop training cleanly after this wall time")
     add("--patience", type=int,
-        help="epochs without a better validation NDCG@10 (din: AUC) before stopping")
+        help="epochs without a better validation NDCG@10 (din: AUC; autoencoder: NDCG@k) "
+             "before stopping")
     add("--eval-protocol", choices=["full", "sampled-100"])
     add("--seed", type=int)
     add("--min-events", type=int, help="drop users with fewer events")
     add("--sliding", action=argparse.BooleanOptionalAction, default=None,
         help="train on every window of histories longer than max-len, not just the last")
     add("--valid-users", type=int,
-        help="validation users evaluated each epoch (a seeded subsample; default 10000)")
+        help="validation users evaluated each epoch (a seeded subsample; default 10000; "
+             "autoencoder: users held out for validation, default 10%%)")
+    add("--test-users", type=int,
+        help="autoencoder: users held out for the test (default 10%%)")
     add("--synthetic-users", type=int)
     add("--synthetic-items", type=int)
     add("--synthetic-length", type=float, help="mean history length of synthetic users")
@@ -91,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
         help="softmax losses: items already in a training window are not its negatives")
     add("--future-targets", type=int,
         help="softmax loss: each position learns the next N items of its window (1: next only)")
+    add("--gated", action=argparse.BooleanOptionalAction, default=None,
+        help="LiGR blocks (eSASRec): gated residuals and a gated-linear-unit feed-forward")
     add("--attention", choices=list(ATTENTION_KINDS),
         help="self-attention variant of every block (options via the YAML "
              "model: {attention_options: {...}})")
@@ -100,6 +121,11 @@ def parser() -> argparse.ArgumentParser:
     add("--negatives", type=int, help="din: sampled unseen items per training positive")
     add("--valid-negatives", type=int, help="din: unseen items per validation positive")
     add("--test-negatives", type=int, help="din: unseen items per test positive")
+    add("--corruption", type=float,
+        help="autoencoder: probability of dropping each input item while training")
+    add("--k", type=int, help="autoencoder: cut-off of Recall/NDCG")
+    add("--holdout-fraction", type=float,
+        help="autoencoder: share of each validation / test user's items held out")
     return p
 
 
@@ -125,7 +151,7 @@ def load_config(path: str | None) -> dict:
     return config
 
 
-def options_from_args(argv=None) -> TrainOptions | RankingOptions:
+def options_from_args(argv=None) -> TrainOptions | RankingOptions | AutoencoderOptions:
     args = parser().parse_args(argv)
     config = load_config(args.config)
     model = dict(config.pop("model", {}) or {})
@@ -148,7 +174,7 @@ def options_from_args(argv=None) -> TrainOptions | RankingOptions:
             config[flag] = getattr(args, flag)
     if config.get("export_root") == "":
         config["export_root"] = None
-    return (RankingOptions if model_type == "din" else TrainOptions)(model=model, **config)
+    return OPTION_TYPES[model_type](model=model, **config)
 
 
 def main(argv=None) -> int:
@@ -161,6 +187,9 @@ def main(argv=None) -> int:
         if isinstance(options, RankingOptions):
             metrics = run_ranking_training(options)
             print(ranking_results_table(metrics))
+        elif isinstance(options, AutoencoderOptions):
+            metrics = run_autoencoder_training(options)
+            print(autoencoder_results_table(metrics))
         else:
             metrics = run_training(options)
             print(results_table(metrics))

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from scipy.special import logsumexp
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export import PolicyModule, existing_versions, export_policy
 from tfrec_attn.export.serving import parse_rest_response, rest_request
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
+from tfrec_attn.testing.policy import policy_reference
 from tfrec_attn.testing.serving import predict_like_tf_serving
 
 VOCAB, MAX_LEN, K = 30, 6, 4
@@ -42,15 +42,7 @@ def exported(policy, histories, tmp_path_factory):
 
 def reference(network, histories, k=K, exclude_history=True):
     """NumPy top-k of the Keras network's logits, and `pi(a|s)` (softmax over ids >= 2)."""
-    logits = network(tf.constant(histories), training=False)["logits"].numpy()
-    masked = logits.copy()
-    masked[:, :2] = -np.inf
-    if exclude_history:
-        for row, history in zip(masked, histories):
-            row[history[history > 0]] = -np.inf
-    ids = np.argsort(-masked, axis=1, kind="stable")[:, :k]
-    log_norm = logsumexp(logits[:, 2:], axis=1, keepdims=True)
-    return ids, np.exp(np.take_along_axis(logits, ids, 1) - log_norm)
+    return policy_reference(network, histories, k, exclude_history)
 
 
 def test_layout_metadata_and_warmup(policy, histories, exported):

@@ -1,0 +1,120 @@
+"""TFLite (LiteRT) export of the attention autoencoder: one `recommend` signature, builtin ops.
+
+    recommend: items int64 (batch, max_len) -> item_ids int64 (batch, k),
+                                               scores float32 (batch, k)
+
+The flatbuffer holds the SavedModel's serving graph (`AutoencoderModule.recommend`): OOV
+mapping, repeat and padding removal (`read_item_sets`), the model and the top-k without the
+input items. `max_len` is fixed (left-pad shorter sets with `tfrec_attn.data.pad_left`); the
+batch is dynamic.
+"""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.export.autoencoder import AutoencoderModule
+from tfrec_attn.export.tflite import QUANTIZATIONS, SIGNATURE, convert_module
+
+
+def _representative_dataset(item_sets, max_len: int):
+    if item_sets is None:
+        raise ValueError("quantization='int8' needs representative_data: real item sets, an "
+                         f"int array (n, {max_len}). Received: None")
+    item_sets = np.asarray(item_sets)
+    if item_sets.ndim != 2 or item_sets.shape[1] != max_len or not len(item_sets) \
+            or item_sets.dtype.kind not in "iu":
+        raise ValueError(f"representative_data must be an int array (n >= 1, max_len={max_len}). "
+                         f"Received dtype {item_sets.dtype}, shape {item_sets.shape}")
+
+    def generator() -> Iterator[dict]:
+        for row in item_sets.astype(np.int64):
+            yield {"items": row[None]}
+
+    return generator
+
+
+def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k: int = 10,
+                                  quantization: str = "none",
+                                  representative_data: np.ndarray | None = None,
+                                  allow_select_tf_ops: bool = False,
+                                  exclude_input: bool = True) -> Path:
+    """Converts the attention autoencoder to a `.tflite` file with the `recommend` signature.
+
+    Args:
+        model: a trained model from `build_attention_autoencoder` (plain, `strip_pruning`'d or
+            QAT; a QAT model keeps its learned ranges even with `quantization="none"`).
+        path: the `.tflite` file to write (parent directories are created).
+        k: how many items `recommend` returns; at most `vocab_size - 2`.
+        quantization: `"none"` (float32), `"float16"`, `"dynamic"` (int8 weights, float
+            activations) or `"int8"` (full-integer internals calibrated on
+            `representative_data`; the input and outputs keep int64/float32).
+        representative_data: `(n, max_len)` int array of real item sets (left-padded);
+            required for `"int8"`, ignored otherwise.
+        allow_select_tf_ops: allow Flex (TF) ops, which need the Flex delegate on device.
+        exclude_input: never return the input items (`False` with `k = vocab_size - 2` ranks
+            the whole catalogue).
+
+    Returns:
+        The path of the written file.
+
+    Example:
+    >>> import tempfile
+    >>> from tfrec_attn.models import AttentionAutoencoderConfig, build_attention_autoencoder
+    >>> model = build_attention_autoencoder(AttentionAutoencoderConfig(10, max_len=3, dim=4,
+    ...                                                            num_blocks=0))
+    >>> path = convert_autoencoder_to_tflite(model, tempfile.mkdtemp() + "/ae.tflite", k=2)
+    >>> LiteRTAutoencoder(path).recommend([[0, 2, 3]])["item_ids"].shape
+    (1, 2)
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
+                         f"Received: quantization={quantization!r}")
+    module = AutoencoderModule(model, max_k=k, exclude_input=exclude_input)  # checks model, k
+    representative = None
+    if quantization == "int8":
+        representative = _representative_dataset(representative_data, module.max_len)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, module.max_len], tf.int64,
+                                                name="items")])
+    def recommend(items):
+        return module.recommend(items)
+
+    holder = tf.Module()  # the model and the one function (not `serve`'s dynamic-length trace)
+    holder.model, holder.recommend = module.model, recommend
+    return convert_module(holder, holder.recommend, SIGNATURE, path, quantization,
+                          representative, allow_select_tf_ops)
+
+
+class LiteRTAutoencoder:
+    """Top-k items from a `.tflite` file of `convert_autoencoder_to_tflite` (LiteRT).
+
+    Args:
+        path: the `.tflite` file.
+        num_threads: interpreter threads; `None` lets LiteRT choose.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        self._runner = interpreter.get_signature_runner(SIGNATURE)
+        self.max_len = int(self._runner.get_input_details()["items"]["shape_signature"][1])
+        self.k = int(self._runner.get_output_details()["item_ids"]["shape_signature"][1])
+
+    def recommend(self, item_sets) -> dict[str, np.ndarray]:
+        """`(n, max_len)` int ids, left-padded with 0 ->
+        `{"item_ids": int64 (n, k), "scores": float32 (n, k)}`, best first."""
+        item_sets = np.asarray(item_sets)
+        if item_sets.dtype.kind not in "iu":
+            raise ValueError(f"item_sets must be integer item ids. Received dtype "
+                             f"{item_sets.dtype}")
+        if item_sets.ndim != 2 or item_sets.shape[1] != self.max_len:
+            raise ValueError(f"item_sets must be 2-D (n, max_len={self.max_len}); left-pad with "
+                             f"0 (tfrec_attn.data.pad_left). Received shape {item_sets.shape}")
+        if not len(item_sets):
+            return {"item_ids": np.zeros((0, self.k), np.int64),
+                    "scores": np.zeros((0, self.k), np.float32)}
+        return self._runner(items=item_sets.astype(np.int64))

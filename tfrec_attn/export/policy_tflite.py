@@ -1,0 +1,127 @@
+"""TFLite (LiteRT) export of the attention RL policy: one `recommend` signature, builtin ops only.
+
+    recommend: history int64 (batch, max_len) -> item_ids int64 (batch, k),
+                                                probabilities float32 (batch, k)
+
+The flatbuffer holds `PolicyModule.serve` (`export.policy`): ids outside `[0, vocab)` read as
+OOV (1), the network, the top-k actions (never padding or OOV; never history items with
+`exclude_history`) and `pi(a|s)`, the softmax over all actions (ids `>= 2`), not renormalized
+after the exclusions. `max_len` is fixed (left-pad with `tfrec_attn.data.pad_left`); the batch
+stays dynamic.
+"""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.export.litert_runner import LiteRTRecommender
+from tfrec_attn.export.policy import PolicyModule, policy_network
+from tfrec_attn.export.tflite import QUANTIZATIONS, SIGNATURE, convert_module
+from tfrec_attn.models.attention_policy import AttentionPolicy
+from tfrec_attn.models.losses import FIRST_ITEM_ID
+
+POLICY_SIGNATURE = SIGNATURE  # "recommend", the signature `LiteRTRecommender` runs
+OUTPUTS = ("item_ids", "probabilities")
+
+
+def _representative_dataset(histories, max_len: int):
+    if histories is None:
+        raise ValueError("quantization='int8' needs representative_data: real histories, an "
+                         f"int array (n, {max_len}). Received: None")
+    histories = np.asarray(histories)
+    if histories.dtype.kind not in "iu" or histories.ndim != 2 \
+            or histories.shape[1] != max_len or not len(histories):
+        raise ValueError(f"representative_data must be integer histories (n >= 1, "
+                         f"max_len={max_len}). Received dtype {histories.dtype}, "
+                         f"shape {histories.shape}")
+
+    def generator() -> Iterator[dict]:
+        for row in histories.astype(np.int64):
+            yield {"history": row[None]}
+
+    return generator
+
+
+def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
+                             path: str | os.PathLike, k: int = 10, quantization: str = "none",
+                             representative_data: np.ndarray | None = None,
+                             exclude_history: bool = True,
+                             allow_select_tf_ops: bool = False) -> Path:
+    """Converts the policy to a `.tflite` file returning its top-`k` actions and `pi(a|s)`.
+
+    Args:
+        policy_or_network: a trained `AttentionPolicy` or its network (plain,
+            `strip_pruning`'d or quantization-aware), as for `export_policy`.
+        path: the `.tflite` file to write (parent directories are created).
+        k: how many actions `recommend` returns; at most the number of actions
+            (`vocab_size - 2`).
+        quantization: `"none"` (float32), `"float16"`, `"dynamic"` (int8 weights, float
+            activations) or `"int8"` (full-integer internals calibrated on
+            `representative_data`; input and outputs keep int64/float32).
+        representative_data: `(n, max_len)` int array of real histories; required for
+            `"int8"`, ignored otherwise.
+        exclude_history: never return items already in the history.
+        allow_select_tf_ops: allow Flex (TF) ops, which need the Flex delegate on device.
+
+    Returns:
+        The path of the written file.
+
+    Example:
+    >>> import tempfile
+    >>> from tfrec_attn.models import AttentionPolicyConfig
+    >>> policy = AttentionPolicy(AttentionPolicyConfig(vocab_size=10, max_len=3, dim=8))
+    >>> path = convert_policy_to_tflite(policy, tempfile.mkdtemp() + "/policy.tflite", k=2)
+    >>> out = LiteRTPolicy(path).recommend([[0, 2, 3]])
+    >>> out["item_ids"].shape, out["probabilities"].dtype
+    ((1, 2), dtype('float32'))
+    """
+    network, _ = policy_network(policy_or_network)
+    actions = int(network.output["logits"].shape[-1]) - FIRST_ITEM_ID
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= actions:
+        raise ValueError(f"k must be an int in [1, {actions}] (the number of actions). "
+                         f"Received: k={k!r}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
+                         f"Received: quantization={quantization!r}")
+    if not isinstance(exclude_history, bool):
+        raise ValueError("exclude_history must be a bool. "
+                         f"Received: exclude_history={exclude_history!r}")
+    module = PolicyModule(policy_or_network, max_k=k, exclude_history=exclude_history)
+    representative = None
+    if quantization == "int8":
+        representative = _representative_dataset(representative_data, module.max_len)
+
+    # `serve` takes any history length; the file fixes it to `max_len` (static shapes).
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, module.max_len], tf.int64, name="history")])
+    def recommend(history):
+        return module.serve(history)
+
+    module.recommend = recommend
+    return convert_module(module, module.recommend, POLICY_SIGNATURE, path, quantization,
+                          representative, allow_select_tf_ops)
+
+
+class LiteRTPolicy(LiteRTRecommender):
+    """The policy's top-k actions and `pi(a|s)` from a `convert_policy_to_tflite` file.
+
+    Reads the file's `recommend` signature and checks the input as `LiteRTRecommender` does
+    (integer ids, `(n, max_len)`); ids outside `[0, vocab)` are read as OOV inside the model.
+
+    Args:
+        path: the `.tflite` file.
+        num_threads: interpreter threads; `None` lets LiteRT choose.
+    """
+
+    def recommend(self, histories) -> dict[str, np.ndarray]:
+        """`(n, max_len)` int ids -> `{"item_ids": int64 (n, k), "probabilities": float32
+        (n, k)}`."""
+        histories = self._check(histories)
+        if not len(histories):
+            return {"item_ids": np.zeros((0, self.k), np.int64),
+                    "probabilities": np.zeros((0, self.k), np.float32)}
+        outputs = self._runner(history=histories)  # the batch is dynamic in these files
+        return {name: outputs[name] for name in OUTPUTS}
