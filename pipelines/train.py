@@ -22,6 +22,7 @@ from tfrec_attn.training.ranking_run import (
     ranking_results_table,
     run_ranking_training,
 )
+from tfrec_attn.validation import DataOptionError
 
 MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "max_len": "max_len", "dim": "dim", "blocks": "num_blocks", "heads": "num_heads",
@@ -195,6 +196,9 @@ def main(argv=None) -> int:
             print(results_table(metrics))
     except DataError as err:  # a malformed --data file, found only when it is read
         print(f"tfrec-attn train: --data: {err}", file=sys.stderr)
+        return 2
+    except DataOptionError as err:  # an option that does not fit the data just read
+        print(f"tfrec-attn train: {err}", file=sys.stderr)
         return 2
     print(f"\nmetrics: {options.output}/metrics.json")
     if "export_path" in metrics:

@@ -21,6 +21,12 @@ from typing import Any
 import numpy as np
 
 
+class DataOptionError(ValueError):
+    """An option that does not fit the data it is applied to, found once the data are read
+    (e.g. a batch larger than the training set). The message names the option; the train
+    command reports it as a usage error."""
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 

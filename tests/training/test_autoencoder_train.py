@@ -23,6 +23,7 @@ from tfrec_attn.training.autoencoder_run import (
 )
 from tfrec_attn.training.run import load_data
 from tfrec_attn.training.set_evaluation import SetEvaluation, evaluate_set_recommender
+from tfrec_attn.validation import DataOptionError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 TINY = ["--model", "autoencoder", "--format", "synthetic", "--synthetic-users", "600",
@@ -257,5 +258,13 @@ def test_data_dependent_options_are_named(tmp_path, overrides, message):
     options = AutoencoderOptions(synthetic_users=60, synthetic_items=30, synthetic_length=8,
                                  export_root=None, output=str(tmp_path), verbose=0,
                                  **{"valid_users": 10, "test_users": 10, **overrides})
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(DataOptionError, match=message):
         run_autoencoder_training(options)
+
+
+def test_data_dependent_option_is_a_usage_error(tmp_path, capsys):
+    argv = ["--model", "autoencoder", "--format", "synthetic", "--synthetic-users", "60",
+            "--synthetic-items", "30", "--synthetic-length", "8", "--k", "50", "--verbose", "0",
+            "--export-root", "", "--output", str(tmp_path)]
+    assert train_pipeline.main(argv) == 2
+    assert "k must be at most the number of items" in capsys.readouterr().err

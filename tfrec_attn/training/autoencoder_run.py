@@ -40,7 +40,11 @@ from tfrec_attn.training.callbacks import EpochTimer, TimeBudget
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run import load_data, write_json
 from tfrec_attn.training.set_evaluation import SetEvaluation, evaluate_set_recommender
-from tfrec_attn.validation import check_optional_positive_int, check_positive_ints
+from tfrec_attn.validation import (
+    DataOptionError,
+    check_optional_positive_int,
+    check_positive_ints,
+)
 
 MODEL_DEFAULTS = {"max_len": 100, "dim": 64}  # the families benchmark's ae_max_len / ae_dim
 HELD_OUT_SHARE = 0.1  # validation / test users each, when valid_users / test_users are None
@@ -155,7 +159,7 @@ def autoencoder_split(data: SequenceData, options: AutoencoderOptions) -> Autoen
     valid_users = _held_out_count(options.valid_users, users)
     test_users = _held_out_count(options.test_users, users)
     if valid_users + test_users >= users:
-        raise ValueError(f"valid_users + test_users must leave at least one training user: "
+        raise DataOptionError(f"valid_users + test_users must leave at least one training user: "
                          f"{valid_users} + {test_users} >= {users} users")
     order = np.random.default_rng(options.seed).permutation(users)
     test_rows = np.sort(order[:test_users])
@@ -173,7 +177,7 @@ def autoencoder_split(data: SequenceData, options: AutoencoderOptions) -> Autoen
     test = fold(test_rows, options.seed + 2)
     for name, (fold_in, _) in (("validation", valid), ("test", test)):
         if not fold_in:
-            raise ValueError(f"no {name} user has two distinct items seen in training; raise "
+            raise DataOptionError(f"no {name} user has two distinct items seen in training; raise "
                              f"{'valid' if name == 'validation' else 'test'}_users.")
     return AutoencoderSplit(train, *valid, *test)
 
@@ -248,7 +252,7 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data = build_sequences(load_data(options), min_events=options.min_events)
     if options.k > data.vocab_size - 2:
-        raise ValueError(f"k must be at most the number of items ({data.vocab_size - 2}). "
+        raise DataOptionError(f"k must be at most the number of items ({data.vocab_size - 2}). "
                          f"Received: k={options.k}")
     config = options.autoencoder_config(data.vocab_size)
     split = autoencoder_split(data, options)

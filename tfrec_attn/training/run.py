@@ -36,7 +36,7 @@ from tfrec_attn.training.distribution import (
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.scoring import make_score_fn
 from tfrec_attn.training.weight_averaging import WeightAveraging
-from tfrec_attn.validation import check_rate
+from tfrec_attn.validation import DataOptionError, check_rate
 
 MONITOR = "ndcg@10"
 
@@ -169,7 +169,7 @@ def training_dataset(train, max_len: int, options: TrainOptions) -> tf.data.Data
                                     sliding=options.sliding, trim=not fixed, bucket=not fixed,
                                     drop_remainder=fixed)
     if fixed and int(dataset.cardinality()) == 0:
-        raise ValueError(f"jit_compile drops the last partial batch, and the {len(train)} "
+        raise DataOptionError(f"jit_compile drops the last partial batch, and the {len(train)} "
                          "training sequences make less than one full batch: lower batch_size. "
                          f"Received: batch_size={options.batch_size}")
     return dataset
