@@ -49,6 +49,7 @@ from tfrec_attn.models import (
     recommend_from_item_sets,
 )
 from tfrec_attn.models.din import POOLINGS
+from tfrec_attn.training import autoencoder_run
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
 from tfrec_attn.training.ctr_evaluation import evaluate_ranker
 from tfrec_attn.training.ranking_run import (
@@ -65,8 +66,9 @@ SCORE_BATCH = 256  # users scored at once by the co-occurrence baseline (bounds 
 
 
 def _default(cls, name: str):
-    """The default of dataclass `cls`' field `name`: the DIN settings' one source, so a change
-    to `DINConfig` / `RankingOptions` (`tfrec-attn train --model din`) moves the benchmark too."""
+    """The default of dataclass `cls`' field `name`: the DIN and autoencoder settings' one
+    source, so a change to `DINConfig` / `RankingOptions` (`tfrec-attn train --model din`) or
+    `AutoencoderOptions` (`--model autoencoder`) moves the benchmark too."""
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
@@ -75,7 +77,8 @@ class FamiliesSettings:
     """Sizes and training settings of the three measurements (defaults: the full run).
 
     `din_*`, `ae_*` and `policy_*` fields belong to measurements 1, 2 and 3 (module
-    docstring); the `din_*` defaults are `DINConfig`'s and `RankingOptions`' (one source).
+    docstring); the `din_*` defaults are `DINConfig`'s and `RankingOptions`', the `ae_*` ones
+    `AutoencoderOptions`' (one source).
     `synthetic_*` size the generator used when no data path is given, and
     `max_users` keeps only the first users of the data (`None`: all). `run_eagerly` skips
     `tf.function` tracing, which costs more than the few training steps of the quick sizes.
@@ -98,14 +101,14 @@ class FamiliesSettings:
     din_train_negatives: int = _default(RankingOptions, "negatives")
     din_valid_negatives: int = _default(RankingOptions, "valid_negatives")
     din_test_negatives: int = _default(RankingOptions, "test_negatives")
-    ae_max_len: int = 100
-    ae_dim: int = 64
-    ae_epochs: int = 40
-    ae_batch_size: int = 64
-    ae_learning_rate: float = 2e-3
-    ae_holdout_fraction: float = 0.2
-    ae_k: int = 20
-    cooccurrence_window: int = 5
+    ae_max_len: int = autoencoder_run.MODEL_DEFAULTS["max_len"]
+    ae_dim: int = autoencoder_run.MODEL_DEFAULTS["dim"]
+    ae_epochs: int = _default(autoencoder_run.AutoencoderOptions, "epochs")
+    ae_batch_size: int = _default(autoencoder_run.AutoencoderOptions, "batch_size")
+    ae_learning_rate: float = _default(autoencoder_run.AutoencoderOptions, "learning_rate")
+    ae_holdout_fraction: float = _default(autoencoder_run.AutoencoderOptions, "holdout_fraction")
+    ae_k: int = _default(autoencoder_run.AutoencoderOptions, "k")
+    cooccurrence_window: int = autoencoder_run.COOCCURRENCE_WINDOW
     policy_users: int = 2000
     policy_items: int = 50
     policy_max_len: int = 10

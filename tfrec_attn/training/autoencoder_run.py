@@ -46,10 +46,10 @@ from tfrec_attn.validation import (
     check_positive_ints,
 )
 
-MODEL_DEFAULTS = {"max_len": 100, "dim": 64}  # the families benchmark's ae_max_len / ae_dim
+MODEL_DEFAULTS = {"max_len": 100, "dim": 64}  # also the families benchmark's ae_max_len / ae_dim
 HELD_OUT_SHARE = 0.1  # validation / test users each, when valid_users / test_users are None
 WARMUP_USERS = 100  # validation fold-in sets written as TF Serving warm-up records
-COOCCURRENCE_WINDOW = 5  # the families benchmark's cooccurrence_window
+COOCCURRENCE_WINDOW = 5  # also the families benchmark's cooccurrence_window
 SCORE_BATCH = 256  # users scored at once by the baselines (bounds their memory)
 FIRST_VOCAB = 3  # the smallest catalogue (padding, OOV, one item): for checking model fields
 
