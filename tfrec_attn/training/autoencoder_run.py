@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras
-from tfrec_attn.data import FORMATS, build_sequences, item_set, make_item_set_dataset, pad_left
+from tfrec_attn.data import build_sequences, item_set, make_item_set_dataset, pad_left
 from tfrec_attn.data.item_sets import split_item_sets
 from tfrec_attn.data.sequences import SequenceData
 from tfrec_attn.evaluation import (
@@ -39,6 +39,12 @@ from tfrec_attn.models import (
 from tfrec_attn.training.callbacks import EpochTimer, TimeBudget
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run import load_data, write_json
+from tfrec_attn.training.run_options import (
+    check_data_source,
+    check_int_at_least,
+    check_positive_numbers,
+    model_config,
+)
 from tfrec_attn.training.set_evaluation import SetEvaluation, evaluate_set_recommender
 from tfrec_attn.validation import (
     DataOptionError,
@@ -90,24 +96,14 @@ class AutoencoderOptions:
     model: dict = dataclasses.field(default_factory=dict)  # AttentionAutoencoderConfig fields
 
     def __post_init__(self):
-        if self.format not in (*FORMATS, "synthetic"):
-            raise ValueError(f"format must be one of {(*FORMATS, 'synthetic')}. "
-                             f"Received: format={self.format!r}")
-        if self.format != "synthetic" and not self.data:
-            raise ValueError(f"--data is required for format {self.format!r}.")
+        check_data_source(self)
         check_positive_ints(self, ("epochs", "batch_size", "k", "synthetic_users",
                                    "synthetic_items"))
         for name in ("valid_users", "test_users"):
             check_optional_positive_int(name, getattr(self, name))
         for name, low in (("patience", 0), ("seed", 0), ("min_events", 2)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}. Received: {name}={value!r}")
-        for name in ("learning_rate", "synthetic_length", "max_train_minutes"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                      or not value > 0):
-                raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
+            check_int_at_least(self, name, low)
+        check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
         value = self.holdout_fraction
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1). Received: "
@@ -117,14 +113,7 @@ class AutoencoderOptions:
 
     def autoencoder_config(self, vocab_size: int) -> AttentionAutoencoderConfig:
         """The run's `AttentionAutoencoderConfig` for a catalogue of `vocab_size` ids."""
-        if "vocab_size" in self.model:
-            raise ValueError("model.vocab_size comes from the data; remove it from the options.")
-        fields = {f.name for f in dataclasses.fields(AttentionAutoencoderConfig)}
-        unknown = sorted(set(self.model) - fields)
-        if unknown:
-            raise ValueError(f"model options {unknown} are not AttentionAutoencoderConfig "
-                             f"fields; known: {sorted(fields - {'vocab_size'})}")
-        return AttentionAutoencoderConfig(vocab_size=vocab_size, **self.model)
+        return model_config(AttentionAutoencoderConfig, self.model, vocab_size)
 
 
 @dataclasses.dataclass

@@ -18,7 +18,6 @@ import numpy as np
 
 from tfrec_attn._keras import keras
 from tfrec_attn.data import (
-    FORMATS,
     build_sequences,
     leave_one_out,
     make_ranking_dataset,
@@ -32,6 +31,12 @@ from tfrec_attn.training.callbacks import EpochTimer, TimeBudget
 from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, popularity_ctr
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run import load_data, write_json
+from tfrec_attn.training.run_options import (
+    check_data_source,
+    check_int_at_least,
+    check_positive_numbers,
+    model_config,
+)
 from tfrec_attn.validation import check_positive_ints
 
 MONITOR = "auc"
@@ -71,38 +76,19 @@ class RankingOptions:
     model: dict = dataclasses.field(default_factory=dict)  # DINConfig fields
 
     def __post_init__(self):
-        if self.format not in (*FORMATS, "synthetic"):
-            raise ValueError(f"format must be one of {(*FORMATS, 'synthetic')}. "
-                             f"Received: format={self.format!r}")
-        if self.format != "synthetic" and not self.data:
-            raise ValueError(f"--data is required for format {self.format!r}.")
+        check_data_source(self)
         check_positive_ints(self, ("epochs", "batch_size", "negatives", "valid_negatives",
                                    "test_negatives", "synthetic_users", "synthetic_items"))
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) \
-                or self.patience < 0:
-            raise ValueError(f"patience must be an int >= 0. Received: patience={self.patience!r}")
-        if isinstance(self.min_events, bool) or not isinstance(self.min_events, int) \
-                or self.min_events < 3:
-            raise ValueError("min_events must be an int >= 3 (leave-one-out holds out two "
-                             f"events a user). Received: min_events={self.min_events!r}")
-        for name in ("learning_rate", "synthetic_length", "max_train_minutes"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                      or not value > 0):
-                raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
+        check_int_at_least(self, "patience", 0)
+        check_int_at_least(self, "min_events", 3,
+                           " (leave-one-out holds out two events a user)")
+        check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
         self.model = dict(self.model or {})
         self.din_config(vocab_size=FIRST_VOCAB)  # checks the model fields before any data loads
 
     def din_config(self, vocab_size: int) -> DINConfig:
         """The run's `DINConfig` for a catalogue of `vocab_size` ids."""
-        if "vocab_size" in self.model:
-            raise ValueError("model.vocab_size comes from the data; remove it from the options.")
-        fields = {f.name for f in dataclasses.fields(DINConfig)}
-        unknown = sorted(set(self.model) - fields)
-        if unknown:
-            raise ValueError(f"model options {unknown} are not DINConfig fields; known: "
-                             f"{sorted(fields - {'vocab_size'})}")
-        return DINConfig(vocab_size=vocab_size, **self.model)
+        return model_config(DINConfig, self.model, vocab_size)
 
 
 @dataclasses.dataclass

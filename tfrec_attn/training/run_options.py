@@ -1,0 +1,56 @@
+"""Checks shared by the option sets of the train command's other models (`RankingOptions` for
+`--model din`, `AutoencoderOptions` for `--model autoencoder`): one message format, written once.
+
+Example:
+>>> from tfrec_attn.models import DINConfig
+>>> model_config(DINConfig, {"dim": 8}, vocab_size=5).dim
+8
+>>> model_config(DINConfig, {"blocks": 2}, vocab_size=5)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: model options ['blocks'] are not DINConfig fields; known: ['attention_activation', ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tfrec_attn.data import FORMATS
+
+
+def check_data_source(options) -> None:
+    """`format` is a reader's or `"synthetic"`, and a reader has a `data` path."""
+    if options.format not in (*FORMATS, "synthetic"):
+        raise ValueError(f"format must be one of {(*FORMATS, 'synthetic')}. "
+                         f"Received: format={options.format!r}")
+    if options.format != "synthetic" and not options.data:
+        raise ValueError(f"--data is required for format {options.format!r}.")
+
+
+def check_int_at_least(options, name: str, low: int, why: str = "") -> None:
+    """`options.<name>` is an int (not a bool) `>= low`; `why` is added to the message."""
+    value = getattr(options, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}{why}. Received: {name}={value!r}")
+
+
+def check_positive_numbers(options, names) -> None:
+    """Each `options.<name>` is `None` or a positive int or float (not a bool)."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not value > 0):
+            raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
+
+
+def model_config(config_cls, model: dict, vocab_size: int):
+    """`config_cls(vocab_size=vocab_size, **model)`, refusing `model` keys that are not its
+    fields (and `vocab_size`, which comes from the data) with a message naming them."""
+    if "vocab_size" in model:
+        raise ValueError("model.vocab_size comes from the data; remove it from the options.")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(model) - fields)
+    if unknown:
+        raise ValueError(f"model options {unknown} are not {config_cls.__name__} fields; "
+                         f"known: {sorted(fields - {'vocab_size'})}")
+    return config_cls(vocab_size=vocab_size, **model)
