@@ -2,7 +2,10 @@
 
 Also `python -m pipelines.evaluate`. Compares the model with each baseline by a paired bootstrap
 and writes `RUN_DIR/evaluation.json` (or `OUTPUT/evaluation.json`); see
-`tfrec_attn.training.run_evaluation.evaluate_run`.
+`tfrec_attn.training.run_evaluation.evaluate_run`. A DIN run (`tfrec-attn train --model din`)
+is re-evaluated on its own test rows by AUC / GAUC against popularity and, with `--against`,
+another DIN run on the same data and split; see
+`tfrec_attn.training.ranking_evaluation.evaluate_ranking_run`.
 """
 
 import argparse
@@ -10,6 +13,12 @@ import sys
 from pathlib import Path
 
 from tfrec_attn.evaluation import check_cutoffs
+from tfrec_attn.training.ranking_evaluation import (
+    evaluate_ranking_run,
+    is_ranking_run,
+    ranking_evaluation_table,
+    read_run_metrics,
+)
 from tfrec_attn.training.run_evaluation import (
     EVALUATION,
     PROTOCOLS,
@@ -18,21 +27,43 @@ from tfrec_attn.training.run_evaluation import (
     evaluation_table,
 )
 
+DEFAULT_KS = "5,10,20"
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfrec-attn evaluate",
                                 description=__doc__.splitlines()[0])
     add = p.add_argument
     add("--run-dir", required=True, help="a `tfrec-attn train` run directory")
-    add("--protocols", default=",".join(PROTOCOLS),
-        help="comma-separated protocols: full, sampled, sampled-N")
-    add("--k", default="5,10,20", help="comma-separated metric cut-offs")
+    add("--protocols", help="comma-separated protocols: full, sampled, sampled-N (default: "
+        f"{','.join(PROTOCOLS)}; SASRec runs only)")
+    add("--k", help=f"comma-separated metric cut-offs (default: {DEFAULT_KS}; SASRec runs only)")
+    add("--against", help="another DIN run on the same data and split, compared with this one "
+        "(DIN runs only)")
     add("--bootstrap", type=int, default=1000,
         help="bootstrap samples per comparison (0: metrics only, no verdicts)")
     add("--seed", type=int, default=None,
         help="seeds sampled negatives and the bootstrap (default: the run's seed)")
     add("--output", help="directory for evaluation.json (default: the run directory)")
     return p
+
+
+def _is_din_run(run_dir: str) -> bool:
+    """Whether `run_dir` holds a DIN run (a missing `metrics.json` is left to `load_run`)."""
+    return (Path(run_dir) / "metrics.json").exists() and is_ranking_run(read_run_metrics(run_dir))
+
+
+def _evaluate_din(args) -> None:
+    given = [flag for flag, value in (("--protocols", args.protocols), ("--k", args.k))
+             if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: SASRec options, not options of a DIN run "
+                         f"({args.run_dir} is evaluated by AUC / GAUC on its own test rows)")
+    if args.against is not None and not Path(args.against).is_dir():
+        raise FileNotFoundError(f"--against: no such run directory: {args.against}")
+    report = evaluate_ranking_run(args.run_dir, against=args.against, bootstrap=args.bootstrap,
+                                  seed=args.seed, output=args.output)
+    print(ranking_evaluation_table(report))
 
 
 def _split(value: str) -> list[str]:
@@ -56,22 +87,29 @@ def parse_ks(value: str) -> tuple[int, ...]:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        try:
-            protocols = check_protocols(_split(args.protocols))
-        except ValueError as err:
-            raise ValueError(f"--protocols: {err}") from None
         if not Path(args.run_dir).is_dir():
             raise FileNotFoundError(f"--run-dir: no such run directory: {args.run_dir}")
-        ks = parse_ks(args.k)
         if args.bootstrap < 0:
             raise ValueError(f"--bootstrap must be >= 0 (0 skips the comparisons). "
                              f"Received: {args.bootstrap}")
-        report = evaluate_run(args.run_dir, protocols, ks=ks, bootstrap=args.bootstrap,
-                              seed=args.seed, output=args.output)
+        if _is_din_run(args.run_dir):
+            _evaluate_din(args)
+        else:
+            if args.against is not None:
+                raise ValueError(f"--against compares two DIN runs; {args.run_dir} is not a "
+                                 "`tfrec-attn train --model din` run.")
+            names = ",".join(PROTOCOLS) if args.protocols is None else args.protocols
+            try:
+                protocols = check_protocols(_split(names))
+            except ValueError as err:
+                raise ValueError(f"--protocols: {err}") from None
+            ks = parse_ks(DEFAULT_KS if args.k is None else args.k)
+            report = evaluate_run(args.run_dir, protocols, ks=ks, bootstrap=args.bootstrap,
+                                  seed=args.seed, output=args.output)
+            print(evaluation_table(report))
     except (ValueError, FileNotFoundError) as err:
         print(f"tfrec-attn evaluate: {err}", file=sys.stderr)
         return 2
-    print(evaluation_table(report))
     print(f"\nreport: {args.output or args.run_dir}/{EVALUATION}")
     return 0
 
