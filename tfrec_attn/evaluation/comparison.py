@@ -45,6 +45,18 @@ def _check_metric_arrays(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def check_bootstrap_arguments(num_samples, confidence) -> None:
+    """`num_samples` is a positive integer and `confidence` lies in `(0, 1)` (`ValueError`
+    naming the argument otherwise)."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer) or (
+            num_samples < 1):
+        raise ValueError(f"num_samples must be a positive integer. Received: "
+                         f"num_samples={num_samples!r}")
+    if isinstance(confidence, bool) or not isinstance(confidence, float | int) or not (
+            0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be in (0, 1). Received: confidence={confidence!r}")
+
+
 def paired_bootstrap(
     a: np.ndarray,
     b: np.ndarray,
@@ -76,13 +88,7 @@ def paired_bootstrap(
     (0.0, 0.0, 0.0, 0.0)
     """
     a, b = _check_metric_arrays(a, b)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer) or (
-            num_samples < 1):
-        raise ValueError(f"num_samples must be a positive integer. Received: "
-                         f"num_samples={num_samples!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, float | int) or not (
-            0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must be in (0, 1). Received: confidence={confidence!r}")
+    check_bootstrap_arguments(num_samples, confidence)
     difference = a - b
     result = stats.bootstrap(
         (difference,), np.mean, n_resamples=int(num_samples), vectorized=True,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from tfrec_attn.evaluation.comparison import paired_bootstrap, verdict
+from tfrec_attn.evaluation.comparison import check_bootstrap_arguments, paired_bootstrap, verdict
 
 _MAX_BATCH_VALUES = 1 << 22  # row weights held at once by the AUC bootstrap (~32 MB)
 VERDICT_METRIC = "gauc"  # the comparison's overall verdict (DIN's metric, paired per user)
@@ -136,13 +136,7 @@ def cluster_bootstrap_auc(labels, scores_a, scores_b, group_size: int, num_sampl
     users = len(labels)
     if users < 2:
         raise ValueError(f"the rows need at least 2 users to bootstrap. Received: {users}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer) or (
-            num_samples < 1):
-        raise ValueError(f"num_samples must be a positive integer. Received: "
-                         f"num_samples={num_samples!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, float | int) or not (
-            0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must be in (0, 1). Received: confidence={confidence!r}")
+    check_bootstrap_arguments(num_samples, confidence)
     auc_a, auc_b = _PooledAUC(labels, grouped_a), _PooledAUC(labels, grouped_b)
 
     def difference(samples, axis=-1):  # resampled user indices `(batch, users)` or `(users,)`
