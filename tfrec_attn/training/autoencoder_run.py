@@ -82,7 +82,7 @@ class AutoencoderOptions:
     batch_size: int = 64
     learning_rate: float = 2e-3
     max_train_minutes: float | None = None
-    patience: int = 5
+    patience: int = 10  # measured better than 5 on ML-100K (docs/BENCHMARKS.md 9d)
     seed: int = 0
     min_events: int = 3
     synthetic_users: int = 2000
