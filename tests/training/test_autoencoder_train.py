@@ -11,6 +11,7 @@ from pipelines import train as train_pipeline
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.benchmarking.families import FamiliesSettings
 from tfrec_attn.data import build_sequences, pad_left
+from tfrec_attn.export.serving import read_models_config
 from tfrec_attn.models import (
     AttentionAutoencoderConfig,
     build_attention_autoencoder,
@@ -43,6 +44,13 @@ def run(tmp_path_factory):
                            "--name", "tiny_ae"]
     assert train_pipeline.main(argv) == 0
     return root, json.loads((root / "out" / "metrics.json").read_text())
+
+
+def test_models_config_lists_the_exported_autoencoder(run):
+    root, _ = run
+    config = read_models_config(root / "models" / "models.config")
+    assert [(e.name, e.base_path) for e in config.model_config_list.config] == [
+        ("tiny_ae", "/models/tiny_ae")]
 
 
 def checkpoint_model(root: Path, metrics: dict) -> keras.Model:

@@ -31,15 +31,18 @@ from tfrec_attn.evaluation import (
     set_ranking_metrics,
     topk_from_scores,
 )
+from tfrec_attn.export.autoencoder import export_autoencoder
+from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import (
     AttentionAutoencoderConfig,
     build_attention_autoencoder,
     multinomial_loss,
 )
-from tfrec_attn.training.callbacks import EpochTimer, TimeBudget
+from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run import load_data, write_json
 from tfrec_attn.training.run_options import (
+    check_backup_and_ema,
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
@@ -93,6 +96,8 @@ class AutoencoderOptions:
     valid_users: int | None = None
     test_users: int | None = None
     verbose: int = 1
+    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
+    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # AttentionAutoencoderConfig fields
 
     def __post_init__(self):
@@ -104,6 +109,7 @@ class AutoencoderOptions:
         for name, low in (("patience", 0), ("seed", 0), ("min_events", 2)):
             check_int_at_least(self, name, low)
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
+        check_backup_and_ema(self)
         value = self.holdout_fraction
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1). Received: "
@@ -200,23 +206,13 @@ def baseline_metrics(train: list[np.ndarray], fold_in: list[np.ndarray],
 
 
 def _fit(model: keras.Model, split: AutoencoderSplit, options: AutoencoderOptions,
-         vocab_size: int, out: Path, extra_callbacks=()):
+         vocab_size: int, out: Path, extra_callbacks=()) -> FitResult:
     max_len = model.input.shape[1]
     train = make_item_set_dataset(split.train, vocab_size, max_len, options.batch_size,
                                   seed=options.seed)
     evaluation = SetEvaluation(split.valid_fold_in, split.valid_held_out, k=options.k)
-    timer = EpochTimer()
-    budget = TimeBudget(options.max_train_minutes)
-    stopping = keras.callbacks.EarlyStopping(f"val_ndcg@{options.k}", mode="max",
-                                             patience=options.patience,
-                                             restore_best_weights=True)
-    callbacks = [timer, evaluation, stopping, budget,
-                 keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")), *extra_callbacks]
-    history = model.fit(train, epochs=options.epochs, callbacks=callbacks,
-                        verbose=options.verbose).history
-    for record, seconds in zip(evaluation.records, timer.seconds):
-        record["epoch_seconds"] = round(float(seconds), 2)
-    return history, evaluation.records, budget
+    return fit_with_run_callbacks(model, train, evaluation, options, f"ndcg@{options.k}",
+                                  out / "tensorboard", extra_callbacks)
 
 
 def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
@@ -224,7 +220,9 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
     training curves, TensorBoard logs, the item vocabulary and the weights to `output`.
 
     Early stopping on the validation NDCG@k (`patience` epochs) restores the best epoch's
-    weights before the test; `max_train_minutes` stops training cleanly mid-epoch.
+    weights before the test; `max_train_minutes` stops training cleanly mid-epoch. The callbacks
+    are SASRec's (`fit_with_run_callbacks`): with `backup_dir` a restarted run resumes after
+    the last completed epoch, with `ema_decay` epochs end on an average of the weights.
 
     Args:
         options: the run's options.
@@ -234,21 +232,25 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
         The metrics dict written to `output/metrics.json` (plus `"export_path"` when
         `export_root` is set): `test` / `valid` `{"recall@k", "ndcg@k"}`, `baselines`
         `{"popularity", "cooccurrence"}` on the test users, `best_epoch`, `train_seconds`,
-        `epochs`, `stopped_by_time_budget`, `dataset`, `model`, `options`, `history`.
+        `epochs`, `stopped_by_time_budget`, `resumed_epochs`, `dataset`, `model`, `options`,
+        `history`.
     """
     keras.utils.set_random_seed(options.seed)
+    if options.export_root:  # a models.config it cannot merge into fails before training
+        read_models_config(Path(options.export_root) / "models.config")
     out = Path(options.output)
     out.mkdir(parents=True, exist_ok=True)
     data = build_sequences(load_data(options), min_events=options.min_events)
     if options.k > data.vocab_size - 2:
         raise DataOptionError(f"k must be at most the number of items ({data.vocab_size - 2}). "
-                         f"Received: k={options.k}")
+                              f"Received: k={options.k}")
     config = options.autoencoder_config(data.vocab_size)
     split = autoencoder_split(data, options)
     model = build_autoencoder(config, options.learning_rate)
     started = time.monotonic()
-    history, records, budget = _fit(model, split, options, data.vocab_size, out, callbacks)
-    train_seconds = time.monotonic() - started
+    fitted = _fit(model, split, options, data.vocab_size, out, callbacks)
+    history, records = fitted.history, fitted.records
+    train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
     k = options.k
     metric_names = (f"recall@{k}", f"ndcg@{k}")
     test = evaluate_set_recommender(model, split.test_fold_in, split.test_held_out, k)
@@ -265,7 +267,8 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
         "baselines": baselines["test"],
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
-        "stopped_by_time_budget": budget.stopped,
+        "stopped_by_time_budget": fitted.budget.stopped,
+        "resumed_epochs": fitted.resumed_epochs,  # epochs restored from --backup-dir
         "dataset": _dataset_summary(data, split, options),
         "model": config.to_dict(),
         "options": {key: v for key, v in dataclasses.asdict(options).items() if key != "model"},
@@ -276,15 +279,14 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
     data.vocab.to_json(out / "item_vocabulary.json")
     model.save_weights(str(out / "checkpoint" / "weights"))
     if options.export_root:
-        # Imported here, so training works without the export module.
-        from tfrec_attn.export.autoencoder import export_autoencoder
-
         warmup = pad_left(split.valid_fold_in[:WARMUP_USERS], config.max_len)
         path = export_autoencoder(model, options.export_root, options.name,
                                   metadata={"config": config.to_dict(),
                                             "metrics": {"test": test},
                                             "best_epoch": metrics["best_epoch"]},
                                   warmup=warmup, max_k=k)
+        write_models_config(Path(options.export_root) / "models.config",
+                            {options.name: f"/models/{options.name}"})
         metrics["export_path"] = str(path)
     write_json(out / "metrics.json", metrics)
     return metrics

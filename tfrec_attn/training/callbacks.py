@@ -1,4 +1,5 @@
-"""Keras callbacks for recommender training: ranking evaluation each epoch and a time budget."""
+"""Keras callbacks for recommender training: evaluation each epoch (the base of the run's
+evaluation callbacks, and the ranking one), epoch times and a time budget."""
 
 import time
 
@@ -9,7 +10,60 @@ from tfrec_attn.evaluation import evaluate
 from tfrec_attn.training.distribution import any_worker, num_workers
 
 
-class RankingEvaluation(keras.callbacks.Callback):
+class EpochEvaluation(keras.callbacks.Callback):
+    """Base of the per-epoch evaluation callbacks: metrics into `records` and `logs`.
+
+    After every epoch `compute_metrics()` (the hook subclasses implement) gives
+    `{name: value}`; the epoch's `{"epoch", **metrics}` is appended to `records` (cleared in
+    `on_train_begin`, so they hold the epochs of the latest `fit`) and the `logged` metrics land
+    in `logs` as `{prefix}{name}` (e.g. `val_ndcg@10`), so Keras' `EarlyStopping`,
+    `TensorBoard` and `History` see them: put it before those in the callback list.
+    `get_state` / `set_state` let `RunBackup` carry the records over a restart.
+
+    Args:
+        prefix: log-name prefix. Defaults to `"val_"`.
+        logged: names of the metrics put in `logs` (`None`: all; `records` keep all).
+
+    Example:
+    >>> class Constant(EpochEvaluation):
+    ...     def compute_metrics(self):
+    ...         return {"auc": 0.5, "gauc": 0.25}
+    >>> evaluation, logs = Constant(logged=("auc",)), {"loss": 1.0}
+    >>> evaluation.on_epoch_end(0, logs)
+    >>> logs, evaluation.records
+    ({'loss': 1.0, 'val_auc': 0.5}, [{'epoch': 1, 'auc': 0.5, 'gauc': 0.25}])
+    """
+
+    def __init__(self, prefix: str = "val_", logged=None):
+        super().__init__()
+        self.prefix = prefix
+        self.logged = None if logged is None else tuple(logged)
+        self.records: list[dict] = []
+
+    def compute_metrics(self) -> dict:
+        """`{name: value}` of the model now (called at the end of every epoch)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_metrics().")
+
+    def on_train_begin(self, logs=None):
+        self.records = []  # a new `fit` reports its own epochs (`RunBackup` restores after this)
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = self.compute_metrics()
+        self.records.append({"epoch": epoch + 1, **metrics})
+        if logs is not None:
+            logs.update({self.prefix + name: value for name, value in metrics.items()
+                         if self.logged is None or name in self.logged})
+
+    def get_state(self) -> dict:
+        """The records so far, as JSON (`RunBackup` saves it to resume an interrupted run)."""
+        return {"records": self.records}
+
+    def set_state(self, state: dict) -> None:
+        """Restores `get_state()`'s records; call it after `on_train_begin`."""
+        self.records = [dict(r) for r in state["records"]]
+
+
+class RankingEvaluation(EpochEvaluation):
     """Computes ranking metrics on held-out rows at the end of every epoch into `logs`.
 
     Metrics land in `logs` as `{prefix}{name}` (e.g. `val_ndcg@10`), so Keras' `EarlyStopping`,
@@ -28,40 +82,19 @@ class RankingEvaluation(keras.callbacks.Callback):
     def __init__(self, score_fn, histories, targets, vocab_size: int, protocol: str = "full",
                  ks=(1, 5, 10, 20), prefix: str = "val_", seed: int = 0,
                  logged=("ndcg@10", "hr@10", "mrr")):
-        super().__init__()
+        super().__init__(prefix=prefix, logged=logged)
         self.score_fn = score_fn
         self.histories = histories
         self.targets = targets
         self.vocab_size = vocab_size
         self.protocol = protocol
         self.ks = ks
-        self.prefix = prefix
         self.seed = seed
-        self.logged = tuple(logged)
-        self.records: list[dict] = []
 
-    def on_train_begin(self, logs=None):
-        self.records = []  # a new `fit` reports its own epochs (`RunBackup` restores after this)
-
-    def on_epoch_end(self, epoch, logs=None):
+    def compute_metrics(self) -> dict:
         metrics = evaluate(self.score_fn, self.histories, self.targets, self.vocab_size,
                            protocol=self.protocol, ks=self.ks, seed=self.seed)
-        record = {"epoch": epoch + 1}
-        for name, value in metrics.items():
-            if name == "users":
-                continue
-            record[name] = value
-            if logs is not None and name in self.logged:
-                logs[self.prefix + name] = value
-        self.records.append(record)
-
-    def get_state(self) -> dict:
-        """The records so far, as JSON (`RunBackup` saves it to resume an interrupted run)."""
-        return {"records": self.records}
-
-    def set_state(self, state: dict) -> None:
-        """Restores `get_state()`'s records; call it after `on_train_begin`."""
-        self.records = [dict(r) for r in state["records"]]
+        return {name: value for name, value in metrics.items() if name != "users"}
 
 
 class TimeBudget(keras.callbacks.Callback):

@@ -12,6 +12,7 @@ import numpy as np
 from tfrec_attn._keras import keras
 from tfrec_attn.evaluation import PopularityRecommender
 from tfrec_attn.evaluation.ctr_metrics import group_auc, roc_auc
+from tfrec_attn.training.callbacks import EpochEvaluation
 
 PREDICT_BATCH = 2048  # rows a tower scores at once
 
@@ -68,7 +69,7 @@ def popularity_ctr(train: list[np.ndarray], examples: dict, vocab_size: int,
     return ctr_metrics(counts[np.asarray(examples["candidate"])], examples, num_negatives)
 
 
-class CTREvaluation(keras.callbacks.Callback):
+class CTREvaluation(EpochEvaluation):
     """Exact AUC and GAUC of the trained `DIN`'s tower on held-out rows after every epoch.
 
     The metrics land in `logs` as `{prefix}auc` / `{prefix}gauc`, so `EarlyStopping`,
@@ -95,17 +96,9 @@ class CTREvaluation(keras.callbacks.Callback):
     """
 
     def __init__(self, examples: dict, num_negatives: int, prefix: str = "val_"):
-        super().__init__()
+        super().__init__(prefix=prefix)
         self.examples = examples
         self.num_negatives = num_negatives
-        self.prefix = prefix
-        self.records: list[dict] = []
 
-    def on_train_begin(self, logs=None):
-        self.records = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = evaluate_ranker(self.model.tower, self.examples, self.num_negatives)
-        self.records.append({"epoch": epoch + 1, **metrics})
-        if logs is not None:
-            logs.update({self.prefix + name: value for name, value in metrics.items()})
+    def compute_metrics(self) -> dict[str, float]:
+        return evaluate_ranker(self.model.tower, self.examples, self.num_negatives)

@@ -27,11 +27,12 @@ from tfrec_attn.data.sequences import SequenceData
 from tfrec_attn.export import export_ranker
 from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import DIN, DINConfig
-from tfrec_attn.training.callbacks import EpochTimer, TimeBudget
 from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, popularity_ctr
+from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run import load_data, write_json
 from tfrec_attn.training.run_options import (
+    check_backup_and_ema,
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
@@ -73,6 +74,8 @@ class RankingOptions:
     valid_negatives: int = 20
     test_negatives: int = 100
     verbose: int = 1
+    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
+    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # DINConfig fields
 
     def __post_init__(self):
@@ -83,6 +86,7 @@ class RankingOptions:
         check_int_at_least(self, "min_events", 3,
                            " (leave-one-out holds out two events a user)")
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
+        check_backup_and_ema(self)
         self.model = dict(self.model or {})
         self.din_config(vocab_size=FIRST_VOCAB)  # checks the model fields before any data loads
 
@@ -132,22 +136,12 @@ def build_ranker(config: DINConfig, learning_rate: float, run_eagerly: bool = Fa
 
 
 def _fit(model: DIN, split: RankingSplit, options: RankingOptions, vocab_size: int, out: Path,
-         extra_callbacks=()):
+         extra_callbacks=()) -> FitResult:
     train = make_ranking_dataset(split.train, model.config.max_len, vocab_size,
                                  options.batch_size, options.negatives, seed=options.seed)
     evaluation = CTREvaluation(split.valid, split.valid_negatives)
-    timer = EpochTimer()
-    budget = TimeBudget(options.max_train_minutes)
-    stopping = keras.callbacks.EarlyStopping("val_" + MONITOR, mode="max",
-                                             patience=options.patience,
-                                             restore_best_weights=True)
-    callbacks = [timer, evaluation, stopping, budget,
-                 keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")), *extra_callbacks]
-    history = model.fit(train, epochs=options.epochs, callbacks=callbacks,
-                        verbose=options.verbose).history
-    for record, seconds in zip(evaluation.records, timer.seconds):
-        record["epoch_seconds"] = round(float(seconds), 2)
-    return history, evaluation.records, budget
+    return fit_with_run_callbacks(model, train, evaluation, options, MONITOR,
+                                  out / "tensorboard", extra_callbacks)
 
 
 def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
@@ -156,7 +150,9 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
     adds the model to `export_root/models.config` (keeping the other models it serves).
 
     Early stopping on the validation AUC (`patience` epochs) restores the best epoch's weights
-    before the test; `max_train_minutes` stops training cleanly mid-epoch.
+    before the test; `max_train_minutes` stops training cleanly mid-epoch. The callbacks are
+    SASRec's (`fit_with_run_callbacks`): with `backup_dir` a restarted run resumes after the
+    last completed epoch, with `ema_decay` epochs end on an average of the weights.
 
     Args:
         options: the run's options.
@@ -166,7 +162,8 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
         The metrics dict written to `output/metrics.json` (plus `"export_path"` when
         `export_root` is set): `test` / `valid` `{"auc", "gauc"}`, `baselines`
         `{"popularity": {"auc", "gauc"}}` on the test rows, `best_epoch`, `train_seconds`,
-        `epochs`, `stopped_by_time_budget`, `dataset`, `model`, `options`, `history`.
+        `epochs`, `stopped_by_time_budget`, `resumed_epochs`, `dataset`, `model`, `options`,
+        `history`.
     """
     keras.utils.set_random_seed(options.seed)
     if options.export_root:  # a models.config it cannot merge into fails before training
@@ -180,8 +177,9 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
                           options.seed)
     model = build_ranker(config, options.learning_rate)
     started = time.monotonic()
-    history, records, budget = _fit(model, split, options, data.vocab_size, out, callbacks)
-    train_seconds = time.monotonic() - started
+    fitted = _fit(model, split, options, data.vocab_size, out, callbacks)
+    history, records = fitted.history, fitted.records
+    train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
     test = evaluate_ranker(model.tower, split.test, split.test_negatives)
     best = max(records, key=lambda r: r[MONITOR]) if records else {}
     popularity = {name: popularity_ctr(split.train, rows, data.vocab_size, negatives)
@@ -194,7 +192,8 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
         "baselines": {"popularity": popularity["test"]},
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
-        "stopped_by_time_budget": budget.stopped,
+        "stopped_by_time_budget": fitted.budget.stopped,
+        "resumed_epochs": fitted.resumed_epochs,  # epochs restored from --backup-dir
         "dataset": {"name": options.data or "synthetic", "format": options.format,
                     "users": data.num_users, "items": data.vocab_size - 2,
                     "interactions": data.num_interactions,

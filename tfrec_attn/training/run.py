@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,7 @@ from tfrec_attn.evaluation.oracle import SyntheticOracle
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
-from tfrec_attn.training.backup import RunBackup, check_backup_dir
-from tfrec_attn.training.callbacks import EpochTimer, RankingEvaluation, TimeBudget
+from tfrec_attn.training.callbacks import RankingEvaluation
 from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.distribution import (
     STRATEGIES,
@@ -33,10 +33,11 @@ from tfrec_attn.training.distribution import (
     replica_batch_size,
     shard_by_data,
 )
+from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
+from tfrec_attn.training.run_options import check_backup_and_ema
 from tfrec_attn.training.scoring import make_score_fn
-from tfrec_attn.training.weight_averaging import WeightAveraging
-from tfrec_attn.validation import DataOptionError, check_rate
+from tfrec_attn.validation import DataOptionError
 
 MONITOR = "ndcg@10"
 
@@ -84,10 +85,7 @@ class TrainOptions:
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
-        if self.backup_dir is not None:
-            check_backup_dir(self.backup_dir)
-        if self.ema_decay is not None:
-            check_rate("ema_decay", self.ema_decay)
+        check_backup_and_ema(self)
 
 
 def load_data(options: TrainOptions):
@@ -175,7 +173,8 @@ def training_dataset(train, max_len: int, options: TrainOptions) -> tf.data.Data
     return dataset
 
 
-def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path, extra_callbacks=()):
+def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path,
+         extra_callbacks=()) -> tuple[FitResult, Callable]:
     max_len = model.config.max_len
     dataset = shard_by_data(training_dataset(split.train, max_len, options))
     score_fn = make_score_fn(model.scorer, max_len)
@@ -183,33 +182,9 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path, extra_
     evaluation = RankingEvaluation(score_fn, [split.valid_histories[i] for i in rows],
                                    split.valid_targets[rows], vocab_size,
                                    protocol=options.eval_protocol, seed=options.seed)
-    budget = TimeBudget(options.max_train_minutes)
-    timer = EpochTimer()
-    stopping = keras.callbacks.EarlyStopping(monitor="val_" + MONITOR, mode="max",
-                                             patience=options.patience,
-                                             restore_best_weights=True)
-    backup = (RunBackup(options.backup_dir, tracked=[timer, evaluation, stopping, budget])
-              if options.backup_dir else None)
-    averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
-    callbacks = [
-        *([backup] if backup else []),  # first: it restores the state the others resume from
-        timer,
-        *averaging,  # before the evaluation: epochs end on the averaged weights
-        evaluation,
-        stopping,
-        budget,
-        keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")),
-        *extra_callbacks,
-    ]
-    history = model.fit(dataset, epochs=options.epochs, callbacks=callbacks,
-                        verbose=options.verbose).history
-    if backup:  # the training logs of every epoch, those before a restart included
-        history = backup.history
-    elapsed = np.cumsum(timer.seconds)
-    for record, seconds, at in zip(evaluation.records, timer.seconds, elapsed):
-        record["epoch_seconds"] = round(float(seconds), 2)
-        record["elapsed_seconds"] = round(float(at), 2)
-    return history, evaluation.records, budget, score_fn, backup.resumed_epochs if backup else 0
+    fitted = fit_with_run_callbacks(model, dataset, evaluation, options, MONITOR,
+                                    out / "tensorboard", extra_callbacks)
+    return fitted, score_fn
 
 
 def run_training(options: TrainOptions, callbacks=()) -> dict:
@@ -248,8 +223,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
             f"{name}={choice['value']} ({choice['reason']})" for name, choice in chosen.items()))
     model = build_model(options, vocab_size, split.train, strategy)
     started = time.monotonic()
-    history, records, budget, score_fn, resumed = _fit(model, split, options, vocab_size, out,
-                                                      callbacks)
+    fitted, score_fn = _fit(model, split, options, vocab_size, out, callbacks)
+    history, records, budget = fitted.history, fitted.records, fitted.budget
     train_seconds = time.monotonic() - started + budget.previous  # + before a restart
     protocol = options.eval_protocol
     test = evaluate(score_fn, split.test_histories, split.test_targets, vocab_size, protocol,
@@ -271,7 +246,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
         "stopped_by_time_budget": budget.stopped,
-        "resumed_epochs": resumed,  # epochs restored from --backup-dir (0: trained from scratch)
+        # epochs restored from --backup-dir (0: trained from scratch)
+        "resumed_epochs": fitted.resumed_epochs,
         "protocol": protocol,
         "dataset": {"name": options.data or "synthetic", "format": options.format,
                     "users": data.num_users, "items": vocab_size - 2,

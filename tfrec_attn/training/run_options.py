@@ -1,5 +1,6 @@
-"""Checks shared by the option sets of the train command's other models (`RankingOptions` for
-`--model din`, `AutoencoderOptions` for `--model autoencoder`): one message format, written once.
+"""Checks shared by the option sets of the train command's models (`RankingOptions` for
+`--model din`, `AutoencoderOptions` for `--model autoencoder`; `TrainOptions` for SASRec shares
+`check_backup_and_ema`): one message format, written once.
 
 Example:
 >>> from tfrec_attn.models import DINConfig
@@ -16,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 
 from tfrec_attn.data import FORMATS
+from tfrec_attn.training.backup import check_backup_dir
+from tfrec_attn.validation import check_rate
 
 
 def check_data_source(options) -> None:
@@ -25,6 +28,15 @@ def check_data_source(options) -> None:
                          f"Received: format={options.format!r}")
     if options.format != "synthetic" and not options.data:
         raise ValueError(f"--data is required for format {options.format!r}.")
+
+
+def check_backup_and_ema(options) -> None:
+    """`options.backup_dir`, when set, is a directory or does not exist yet (`check_backup_dir`);
+    `options.ema_decay`, when set, is in `[0, 1)`."""
+    if options.backup_dir is not None:
+        check_backup_dir(options.backup_dir)
+    if options.ema_decay is not None:
+        check_rate("ema_decay", options.ema_decay)
 
 
 def check_int_at_least(options, name: str, low: int, why: str = "") -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from tfrec_attn._keras import keras
 from tfrec_attn.evaluation.set_metrics import set_ranking_metrics
 from tfrec_attn.models.attention_autoencoder import recommend_from_item_sets
+from tfrec_attn.training.callbacks import EpochEvaluation
 from tfrec_attn.validation import check_positive_int
 
 
@@ -38,7 +39,7 @@ def evaluate_set_recommender(model: keras.Model, fold_in: Sequence[np.ndarray],
     return {name: value for name, value in metrics.items() if name != "users"}
 
 
-class SetEvaluation(keras.callbacks.Callback):
+class SetEvaluation(EpochEvaluation):
     """Recall@k and NDCG@k of the model on held-out users' item sets after every epoch.
 
     The metrics land in `logs` as `{prefix}recall@k` / `{prefix}ndcg@k`, so `EarlyStopping`,
@@ -65,7 +66,7 @@ class SetEvaluation(keras.callbacks.Callback):
 
     def __init__(self, fold_in: Sequence[np.ndarray], held_out: Sequence[np.ndarray],
                  k: int = 20, prefix: str = "val_"):
-        super().__init__()
+        super().__init__(prefix=prefix)
         check_positive_int("k", k)
         if len(fold_in) != len(held_out):
             raise ValueError(f"fold_in and held_out must have one entry per user. Received: "
@@ -73,14 +74,6 @@ class SetEvaluation(keras.callbacks.Callback):
         self.fold_in = list(fold_in)
         self.held_out = list(held_out)
         self.k = k
-        self.prefix = prefix
-        self.records: list[dict] = []
 
-    def on_train_begin(self, logs=None):
-        self.records = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = evaluate_set_recommender(self.model, self.fold_in, self.held_out, self.k)
-        self.records.append({"epoch": epoch + 1, **metrics})
-        if logs is not None:
-            logs.update({self.prefix + name: value for name, value in metrics.items()})
+    def compute_metrics(self) -> dict[str, float]:
+        return evaluate_set_recommender(self.model, self.fold_in, self.held_out, self.k)

@@ -1,0 +1,107 @@
+"""The one training loop of the train command's runs (SASRec, DIN, the autoencoder): `model.fit`
+with the run callbacks in one order, and the per-epoch records those callbacks gather."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.training.backup import RunBackup
+from tfrec_attn.training.callbacks import EpochEvaluation, EpochTimer, TimeBudget
+from tfrec_attn.training.weight_averaging import WeightAveraging
+
+
+class FitOptions(Protocol):
+    """The options `fit_with_run_callbacks` reads (`TrainOptions`, `RankingOptions` and
+    `AutoencoderOptions` all have them)."""
+
+    epochs: int
+    patience: int
+    max_train_minutes: float | None
+    backup_dir: str | None
+    ema_decay: float | None
+    verbose: int
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What a run needs from its training: `history` (`{name: [value per epoch]}`, every epoch's
+    when resumed), `records` (the evaluation's, with `epoch_seconds` / `elapsed_seconds`),
+    the `budget` (`stopped`, `previous` seconds before a restart) and `resumed_epochs`."""
+
+    history: dict
+    records: list[dict]
+    budget: TimeBudget
+    resumed_epochs: int
+
+
+def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
+                           evaluation: EpochEvaluation, options: FitOptions, monitor: str,
+                           log_dir: str | Path, extra_callbacks=()) -> FitResult:
+    """Fits `model` on `dataset` for `options.epochs` with the run callbacks, in this order:
+
+    `RunBackup` (with `options.backup_dir`; first, as it restores the state the others resume
+    from), `EpochTimer`, `WeightAveraging` (with `options.ema_decay`; before the evaluation, so
+    epochs end on the averaged weights), `evaluation`, `EarlyStopping` on
+    `evaluation.prefix + monitor` (mode max, `options.patience`, best weights restored),
+    `TimeBudget(options.max_train_minutes)`, `TensorBoard(log_dir)`, then `extra_callbacks`.
+
+    Args:
+        model: a compiled model.
+        dataset: the training batches.
+        evaluation: the per-epoch evaluation; it must log `monitor`.
+        options: the run's options (`FitOptions`).
+        monitor: the evaluation metric early stopping maximizes, e.g. `"ndcg@10"`.
+        log_dir: TensorBoard's directory.
+        extra_callbacks: Keras callbacks run after the run's own ones.
+
+    Returns:
+        A `FitResult`; each record gains the epoch's `epoch_seconds` and the cumulative
+        `elapsed_seconds`.
+
+    Example:
+    >>> import tempfile, types
+    >>> from tfrec_attn.training.callbacks import EpochEvaluation
+    >>> class Bias(EpochEvaluation):
+    ...     def compute_metrics(self):
+    ...         return {"bias": float(self.model.layers[0].bias.numpy()[0])}
+    >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(0.1), "mse")
+    >>> options = types.SimpleNamespace(epochs=3, patience=5, max_train_minutes=None,
+    ...                                 backup_dir=None, ema_decay=None, verbose=0)
+    >>> data = tf.data.Dataset.from_tensor_slices((np.zeros((4, 1)), np.ones(4))).batch(2)
+    >>> result = fit_with_run_callbacks(model, data, Bias(), options, "bias", tempfile.mkdtemp())
+    >>> len(result.history["loss"]), [r["epoch"] for r in result.records], result.resumed_epochs
+    (3, [1, 2, 3], 0)
+    """
+    timer = EpochTimer()
+    budget = TimeBudget(options.max_train_minutes)
+    stopping = keras.callbacks.EarlyStopping(monitor=evaluation.prefix + monitor, mode="max",
+                                             patience=options.patience,
+                                             restore_best_weights=True)
+    backup = (RunBackup(options.backup_dir, tracked=[timer, evaluation, stopping, budget])
+              if options.backup_dir else None)
+    averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
+    callbacks = [
+        *([backup] if backup else []),  # first: it restores the state the others resume from
+        timer,
+        *averaging,  # before the evaluation: epochs end on the averaged weights
+        evaluation,
+        stopping,
+        budget,
+        keras.callbacks.TensorBoard(log_dir=str(log_dir)),
+        *extra_callbacks,
+    ]
+    history = model.fit(dataset, epochs=options.epochs, callbacks=callbacks,
+                        verbose=options.verbose).history
+    if backup:  # the training logs of every epoch, those before a restart included
+        history = backup.history
+    records = evaluation.records
+    for record, seconds, at in zip(records, timer.seconds, np.cumsum(timer.seconds)):
+        record["epoch_seconds"] = round(float(seconds), 2)
+        record["elapsed_seconds"] = round(float(at), 2)
+    return FitResult(history, records, budget, backup.resumed_epochs if backup else 0)
