@@ -12,7 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.export.module_export import reject_pruning_wrappers, save_versioned_module
+from tfrec_attn.export.module_export import (
+    find_layer,
+    reject_pruning_wrappers,
+    save_versioned_module,
+)
 from tfrec_attn.export.serving import write_warmup_requests
 from tfrec_attn.layers import HistoryTopK, PositionEmbedding
 from tfrec_attn.layers.masking import ids_to_oov
@@ -52,12 +56,7 @@ def autoencoder_sizes(model: keras.Model) -> tuple[int, int]:
 
 def is_positional(model: keras.Model) -> bool:
     """Whether the model adds a `PositionEmbedding` (then the item order matters)."""
-    for layer in model.layers:
-        while isinstance(layer, keras.layers.Wrapper):
-            layer = layer.layer
-        if isinstance(layer, PositionEmbedding):
-            return True
-    return False
+    return find_layer(model, PositionEmbedding) is not None
 
 
 def read_item_sets(items: tf.Tensor, max_len: int, vocab_size: int) -> tf.Tensor:

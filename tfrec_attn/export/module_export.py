@@ -15,6 +15,22 @@ from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_v
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
+def find_layer(model: keras.Model, types) -> keras.layers.Layer | None:
+    """The first layer of `model` (nested, or inside a pruning / QAT wrapper) of `types`, or
+    `None`.
+
+    Example:
+    >>> from tfrec_attn.layers import PositionEmbedding
+    >>> model = keras.Sequential([keras.Input((3, 4)), PositionEmbedding(3)])
+    >>> find_layer(model, PositionEmbedding).max_length, find_layer(model, keras.layers.Dense)
+    (3, None)
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, types):
+            return layer
+    return None
+
+
 def save_versioned_module(module: tf.Module, signatures: dict, export_root: str | os.PathLike,
                           name: str, version: int | None = None, keep: int | None = None,
                           info: dict | None = None,

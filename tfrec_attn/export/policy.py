@@ -11,7 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.export.module_export import reject_pruning_wrappers, save_versioned_module
+from tfrec_attn.export.module_export import (
+    find_layer,
+    reject_pruning_wrappers,
+    save_versioned_module,
+)
 from tfrec_attn.export.serving import write_warmup_requests
 from tfrec_attn.layers import HistoryTopK, PositionEmbedding
 from tfrec_attn.layers.masking import ids_to_oov
@@ -41,11 +45,9 @@ def policy_network(policy_or_network: AttentionPolicy | keras.Model
 
 def _max_len(network: keras.Model) -> int:
     """The history length the network's `PositionEmbedding` covers (wrapped or not)."""
-    for layer in network.layers:
-        while isinstance(layer, keras.layers.Wrapper):
-            layer = layer.layer
-        if isinstance(layer, PositionEmbedding):
-            return layer.max_length
+    layer = find_layer(network, PositionEmbedding)
+    if layer is not None:
+        return layer.max_length
     raise ValueError(f"The network {network.name!r} has no PositionEmbedding to read max_len "
                      "from.")
 

@@ -31,6 +31,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.export.module_export import find_layer
 from tfrec_attn.export.saved_model import encoder_item_layer, item_table
 from tfrec_attn.layers import (
     HistoryTopK,
@@ -50,13 +51,6 @@ _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).item
                   if not name.startswith("_")}
 
 
-def _find_layer(model: keras.Model, types) -> keras.layers.Layer | None:
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, types):
-            return layer
-    return None
-
-
 def _serving_parts(model: SASRec | keras.Model, k: int, exclude_history: bool = True
                    ) -> tuple[keras.Model, int, int]:
     """`(top-k model, max_len, vocab_size)` from a `SASRec` or a functional top-k model."""
@@ -67,12 +61,12 @@ def _serving_parts(model: SASRec | keras.Model, k: int, exclude_history: bool = 
             "item_ids", "scores"} <= set(model.output):
         raise ValueError("model must be a SASRec or a functional top-k model with outputs "
                          f"{{'item_ids', 'scores'}} (see build_topk_model). Received: {model!r}")
-    embedding = _find_layer(model, ItemEmbedding)
+    embedding = find_layer(model, ItemEmbedding)
     if embedding is None:
         raise ValueError("The top-k model has no ItemEmbedding layer to read vocab_size from.")
     max_len = model.input.shape[1]
     if max_len is None:
-        positions = _find_layer(model, (PositionEmbedding, SinusoidalPositionEmbedding))
+        positions = find_layer(model, (PositionEmbedding, SinusoidalPositionEmbedding))
         if positions is None:
             raise ValueError("The top-k model's history length is unknown: give it a fixed "
                              "input shape (batch, max_len) or a position embedding.")
