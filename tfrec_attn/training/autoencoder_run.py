@@ -154,8 +154,8 @@ def autoencoder_split(data: SequenceData, options: AutoencoderOptions) -> Autoen
     valid_users = _held_out_count(options.valid_users, users)
     test_users = _held_out_count(options.test_users, users)
     if valid_users + test_users >= users:
-        raise DataOptionError(f"valid_users + test_users must leave at least one training user: "
-                         f"{valid_users} + {test_users} >= {users} users")
+        raise DataOptionError("valid_users + test_users must leave at least one training user: "
+                              f"{valid_users} + {test_users} >= {users} users")
     order = np.random.default_rng(options.seed).permutation(users)
     test_rows = np.sort(order[:test_users])
     valid_rows = np.sort(order[test_users:test_users + valid_users])
@@ -172,8 +172,8 @@ def autoencoder_split(data: SequenceData, options: AutoencoderOptions) -> Autoen
     test = fold(test_rows, options.seed + 2)
     for name, (fold_in, _) in (("validation", valid), ("test", test)):
         if not fold_in:
-            raise DataOptionError(f"no {name} user has two distinct items seen in training; raise "
-                             f"{'valid' if name == 'validation' else 'test'}_users.")
+            raise DataOptionError(f"no {name} user has two distinct items seen in training; "
+                                  f"raise {'valid' if name == 'validation' else 'test'}_users.")
     return AutoencoderSplit(train, *valid, *test)
 
 

@@ -168,8 +168,8 @@ def training_dataset(train, max_len: int, options: TrainOptions) -> tf.data.Data
                                     drop_remainder=fixed)
     if fixed and int(dataset.cardinality()) == 0:
         raise DataOptionError(f"jit_compile drops the last partial batch, and the {len(train)} "
-                         "training sequences make less than one full batch: lower batch_size. "
-                         f"Received: batch_size={options.batch_size}")
+                              "training sequences make less than one full batch: lower "
+                              f"batch_size. Received: batch_size={options.batch_size}")
     return dataset
 
 
