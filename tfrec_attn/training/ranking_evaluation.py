@@ -28,7 +28,13 @@ from tfrec_attn.models import DINConfig, build_din_tower
 from tfrec_attn.training.ctr_evaluation import ctr_metrics, tower_logits
 from tfrec_attn.training.ranking_run import RankingOptions, RankingSplit, ranking_split
 from tfrec_attn.training.run import load_data, write_json
-from tfrec_attn.training.run_dir import CHECKPOINT, METRICS, VOCABULARY, _require
+from tfrec_attn.training.run_dir import (
+    CHECKPOINT,
+    METRICS,
+    VOCABULARY,
+    _require,
+    options_from_metrics,
+)
 from tfrec_attn.training.run_evaluation import CONFIDENCE, EVALUATION, _check_bootstrap
 
 MODEL, POPULARITY, AGAINST = "model", "popularity", "against"
@@ -82,16 +88,8 @@ def is_ranking_run(metrics: dict) -> bool:
 def ranking_options_from_metrics(metrics: dict, source: str | os.PathLike = METRICS
                                  ) -> RankingOptions:
     """The `RankingOptions` recorded in a DIN run's metrics dict (`model` from `"model"`)."""
-    for key in ("model", "options", "dataset"):
-        if not isinstance(metrics.get(key), dict):
-            raise ValueError(f"{source}: missing the {key!r} mapping written by "
-                             "run_ranking_training.")
-    known = {field.name for field in dataclasses.fields(RankingOptions)} - {"model"}
-    unknown = sorted(set(metrics["options"]) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown DIN run options {unknown}.")
-    model = {k: v for k, v in metrics["model"].items() if k != "vocab_size"}
-    return RankingOptions(model=model, **metrics["options"])
+    return options_from_metrics(metrics, source, RankingOptions, "run_ranking_training",
+                                "DIN run", required=("model", "options", "dataset"))
 
 
 def split_options(options: RankingOptions) -> dict:

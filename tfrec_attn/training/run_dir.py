@@ -55,17 +55,21 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def options_from_metrics(metrics: dict, source: str | os.PathLike = METRICS) -> TrainOptions:
-    """The `TrainOptions` recorded in a run's metrics dict."""
-    for key in ("model", "options"):
+def options_from_metrics(metrics: dict, source: str | os.PathLike = METRICS,
+                         options_cls=TrainOptions, writer: str = "run_training",
+                         kind: str = "training", required=("model", "options")):
+    """The options (`options_cls`, `TrainOptions` by default) recorded in a run's metrics dict:
+    its `"options"`, with `"model"` (less `vocab_size`) as the model fields. `writer` and
+    `kind` name the run type in the errors; `required` are the mappings the dict must hold."""
+    for key in required:
         if not isinstance(metrics.get(key), dict):
-            raise ValueError(f"{source}: missing the {key!r} mapping written by run_training.")
-    known = {field.name for field in dataclasses.fields(TrainOptions)} - {"model"}
+            raise ValueError(f"{source}: missing the {key!r} mapping written by {writer}.")
+    known = {field.name for field in dataclasses.fields(options_cls)} - {"model"}
     unknown = sorted(set(metrics["options"]) - known)
     if unknown:
-        raise ValueError(f"{source}: unknown training options {unknown}.")
+        raise ValueError(f"{source}: unknown {kind} options {unknown}.")
     model = {k: v for k, v in metrics["model"].items() if k != "vocab_size"}
-    return TrainOptions(model=model, **metrics["options"])
+    return options_cls(model=model, **metrics["options"])
 
 
 def restore_model(config: SASRecConfig | dict, checkpoint: str | os.PathLike,
