@@ -344,6 +344,8 @@ def test_tflite_bad_arguments_and_inputs(data, tflite_file, tmp_path):
     feed = pad_left(sets, MAX_LEN)
     with pytest.raises(ValueError, match="item_sets must be integer"):
         runner.recommend(feed.astype(np.float32))
-    with pytest.raises(ValueError, match=f"item_sets must be 2-D \\(n, max_len={MAX_LEN}\\)"):
+    with pytest.raises(ValueError, match=f"item_sets must have length max_len={MAX_LEN}"):
         runner.recommend(feed[:, 1:])
+    with pytest.raises(ValueError, match=f"item_sets must be 2-D \\(n, max_len={MAX_LEN}\\)"):
+        runner.recommend(feed[0])
     assert runner.recommend(feed[:0])["item_ids"].shape == (0, K)

@@ -151,9 +151,9 @@ def test_bad_arguments_name_the_argument(policy, histories, tflite_file, tmp_pat
             ({"quantization": "int4"}, "quantization must be one of"),
             ({"quantization": "int8"}, "needs representative_data"),
             ({"quantization": "int8", "representative_data": histories[:, :3]},
-             f"representative_data must be integer histories \\(n >= 1, max_len={MAX_LEN}\\)"),
+             f"representative_data must be an int array \\(n >= 1, max_len={MAX_LEN}\\)"),
             ({"quantization": "int8", "representative_data": histories.astype(np.float32)},
-             "representative_data must be integer"),
+             "representative_data must be an int array"),
             ({"exclude_history": "yes"}, "exclude_history must be a bool")]:
         with pytest.raises(ValueError, match=match):
             convert_policy_to_tflite(policy, tmp_path / "p.tflite", **kwargs)

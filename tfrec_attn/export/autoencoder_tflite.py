@@ -10,32 +10,19 @@ batch is dynamic.
 """
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.autoencoder import AutoencoderModule
-from tfrec_attn.export.tflite import QUANTIZATIONS, SIGNATURE, convert_module
-
-
-def _representative_dataset(item_sets, max_len: int):
-    if item_sets is None:
-        raise ValueError("quantization='int8' needs representative_data: real item sets, an "
-                         f"int array (n, {max_len}). Received: None")
-    item_sets = np.asarray(item_sets)
-    if item_sets.ndim != 2 or item_sets.shape[1] != max_len or not len(item_sets) \
-            or item_sets.dtype.kind not in "iu":
-        raise ValueError(f"representative_data must be an int array (n >= 1, max_len={max_len}). "
-                         f"Received dtype {item_sets.dtype}, shape {item_sets.shape}")
-
-    def generator() -> Iterator[dict]:
-        for row in item_sets.astype(np.int64):
-            yield {"items": row[None]}
-
-    return generator
+from tfrec_attn.export.litert_runner import LiteRTRecommender
+from tfrec_attn.export.tflite import (
+    QUANTIZATIONS,
+    SIGNATURE,
+    convert_module,
+    representative_dataset,
+)
 
 
 def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k: int = 10,
@@ -77,7 +64,8 @@ def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k
     module = AutoencoderModule(model, max_k=k, exclude_input=exclude_input)  # checks model, k
     representative = None
     if quantization == "int8":
-        representative = _representative_dataset(representative_data, module.max_len)
+        representative = representative_dataset(representative_data, module.max_len,
+                                                "representative_data", "items", "real item sets")
 
     @tf.function(input_signature=[tf.TensorSpec([None, module.max_len], tf.int64,
                                                 name="items")])
@@ -90,31 +78,16 @@ def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k
                           representative, allow_select_tf_ops)
 
 
-class LiteRTAutoencoder:
+class LiteRTAutoencoder(LiteRTRecommender):
     """Top-k items from a `.tflite` file of `convert_autoencoder_to_tflite` (LiteRT).
+
+    `recommend(item_sets)`: `(n, max_len)` int ids, left-padded with 0 ->
+    `{"item_ids": int64 (n, k), "scores": float32 (n, k)}`, best first, never an input item;
+    the input is checked as `LiteRTRecommender` checks histories.
 
     Args:
         path: the `.tflite` file.
         num_threads: interpreter threads; `None` lets LiteRT choose.
     """
 
-    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        self._runner = interpreter.get_signature_runner(SIGNATURE)
-        self.max_len = int(self._runner.get_input_details()["items"]["shape_signature"][1])
-        self.k = int(self._runner.get_output_details()["item_ids"]["shape_signature"][1])
-
-    def recommend(self, item_sets) -> dict[str, np.ndarray]:
-        """`(n, max_len)` int ids, left-padded with 0 ->
-        `{"item_ids": int64 (n, k), "scores": float32 (n, k)}`, best first."""
-        item_sets = np.asarray(item_sets)
-        if item_sets.dtype.kind not in "iu":
-            raise ValueError(f"item_sets must be integer item ids. Received dtype "
-                             f"{item_sets.dtype}")
-        if item_sets.ndim != 2 or item_sets.shape[1] != self.max_len:
-            raise ValueError(f"item_sets must be 2-D (n, max_len={self.max_len}); left-pad with "
-                             f"0 (tfrec_attn.data.pad_left). Received shape {item_sets.shape}")
-        if not len(item_sets):
-            return {"item_ids": np.zeros((0, self.k), np.int64),
-                    "scores": np.zeros((0, self.k), np.float32)}
-        return self._runner(items=item_sets.astype(np.int64))
+    input_name, argument = "items", "item_sets"

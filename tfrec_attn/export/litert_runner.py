@@ -27,27 +27,30 @@ class LiteRTRecommender:
         {'item_ids': array([[...]]), 'scores': array([[...]], dtype=float32)}
     """
 
+    input_name = "history"  # the signature's input; subclasses for other files change these
+    argument = "histories"  # what error messages call the input
+    output_names = ("item_ids", "scores")  # returned outputs, `item_ids` int64, others float32
+
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         self._runner = self._interpreter.get_signature_runner(SIGNATURE)
-        shape = self._runner.get_input_details()["history"]["shape_signature"]
+        shape = self._runner.get_input_details()[self.input_name]["shape_signature"]
         self.max_len = int(shape[1])
         # A dynamic batch (-1) is resized per call by the signature runner; else one row a call.
         self.dynamic_batch = int(shape[0]) == -1
         self.k = int(self._runner.get_output_details()["item_ids"]["shape_signature"][1])
 
     def _check(self, histories) -> np.ndarray:
-        histories = np.asarray(histories)
+        histories, name = np.asarray(histories), self.argument
         if histories.dtype.kind not in "iu":
-            raise ValueError(
-                f"histories must be integer item ids. Received dtype {histories.dtype}")
+            raise ValueError(f"{name} must be integer item ids. Received dtype {histories.dtype}")
         if histories.ndim != 2:
             raise ValueError(
-                f"histories must be 2-D (n, max_len={self.max_len}); use histories[None] for one "
-                f"history. Received shape {histories.shape}")
+                f"{name} must be 2-D (n, max_len={self.max_len}); use {name}[None] for one row. "
+                f"Received shape {histories.shape}")
         if histories.shape[1] != self.max_len:
             raise ValueError(
-                f"histories must have length max_len={self.max_len} (left-pad with 0, see "
+                f"{name} must have length max_len={self.max_len} (left-pad with 0, see "
                 f"tfrec_attn.data.pad_left). Received shape {histories.shape}")
         return histories.astype(np.int64)
 
@@ -55,10 +58,9 @@ class LiteRTRecommender:
         """`(n, max_len)` int ids -> `{"item_ids": int64 (n, k), "scores": float32 (n, k)}`."""
         histories = self._check(histories)
         if not len(histories):
-            return {"item_ids": np.zeros((0, self.k), np.int64),
-                    "scores": np.zeros((0, self.k), np.float32)}
-        if self.dynamic_batch:
-            return self._runner(history=histories)
-        rows = [self._runner(history=row[None]) for row in histories]
-        return {name: np.concatenate([row[name] for row in rows])
-                for name in ("item_ids", "scores")}
+            return {name: np.zeros((0, self.k), np.int64 if name == "item_ids" else np.float32)
+                    for name in self.output_names}
+        rows = [histories] if self.dynamic_batch else [row[None] for row in histories]
+        outputs = [self._runner(**{self.input_name: row}) for row in rows]
+        return {name: np.concatenate([out[name] for out in outputs])
+                for name in self.output_names}

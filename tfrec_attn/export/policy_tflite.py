@@ -11,7 +11,6 @@ stays dynamic.
 """
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,30 +18,17 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.litert_runner import LiteRTRecommender
 from tfrec_attn.export.policy import PolicyModule, policy_network
-from tfrec_attn.export.tflite import QUANTIZATIONS, SIGNATURE, convert_module
+from tfrec_attn.export.tflite import (
+    QUANTIZATIONS,
+    SIGNATURE,
+    convert_module,
+    representative_dataset,
+)
 from tfrec_attn.models.attention_policy import AttentionPolicy
 from tfrec_attn.models.losses import FIRST_ITEM_ID
 
 POLICY_SIGNATURE = SIGNATURE  # "recommend", the signature `LiteRTRecommender` runs
 OUTPUTS = ("item_ids", "probabilities")
-
-
-def _representative_dataset(histories, max_len: int):
-    if histories is None:
-        raise ValueError("quantization='int8' needs representative_data: real histories, an "
-                         f"int array (n, {max_len}). Received: None")
-    histories = np.asarray(histories)
-    if histories.dtype.kind not in "iu" or histories.ndim != 2 \
-            or histories.shape[1] != max_len or not len(histories):
-        raise ValueError(f"representative_data must be integer histories (n >= 1, "
-                         f"max_len={max_len}). Received dtype {histories.dtype}, "
-                         f"shape {histories.shape}")
-
-    def generator() -> Iterator[dict]:
-        for row in histories.astype(np.int64):
-            yield {"history": row[None]}
-
-    return generator
 
 
 def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
@@ -92,7 +78,8 @@ def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
     module = PolicyModule(policy_or_network, max_k=k, exclude_history=exclude_history)
     representative = None
     if quantization == "int8":
-        representative = _representative_dataset(representative_data, module.max_len)
+        representative = representative_dataset(representative_data, module.max_len,
+                                                "representative_data")
 
     # `serve` takes any history length; the file fixes it to `max_len` (static shapes).
     @tf.function(input_signature=[
@@ -116,12 +103,4 @@ class LiteRTPolicy(LiteRTRecommender):
         num_threads: interpreter threads; `None` lets LiteRT choose.
     """
 
-    def recommend(self, histories) -> dict[str, np.ndarray]:
-        """`(n, max_len)` int ids -> `{"item_ids": int64 (n, k), "probabilities": float32
-        (n, k)}`."""
-        histories = self._check(histories)
-        if not len(histories):
-            return {"item_ids": np.zeros((0, self.k), np.int64),
-                    "probabilities": np.zeros((0, self.k), np.float32)}
-        outputs = self._runner(history=histories)  # the batch is dynamic in these files
-        return {name: outputs[name] for name in OUTPUTS}
+    output_names = OUTPUTS  # `recommend`: {"item_ids": int64 (n, k), "probabilities": (n, k)}

@@ -109,18 +109,38 @@ def _shared_table_function(model: SASRec, k: int, exclude_history: bool):
     return recommend
 
 
-def _representative_dataset(histories, max_len: int):
-    if histories is None:
-        raise ValueError("quantization='int8' needs representative_histories: real validation "
-                         f"histories, an int array (n, {max_len}). Received: None")
-    histories = np.asarray(histories)
-    if histories.ndim != 2 or histories.shape[1] != max_len or not len(histories):
-        raise ValueError(f"representative_histories must be (n >= 1, max_len={max_len}). "
-                         f"Received shape {histories.shape}")
+def representative_dataset(rows, max_len: int, argument: str = "representative_histories",
+                           input_name: str = "history", what: str = "real validation histories"):
+    """The int8 calibration generator of a `(batch, max_len)` int64 input: one row a step.
+
+    Shared by every `convert_*_to_tflite` whose one input is a left-padded id array.
+
+    Args:
+        rows: `(n, max_len)` int array of real inputs, or `None`.
+        max_len: the input length the file fixes.
+        argument: the caller's argument name (error messages name it).
+        input_name: the signature's input name.
+        what: what the rows are (error messages).
+
+    Returns:
+        A generator function yielding `{input_name: (1, max_len) int64}`.
+
+    Example:
+    >>> next(representative_dataset([[0, 2, 3]], 3)())["history"].tolist()
+    [[0, 2, 3]]
+    """
+    if rows is None:
+        raise ValueError(f"quantization='int8' needs {argument}: {what}, an int array "
+                         f"(n, {max_len}). Received: None")
+    rows = np.asarray(rows)
+    if rows.dtype.kind not in "iu" or rows.ndim != 2 or rows.shape[1] != max_len \
+            or not len(rows):
+        raise ValueError(f"{argument} must be an int array (n >= 1, max_len={max_len}). "
+                         f"Received dtype {rows.dtype}, shape {rows.shape}")
 
     def generator() -> Iterator[dict]:
-        for row in histories.astype(np.int64):
-            yield {"history": row[None]}
+        for row in rows.astype(np.int64):
+            yield {input_name: row[None]}
 
     return generator
 
@@ -176,7 +196,7 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
     topk, max_len, vocab_size = _serving_parts(model, k, exclude_history)
     representative = None
     if quantization == "int8":
-        representative = _representative_dataset(representative_histories, max_len)
+        representative = representative_dataset(representative_histories, max_len)
     module = tf.Module()
     module.topk = topk
     if quantization == "dynamic" and isinstance(model, SASRec):
