@@ -19,7 +19,7 @@ DEFAULT_SEARCH_SPACE = {
     "num_heads": [1, 2],
     "dropout": {"min": 0.1, "max": 0.5},
     "learning_rate": {"min": 1e-4, "max": 1e-2, "sampling": "log"},
-    "loss": ["sampled", "softmax", "bce"],  # the default loss first (keras-tuner default)
+    "loss": ["sampled", "softmax", "bce"],  # a choice's first value is keras-tuner's default
 }
 RANGE_KEYS = ("min", "max", "step", "sampling")
 SAMPLINGS = ("linear", "log", "reverse_log")
