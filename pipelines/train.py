@@ -39,14 +39,16 @@ DIN_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "pooling": "pooling",
 DIN_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
                  "learning_rate", "max_train_minutes", "patience", "seed", "min_events",
                  "synthetic_users", "synthetic_items", "synthetic_length", "verbose",
-                 "negatives", "valid_negatives", "test_negatives", "backup_dir", "ema_decay")
+                 "negatives", "valid_negatives", "test_negatives", "backup_dir", "ema_decay",
+                 "strategy", "jit_compile")
 AE_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "heads": "num_heads", "blocks": "num_blocks",
                   "dropout": "dropout", "ffn_dim": "ffn_dim", "l2": "l2",
                   "corruption": "corruption"}  # flag dest -> AttentionAutoencoderConfig field
 AE_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
                 "learning_rate", "max_train_minutes", "patience", "seed", "min_events",
                 "synthetic_users", "synthetic_items", "synthetic_length", "verbose", "k",
-                "holdout_fraction", "valid_users", "test_users", "backup_dir", "ema_decay")
+                "holdout_fraction", "valid_users", "test_users", "backup_dir", "ema_decay",
+                "strategy", "jit_compile")
 MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS), "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS),
                "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS)}
 OPTION_TYPES = {"sasrec": TrainOptions, "din": RankingOptions, "autoencoder": AutoencoderOptions}

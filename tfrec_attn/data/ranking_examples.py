@@ -98,7 +98,8 @@ def ranking_examples(sequences: Sequence[np.ndarray], max_len: int, vocab_size: 
 
 def make_ranking_dataset(sequences: Sequence[np.ndarray], max_len: int, vocab_size: int,
                          batch_size: int, num_negatives: int = 1, seed: int = 0,
-                         shuffle: bool = True, last_only: bool = False) -> tf.data.Dataset:
+                         shuffle: bool = True, last_only: bool = False,
+                         drop_remainder: bool = False) -> tf.data.Dataset:
     """`tf.data` pipeline of `ranking_examples` batches, cached, shuffled (seeded), prefetched.
 
     Args:
@@ -106,6 +107,7 @@ def make_ranking_dataset(sequences: Sequence[np.ndarray], max_len: int, vocab_si
             (`seed` also seeds the shuffle).
         batch_size: rows per batch.
         shuffle: shuffle the rows (reshuffled every epoch).
+        drop_remainder: drop the last partial batch (every batch has `batch_size` rows).
 
     Returns:
         Dataset of dicts `history` int64 `(batch, max_len)`, `candidate` int64 `(batch,)` and
@@ -123,4 +125,4 @@ def make_ranking_dataset(sequences: Sequence[np.ndarray], max_len: int, vocab_si
     ds = tf.data.Dataset.from_tensor_slices(examples).cache()
     if shuffle:
         ds = ds.shuffle(len(examples["label"]), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

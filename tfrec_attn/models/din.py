@@ -13,6 +13,7 @@ import tensorflow_recommenders as tfrs
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import ItemEmbedding, PaddingMask, TargetAttention
 from tfrec_attn.layers.target_attention import NORMALIZATIONS
+from tfrec_attn.models.losses import global_mean
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
     check_choice,
@@ -147,7 +148,9 @@ class DIN(tfrs.Model):
         self.config = config if isinstance(config, DINConfig) else DINConfig(**config)
         self.tower = build_din_tower(self.config)
         self.task = tfrs.tasks.Ranking(
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            # per-row losses averaged by `global_mean`: correct under a tf.distribute strategy
+            loss=keras.losses.BinaryCrossentropy(from_logits=True,
+                                                 reduction=keras.losses.Reduction.NONE),
             metrics=[keras.metrics.AUC(from_logits=True, name="auc")])
 
     def call(self, inputs, training=False):
@@ -157,7 +160,7 @@ class DIN(tfrs.Model):
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         logits = self(inputs, training=training)
         labels = tf.reshape(tf.cast(inputs["label"], logits.dtype), [-1, 1])
-        return self.task(labels=labels, predictions=logits, training=training)
+        return global_mean(self.task(labels=labels, predictions=logits, training=training))
 
     def get_config(self) -> dict:
         return {"config": self.config.to_dict()}

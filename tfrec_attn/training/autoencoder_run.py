@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfrec_attn._keras import keras
+from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import build_sequences, item_set, make_item_set_dataset, pad_left
 from tfrec_attn.data.item_sets import split_item_sets
 from tfrec_attn.data.sequences import SequenceData
@@ -38,15 +38,18 @@ from tfrec_attn.models import (
     build_attention_autoencoder,
     multinomial_loss,
 )
+from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import load_data, write_json
+from tfrec_attn.training.run import export_dir, load_data, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
     check_backup_and_ema,
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
+    check_strategy_and_jit,
     model_config,
+    require_full_batch,
 )
 from tfrec_attn.training.set_evaluation import SetEvaluation, evaluate_set_recommender
 from tfrec_attn.validation import (
@@ -96,6 +99,8 @@ class AutoencoderOptions:
     valid_users: int | None = None
     test_users: int | None = None
     verbose: int = 1
+    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
+    jit_compile: bool = False  # XLA-compile the train step on fixed-shape batches
     backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
     ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # AttentionAutoencoderConfig fields
@@ -109,6 +114,7 @@ class AutoencoderOptions:
         for name, low in (("patience", 0), ("seed", 0), ("min_events", 2)):
             check_int_at_least(self, name, low)
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
+        check_strategy_and_jit(self)
         check_backup_and_ema(self)
         value = self.holdout_fraction
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
@@ -177,10 +183,15 @@ def autoencoder_split(data: SequenceData, options: AutoencoderOptions) -> Autoen
     return AutoencoderSplit(train, *valid, *test)
 
 
-def build_autoencoder(config: AttentionAutoencoderConfig, learning_rate: float) -> keras.Model:
-    """`build_attention_autoencoder(config)` compiled with Adam and `multinomial_loss()`."""
-    model = build_attention_autoencoder(config)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=multinomial_loss())
+def build_autoencoder(config: AttentionAutoencoderConfig, learning_rate: float,
+                      jit_compile: bool = False,
+                      strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+    """`build_attention_autoencoder(config)` compiled with Adam and `multinomial_loss()`, its
+    variables created under `strategy` (default: the current one)."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_attention_autoencoder(config)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=multinomial_loss(),
+                      jit_compile=jit_compile)
     return model
 
 
@@ -208,11 +219,14 @@ def baseline_metrics(train: list[np.ndarray], fold_in: list[np.ndarray],
 def _fit(model: keras.Model, split: AutoencoderSplit, options: AutoencoderOptions,
          vocab_size: int, out: Path, extra_callbacks=()) -> FitResult:
     max_len = model.input.shape[1]
+    fixed = options.jit_compile  # one batch shape: XLA compiles the train step once
     train = make_item_set_dataset(split.train, vocab_size, max_len, options.batch_size,
-                                  seed=options.seed)
+                                  seed=options.seed, drop_remainder=fixed)
+    if fixed:
+        require_full_batch(train, f"the {len(split.train)} training users", options.batch_size)
     evaluation = SetEvaluation(split.valid_fold_in, split.valid_held_out, k=options.k)
-    return fit_with_run_callbacks(model, train, evaluation, options, f"ndcg@{options.k}",
-                                  out / "tensorboard", extra_callbacks)
+    return fit_with_run_callbacks(model, shard_by_data(train), evaluation, options,
+                                  f"ndcg@{options.k}", out / "tensorboard", extra_callbacks)
 
 
 def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
@@ -222,7 +236,10 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
     Early stopping on the validation NDCG@k (`patience` epochs) restores the best epoch's
     weights before the test; `max_train_minutes` stops training cleanly mid-epoch. The callbacks
     are SASRec's (`fit_with_run_callbacks`): with `backup_dir` a restarted run resumes after
-    the last completed epoch, with `ema_decay` epochs end on an average of the weights.
+    the last completed epoch, with `ema_decay` epochs end on an average of the weights. As in
+    SASRec runs, `strategy` trains on several devices or machines (global batch `batch_size`;
+    only the chief writes `output` and `export_root`) and `jit_compile` XLA-compiles the train
+    step on fixed-shape batches (the last partial batch of an epoch dropped).
 
     Args:
         options: the run's options.
@@ -235,10 +252,15 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
         `epochs`, `stopped_by_time_budget`, `resumed_epochs`, `dataset`, `model`, `options`,
         `history`.
     """
+    return run_under_strategy(options, _run, callbacks)
+
+
+def _run(options: AutoencoderOptions, strategy: tf.distribute.Strategy, out: Path,
+         callbacks=()) -> dict:
     keras.utils.set_random_seed(options.seed)
     if options.export_root:  # a models.config it cannot merge into fails before training
         read_models_config(Path(options.export_root) / "models.config")
-    out = Path(options.output)
+    export_root = export_dir(options.export_root, strategy, out)
     out.mkdir(parents=True, exist_ok=True)
     data = build_sequences(load_data(options), min_events=options.min_events)
     if options.k > data.vocab_size - 2:
@@ -246,7 +268,7 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
                               f"Received: k={options.k}")
     config = options.autoencoder_config(data.vocab_size)
     split = autoencoder_split(data, options)
-    model = build_autoencoder(config, options.learning_rate)
+    model = build_autoencoder(config, options.learning_rate, options.jit_compile, strategy)
     started = time.monotonic()
     fitted = _fit(model, split, options, data.vocab_size, out, callbacks)
     history, records = fitted.history, fitted.records
@@ -280,12 +302,12 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
     model.save_weights(str(out / "checkpoint" / "weights"))
     if options.export_root:
         warmup = pad_left(split.valid_fold_in[:WARMUP_USERS], config.max_len)
-        path = export_autoencoder(model, options.export_root, options.name,
+        path = export_autoencoder(model, export_root, options.name,
                                   metadata={"config": config.to_dict(),
                                             "metrics": {"test": test},
                                             "best_epoch": metrics["best_epoch"]},
                                   warmup=warmup, max_k=k)
-        write_models_config(Path(options.export_root) / "models.config",
+        write_models_config(Path(export_root) / "models.config",
                             {options.name: f"/models/{options.name}"})
         metrics["export_path"] = str(path)
     write_json(out / "metrics.json", metrics)

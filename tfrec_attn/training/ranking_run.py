@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfrec_attn._keras import keras
+from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import (
     build_sequences,
     leave_one_out,
@@ -28,15 +28,18 @@ from tfrec_attn.export import export_ranker
 from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import DIN, DINConfig
 from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, popularity_ctr
+from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import load_data, write_json
+from tfrec_attn.training.run import export_dir, load_data, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
     check_backup_and_ema,
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
+    check_strategy_and_jit,
     model_config,
+    require_full_batch,
 )
 from tfrec_attn.validation import check_positive_ints
 
@@ -74,6 +77,8 @@ class RankingOptions:
     valid_negatives: int = 20
     test_negatives: int = 100
     verbose: int = 1
+    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
+    jit_compile: bool = False  # XLA-compile the train step on fixed-shape batches
     backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
     ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # DINConfig fields
@@ -86,6 +91,7 @@ class RankingOptions:
         check_int_at_least(self, "min_events", 3,
                            " (leave-one-out holds out two events a user)")
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
+        check_strategy_and_jit(self)
         check_backup_and_ema(self)
         self.model = dict(self.model or {})
         self.din_config(vocab_size=FIRST_VOCAB)  # checks the model fields before any data loads
@@ -127,20 +133,30 @@ def ranking_split(data: SequenceData, max_len: int, valid_negatives: int, test_n
     return RankingSplit(split.train, valid, test, valid_negatives, test_negatives)
 
 
-def build_ranker(config: DINConfig, learning_rate: float, run_eagerly: bool = False) -> DIN:
-    """A `DIN` compiled with Adam at `learning_rate` (the one place a ranking run's model is
-    made; the families benchmark calls it too)."""
-    model = DIN(config)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), run_eagerly=run_eagerly)
+def build_ranker(config: DINConfig, learning_rate: float, run_eagerly: bool = False,
+                 jit_compile: bool = False,
+                 strategy: tf.distribute.Strategy | None = None) -> DIN:
+    """A `DIN` compiled with Adam at `learning_rate`, its variables created under `strategy`
+    (default: the current one); the one place a ranking run's model is made (the families
+    benchmark calls it too)."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = DIN(config)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), run_eagerly=run_eagerly,
+                      jit_compile=jit_compile)
     return model
 
 
 def _fit(model: DIN, split: RankingSplit, options: RankingOptions, vocab_size: int, out: Path,
          extra_callbacks=()) -> FitResult:
+    fixed = options.jit_compile  # one batch shape: XLA compiles the train step once
     train = make_ranking_dataset(split.train, model.config.max_len, vocab_size,
-                                 options.batch_size, options.negatives, seed=options.seed)
+                                 options.batch_size, options.negatives, seed=options.seed,
+                                 drop_remainder=fixed)
+    if fixed:
+        rows = (1 + options.negatives) * sum(max(len(s) - 1, 0) for s in split.train)
+        require_full_batch(train, f"the {rows} training rows", options.batch_size)
     evaluation = CTREvaluation(split.valid, split.valid_negatives)
-    return fit_with_run_callbacks(model, train, evaluation, options, MONITOR,
+    return fit_with_run_callbacks(model, shard_by_data(train), evaluation, options, MONITOR,
                                   out / "tensorboard", extra_callbacks)
 
 
@@ -152,7 +168,10 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
     Early stopping on the validation AUC (`patience` epochs) restores the best epoch's weights
     before the test; `max_train_minutes` stops training cleanly mid-epoch. The callbacks are
     SASRec's (`fit_with_run_callbacks`): with `backup_dir` a restarted run resumes after the
-    last completed epoch, with `ema_decay` epochs end on an average of the weights.
+    last completed epoch, with `ema_decay` epochs end on an average of the weights. As in
+    SASRec runs, `strategy` trains on several devices or machines (global batch `batch_size`;
+    only the chief writes `output` and `export_root`) and `jit_compile` XLA-compiles the train
+    step on fixed-shape batches (the last partial batch of an epoch dropped).
 
     Args:
         options: the run's options.
@@ -165,17 +184,23 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
         `epochs`, `stopped_by_time_budget`, `resumed_epochs`, `dataset`, `model`, `options`,
         `history`.
     """
+    return run_under_strategy(options, _run, callbacks)
+
+
+def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
+         callbacks=()) -> dict:
     keras.utils.set_random_seed(options.seed)
     if options.export_root:  # a models.config it cannot merge into fails before training
         read_models_config(Path(options.export_root) / "models.config")
-    out = Path(options.output)
+    export_root = export_dir(options.export_root, strategy, out)
     out.mkdir(parents=True, exist_ok=True)
     frame = load_data(options)
     data = build_sequences(frame, min_events=options.min_events)
     config = options.din_config(data.vocab_size)
     split = ranking_split(data, config.max_len, options.valid_negatives, options.test_negatives,
                           options.seed)
-    model = build_ranker(config, options.learning_rate)
+    model = build_ranker(config, options.learning_rate, jit_compile=options.jit_compile,
+                         strategy=strategy)
     started = time.monotonic()
     fitted = _fit(model, split, options, data.vocab_size, out, callbacks)
     history, records = fitted.history, fitted.records
@@ -208,10 +233,10 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
     data.vocab.to_json(out / "item_vocabulary.json")
     model.tower.save_weights(str(out / "checkpoint" / "weights"))
     if options.export_root:
-        path = export_ranker(model, options.export_root, options.name,
+        path = export_ranker(model, export_root, options.name,
                              metadata={"metrics": {"test": test}},
                              warmup=_warmup_requests(split))
-        write_models_config(Path(options.export_root) / "models.config",
+        write_models_config(Path(export_root) / "models.config",
                             {options.name: f"/models/{options.name}"})
         metrics["export_path"] = str(path)
     write_json(out / "metrics.json", metrics)

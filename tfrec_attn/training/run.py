@@ -26,7 +26,6 @@ from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.callbacks import RankingEvaluation
 from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.distribution import (
-    STRATEGIES,
     is_chief,
     make_strategy,
     output_dir,
@@ -35,9 +34,12 @@ from tfrec_attn.training.distribution import (
 )
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run_options import check_backup_and_ema
+from tfrec_attn.training.run_options import (
+    check_backup_and_ema,
+    check_strategy_and_jit,
+    require_full_batch,
+)
 from tfrec_attn.training.scoring import make_score_fn
-from tfrec_attn.validation import DataOptionError
 
 MONITOR = "ndcg@10"
 
@@ -82,9 +84,7 @@ class TrainOptions:
         if self.epochs <= 0 or self.batch_size <= 0:
             raise ValueError(f"epochs and batch_size must be positive. Received: "
                              f"epochs={self.epochs}, batch_size={self.batch_size}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
+        check_strategy_and_jit(self)
         check_backup_and_ema(self)
 
 
@@ -166,10 +166,8 @@ def training_dataset(train, max_len: int, options: TrainOptions) -> tf.data.Data
     dataset = make_training_dataset(train, max_len, options.batch_size, seed=options.seed,
                                     sliding=options.sliding, trim=not fixed, bucket=not fixed,
                                     drop_remainder=fixed)
-    if fixed and int(dataset.cardinality()) == 0:
-        raise DataOptionError(f"jit_compile drops the last partial batch, and the {len(train)} "
-                              "training sequences make less than one full batch: lower "
-                              f"batch_size. Received: batch_size={options.batch_size}")
+    if fixed:
+        require_full_batch(dataset, f"the {len(train)} training sequences", options.batch_size)
     return dataset
 
 
@@ -202,17 +200,33 @@ def run_training(options: TrainOptions, callbacks=()) -> dict:
     Returns:
         The metrics dict written to `output/metrics.json` (plus `"export_path"`).
     """
-    strategy = make_strategy(options.strategy)  # first: multi-worker configures TF at startup
+    return run_under_strategy(options, _run, callbacks)
+
+
+def run_under_strategy(options, run: Callable, callbacks=()) -> dict:
+    """`run(options, strategy, out, callbacks)` with `strategy = make_strategy(options.strategy)`
+    (made first: multi-worker configures TF at startup) and `out` the run's directory: the
+    chief's `options.output`, elsewhere a temporary directory deleted afterwards (`output_dir`).
+    Checks first that the global `options.batch_size` splits evenly over the replicas. The
+    three run types (`run_training`, `run_ranking_training`, `run_autoencoder_training`) start
+    so."""
+    strategy = make_strategy(options.strategy)
     replica_batch_size(options.batch_size, strategy)
     with output_dir(options.output, strategy) as out:
-        return _run(options, strategy, out, callbacks)
+        return run(options, strategy, out, callbacks)
+
+
+def export_dir(export_root: str | None, strategy: tf.distribute.Strategy, out: Path):
+    """Where this process exports: `export_root` on the chief, `out / "export"` (a scratch
+    directory) on the other workers, which must save too (collective ops stay in step)."""
+    return export_root if is_chief(strategy) else out / "export"
 
 
 def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
          callbacks=()) -> dict:
     tf.keras.utils.set_random_seed(options.seed)
     out.mkdir(parents=True, exist_ok=True)
-    export_root = options.export_root if is_chief(strategy) else out / "export"
+    export_root = export_dir(options.export_root, strategy, out)
     frame = load_data(options)
     data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size

@@ -1,6 +1,7 @@
 """Checks shared by the option sets of the train command's models (`RankingOptions` for
 `--model din`, `AutoencoderOptions` for `--model autoencoder`; `TrainOptions` for SASRec shares
-`check_backup_and_ema`): one message format, written once.
+`check_backup_and_ema`, `check_strategy_and_jit` and `require_full_batch`): one message format,
+written once.
 
 Example:
 >>> from tfrec_attn.models import DINConfig
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfrec_attn._keras import tf
 from tfrec_attn.data import FORMATS
 from tfrec_attn.training.backup import check_backup_dir
-from tfrec_attn.validation import check_rate
+from tfrec_attn.training.distribution import STRATEGIES
+from tfrec_attn.validation import DataOptionError, check_rate
 
 
 def check_data_source(options) -> None:
@@ -37,6 +40,45 @@ def check_backup_and_ema(options) -> None:
         check_backup_dir(options.backup_dir)
     if options.ema_decay is not None:
         check_rate("ema_decay", options.ema_decay)
+
+
+def check_strategy_and_jit(options) -> None:
+    """`options.strategy` is one of `STRATEGIES` (`distribution.make_strategy`) and
+    `options.jit_compile` is a bool.
+
+    Example:
+    >>> import types
+    >>> check_strategy_and_jit(types.SimpleNamespace(strategy="tpu", jit_compile=False))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: strategy must be one of ('default', 'mirrored', 'multi-worker'). Received: ...
+    """
+    if options.strategy not in STRATEGIES:
+        raise ValueError(
+            f"strategy must be one of {STRATEGIES}. Received: strategy={options.strategy!r}")
+    if not isinstance(options.jit_compile, bool):
+        raise ValueError(
+            f"jit_compile must be a bool. Received: jit_compile={options.jit_compile!r}")
+
+
+def require_full_batch(dataset: tf.data.Dataset, rows: str, batch_size: int) -> tf.data.Dataset:
+    """`dataset` (batched with `drop_remainder`, as `jit_compile` runs train on) when it has at
+    least one batch; otherwise a `DataOptionError` saying the training `rows` (e.g. "the 40
+    training sequences") make less than one full batch of `batch_size`.
+
+    Example:
+    >>> require_full_batch(tf.data.Dataset.range(3).batch(4, drop_remainder=True),
+    ...                    "the 3 training rows", 4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tfrec_attn.validation.DataOptionError: jit_compile drops ... Received: batch_size=4
+    """
+    if int(dataset.cardinality()) == 0:
+        raise DataOptionError(f"jit_compile drops the last partial batch, and {rows} make less "
+                              "than one full batch: lower batch_size. Received: "
+                              f"batch_size={batch_size}")
+    return dataset
 
 
 def check_int_at_least(options, name: str, low: int, why: str = "") -> None:
