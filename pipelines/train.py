@@ -10,12 +10,18 @@ import yaml
 
 from tfrec_attn.data import DataError
 from tfrec_attn.layers import ATTENTION_KINDS
+from tfrec_attn.models.attention_policy import CORRECTIONS
 from tfrec_attn.models.din import POOLINGS
 from tfrec_attn.training import TrainOptions, results_table, run_training
 from tfrec_attn.training.autoencoder_run import (
     AutoencoderOptions,
     autoencoder_results_table,
     run_autoencoder_training,
+)
+from tfrec_attn.training.policy_run import (
+    PolicyOptions,
+    policy_results_table,
+    run_policy_training,
 )
 from tfrec_attn.training.ranking_run import (
     RankingOptions,
@@ -49,9 +55,20 @@ AE_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "ba
                 "synthetic_users", "synthetic_items", "synthetic_length", "verbose", "k",
                 "holdout_fraction", "valid_users", "test_users", "backup_dir", "ema_decay",
                 "strategy", "jit_compile")
+POLICY_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "heads": "num_heads",
+                      "blocks": "num_blocks", "dropout": "dropout", "ffn_dim": "ffn_dim",
+                      "correction": "correction", "top_k": "top_k",
+                      "max_weight": "max_weight"}  # flag dest -> AttentionPolicyConfig field
+POLICY_RUN_FLAGS = ("format", "output", "export_root", "name", "epochs", "batch_size",
+                    "learning_rate", "max_train_minutes", "patience", "seed", "synthetic_users",
+                    "synthetic_items", "synthetic_length", "events_per_user", "k", "valid_users",
+                    "test_users", "verbose", "backup_dir", "ema_decay", "data", "min_events",
+                    "reward_threshold", "reward_col")
 MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS), "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS),
-               "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS)}
-OPTION_TYPES = {"sasrec": TrainOptions, "din": RankingOptions, "autoencoder": AutoencoderOptions}
+               "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS),
+               "policy": (POLICY_MODEL_FLAGS, POLICY_RUN_FLAGS)}
+OPTION_TYPES = {"sasrec": TrainOptions, "din": RankingOptions, "autoencoder": AutoencoderOptions,
+                "policy": PolicyOptions}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,7 +79,8 @@ def parser() -> argparse.ArgumentParser:
     add("--format", choices=["sasrec", "movielens", "csv", "parquet", "synthetic"])
     add("--model", dest="model_type", choices=list(MODEL_TYPES),
         help="sasrec (default): next-item retrieval; din: the DIN CTR ranker; autoencoder: the "
-             "attention autoencoder of item sets (YAML: model_type)")
+             "attention autoencoder of item sets; policy: the attention RL policy trained from "
+             "logged bandit feedback (YAML: model_type)")
     add("--output", help="run directory: metrics.json, curves, TensorBoard logs, checkpoint")
     add("--export-root", help="TF Serving model base path (default saved_models; '' disables)")
     add("--name", help="model name under the export root")
@@ -126,9 +144,21 @@ def parser() -> argparse.ArgumentParser:
     add("--test-negatives", type=int, help="din: unseen items per test positive")
     add("--corruption", type=float,
         help="autoencoder: probability of dropping each input item while training")
-    add("--k", type=int, help="autoencoder: cut-off of Recall/NDCG")
+    add("--k", type=int, help="autoencoder: cut-off of Recall/NDCG; policy: of reward@k "
+                              "(logged-feedback files: of HR/NDCG@k)")
     add("--holdout-fraction", type=float,
         help="autoencoder: share of each validation / test user's items held out")
+    add("--correction", choices=list(CORRECTIONS),
+        help="policy: off-policy correction, top_k (default), importance or none")
+    add("--top-k", type=int, help="policy: K of the top-K correction (default: --k)")
+    add("--max-weight", type=float, help="policy: cap of the importance weights")
+    add("--events-per-user", type=int,
+        help="policy: logged recommendations per training user of the simulator")
+    add("--reward-threshold", type=float,
+        help="policy, --format movielens: reward 1 for ratings >= this, else 0 (default 4.0)")
+    add("--reward-col",
+        help="policy, --format csv / parquet: the column of rewards, taken as is (default "
+             "reward; the other columns are user, item, timestamp)")
     return p
 
 
@@ -154,7 +184,8 @@ def load_config(path: str | None) -> dict:
     return config
 
 
-def options_from_args(argv=None) -> TrainOptions | RankingOptions | AutoencoderOptions:
+def options_from_args(argv=None) -> (TrainOptions | RankingOptions | AutoencoderOptions
+                                     | PolicyOptions):
     args = parser().parse_args(argv)
     config = load_config(args.config)
     model = dict(config.pop("model", {}) or {})
@@ -190,6 +221,9 @@ def main(argv=None) -> int:
         if isinstance(options, RankingOptions):
             metrics = run_ranking_training(options)
             print(ranking_results_table(metrics))
+        elif isinstance(options, PolicyOptions):
+            metrics = run_policy_training(options)
+            print(policy_results_table(metrics))
         elif isinstance(options, AutoencoderOptions):
             metrics = run_autoencoder_training(options)
             print(autoencoder_results_table(metrics))

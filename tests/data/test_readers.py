@@ -210,3 +210,95 @@ def test_movielens_100k():
     ordered = frame.groupby("user", sort=False)["timestamp"].apply(
         lambda t: t.is_monotonic_increasing)
     assert ordered.all()
+
+
+# Ratings / rewards: (format, file name, content, kwargs, column). Every file holds the CLEAN
+# interactions with values 5, 1, 3, 2 on lines (user 1 @200, user 2, user 1 @100, user 10).
+WITH_VALUES = [
+    ("movielens", "u.data", CLEAN[1][2], {"with_rating": True}, "rating"),
+    ("movielens", "ratings.dat", CLEAN[2][2], {"with_rating": True}, "rating"),
+    ("movielens", "ratings.csv", CLEAN[3][2], {"with_rating": True}, "rating"),
+    ("csv", "log.csv", "uid,sku,ts,clicked\n1,11,200,5\n2,12,50,1\n1,10,100,3\n10,13,1,2\n",
+     {"user_col": "uid", "item_col": "sku", "time_col": "ts", "reward_col": "clicked"}, "reward"),
+    ("csv", "log.tsv", "user\titem\ttimestamp\tr\n1\t11\t200\t5.0\n2\t12\t50\t1\n1\t10\t100\t3\n"
+     "10\t13\t1\t2\n", {"reward_col": "r"}, "reward"),
+]
+
+
+@pytest.mark.parametrize("fmt,name,content,kwargs,column", WITH_VALUES)
+def test_ratings_and_rewards_follow_their_rows(tmp_path, fmt, name, content, kwargs, column):
+    path = _write(tmp_path, name, content)
+    frame = read_interactions(path, fmt, **kwargs)
+    assert list(frame.columns) == ["user", "item", "timestamp", column]
+    assert frame["item"].tolist() == ["10", "11", "12", "13"]
+    assert frame[column].dtype == np.float64
+    assert frame[column].tolist() == [3.0, 5.0, 1.0, 2.0]
+    slow = read_interactions(_write(tmp_path, "odd_" + name, "\n" + content), fmt, **kwargs)
+    pd.testing.assert_frame_equal(frame, slow)  # the line parser agrees with the fast path
+    default = {k: v for k, v in kwargs.items() if k not in ("with_rating", "reward_col")}
+    assert list(read_interactions(path, fmt, **default).columns) == ["user", "item", "timestamp"]
+
+
+def test_parquet_reward_column(tmp_path):
+    path = tmp_path / "log.parquet"
+    pd.DataFrame({"u": ["b", "a", "a"], "i": ["x", "y", "z"], "t": [1, 3, 2],
+                  "clicked": [True, False, True]}).to_parquet(path)
+    frame = read_table(path, "u", "i", "t", reward_col="clicked")
+    assert frame.values.tolist() == [["a", "z", 2, 1.0], ["a", "y", 3, 0.0], ["b", "x", 1, 1.0]]
+
+
+# (format, file name, content, kwargs, bad line, message fragment)
+MALFORMED_VALUES = [
+    ("movielens", "u.data", "1\t10\t5\t1\n1\t11\tfive\t2\n1\t12\t4\t3\n", {"with_rating": True},
+     2, "non-numeric rating 'five'"),
+    ("movielens", "ratings.csv", "userId,movieId,rating,timestamp\n1,2,3,4\n1,3,,5\n1,4,2,6\n",
+     {"with_rating": True}, 3, "missing rating"),
+    ("csv", "log.csv", "user,item,timestamp,r\na,b,1,1\na,c,2,yes\na,d,3,0\n",
+     {"reward_col": "r"}, 3, "non-numeric reward 'yes'"),
+    ("csv", "log.csv", "user,item,timestamp,r\na,b,1,1\na,c,2,inf\na,d,3,0\n",
+     {"reward_col": "r"}, 3, "non-numeric reward 'inf'"),
+]
+
+
+@pytest.mark.parametrize("fmt,name,content,kwargs,line,message", MALFORMED_VALUES)
+def test_malformed_reward_names_file_line_and_column(tmp_path, fmt, name, content, kwargs, line,
+                                                     message):
+    path = _write(tmp_path, name, content)
+    with pytest.raises(DataError, match=message) as info:
+        read_interactions(path, fmt, **kwargs)
+    assert str(info.value).startswith(f"{path}, line {line}: ")
+    with pytest.warns(DataWarning, match="skipped 1"):
+        frame = read_interactions(path, fmt, on_error="skip", **kwargs)
+    assert len(frame) == 2 and frame.attrs["report"].problems[0].startswith(f"line {line}:")
+    flag = "with_rating" if fmt == "movielens" else "reward_col"
+    unread = read_interactions(path, fmt, **{k: v for k, v in kwargs.items() if k != flag})
+    assert len(unread) == 3  # the column is only checked when it is read
+
+
+def test_malformed_parquet_reward_names_the_row(tmp_path):
+    path = tmp_path / "log.parquet"
+    pd.DataFrame({"user": ["a"] * 3, "item": ["x", "y", "z"], "timestamp": [1, 2, 3],
+                  "r": ["1", "maybe", "0"]}).to_parquet(path)
+    with pytest.raises(DataError, match=r"log.parquet, row 2: non-numeric reward 'maybe'"):
+        read_table(path, reward_col="r")
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.parquet"])
+def test_missing_reward_column_is_named(tmp_path, name):
+    path = tmp_path / name
+    frame = pd.DataFrame({"user": ["a"], "item": ["b"], "timestamp": [1]})
+    if name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    with pytest.raises(DataError, match=r"missing column 'clicked'; present columns: \['user'"):
+        read_table(path, reward_col="clicked")
+
+
+def test_movielens_100k_ratings():
+    if not (ML_100K / "u.data").exists():
+        pytest.skip(f"{ML_100K} not available")
+    frame = read_movielens(ML_100K, with_rating=True)
+    assert len(frame) == 100_000 and set(frame["rating"].unique()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert frame["rating"].mean() == pytest.approx(3.52986)  # the ML-100K README's ratings
+    pd.testing.assert_frame_equal(frame.drop(columns="rating"), read_movielens(ML_100K))

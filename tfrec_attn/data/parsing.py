@@ -107,7 +107,8 @@ class Layout:
         sep: Field separator; `" "` means any run of whitespace.
         n_fields: Fields every record must have.
         fields: Output column (`user`, `item`, `timestamp`) -> field position; a `None`
-            timestamp position uses the line number (file order is time).
+            timestamp position uses the line number (file order is time). Any other key is a
+            numeric value column (e.g. `rating`), read as float64 after the timestamp.
         header: The first line is a header.
         numeric_ids: User and item ids must be integers (they are written canonically, `"7"`).
     """
@@ -151,6 +152,19 @@ def _to_numeric(values: np.ndarray) -> np.ndarray:
     return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(float)
 
 
+def _bad_value(name: str, value) -> str:
+    """Why a value-column entry is refused: missing, or not a finite number."""
+    if (value is None or (isinstance(value, str) and not value.strip())
+            or (isinstance(value, float | np.floating) and np.isnan(value))):
+        return f"missing {name}"
+    return f"non-numeric {name} {value.item() if isinstance(value, np.generic) else value!r}"
+
+
+def _value_names(columns) -> list[str]:
+    """The numeric value columns (e.g. `rating`, `reward`): every key but the three ids/time."""
+    return [name for name in columns if name not in ("user", "item", "timestamp")]
+
+
 def validated_frame(problems: ProblemLog, columns: dict[str, np.ndarray], lines: np.ndarray,
                     numeric_ids: bool) -> pd.DataFrame:
     """Flags empty / non-numeric fields, drops flagged rows and returns the sorted frame."""
@@ -177,10 +191,18 @@ def validated_frame(problems: ProblemLog, columns: dict[str, np.ndarray], lines:
         problems.flag(bad, lines, lambda i: f"non-numeric timestamp {times[i]!r}")
         keep &= ~bad
         times = numbers
+    values = {}
+    for name in _value_names(columns):
+        numbers = _to_numeric(columns[name])
+        bad = keep & ~np.isfinite(numbers)
+        problems.flag(bad, lines, lambda i, n=name, v=columns[name]: _bad_value(n, v[i]))
+        keep &= ~bad
+        values[name] = numbers
     times = times[keep]
     if times.dtype.kind == "f" and np.all(times == np.round(times)):
         times = times.astype(np.int64)
-    return build_frame(out["user"][keep], out["item"][keep], times)
+    return build_frame(out["user"][keep], out["item"][keep], times,
+                       {name: v[keep] for name, v in values.items()})
 
 
 def _fast_parse(text: str, layout: Layout) -> pd.DataFrame | None:
@@ -194,7 +216,8 @@ def _fast_parse(text: str, layout: Layout) -> pd.DataFrame | None:
         text = text.replace("::", "\t")
     positions = {k: p for k, p in layout.fields.items() if p is not None}
     id_type = "int64" if layout.numeric_ids else str
-    dtype = {p: ("int64" if k == "timestamp" else id_type) for k, p in positions.items()}
+    dtype = {p: ("int64" if k == "timestamp" else id_type if k in ("user", "item") else "float64")
+             for k, p in positions.items()}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -207,7 +230,11 @@ def _fast_parse(text: str, layout: Layout) -> pd.DataFrame | None:
         return None
     lines = np.arange(len(raw), dtype=np.int64) + 1 + int(layout.header)
     columns = {k: lines if p is None else raw[p].to_numpy() for k, p in layout.fields.items()}
-    return build_frame(columns["user"], columns["item"], columns["timestamp"].astype(np.int64))
+    values = {name: columns[name] for name in _value_names(columns)}
+    if any(not np.isfinite(v).all() for v in values.values()):
+        return None  # "inf" / "nan" values: the line parser names the line
+    return build_frame(columns["user"], columns["item"], columns["timestamp"].astype(np.int64),
+                       values)
 
 
 def _slow_parse(path: Path, text: str, layout: Layout, problems: ProblemLog) -> pd.DataFrame:
@@ -293,16 +320,18 @@ def _sort_order(users: np.ndarray, times: np.ndarray) -> np.ndarray:
     return by_time[np.argsort(rank[codes][by_time], kind="stable")]
 
 
-def build_frame(users: np.ndarray, items: np.ndarray, times: np.ndarray) -> pd.DataFrame:
+def build_frame(users: np.ndarray, items: np.ndarray, times: np.ndarray,
+                values: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Sorted interactions frame from raw id arrays (any dtype, written as `str`) and times.
 
     Args:
         users: User ids.
         items: Item ids.
         times: Numeric timestamps.
+        values: Extra float64 columns by name (e.g. `rating`), in the order of `users`.
 
     Returns:
-        Frame `user`, `item`, `timestamp` sorted stably by (user, timestamp).
+        Frame `user`, `item`, `timestamp` (then `values`) sorted stably by (user, timestamp).
 
     Example:
     >>> build_frame(np.array([2, 1]), np.array([5, 6]), np.array([0, 9])).values.tolist()
@@ -311,7 +340,9 @@ def build_frame(users: np.ndarray, items: np.ndarray, times: np.ndarray) -> pd.D
     users, items = _str_ids(users), _str_ids(items)
     order = _sort_order(users, times)
     return pd.DataFrame({"user": users[order], "item": items[order],
-                         "timestamp": np.asarray(times)[order]})
+                         "timestamp": np.asarray(times)[order],
+                         **{name: np.asarray(v, np.float64)[order]
+                            for name, v in (values or {}).items()}})
 
 
 def sort_interactions(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,9 @@
 """Readers for interaction logs: SASRec text, MovieLens, CSV and Parquet tables.
 
 Every reader returns a `pandas.DataFrame` with columns `user` (str), `item` (str) and `timestamp`
-(int64, or float64 for fractional times), sorted stably by (user, timestamp), with a `ReadReport`
+(int64, or float64 for fractional times), plus a float64 `rating` / `reward` column when asked
+(`read_movielens(with_rating=True)`, `read_table(reward_col=...)`; logged feedback for
+`training.logged_feedback`), sorted stably by (user, timestamp), with a `ReadReport`
 in `frame.attrs["report"]`. Problems raise `DataError` naming the file, the 1-based line (or
 Parquet row) and the problem. With `on_error="skip"`, malformed lines are dropped, counted in the
 report and summarized in one `DataWarning`; a missing file, missing column or empty file always
@@ -96,16 +98,19 @@ def _position(path: Path, header: list[str], name: str) -> int:
     return header.index(name)
 
 
-def read_movielens(path: str | os.PathLike, on_error: str = "raise") -> pd.DataFrame:
+def read_movielens(path: str | os.PathLike, on_error: str = "raise",
+                   with_rating: bool = False) -> pd.DataFrame:
     """Reads MovieLens ratings: ML-100K `u.data`, ML-1M `ratings.dat` or ML-latest `ratings.csv`.
 
     The layout is detected from the first line: `::` separated (ML-1M/10M), comma separated with a
     `userId,movieId,rating,timestamp` header (ML-latest / 20M / 25M) or whitespace separated
-    (ML-100K, including `u1.base` etc.). Ids and timestamps must be numeric; ratings are ignored.
+    (ML-100K, including `u1.base` etc.). Ids and timestamps must be numeric; ratings are ignored
+    unless `with_rating` (then they must be numeric too).
 
     Args:
         path: A ratings file, or a directory holding one of `u.data`, `ratings.dat`, `ratings.csv`.
         on_error: `"raise"` or `"skip"` malformed lines.
+        with_rating: keep the ratings as a float64 `rating` column.
 
     Returns:
         Interactions frame ordered by timestamp per user.
@@ -116,17 +121,22 @@ def read_movielens(path: str | os.PathLike, on_error: str = "raise") -> pd.DataF
     >>> _ = (folder / "ratings.dat").write_text("1::10::5::300\\n1::11::3::100\\n")
     >>> read_movielens(folder)["item"].tolist()
     ['11', '10']
+    >>> read_movielens(folder, with_rating=True)["rating"].tolist()
+    [3.0, 5.0]
     """
     _check_on_error(on_error)
     path = _movielens_file(Path(path))
     text = read_text(path)
     first = text.lstrip().split("\n", 1)[0]
     fields: dict[str, int | None] = {"user": 0, "item": 1, "timestamp": 3}
+    if with_rating:
+        fields["rating"] = 2
     if "::" in first:
         layout = Layout("::", 4, fields, numeric_ids=True)
     elif "," in first:
         header = _header(path, text, ",")
-        wanted = {"user": "userId", "item": "movieId", "timestamp": "timestamp"}
+        wanted = {"user": "userId", "item": "movieId", "timestamp": "timestamp",
+                  **({"rating": "rating"} if with_rating else {})}
         fields = {key: _position(path, header, name) for key, name in wanted.items()}
         layout = Layout(",", len(header), fields, header=True, numeric_ids=True)
     else:
@@ -135,7 +145,8 @@ def read_movielens(path: str | os.PathLike, on_error: str = "raise") -> pd.DataF
 
 
 def read_table(path: str | os.PathLike, user_col: str = "user", item_col: str = "item",
-               time_col: str | None = "timestamp", on_error: str = "raise") -> pd.DataFrame:
+               time_col: str | None = "timestamp", on_error: str = "raise",
+               reward_col: str | None = None) -> pd.DataFrame:
     """Reads a CSV (`.csv`, `.tsv`, `.txt`) or Parquet (`.parquet`, `.pq`) table by column name.
 
     Args:
@@ -144,10 +155,13 @@ def read_table(path: str | os.PathLike, user_col: str = "user", item_col: str = 
         item_col: Column holding item ids.
         time_col: Column of numeric timestamps (Parquet datetime columns become epoch seconds),
             or `None` to use file order as time.
-        on_error: `"raise"` or `"skip"` malformed rows (wrong field count, empty id, bad time).
+        on_error: `"raise"` or `"skip"` malformed rows (wrong field count, empty id, bad time,
+            non-numeric reward).
+        reward_col: Column of numeric rewards, kept as a float64 `reward` column; `None` (the
+            default) reads no reward.
 
     Returns:
-        Interactions frame with columns renamed to `user`, `item`, `timestamp`.
+        Interactions frame with columns renamed to `user`, `item`, `timestamp` (and `reward`).
 
     Example:
     >>> import pathlib, tempfile
@@ -155,11 +169,15 @@ def read_table(path: str | os.PathLike, user_col: str = "user", item_col: str = 
     >>> _ = path.write_text("uid,sku,ts\\nu1,a,20\\nu1,b,10\\n")
     >>> read_table(path, "uid", "sku", "ts")["item"].tolist()
     ['b', 'a']
+    >>> _ = path.write_text("uid,sku,ts,clicked\\nu1,a,20,1\\nu1,b,10,0\\n")
+    >>> read_table(path, "uid", "sku", "ts", reward_col="clicked")["reward"].tolist()
+    [0.0, 1.0]
     """
     _check_on_error(on_error)
     suffix = Path(path).suffix.lower()
     if suffix in _PARQUET_SUFFIXES:
-        return _read_parquet(check_file(path), user_col, item_col, time_col, on_error)
+        return _read_parquet(check_file(path), user_col, item_col, time_col, on_error,
+                             reward_col)
     if suffix not in _CSV_SUFFIXES:
         raise DataError(path, f"unknown table extension {suffix!r}; use .csv, .tsv or .parquet")
     path = check_file(path)
@@ -169,16 +187,18 @@ def read_table(path: str | os.PathLike, user_col: str = "user", item_col: str = 
     wanted = {"user": user_col, "item": item_col, "timestamp": time_col}
     fields = {key: None if name is None else _position(path, header, name)
               for key, name in wanted.items()}
+    if reward_col is not None:
+        fields["reward"] = _position(path, header, reward_col)
     return parse_delimited(path, text, Layout(sep, len(header), fields, header=True), on_error)
 
 
 def _read_parquet(path: Path, user_col: str, item_col: str, time_col: str | None,
-                  on_error: str) -> pd.DataFrame:
+                  on_error: str, reward_col: str | None = None) -> pd.DataFrame:
     try:
         table = pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise DataError(path, f"cannot read Parquet file: {err}") from err
-    for name in (user_col, item_col, time_col):
+    for name in (user_col, item_col, time_col, reward_col):
         if name is not None and name not in table.columns:
             raise DataError(path, f"missing column {name!r}; present columns: "
                             f"{[str(c) for c in table.columns]}")
@@ -194,6 +214,11 @@ def _read_parquet(path: Path, user_col: str, item_col: str, time_col: str | None
             times = (times - pd.Timestamp(0)) / pd.Timedelta(seconds=1)
         kind = times.dtype.kind
         columns["timestamp"] = times.to_numpy() if kind in "iuf" else times.to_numpy(object)
+    if reward_col is not None:
+        rewards = table[reward_col]
+        numeric = rewards.dtype.kind in "biuf"
+        columns["reward"] = (rewards.to_numpy(np.float64, na_value=np.nan) if numeric
+                             else rewards.to_numpy(object))
     problems = ProblemLog(path, on_error, unit="row")
     return finish(validated_frame(problems, columns, rows, numeric_ids=False), problems)
 
@@ -216,7 +241,8 @@ def read_interactions(path: str | os.PathLike, format: str, on_error: str = "rai
         path: File (or MovieLens directory).
         format: Which reader to use.
         on_error: `"raise"` or `"skip"`.
-        **kwargs: Column names for `"csv"` / `"parquet"` (see `read_table`).
+        **kwargs: Column names for `"csv"` / `"parquet"` (see `read_table`, e.g.
+            `reward_col`), `with_rating` for `"movielens"`.
 
     Returns:
         Interactions frame.

@@ -1,0 +1,244 @@
+"""Logged bandit feedback from interaction files, for off-policy recommenders (`AttentionPolicy`).
+
+A ratings or feedback table (`data.read_movielens(..., with_rating=True)`,
+`data.read_table(..., reward_col=...)`) becomes each user's time-ordered events with a reward
+each (`feedback_from_frame`; a rating becomes 1 if it is at least a threshold, else 0). Every
+event after a user's first is one logged round (`logged_events`): the state is the previous
+`max_len` items (left-padded), the action the event's item, the reward its reward. Files carry
+no propensities of the logging policy, so the logs hold NaN there and the policy must learn
+them (`propensity="learned"`: its behaviour head, Chen et al. 2019).
+
+Real logs cannot tell what reward a recommendation nobody logged would have earned, so held-out
+users are scored by an offline proxy, the rewarded hit (`rewarded_targets`, `rewarded_hits`):
+the item of a user's last rewarded event (reward > 0) is the target, every event before it the
+history, and HR@k / NDCG@k are the target's in the top-k of all items outside the history
+(`evaluation.evaluate`, full protocol). Users without a rewarded event after their first are
+not evaluated.
+
+Example:
+>>> import pandas as pd
+>>> frame = pd.DataFrame({"user": ["u"] * 3, "item": ["a", "b", "c"], "timestamp": [1, 2, 3],
+...                       "rating": [5.0, 2.0, 4.0]})
+>>> feedback = feedback_from_frame(frame, "rating", min_events=2, threshold=4.0)
+>>> logs = logged_events(feedback, np.array([0]), max_len=2)
+>>> logs["history"].tolist(), logs["action"].tolist(), logs["reward"].tolist()
+([[0, 2], [2, 3]], [3, 4], [0.0, 1.0])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.data import DataError, Vocabulary, build_sequences, pad_left, sort_interactions
+from tfrec_attn.evaluation import PopularityRecommender, evaluate
+from tfrec_attn.training.callbacks import EpochEvaluation
+from tfrec_attn.validation import DataOptionError
+
+ScoreFn = Callable[[list[np.ndarray]], np.ndarray]  # histories -> (batch, vocab_size) scores
+
+
+@dataclasses.dataclass
+class LoggedFeedback:
+    """Users' time-ordered events and their rewards.
+
+    Attributes:
+        items: one int64 array of item ids (`vocab`'s) per user, oldest first.
+        rewards: float32 arrays aligned with `items`.
+        users: raw user ids, aligned with `items`.
+        vocab: the item vocabulary (ids 0 and 1 are padding and OOV).
+    """
+
+    items: list[np.ndarray]
+    rewards: list[np.ndarray]
+    users: list[str]
+    vocab: Vocabulary
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+
+def feedback_from_frame(frame: pd.DataFrame, column: str, min_events: int = 2,
+                        threshold: float | None = None) -> LoggedFeedback:
+    """Per-user events and rewards from an interactions frame with a numeric `column`.
+
+    Args:
+        frame: `user`, `item`, `timestamp` and `column` (any order; sorted stably by user and
+            time, as `data.build_sequences` does).
+        column: the rating or reward column.
+        min_events: users with fewer events are dropped (a user with one event logs nothing).
+        threshold: reward = 1 where `column >= threshold`, else 0; `None` takes `column` as is.
+
+    Returns:
+        `LoggedFeedback` of the kept users; the vocabulary is fitted on their items.
+    """
+    if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 1:
+        raise ValueError(f"min_events must be a positive int. Received: min_events={min_events!r}")
+    if column not in frame.columns:
+        raise DataError("<DataFrame>", f"missing column {column!r}; present columns: "
+                        f"{[str(c) for c in frame.columns]}")
+    frame = sort_interactions(frame)
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise DataError("<DataFrame>", f"non-numeric {column} {frame[column].iloc[row]!r} in "
+                        f"row {row} of user {frame['user'].iloc[row]!r}")
+    rewards = values if threshold is None else (values >= threshold).astype(np.float64)
+    data = build_sequences(frame, min_events=min_events)  # the same stable order
+    kept = frame["user"].astype(str).isin(set(data.users)).to_numpy()
+    bounds = np.cumsum([len(s) for s in data.sequences])[:-1]
+    return LoggedFeedback(data.sequences, np.split(rewards[kept].astype(np.float32), bounds),
+                          data.users, data.vocab)
+
+
+def logged_events(feedback: LoggedFeedback, rows: np.ndarray, max_len: int) -> dict:
+    """One logged round per event after each user's first, for `rows` (user indices).
+
+    Returns:
+        `{"user" (n,) row, "history" (n, max_len) int64 left-padded previous items, "action"
+        (n,) item ids, "reward" (n,) float32, "propensity" (n,) NaN: unknown}`, the input of
+        `training.bandit_simulator.logged_dataset`.
+    """
+    rows = np.asarray(rows, np.int64)
+    users = np.concatenate([np.full(len(feedback.items[r]) - 1, r) for r in rows])
+    ends = np.concatenate([np.arange(1, len(feedback.items[r])) for r in rows])
+    histories = [feedback.items[r][max(0, end - max_len):end] for r, end in zip(users, ends)]
+    return {"user": users, "history": pad_left(histories, max_len),
+            "action": np.asarray([feedback.items[r][e] for r, e in zip(users, ends)], np.int64),
+            "reward": np.asarray([feedback.rewards[r][e] for r, e in zip(users, ends)],
+                                 np.float32),
+            "propensity": np.full(len(users), np.nan, np.float32)}
+
+
+@dataclasses.dataclass
+class RewardedTargets:
+    """Held-out users' last rewarded events: `rows` (user indices), `histories` (the events
+    before each, all kept: `max_len` is the scorer's business) and `targets` (item ids)."""
+
+    rows: np.ndarray
+    histories: list[np.ndarray]
+    targets: np.ndarray
+
+
+def rewarded_targets(feedback: LoggedFeedback, rows: np.ndarray) -> RewardedTargets:
+    """The evaluation targets of `rows`: each user's last event with reward > 0 that has at
+    least one event before it (users without one are left out).
+
+    Example:
+    >>> feedback = LoggedFeedback([np.array([2, 3, 4]), np.array([5, 2])],
+    ...                           [np.array([1, 1, 0], np.float32), np.array([1, 0], np.float32)],
+    ...                           ["u", "v"], Vocabulary(list("abcd")))
+    >>> targets = rewarded_targets(feedback, np.array([0, 1]))
+    >>> targets.rows.tolist(), [h.tolist() for h in targets.histories], targets.targets.tolist()
+    ([0], [[2]], [3])
+    """
+    kept, histories, targets = [], [], []
+    for row in np.asarray(rows, np.int64):
+        rewarded = np.flatnonzero(feedback.rewards[row] > 0)
+        if len(rewarded) and rewarded[-1] >= 1:
+            kept.append(row)
+            histories.append(feedback.items[row][:rewarded[-1]])
+            targets.append(feedback.items[row][rewarded[-1]])
+    return RewardedTargets(np.asarray(kept, np.int64), histories, np.asarray(targets, np.int64))
+
+
+def rewarded_hits(score_fn: ScoreFn, targets: RewardedTargets, vocab_size: int,
+                  ks: Sequence[int]) -> dict[str, float]:
+    """`{"hr@k", "ndcg@k"}` for each of `ks`: the targets' ranks among all items outside their
+    histories (`evaluation.evaluate`, full protocol, pessimistic ties)."""
+    summary = evaluate(score_fn, targets.histories, targets.targets, vocab_size, ks=ks,
+                       exclude_history=True)
+    return {f"{name}@{k}": summary[f"{name}@{k}"] for k in ks for name in ("hr", "ndcg")}
+
+
+def rewarded_popularity(feedback: LoggedFeedback, rows: np.ndarray) -> PopularityRecommender:
+    """Popularity of rewarded items: each item's count of rewarded events of the users `rows`
+    (the training users), the same list for everyone."""
+    rewarded = [feedback.items[r][feedback.rewards[r] > 0] for r in rows]
+    return PopularityRecommender(feedback.vocab_size).fit(rewarded)
+
+
+def split_users(num_users: int, num_valid: int, num_test: int,
+                seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(train, valid, test)` sorted user indices from one seeded permutation: the first
+    `num_test` are test users, the next `num_valid` validation users, the rest train.
+
+    Example:
+    >>> [part.tolist() for part in split_users(6, 1, 2, seed=0)]
+    [[0, 1, 4], [5], [2, 3]]
+    """
+    order = np.random.default_rng(seed).permutation(num_users)
+    return (np.sort(order[num_test + num_valid:]), np.sort(order[num_test:num_test + num_valid]),
+            np.sort(order[:num_test]))
+
+
+@dataclasses.dataclass
+class LoggedSplit:
+    """A file's feedback split by users: `train` / `valid` / `test` user indices, the training
+    users' `logs` (`logged_events`) and the held-out users' rewarded targets."""
+
+    feedback: LoggedFeedback
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    logs: dict
+    valid_targets: RewardedTargets
+    test_targets: RewardedTargets
+
+
+def logged_split(feedback: LoggedFeedback, num_valid: int, num_test: int, max_len: int,
+                 seed: int) -> LoggedSplit:
+    """Splits the users (`split_users`), logs the training users' events and finds the
+    held-out users' targets; raises `DataOptionError` when a part would be empty or no
+    training event is rewarded (nothing to learn from)."""
+    num_users = len(feedback.users)
+    if num_valid + num_test >= num_users:
+        raise DataOptionError("valid_users + test_users must leave at least one training user: "
+                              f"{num_valid} + {num_test} >= {num_users} users")
+    train, valid, test = split_users(num_users, num_valid, num_test, seed)
+    logs = logged_events(feedback, train, max_len)
+    if not (logs["reward"] > 0).any():
+        raise DataOptionError(f"none of the {len(logs['reward'])} training events is rewarded "
+                              "(reward > 0); check reward_threshold / reward_col")
+    parts = {name: rewarded_targets(feedback, rows) for name, rows in (("valid", valid),
+                                                                      ("test", test))}
+    for name, targets in parts.items():
+        if not len(targets.targets):
+            raise DataOptionError(f"no {name} user has a rewarded event after their first; "
+                                  f"raise {name}_users")
+    return LoggedSplit(feedback, train, valid, test, logs, parts["valid"], parts["test"])
+
+
+def history_scores(model: keras.Model, max_len: int) -> ScoreFn:
+    """Histories (a list of id arrays) -> the model's `"logits"` of their last `max_len`
+    items, left-padded: the `score_fn` of `rewarded_hits` for an `AttentionPolicy`."""
+    return lambda batch: model(tf.constant(pad_left(batch, max_len)))["logits"].numpy()
+
+
+class RewardedHitEvaluation(EpochEvaluation):
+    """`rewarded_hits` of the model on held-out users after every epoch: `{prefix}hr@k` and
+    `{prefix}ndcg@k` in `logs` (put it before `EarlyStopping`), `{"epoch", "hr@k", ...}` in
+    `records`.
+
+    Args:
+        targets: the users' `RewardedTargets`.
+        vocab_size: ids including padding and OOV.
+        max_len: the model's history length.
+        ks: the cut-offs.
+        prefix: log-name prefix. Defaults to `"val_"`.
+    """
+
+    def __init__(self, targets: RewardedTargets, vocab_size: int, max_len: int,
+                 ks: Sequence[int], prefix: str = "val_"):
+        super().__init__(prefix=prefix)
+        self.targets, self.vocab_size = targets, vocab_size
+        self.max_len, self.ks = max_len, tuple(ks)
+
+    def compute_metrics(self) -> dict[str, float]:
+        return rewarded_hits(history_scores(self.model, self.max_len), self.targets,
+                             self.vocab_size, self.ks)

@@ -1,0 +1,427 @@
+"""One attention-policy run end to end (`tfrec-attn train --model policy`): logged feedback ->
+fit with the epoch chosen on validation -> test against baselines -> report -> export.
+
+With `--format synthetic` the data are the planted bandit environment of
+`training.bandit_simulator`: its users are split (seeded permutation) into training, validation
+and test users; feedback is logged under the popularity-skewed logging policy for the training
+users only, and `AttentionPolicy` (REINFORCE with the top-K off-policy correction, Chen et al.
+2019) learns from those logs. Because the environment's reward probabilities are known, every
+evaluation is the TRUE expected reward of showing each user the policy's top-k items
+(`expected_reward`, no sampling noise or off-policy estimate): each epoch on the validation
+users (early stopping on reward@k restores the best epoch's weights), and once on the test users
+for the policy, the logging policy, popularity (the `k` most logged items for everyone) and the
+best possible value. The simulator's rewards do not depend on the history, so history items are
+not excluded, neither in the evaluation nor in the exported signature.
+
+With `--format movielens|csv|parquet --data PATH` the logs are a file's
+(`training.logged_feedback`): each user's time-ordered events, every event after the first a
+logged round (state: the previous `max_len` items; action: the event's item; reward: 1 if the
+MovieLens rating is at least `reward_threshold`, 4.0 by default, else 0, or a CSV / Parquet
+`reward_col` taken as is). Propensities are unknown, so the policy learns them with its
+behaviour head (`propensity="learned"`). Users are split (seeded) as above; only the training
+users' events are logged. A file cannot tell the reward of what was never shown, so the
+evaluation is an offline proxy, the rewarded hit: HR@k / NDCG@k of each held-out user's last
+rewarded event (reward > 0) in the policy's top-k from the events before it, history items
+excluded (also in the export), each epoch on the validation users (early stopping on NDCG@k)
+and once on the test users against popularity of rewarded items (counted on the training
+users). `metrics.json` says so in `"protocol"`. The vocabulary covers every kept user's items,
+so items only held-out users have are candidates the policy never trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.data import pad_left, read_interactions
+from tfrec_attn.export.policy import export_policy
+from tfrec_attn.export.serving import read_models_config, write_models_config
+from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
+from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
+from tfrec_attn.training.callbacks import EpochEvaluation
+from tfrec_attn.training.fitting import fit_with_run_callbacks
+from tfrec_attn.training.logged_feedback import (
+    LoggedFeedback,
+    LoggedSplit,
+    RewardedHitEvaluation,
+    RewardedTargets,
+    feedback_from_frame,
+    history_scores,
+    logged_split,
+    rewarded_hits,
+    rewarded_popularity,
+    split_users,
+)
+from tfrec_attn.training.plots import plot_training_curves
+from tfrec_attn.training.run import write_json
+from tfrec_attn.training.run_options import (
+    check_backup_and_ema,
+    check_data_source,
+    check_int_at_least,
+    check_positive_numbers,
+    model_config,
+)
+from tfrec_attn.training.simulated_feedback import (
+    PolicyEvaluation,
+    PolicySplit,
+    baseline_rewards,
+    policy_scores,
+    reward_at,
+    simulated_summary,
+)
+from tfrec_attn.validation import (
+    DataOptionError,
+    check_optional_positive_int,
+    check_positive_ints,
+)
+
+# The families benchmark's policy_max_len / policy_dim (docs/BENCHMARKS.md 9); `top_k` (the
+# correction's K) defaults to the run's `k`, as the benchmark's K = max(policy_ks) = 5.
+MODEL_DEFAULTS = {"max_len": 10, "dim": 16}
+# Logged-feedback files: no off-policy correction. Their evaluation is on-log (the rewarded hit),
+# where uncorrected REINFORCE measured 2.0-2.9x the top-K correction's NDCG@10 on ML-100K
+# (docs/BENCHMARKS.md 9f); the correction's gain is in reward under the new policy's own
+# exposure, which only the simulator measures (section 9, 9e).
+FILE_MODEL_DEFAULTS = {"correction": "none"}
+VALID_SHARE, TEST_SHARE = 0.1, 0.2  # held-out users when valid_users / test_users are None
+WARMUP_USERS = 100  # validation histories written as TF Serving warm-up records
+FIRST_VOCAB = 3  # the smallest catalogue (padding, OOV, one item): for checking model fields
+FORMATS = ("synthetic", "movielens", "csv", "parquet")  # the ones with rewards
+MOVIELENS_THRESHOLD = 4.0  # reward = 1 for ratings >= this (4 and 5 stars), else 0
+PROTOCOL = "rewarded-hit (offline proxy; true reward only on the simulator)"
+
+
+@dataclasses.dataclass
+class PolicyOptions:
+    """Everything one attention-policy run needs; `pipelines/train.py --model policy` fills it
+    from flags and a YAML file. Defaults are the families benchmark's `policy_*` settings
+    (docs/BENCHMARKS.md 9: 2,000 users, 50 items, 5 logged events per user, max-len 10, dim 16,
+    Adam 5e-3, batch 256, the top-K correction with K = 5). `epochs` is a cap for early
+    stopping: 30 with patience 5 measured equal or better than the benchmark's 10 epochs with
+    patience 3 on each of seeds 0-2 (mean test reward@5 0.414 against 0.408; 10 epochs cut two
+    seeds short; docs/BENCHMARKS.md 9e).
+
+    `format` is `"synthetic"` (the simulator; the `synthetic_*` and `events_per_user` options)
+    or a logged-feedback file at `data` (`"movielens"`: ratings, reward = rating >=
+    `reward_threshold`, default 4.0; `"csv"` / `"parquet"`: columns `user`, `item`,
+    `timestamp` and `reward_col`, default `"reward"`); users with fewer than `min_events` events
+    are dropped. `valid_users` / `test_users` are counts of held-out users (`None`: 10% / 20% of
+    the users, at least one each); the rest are logged (`events_per_user` each). `k` is the
+    cut-off of the monitored and reported reward@k (reward@1 is reported too; files: HR@k and
+    NDCG@k, the monitored one). `synthetic_length` is the mean history length of the
+    simulator's users. `model` holds `AttentionPolicyConfig` fields (not `vocab_size`, which
+    comes from the data) over `MODEL_DEFAULTS` (files: and `FILE_MODEL_DEFAULTS`, no
+    correction); its `top_k` defaults to `k`.
+    """
+
+    data: str | None = None
+    format: str = "synthetic"
+    output: str = "runs/policy"
+    export_root: str | None = "saved_models"
+    name: str = "policy"
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 5e-3
+    max_train_minutes: float | None = None
+    patience: int = 5
+    seed: int = 0
+    min_events: int = 3  # logged-feedback files: users with fewer events are dropped
+    reward_threshold: float | None = None  # movielens: reward = rating >= it (None: 4.0)
+    reward_col: str | None = None  # csv / parquet: the reward column (None: "reward")
+    synthetic_users: int = 2000
+    synthetic_items: int = 50
+    synthetic_length: float = 8.0
+    events_per_user: int = 5
+    k: int = 5
+    valid_users: int | None = None
+    test_users: int | None = None
+    verbose: int = 1
+    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
+    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
+    model: dict = dataclasses.field(default_factory=dict)  # AttentionPolicyConfig fields
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS} for the policy (it learns from "
+                             f"rewards). Received: format={self.format!r}")
+        check_data_source(self)
+        self._check_reward_options()
+        check_positive_ints(self, ("epochs", "batch_size", "k", "synthetic_users",
+                                   "synthetic_items", "events_per_user"))
+        for name in ("valid_users", "test_users"):
+            check_optional_positive_int(name, getattr(self, name))
+        for name in ("patience", "seed"):
+            check_int_at_least(self, name, 0)
+        check_int_at_least(self, "min_events", 2, " (a state and an action)")
+        check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
+        check_backup_and_ema(self)
+        file_defaults = FILE_MODEL_DEFAULTS if self.format != "synthetic" else {}
+        self.model = {**MODEL_DEFAULTS, **file_defaults, "top_k": self.k, **(self.model or {})}
+        self.policy_config(vocab_size=FIRST_VOCAB)  # checks the model fields before data
+        if self.format != "synthetic":
+            if self.model.get("propensity") == "logged":
+                raise ValueError("propensity='logged' needs the logging policy's propensities, "
+                                 "which logged-feedback files do not have; use 'learned' (the "
+                                 f"behaviour head). Received: format={self.format!r}")
+            return
+        if self.k > self.synthetic_items:
+            raise ValueError(f"k must be at most synthetic_items ({self.synthetic_items}). "
+                             f"Received: k={self.k}")
+        held_out = self.held_out_users()
+        if sum(held_out) >= self.synthetic_users:
+            raise ValueError("valid_users + test_users must leave at least one logged user: "
+                             f"{held_out[0]} + {held_out[1]} >= synthetic_users="
+                             f"{self.synthetic_users}")
+
+    def _check_reward_options(self) -> None:
+        threshold, column = self.reward_threshold, self.reward_col
+        if threshold is not None:
+            if self.format != "movielens":
+                raise ValueError("reward_threshold applies to format 'movielens' only (ratings "
+                                 "-> 0/1 rewards; a csv / parquet reward column is taken as "
+                                 f"is). Received: reward_threshold={threshold!r} with "
+                                 f"format={self.format!r}")
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+                raise ValueError("reward_threshold must be a number. "
+                                 f"Received: reward_threshold={threshold!r}")
+        if column is not None:
+            if self.format not in ("csv", "parquet"):
+                raise ValueError("reward_col applies to formats 'csv' and 'parquet' only. "
+                                 f"Received: reward_col={column!r} with format={self.format!r}")
+            if not isinstance(column, str) or not column:
+                raise ValueError("reward_col must be a column name. "
+                                 f"Received: reward_col={column!r}")
+
+    def held_out_users(self, num_users: int | None = None) -> tuple[int, int]:
+        """`(validation users, test users)` of `num_users` (default `synthetic_users`): the
+        counts given, or 10% / 20% (at least one)."""
+        users = self.synthetic_users if num_users is None else num_users
+        return tuple(max(1, round(share * users)) if count is None else count
+                     for count, share in ((self.valid_users, VALID_SHARE),
+                                          (self.test_users, TEST_SHARE)))
+
+    def policy_config(self, vocab_size: int) -> AttentionPolicyConfig:
+        """The run's `AttentionPolicyConfig` for a catalogue of `vocab_size` ids."""
+        return model_config(AttentionPolicyConfig, self.model, vocab_size)
+
+
+def policy_split(options: PolicyOptions) -> PolicySplit:
+    """The run's environment, user split and logs, deterministic in `options.seed`.
+
+    Example:
+    >>> split = policy_split(PolicyOptions(synthetic_users=50, synthetic_items=10,
+    ...                                    events_per_user=2, valid_users=5, test_users=10))
+    >>> len(split.train), len(split.valid), len(split.test), split.logs["action"].shape
+    (35, 5, 10, (70,))
+    """
+    max_len = options.model["max_len"]
+    sim = BanditSimulator(num_users=options.synthetic_users, num_items=options.synthetic_items,
+                          max_len=max_len, mean_length=options.synthetic_length,
+                          seed=options.seed)
+    train, valid, test = split_users(options.synthetic_users, *options.held_out_users(),
+                                     seed=options.seed)
+    logs = sim.log(events_per_user=options.events_per_user, users=train, seed=options.seed)
+    return PolicySplit(sim, train, valid, test, logs)
+
+
+def build_policy(config: AttentionPolicyConfig, learning_rate: float) -> AttentionPolicy:
+    """An `AttentionPolicy(config)`, built (Keras' `BackupAndRestore` needs a built model) and
+    compiled with Adam (its losses are its own)."""
+    policy = AttentionPolicy(config)
+    policy(tf.zeros((1, config.max_len), tf.int64))
+    policy.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    return policy
+
+
+@dataclasses.dataclass
+class PolicyRunData:
+    """What the run loop needs from its data (`synthetic_run_data` / `logged_run_data`): the
+    catalogue, the training `logs`, the per-epoch `evaluation` (validation users) logging
+    `monitor`, `test_metrics(policy)`, the baselines on the test / validation users, warm-up
+    histories, whether history items are excluded, the dataset summary and the protocol."""
+
+    vocab_size: int
+    logs: dict
+    evaluation: EpochEvaluation
+    monitor: str
+    test_metrics: Callable[[AttentionPolicy], dict]
+    baselines: dict
+    valid_baselines: dict
+    warmup: np.ndarray
+    exclude_history: bool
+    dataset: dict
+    protocol: str | None = None
+
+
+def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
+    """The simulator's logs and true-reward evaluation (`policy_split`)."""
+    split = policy_split(options)
+    ks = tuple(sorted({1, options.k}))
+    return PolicyRunData(
+        split.sim.vocab_size, split.logs, PolicyEvaluation(split.sim, split.valid, ks),
+        f"reward@{options.k}",
+        lambda policy: reward_at(split.sim, policy_scores(policy), split.test, ks),
+        baseline_rewards(split, split.test, ks), baseline_rewards(split, split.valid, ks),
+        split.sim.histories[split.valid[:WARMUP_USERS]], False,
+        simulated_summary(split, options.format))
+
+
+def load_feedback(options: PolicyOptions) -> LoggedFeedback:
+    """The logged feedback of `options.data` (module docstring for the rewards)."""
+    if options.format == "movielens":
+        frame = read_interactions(options.data, "movielens", with_rating=True)
+        return feedback_from_frame(frame, "rating", options.min_events, _threshold(options))
+    frame = read_interactions(options.data, options.format,
+                              reward_col=options.reward_col or "reward")
+    return feedback_from_frame(frame, "reward", options.min_events)
+
+
+def logged_run_data(options: PolicyOptions) -> PolicyRunData:
+    """A file's logs and the rewarded-hit evaluation (`training.logged_feedback`)."""
+    feedback = load_feedback(options)
+    if options.k > feedback.vocab_size - 2:
+        raise DataOptionError(f"k must be at most the number of items "
+                              f"({feedback.vocab_size - 2}). Received: k={options.k}")
+    max_len, ks = options.model["max_len"], (options.k,)
+    split = logged_split(feedback, *options.held_out_users(len(feedback.users)), max_len,
+                         options.seed)
+    popularity = rewarded_popularity(feedback, split.train)
+
+    def baselines(targets: RewardedTargets) -> dict:
+        return {"popularity": rewarded_hits(popularity.score, targets, feedback.vocab_size, ks)}
+
+    return PolicyRunData(
+        feedback.vocab_size, split.logs,
+        RewardedHitEvaluation(split.valid_targets, feedback.vocab_size, max_len, ks),
+        f"ndcg@{options.k}",
+        lambda policy: rewarded_hits(history_scores(policy, max_len), split.test_targets,
+                                     feedback.vocab_size, ks),
+        baselines(split.test_targets), baselines(split.valid_targets),
+        pad_left(split.valid_targets.histories[:WARMUP_USERS], max_len), True,
+        _logged_summary(split, options), PROTOCOL)
+
+
+def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
+    """Trains, evaluates and exports one attention policy; writes `metrics.json`, the training
+    curves, TensorBoard logs and the weights to `output` (module docstring for the protocols).
+
+    Early stopping on the validation reward@k (simulator) or NDCG@k (files; `patience`
+    epochs) restores the best epoch's weights before the test; `max_train_minutes` stops
+    training cleanly mid-epoch; with `backup_dir` a restarted run resumes after the last
+    completed epoch, with `ema_decay` epochs end on an average of the weights
+    (`fit_with_run_callbacks`).
+
+    Args:
+        options: the run's options.
+        callbacks: extra Keras callbacks, run after the run's own ones.
+
+    Returns:
+        The metrics dict written to `output/metrics.json` (plus `"export_path"` when
+        `export_root` is set): `test` / `valid` metrics (simulator: `{"reward@1", "reward@k"}`,
+        the true expected reward, and `baselines` `{"logging", "popularity", "best"}` on the
+        test users; files: `{"hr@k", "ndcg@k"}` rewarded hits, `baselines` `{"popularity"}`
+        and `protocol`), `best_epoch`, `train_seconds`, `epochs`, `stopped_by_time_budget`,
+        `resumed_epochs`, `dataset`, `model`, `options`, `history`.
+    """
+    keras.utils.set_random_seed(options.seed)
+    if options.export_root:  # a models.config it cannot merge into fails before training
+        read_models_config(Path(options.export_root) / "models.config")
+    out = Path(options.output)
+    out.mkdir(parents=True, exist_ok=True)
+    data = (synthetic_run_data(options) if options.format == "synthetic"
+            else logged_run_data(options))
+    config = options.policy_config(data.vocab_size)
+    policy = build_policy(config, options.learning_rate)
+    started = time.monotonic()
+    train = logged_dataset(data.logs, options.batch_size, seed=options.seed)
+    fitted = fit_with_run_callbacks(policy, train, data.evaluation, options, data.monitor,
+                                    out / "tensorboard", callbacks)
+    train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
+    history, records = fitted.history, fitted.records
+    best = max(records, key=lambda r: r[data.monitor]) if records else {}
+    test = data.test_metrics(policy)
+    metrics = {
+        "test": test,
+        "valid": {name: best[name] for name in test if name in best},
+        "best_epoch": best.get("epoch"),
+        **({"protocol": data.protocol} if data.protocol else {}),
+        "baselines": data.baselines,
+        "train_seconds": round(train_seconds, 2),
+        "epochs": len(history.get("loss", [])),
+        "stopped_by_time_budget": fitted.budget.stopped,
+        "resumed_epochs": fitted.resumed_epochs,  # epochs restored from --backup-dir
+        "dataset": data.dataset,
+        "model": config.to_dict(),
+        "options": {key: v for key, v in dataclasses.asdict(options).items() if key != "model"},
+        "history": {**{name: [float(x) for x in values] for name, values in history.items()
+                       if not name.startswith("val_")}, "valid": records},
+    }
+    plot_training_curves(history, records, out / "training_curves.png", data.valid_baselines,
+                         metric=data.monitor)
+    policy.save_weights(str(out / "checkpoint" / "weights"))
+    if options.export_root:
+        path = export_policy(policy, options.export_root, options.name,
+                             metadata={"metrics": {"test": test},
+                                       "best_epoch": metrics["best_epoch"],
+                                       **({"protocol": data.protocol} if data.protocol else {})},
+                             warmup=data.warmup, max_k=options.k,
+                             exclude_history=data.exclude_history)
+        write_models_config(Path(options.export_root) / "models.config",
+                            {options.name: f"/models/{options.name}"})
+        metrics["export_path"] = str(path)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _threshold(options: PolicyOptions) -> float:
+    return MOVIELENS_THRESHOLD if options.reward_threshold is None else options.reward_threshold
+
+
+def _logged_summary(split: LoggedSplit, options: PolicyOptions) -> dict:
+    rewards = split.logs["reward"]
+    reward = (f"rating >= {_threshold(options)}"
+              if options.format == "movielens" else f"column {options.reward_col or 'reward'!r}")
+    return {"name": Path(options.data).name, "format": options.format, "reward": reward,
+            "users": len(split.feedback.users), "items": split.feedback.vocab_size - 2,
+            "train_users": len(split.train), "valid_users": len(split.valid),
+            "test_users": len(split.test), "valid_evaluated": len(split.valid_targets.rows),
+            "test_evaluated": len(split.test_targets.rows), "logged_events": len(rewards),
+            "logged_reward_rate": round(float((rewards > 0).mean()), 4)}
+
+
+def policy_results_table(metrics: dict) -> str:
+    """A plain-text table of the test users' metrics: on the simulator the true expected
+    reward of the policy against the logging policy, popularity and the best possible; on a
+    file (`"protocol"` in `metrics`) the rewarded hits against popularity of rewarded items.
+
+    Example:
+    >>> print(policy_results_table({"test": {"reward@1": 0.55, "reward@5": 0.44},
+    ...     "baselines": {"logging": {"reward@1": 0.13, "reward@5": 0.13},
+    ...                   "best": {"reward@1": 0.8, "reward@5": 0.65}},
+    ...     "dataset": {"test_users": 400, "logged_events": 7000}}))
+    test (400 held-out users; true expected reward of the top-k; 7000 logged events)
+                         reward@1    reward@5
+    policy                 0.5500      0.4400
+    logging policy         0.1300      0.1300
+    best possible          0.8000      0.6500
+    """
+    keys = list(metrics["test"])
+    names = {"logging": "logging policy", "best": "best possible"}
+    rows = [("policy", metrics["test"])] + [(names.get(name, name), values)
+                                            for name, values in metrics["baselines"].items()]
+    dataset = metrics["dataset"]
+    title = (f"{dataset['test_users']} held-out users; true expected reward of the top-k"
+             if "protocol" not in metrics else
+             f"{dataset['test_evaluated']} of {dataset['test_users']} held-out users with a "
+             f"rewarded event; {metrics['protocol']}; popularity of the training users' "
+             "rewarded items")
+    lines = [f"test ({title}; {dataset['logged_events']} logged events)",
+             f"{'':17s}" + "".join(f"{key:>12s}" for key in keys)]
+    for name, values in rows:
+        lines.append(f"{name:17s}" + "".join(f"{values[key]:12.4f}" for key in keys))
+    return "\n".join(lines)
