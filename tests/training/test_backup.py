@@ -2,8 +2,6 @@
 covers every epoch, a completed run leaves no backup, and two workers share one backup."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 from pipelines import train as train_pipeline
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_training_dataset
-from tfrec_attn.testing import multi_worker
+from tfrec_attn.testing import cluster, multi_worker
 from tfrec_attn.testing.multi_worker import InterruptAt, Preempted
 from tfrec_attn.training import EpochTimer, run_training
 from tfrec_attn.training.backup import RunBackup
@@ -135,24 +133,11 @@ def test_state_newer_than_the_checkpoint_is_ignored_and_missing_state_is_an_erro
 
 def _cluster(output: Path, backup: Path, *extra: str) -> list[subprocess.CompletedProcess]:
     """Runs the two-worker harness (`tfrec_attn.testing.multi_worker`) to the end."""
-    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
-    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    for s in sockets:
-        s.close()
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "tfrec_attn.testing.multi_worker", "--output", str(output),
-         "--epochs", "3", "--backup-dir", str(backup), *extra], cwd=ROOT, text=True,
-        env={**env, "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
-                                             "task": {"type": "worker", "index": i}})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
-    try:
-        return [subprocess.CompletedProcess(p.args, p.wait(timeout=240), *p.communicate())
-                for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
+    command = [sys.executable, "-m", "tfrec_attn.testing.multi_worker", "--output", str(output),
+               "--epochs", "3", "--backup-dir", str(backup), *extra]
+    processes = {i: cluster.start_process(command, ROOT, tf_config)
+                 for i, tf_config in enumerate(cluster.loopback_cluster(2))}
+    return list(cluster.finish(processes, 240).values())
 
 
 @pytest.mark.slow

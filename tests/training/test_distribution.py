@@ -3,9 +3,6 @@ its checkpoint restores in one process, `--strategy mirrored` runs the train pip
 strategies / TF_CONFIG values fail with clear errors."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -18,7 +15,7 @@ from pipelines import train as train_pipeline
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import ItemEmbedding
 from tfrec_attn.models.losses import SampledSoftmaxLoss
-from tfrec_attn.testing import multi_worker
+from tfrec_attn.testing import cluster, multi_worker
 from tfrec_attn.training import TrainOptions
 from tfrec_attn.training.distribution import (
     is_chief,
@@ -33,61 +30,21 @@ TIMEOUT = 240  # seconds for the whole cluster; both workers are killed when it 
 LOSS_RTOL = 1e-3  # float32 all-reduce vs one-process sums: observed differences are ~1e-7
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _start(strategy: str, output: Path, tf_config: dict | None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    if tf_config is not None:
-        env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen(
+def _start(strategy: str, output: Path, tf_config: dict | None):
+    return cluster.start_process(
         [sys.executable, "-m", "tfrec_attn.testing.multi_worker", "--strategy", strategy,
-         "--output", str(output)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(processes: dict) -> None:
-    """Waits for all `processes` (name -> Popen) within TIMEOUT; kills all of them on failure."""
-    errors = {}
-    try:
-        for name, process in processes.items():
-            _, errors[name] = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        for process in processes.values():
-            process.kill()
-        for name, process in processes.items():
-            errors[name] = process.communicate()[1]
-        pytest.fail(f"training did not finish within {TIMEOUT}s:\n" + "\n".join(
-            f"--- {name} stderr:\n{err[-3000:]}" for name, err in errors.items()))
-    failed = {n: p.returncode for n, p in processes.items() if p.returncode}
-    if failed:
-        for process in processes.values():
-            process.kill()
-    assert not failed, f"exit codes {failed}:\n" + "\n".join(
-        f"--- {name} stderr:\n{err[-3000:]}" for name, err in errors.items())
+         "--output", str(output)], ROOT, tf_config)
 
 
 @pytest.fixture(scope="module")
 def cluster_runs(tmp_path_factory):
     """Two MultiWorkerMirroredStrategy workers on loopback and one default-strategy process."""
     root = tmp_path_factory.mktemp("distribution")
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = {
-        f"worker {i}": _start("multi-worker", root / "multi",
-                              {"cluster": {"worker": workers},
-                               "task": {"type": "worker", "index": i}})
-        for i in range(2)
-    }
+    processes = {f"worker {i}": _start("multi-worker", root / "multi", tf_config)
+                 for i, tf_config in enumerate(cluster.loopback_cluster(2))}
     processes["single"] = _start("default", root / "single", None)
-    _finish(processes)
+    failed = cluster.failures(cluster.finish(processes, TIMEOUT))
+    assert not failed, failed
     return root
 
 

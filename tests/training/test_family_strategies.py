@@ -4,9 +4,6 @@ chief, a batch larger than the data and a bad strategy exit with code 2, and (sl
 multi-worker DIN processes give the one-process run's losses and validation AUC."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pytest
 from pipelines import train as train_pipeline
 from tfrec_attn._keras import keras
 from tfrec_attn.data import build_sequences
+from tfrec_attn.testing import cluster
 from tfrec_attn.training.autoencoder_run import (
     AutoencoderOptions,
     autoencoder_split,
@@ -105,29 +103,15 @@ def test_bad_strategy_and_jit_compile_are_rejected(model, tmp_path, capsys):
             OPTIONS[model](**{name: value})
 
 
-def _cluster(argv: list[str], outputs: list[Path]) -> list[str]:
+def _cluster(argv: list[str], outputs: list[Path]) -> None:
     """Runs `pipelines.train argv` as two MultiWorkerMirroredStrategy workers on loopback
-    (worker i writing to `outputs[i]`); returns their stderr. Kills both on failure."""
-    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
-    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    for s in sockets:
-        s.close()
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    processes = [subprocess.Popen(
+    (worker i writing to `outputs[i]`); fails with their stderr if either fails."""
+    processes = {f"worker {i}": cluster.start_process(
         [sys.executable, "-m", "pipelines.train", *argv, "--strategy", "multi-worker",
-         "--output", str(outputs[i])], cwd=ROOT, text=True,
-        env={**env, "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
-                                             "task": {"type": "worker", "index": i}})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
-    try:
-        errors = [p.communicate(timeout=TIMEOUT)[1] for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-    failed = [i for i, p in enumerate(processes) if p.returncode]
-    assert not failed, "\n".join(f"--- worker {i}:\n{errors[i][-3000:]}" for i in failed)
-    return errors
+         "--output", str(outputs[i])], ROOT, tf_config)
+        for i, tf_config in enumerate(cluster.loopback_cluster(2))}
+    failed = cluster.failures(cluster.finish(processes, TIMEOUT))
+    assert not failed, failed
 
 
 @pytest.mark.slow  # ~75 s: two TensorFlow processes start, then a one-process run
