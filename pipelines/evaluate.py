@@ -15,9 +15,9 @@ from pathlib import Path
 from tfrec_attn.evaluation import check_cutoffs
 from tfrec_attn.training.ranking_evaluation import (
     evaluate_ranking_run,
-    is_ranking_run,
     ranking_evaluation_table,
     read_run_metrics,
+    run_type,
 )
 from tfrec_attn.training.run_evaluation import (
     EVALUATION,
@@ -48,9 +48,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _is_din_run(run_dir: str) -> bool:
-    """Whether `run_dir` holds a DIN run (a missing `metrics.json` is left to `load_run`)."""
-    return (Path(run_dir) / "metrics.json").exists() and is_ranking_run(read_run_metrics(run_dir))
+def _run_type(run_dir: str) -> str:
+    """The run's `--model` (`"sasrec"` when `metrics.json` is missing: `load_run` names it)."""
+    if not (Path(run_dir) / "metrics.json").exists():
+        return "sasrec"
+    return run_type(read_run_metrics(run_dir))
 
 
 def _evaluate_din(args) -> None:
@@ -92,7 +94,12 @@ def main(argv=None) -> int:
         if args.bootstrap < 0:
             raise ValueError(f"--bootstrap must be >= 0 (0 skips the comparisons). "
                              f"Received: {args.bootstrap}")
-        if _is_din_run(args.run_dir):
+        kind = _run_type(args.run_dir)
+        if kind in ("autoencoder", "policy"):
+            raise ValueError(f"{args.run_dir} is a `--model {kind}` run; evaluate re-ranks "
+                             "SASRec and DIN runs. Its test metrics and baselines are in "
+                             f"{args.run_dir}/metrics.json.")
+        if kind == "din":
             _evaluate_din(args)
         else:
             if args.against is not None:

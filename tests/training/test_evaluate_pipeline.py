@@ -184,3 +184,15 @@ def test_bootstrap_zero_reports_metrics_only(run_dir, tmp_path):
     result = evaluate_run(run_dir, protocols=["full"], ks=[10], bootstrap=0, output=tmp_path)
     assert result["protocols"]["full"]["comparisons"] == {}
     assert np.isfinite(result["protocols"]["full"]["metrics"]["model"]["ndcg@10"])
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("autoencoder", {"holdout_fraction": 0.2, "k": 20}),
+    ("policy", {"events_per_user": 5, "k": 5}),
+])
+def test_runs_evaluate_cannot_rerank_are_named(kind, options, tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {}, "options": options}))
+    assert evaluate_pipeline.main(["--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"is a `--model {kind}` run; evaluate re-ranks SASRec and DIN runs" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # nothing written

@@ -85,6 +85,24 @@ def is_ranking_run(metrics: dict) -> bool:
     return isinstance(options, dict) and {"negatives", "test_negatives"} <= set(options)
 
 
+def run_type(metrics: dict) -> str:
+    """The `--model` of the run whose `metrics.json` this is: `"din"`, `"autoencoder"`,
+    `"policy"` or `"sasrec"`, told by an option only that run type records.
+
+    Example:
+    >>> run_type({"options": {"events_per_user": 5, "k": 5}}), run_type({"options": {}})
+    ('policy', 'sasrec')
+    """
+    options = metrics.get("options")
+    options = options if isinstance(options, dict) else {}
+    if is_ranking_run(metrics):
+        return "din"
+    for name, option in (("autoencoder", "holdout_fraction"), ("policy", "events_per_user")):
+        if option in options:
+            return name
+    return "sasrec"
+
+
 def ranking_options_from_metrics(metrics: dict, source: str | os.PathLike = METRICS
                                  ) -> RankingOptions:
     """The `RankingOptions` recorded in a DIN run's metrics dict (`model` from `"model"`)."""
