@@ -63,7 +63,7 @@ POLICY_RUN_FLAGS = ("format", "output", "export_root", "name", "epochs", "batch_
                     "learning_rate", "max_train_minutes", "patience", "seed", "synthetic_users",
                     "synthetic_items", "synthetic_length", "events_per_user", "k", "valid_users",
                     "test_users", "verbose", "backup_dir", "ema_decay", "data", "min_events",
-                    "reward_threshold", "reward_col")
+                    "reward_threshold", "reward_col", "strategy", "jit_compile")
 MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS), "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS),
                "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS),
                "policy": (POLICY_MODEL_FLAGS, POLICY_RUN_FLAGS)}

@@ -1,4 +1,4 @@
-"""`--strategy` and `--jit-compile` for DIN and autoencoder runs (as for SASRec,
+"""`--strategy` and `--jit-compile` for DIN, autoencoder and policy runs (as for SASRec,
 `test_distribution.py`): a mirrored XLA run trains on full batches only and exports on the
 chief, a batch larger than the data and a bad strategy exit with code 2, and (slow) two
 multi-worker DIN processes give the one-process run's losses and validation AUC."""
@@ -19,6 +19,7 @@ from tfrec_attn.training.autoencoder_run import (
     autoencoder_split,
     run_autoencoder_training,
 )
+from tfrec_attn.training.policy_run import PolicyOptions, policy_split, run_policy_training
 from tfrec_attn.training.ranking_run import RankingOptions, ranking_split, run_ranking_training
 from tfrec_attn.training.run import load_data
 
@@ -32,10 +33,13 @@ TINY = {
     "autoencoder": ["--model", "autoencoder", "--synthetic-users", "120", "--k", "5",
                     "--valid-users", "20", "--test-users", "20", "--batch-size", "32",
                     "--blocks", "1"],
+    "policy": ["--model", "policy", "--synthetic-users", "100", "--events-per-user", "3",
+               "--k", "3", "--valid-users", "10", "--test-users", "10", "--batch-size", "64"],
 }
-RUNS = {"din": run_ranking_training, "autoencoder": run_autoencoder_training}
-OPTIONS = {"din": RankingOptions, "autoencoder": AutoencoderOptions}
-MONITORS = {"din": "auc", "autoencoder": "ndcg@5"}
+RUNS = {"din": run_ranking_training, "autoencoder": run_autoencoder_training,
+        "policy": run_policy_training}
+OPTIONS = {"din": RankingOptions, "autoencoder": AutoencoderOptions, "policy": PolicyOptions}
+MONITORS = {"din": "auc", "autoencoder": "ndcg@5", "policy": "reward@3"}
 
 
 def _argv(model: str, tmp: Path, *extra: str) -> list[str]:
@@ -44,7 +48,9 @@ def _argv(model: str, tmp: Path, *extra: str) -> list[str]:
 
 def _training_rows(options) -> int:
     """Rows one epoch trains on: DIN's (positive + negatives per position), the
-    autoencoder's training users."""
+    autoencoder's training users, the policy's logged events."""
+    if isinstance(options, PolicyOptions):
+        return len(policy_split(options).logs["action"])
     data = build_sequences(load_data(options), min_events=options.min_events)
     if isinstance(options, RankingOptions):
         train = ranking_split(data, options.model["max_len"], options.valid_negatives,
@@ -53,7 +59,7 @@ def _training_rows(options) -> int:
     return len(autoencoder_split(data, options).train)
 
 
-@pytest.mark.parametrize("model", ["din", "autoencoder"])
+@pytest.mark.parametrize("model", list(TINY))
 def test_mirrored_xla_run_trains_on_full_batches_and_the_chief_exports(model, tmp_path):
     argv = _argv(model, tmp_path, "--strategy", "mirrored", "--jit-compile", "--export-root",
                  str(tmp_path / "models"), "--name", "tiny")
@@ -79,7 +85,7 @@ def test_mirrored_xla_run_trains_on_full_batches_and_the_chief_exports(model, tm
     assert "tiny" in (tmp_path / "models" / "models.config").read_text()
 
 
-@pytest.mark.parametrize("model", ["din", "autoencoder"])
+@pytest.mark.parametrize("model", list(TINY))
 def test_jit_batch_larger_than_the_data_is_named(model, tmp_path, capsys):
     argv = _argv(model, tmp_path, "--jit-compile", "--batch-size", "4096", "--export-root", "")
     assert train_pipeline.main(argv) == 2
@@ -88,7 +94,7 @@ def test_jit_batch_larger_than_the_data_is_named(model, tmp_path, capsys):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("model", ["din", "autoencoder"])
+@pytest.mark.parametrize("model", list(TINY))
 def test_bad_strategy_and_jit_compile_are_rejected(model, tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:  # argparse: not one of the choices
         train_pipeline.main(TINY[model] + ["--strategy", "tpu"])

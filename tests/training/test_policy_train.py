@@ -235,7 +235,7 @@ def test_defaults_are_the_families_benchmarks():
     (["--dim", "6", "--heads", "4"], "dim (6) must be divisible by num_heads (4)"),
     (["--ema-decay", "1.5"], "ema_decay"),
     (["--negatives", "2"], "--negatives: not an option of --model policy"),
-    (["--jit-compile"], "--jit-compile: not an option of --model policy"),
+    (["--valid-negatives", "5"], "--valid-negatives: not an option of --model policy"),
     (["--holdout-fraction", "0.2", "--pooling", "mean"],
      "--holdout-fraction, --pooling: not an option of --model policy"),
 ])

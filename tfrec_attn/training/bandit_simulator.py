@@ -170,8 +170,9 @@ class BanditSimulator:
 
 
 def logged_dataset(logs: dict[str, np.ndarray], batch_size: int = 256, shuffle: bool = True,
-                   seed: int = 0) -> tf.data.Dataset:
-    """`{"history", "action", "reward", "propensity"}` batches for `AttentionPolicy.fit`.
+                   seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
+    """`{"history", "action", "reward", "propensity"}` batches for `AttentionPolicy.fit`
+    (`drop_remainder`: drop the last partial batch, so every batch has `batch_size` rows).
 
     Example:
     >>> logs = BanditSimulator(num_users=8, num_items=6, max_len=4).log(events_per_user=1)
@@ -189,4 +190,4 @@ def logged_dataset(logs: dict[str, np.ndarray], batch_size: int = 256, shuffle: 
     dataset = tf.data.Dataset.from_tensor_slices(features)
     if shuffle:
         dataset = dataset.shuffle(len(logs["action"]), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

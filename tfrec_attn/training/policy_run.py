@@ -44,6 +44,7 @@ from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
 from tfrec_attn.training.callbacks import EpochEvaluation
+from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import fit_with_run_callbacks
 from tfrec_attn.training.logged_feedback import (
     LoggedFeedback,
@@ -58,13 +59,15 @@ from tfrec_attn.training.logged_feedback import (
     split_users,
 )
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import write_json
+from tfrec_attn.training.run import export_dir, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
     check_backup_and_ema,
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
+    check_strategy_and_jit,
     model_config,
+    require_full_batch,
 )
 from tfrec_attn.training.simulated_feedback import (
     PolicyEvaluation,
@@ -141,6 +144,8 @@ class PolicyOptions:
     valid_users: int | None = None
     test_users: int | None = None
     verbose: int = 1
+    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
+    jit_compile: bool = False  # XLA-compile the train step on fixed-shape batches
     backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
     ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # AttentionPolicyConfig fields
@@ -159,6 +164,7 @@ class PolicyOptions:
             check_int_at_least(self, name, 0)
         check_int_at_least(self, "min_events", 2, " (a state and an action)")
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
+        check_strategy_and_jit(self)
         check_backup_and_ema(self)
         file_defaults = FILE_MODEL_DEFAULTS if self.format != "synthetic" else {}
         self.model = {**MODEL_DEFAULTS, **file_defaults, "top_k": self.k, **(self.model or {})}
@@ -229,12 +235,15 @@ def policy_split(options: PolicyOptions) -> PolicySplit:
     return PolicySplit(sim, train, valid, test, logs)
 
 
-def build_policy(config: AttentionPolicyConfig, learning_rate: float) -> AttentionPolicy:
+def build_policy(config: AttentionPolicyConfig, learning_rate: float, jit_compile: bool = False,
+                 strategy: tf.distribute.Strategy | None = None) -> AttentionPolicy:
     """An `AttentionPolicy(config)`, built (Keras' `BackupAndRestore` needs a built model) and
-    compiled with Adam (its losses are its own)."""
-    policy = AttentionPolicy(config)
-    policy(tf.zeros((1, config.max_len), tf.int64))
-    policy.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    compiled with Adam (its losses are its own), its variables created under `strategy`
+    (default: the current one)."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        policy = AttentionPolicy(config)
+        policy(tf.zeros((1, config.max_len), tf.int64))
+        policy.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
     return policy
 
 
@@ -314,7 +323,10 @@ def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
     epochs) restores the best epoch's weights before the test; `max_train_minutes` stops
     training cleanly mid-epoch; with `backup_dir` a restarted run resumes after the last
     completed epoch, with `ema_decay` epochs end on an average of the weights
-    (`fit_with_run_callbacks`).
+    (`fit_with_run_callbacks`). As in the other runs, `strategy` trains on several devices or
+    machines (global batch `batch_size`; only the chief writes `output` and `export_root`) and
+    `jit_compile` XLA-compiles the train step on fixed-shape batches (the last partial batch of
+    an epoch dropped).
 
     Args:
         options: the run's options.
@@ -328,19 +340,28 @@ def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
         and `protocol`), `best_epoch`, `train_seconds`, `epochs`, `stopped_by_time_budget`,
         `resumed_epochs`, `dataset`, `model`, `options`, `history`.
     """
+    return run_under_strategy(options, _run, callbacks)
+
+
+def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
+         callbacks=()) -> dict:
     keras.utils.set_random_seed(options.seed)
     if options.export_root:  # a models.config it cannot merge into fails before training
         read_models_config(Path(options.export_root) / "models.config")
-    out = Path(options.output)
+    export_root = export_dir(options.export_root, strategy, out)
     out.mkdir(parents=True, exist_ok=True)
     data = (synthetic_run_data(options) if options.format == "synthetic"
             else logged_run_data(options))
     config = options.policy_config(data.vocab_size)
-    policy = build_policy(config, options.learning_rate)
+    policy = build_policy(config, options.learning_rate, options.jit_compile, strategy)
     started = time.monotonic()
-    train = logged_dataset(data.logs, options.batch_size, seed=options.seed)
-    fitted = fit_with_run_callbacks(policy, train, data.evaluation, options, data.monitor,
-                                    out / "tensorboard", callbacks)
+    fixed = options.jit_compile  # one batch shape: XLA compiles the train step once
+    train = logged_dataset(data.logs, options.batch_size, seed=options.seed, drop_remainder=fixed)
+    if fixed:
+        require_full_batch(train, f"the {len(data.logs['action'])} logged events",
+                           options.batch_size)
+    fitted = fit_with_run_callbacks(policy, shard_by_data(train), data.evaluation, options,
+                                    data.monitor, out / "tensorboard", callbacks)
     train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
     history, records = fitted.history, fitted.records
     best = max(records, key=lambda r: r[data.monitor]) if records else {}
@@ -365,13 +386,13 @@ def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
                          metric=data.monitor)
     policy.save_weights(str(out / "checkpoint" / "weights"))
     if options.export_root:
-        path = export_policy(policy, options.export_root, options.name,
+        path = export_policy(policy, export_root, options.name,
                              metadata={"metrics": {"test": test},
                                        "best_epoch": metrics["best_epoch"],
                                        **({"protocol": data.protocol} if data.protocol else {})},
                              warmup=data.warmup, max_k=options.k,
                              exclude_history=data.exclude_history)
-        write_models_config(Path(options.export_root) / "models.config",
+        write_models_config(Path(export_root) / "models.config",
                             {options.name: f"/models/{options.name}"})
         metrics["export_path"] = str(path)
     write_json(out / "metrics.json", metrics)
