@@ -149,7 +149,8 @@ def parser() -> argparse.ArgumentParser:
     add("--holdout-fraction", type=float,
         help="autoencoder: share of each validation / test user's items held out")
     add("--correction", choices=list(CORRECTIONS),
-        help="policy: off-policy correction, top_k (default), importance or none")
+        help="policy: off-policy correction, top_k (the simulator's default), importance or "
+             "none (the default for logged-feedback files)")
     add("--top-k", type=int, help="policy: K of the top-K correction (default: --k)")
     add("--max-weight", type=float, help="policy: cap of the importance weights")
     add("--events-per-user", type=int,
