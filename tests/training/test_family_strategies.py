@@ -1,6 +1,6 @@
 """`--strategy` and `--jit-compile` for DIN, autoencoder and policy runs (as for SASRec,
-`test_distribution.py`): a mirrored XLA run trains on full batches only and exports on the
-chief, a batch larger than the data and a bad strategy exit with code 2, and (slow) two
+`test_distribution.py`): a mirrored run trains (under XLA on full batches only) and exports on
+the chief, a batch larger than the data and a bad strategy exit with code 2, and (slow) two
 multi-worker DIN processes give the one-process run's losses and validation AUC."""
 
 import json
@@ -59,13 +59,21 @@ def _training_rows(options) -> int:
     return len(autoencoder_split(data, options).train)
 
 
-@pytest.mark.parametrize("model", list(TINY))
-def test_mirrored_xla_run_trains_on_full_batches_and_the_chief_exports(model, tmp_path):
-    argv = _argv(model, tmp_path, "--strategy", "mirrored", "--jit-compile", "--export-root",
-                 str(tmp_path / "models"), "--name", "tiny")
+# One fast case a run type (XLA for DIN, plain mirrored for the others); the rest are slow.
+RUN_CASES = [("din", True), pytest.param("din", False, marks=pytest.mark.slow),
+             pytest.param("autoencoder", True, marks=pytest.mark.slow), ("autoencoder", False),
+             pytest.param("policy", True, marks=pytest.mark.slow), ("policy", False)]
+
+
+@pytest.mark.parametrize("model, jit", RUN_CASES)
+def test_mirrored_run_trains_and_the_chief_exports(model, jit, tmp_path):
+    """Under `MirroredStrategy` (one CPU replica) the run trains, and with `--jit-compile` the
+    train step is XLA-compiled and runs on full batches only."""
+    argv = _argv(model, tmp_path, "--strategy", "mirrored", "--export-root",
+                 str(tmp_path / "models"), "--name", "tiny", *(["--jit-compile"] if jit else []))
     options = train_pipeline.options_from_args(argv)
     assert isinstance(options, OPTIONS[model])
-    assert options.strategy == "mirrored" and options.jit_compile is True
+    assert options.strategy == "mirrored" and options.jit_compile is jit
     steps, seen = [], []
     probe = keras.callbacks.LambdaCallback(
         on_train_begin=lambda logs: seen.append((probe.model.jit_compile, type(
@@ -73,12 +81,12 @@ def test_mirrored_xla_run_trains_on_full_batches_and_the_chief_exports(model, tm
         on_train_batch_end=lambda batch, logs: steps.append(batch))
     metrics = RUNS[model](options, callbacks=[probe])
     keras.backend.clear_session()
-    assert seen == [(True, "MirroredStrategy")]
-    assert metrics["options"]["strategy"] == "mirrored" and metrics["options"]["jit_compile"]
+    assert seen == [(jit, "MirroredStrategy")]
+    assert metrics["options"]["strategy"] == "mirrored" and metrics["options"]["jit_compile"] is jit
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["epochs"] == 1
     rows = _training_rows(options)
-    assert rows % options.batch_size  # the data leave a partial batch, which is dropped
-    assert len(steps) == rows // options.batch_size >= 1
+    assert rows % options.batch_size  # the data leave a partial batch: dropped under jit
+    assert len(steps) == (rows // options.batch_size if jit else -(-rows // options.batch_size))
     assert np.isfinite(metrics["history"]["loss"]).all()
     assert all(0.0 <= value <= 1.0 for value in metrics["test"].values())
     assert (tmp_path / "models" / "tiny" / "1" / "saved_model.pb").exists()
