@@ -87,7 +87,7 @@ from tfrec_attn.validation import (
 # correction's K) defaults to the run's `k`, as the benchmark's K = max(policy_ks) = 5.
 MODEL_DEFAULTS = {"max_len": 10, "dim": 16}
 # Logged-feedback files: no off-policy correction. Their evaluation is on-log (the rewarded hit),
-# where uncorrected REINFORCE measured 2.0-2.9x the top-K correction's NDCG@10 on ML-100K
+# where uncorrected REINFORCE measured 1.8-2.9x the top-K correction's NDCG@10 on ML-100K
 # (docs/BENCHMARKS.md 9f); the correction's gain is in reward under the new policy's own
 # exposure, which only the simulator measures (section 9, 9e).
 FILE_MODEL_DEFAULTS = {"correction": "none"}
