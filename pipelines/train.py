@@ -9,6 +9,7 @@ import sys
 import yaml
 
 from tfrec_attn.data import DataError
+from tfrec_attn.export.serving import ModelsConfigError
 from tfrec_attn.layers import ATTENTION_KINDS
 from tfrec_attn.models.attention_policy import CORRECTIONS
 from tfrec_attn.models.din import POOLINGS
@@ -236,6 +237,9 @@ def main(argv=None) -> int:
         return 2
     except DataOptionError as err:  # an option that does not fit the data just read
         print(f"tfrec-attn train: {err}", file=sys.stderr)
+        return 2
+    except ModelsConfigError as err:  # checked before training; the file is left unchanged
+        print(f"tfrec-attn train: --export-root: {err}", file=sys.stderr)
         return 2
     print(f"\nmetrics: {options.output}/metrics.json")
     if "export_path" in metrics:

@@ -25,6 +25,7 @@ from tfrec_attn.training.logged_feedback import (
     rewarded_targets,
     split_users,
 )
+from tfrec_attn.training.off_policy_evaluation import logged_off_policy
 from tfrec_attn.training.policy_run import PROTOCOL, PolicyOptions, load_feedback
 from tfrec_attn.validation import DataOptionError
 
@@ -152,6 +153,17 @@ def test_metrics_json_reports_the_rewarded_hit_protocol(run):
     assert 0 < dataset["test_evaluated"] <= 60 and 0.6 < dataset["logged_reward_rate"] < 0.8
     assert metrics["model"]["propensity"] == "learned" and metrics["model"]["behaviour_head"]
     assert len(metrics["history"]["behaviour_loss"]) == metrics["epochs"] <= 6
+    off_policy = metrics["off_policy"]  # every event after a test user's first
+    assert (off_policy["k"], off_policy["users"], list(off_policy["propensities"])) == (
+        3, 60, ["learned"])
+    estimates = {name: sources["learned"] for name, sources in off_policy["estimates"].items()}
+    assert set(estimates) == {"policy", "popularity", "logging"}
+    for estimate in estimates.values():
+        assert estimate["rounds"] == off_policy["rounds"] and estimate["units"] == 60
+        assert estimate["snips_ci_low"] <= estimate["snips"] <= estimate["snips_ci_high"]
+    logging = estimates["logging"]  # pi = beta: every weight is 1
+    assert logging["snips"] == pytest.approx(logging["ips"]) and logging["nonzero_fraction"] == 1
+    assert logging["ess"] == pytest.approx(off_policy["rounds"])
 
 
 def test_checkpoint_and_export_give_the_reported_policy(run):
@@ -166,6 +178,16 @@ def test_checkpoint_and_export_give_the_reported_policy(run):
     split = logged_split(feedback, 40, 60, max_len=5, seed=0)
     assert rewarded_hits(history_scores(policy, 5), split.test_targets, feedback.vocab_size,
                          (3,)) == pytest.approx(metrics["test"])
+    off_policy = logged_off_policy(split, rewarded_popularity(feedback, split.train), 3, 5,
+                                   10.0)(policy)
+    for name, sources in off_policy.pop("estimates").items():
+        assert sources["learned"] == pytest.approx(
+            metrics["off_policy"]["estimates"][name]["learned"])
+    assert off_policy.items() <= metrics["off_policy"].items()
+    test_rounds = logged_events(feedback, split.test, 5)  # SNIPS(pi = beta) = mean reward
+    assert metrics["off_policy"]["rounds"] == len(test_rounds["reward"])
+    assert metrics["off_policy"]["estimates"]["logging"]["learned"]["snips"] == pytest.approx(
+        test_rounds["reward"].astype(np.float64).mean(), abs=1e-12)
     export = Path(metrics["export_path"])
     info = json.loads((export / "assets.extra" / "tfrec_attn.json").read_text())
     assert info["exclude_history"] is True and info["protocol"] == PROTOCOL

@@ -15,6 +15,7 @@ from tfrec_attn.export.serving import read_models_config
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.testing.multi_worker import InterruptAt, Preempted
 from tfrec_attn.training.bandit_simulator import BanditSimulator
+from tfrec_attn.training.off_policy_evaluation import simulated_off_policy
 from tfrec_attn.training.policy_run import PolicyOptions, policy_split, run_policy_training
 from tfrec_attn.training.simulated_feedback import (
     PolicyEvaluation,
@@ -46,6 +47,16 @@ def test_metrics_json_has_the_documented_fields(run):
     assert set(metrics["baselines"]) == {"logging", "popularity", "best"}
     for values in (metrics["test"], metrics["valid"], *metrics["baselines"].values()):
         assert set(values) == keys and all(0.0 < v < 1.0 for v in values.values())
+    off_policy = metrics["off_policy"]  # the test users' 100 x 5 logged rounds
+    assert (off_policy["k"], off_policy["rounds"], off_policy["users"]) == (3, 500, 100)
+    estimates = off_policy["estimates"]["policy"]
+    assert set(estimates) == set(off_policy["propensities"]) == {"true", "learned"}
+    for estimate in estimates.values():
+        assert estimate["snips_ci_low"] <= estimate["snips"] <= estimate["snips_ci_high"]
+        assert estimate["resampled"] == "users" and 0 < estimate["ess"] <= 500
+    true = estimates["true"]  # within one interval width of the true reward@3
+    assert abs(true["snips"] - metrics["test"]["reward@3"]) <= (
+        true["snips_ci_high"] - true["snips_ci_low"])
     dataset = metrics["dataset"]
     assert (dataset["users"], dataset["train_users"], dataset["valid_users"],
             dataset["test_users"], dataset["logged_events"]) == (500, 350, 50, 100, 1750)
@@ -80,6 +91,10 @@ def test_export_and_checkpoint_give_the_reported_policy(run):
         metrics["test"])  # the checkpoint is the model the test scored: the best epoch's
     assert reward_at(split.sim, policy_scores(policy), split.valid, (1, 3)) == pytest.approx(
         metrics["valid"])
+    off_policy = simulated_off_policy(split, 3, 5, seed=0, max_weight=10.0)(policy)
+    for source, estimate in off_policy.pop("estimates")["policy"].items():
+        assert estimate == pytest.approx(metrics["off_policy"]["estimates"]["policy"][source])
+    assert off_policy.items() <= metrics["off_policy"].items()
     export = root / "models" / "tiny_policy" / "1"
     assert metrics["export_path"] == str(export)
     assert (export / "assets.extra" / "tf_serving_warmup_requests").exists()

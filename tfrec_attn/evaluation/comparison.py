@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-_MAX_BATCH_VALUES = 1 << 22  # resampled values held at once (~32 MB), whatever the user count
+MAX_BATCH_VALUES = 1 << 22  # resampled values held at once (~32 MB), whatever the user count
 
 
 def _check_metric_arrays(a, b) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +92,7 @@ def paired_bootstrap(
     difference = a - b
     result = stats.bootstrap(
         (difference,), np.mean, n_resamples=int(num_samples), vectorized=True,
-        batch=max(1, _MAX_BATCH_VALUES // difference.size), confidence_level=float(confidence),
+        batch=max(1, MAX_BATCH_VALUES // difference.size), confidence_level=float(confidence),
         method="percentile", rng=np.random.default_rng(seed))
     mean_a, mean_b = float(a.mean()), float(b.mean())
     mean_difference = float(difference.mean())

@@ -23,9 +23,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from tfrec_attn.evaluation.comparison import check_bootstrap_arguments, paired_bootstrap, verdict
+from tfrec_attn.evaluation.comparison import (
+    MAX_BATCH_VALUES,
+    check_bootstrap_arguments,
+    paired_bootstrap,
+    verdict,
+)
 
-_MAX_BATCH_VALUES = 1 << 22  # row weights held at once by the AUC bootstrap (~32 MB)
 VERDICT_METRIC = "gauc"  # the comparison's overall verdict (DIN's metric, paired per user)
 
 
@@ -146,7 +150,7 @@ def cluster_bootstrap_auc(labels, scores_a, scores_b, group_size: int, num_sampl
 
     result = stats.bootstrap(
         (np.arange(users),), difference, n_resamples=int(num_samples), vectorized=True,
-        batch=max(1, _MAX_BATCH_VALUES // labels.size), confidence_level=float(confidence),
+        batch=max(1, MAX_BATCH_VALUES // labels.size), confidence_level=float(confidence),
         method="percentile", rng=np.random.default_rng(seed))
     ones = np.ones((1, users))
     mean_a, mean_b = float(auc_a(ones)[0]), float(auc_b(ones)[0])

@@ -119,13 +119,18 @@ def write_warmup_requests(path: str | os.PathLike, histories, model_name: str,
     return len(rows)
 
 
+class ModelsConfigError(ValueError):
+    """A TF Serving `--model_config_file` that cannot be read or merged into (the message names
+    the file; the file is left unchanged)."""
+
+
 def read_models_config(path: str | os.PathLike):
     """The TF Serving `--model_config_file` at `path` as a `ModelServerConfig`, or `None` if
     there is no file.
 
     Raises:
-        ValueError: naming the file, if it is not a text-format model config list (a parse
-            error, a `custom_model_config`, or a model name listed twice).
+        ModelsConfigError: (a `ValueError`) naming the file, if it is not a text-format model
+            config list (a parse error, a `custom_model_config`, or a model name listed twice).
     """
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -137,15 +142,15 @@ def read_models_config(path: str | os.PathLike):
     try:
         text_format.Parse(path.read_text(), config)
     except (text_format.ParseError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a TF Serving model config list ({error}); fix or "
-                         "remove it (it was left unchanged).") from error
+        raise ModelsConfigError(f"{path} is not a TF Serving model config list ({error}); "
+                                "fix or remove it (it was left unchanged).") from error
     if config.WhichOneof("config") == "custom_model_config":
-        raise ValueError(f"{path} holds a custom_model_config, not a model_config_list; "
-                         "fix or remove it (it was left unchanged).")
+        raise ModelsConfigError(f"{path} holds a custom_model_config, not a "
+                                "model_config_list; fix or remove it (it was left unchanged).")
     names = [entry.name for entry in config.model_config_list.config]
     if len(set(names)) < len(names):
-        raise ValueError(f"{path} lists a model name more than once ({names}); fix or remove "
-                         "it (it was left unchanged).")
+        raise ModelsConfigError(f"{path} lists a model name more than once ({names}); fix "
+                                "or remove it (it was left unchanged).")
     return config
 
 

@@ -32,7 +32,7 @@ from tfrec_attn.evaluation import (
     topk_from_scores,
 )
 from tfrec_attn.export.autoencoder import export_autoencoder
-from tfrec_attn.export.serving import read_models_config, write_models_config
+from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import (
     AttentionAutoencoderConfig,
     build_attention_autoencoder,
@@ -41,13 +41,12 @@ from tfrec_attn.models import (
 from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import export_dir, load_data, run_under_strategy, write_json
+from tfrec_attn.training.run import load_data, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
-    check_backup_and_ema,
+    RunOptions,
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
-    check_strategy_and_jit,
     model_config,
     require_full_batch,
 )
@@ -67,10 +66,12 @@ FIRST_VOCAB = 3  # the smallest catalogue (padding, OOV, one item): for checking
 
 
 @dataclasses.dataclass
-class AutoencoderOptions:
+class AutoencoderOptions(RunOptions):
     """Everything one attention-autoencoder run needs; `pipelines/train.py --model
     autoencoder` fills it from flags and a YAML file. Defaults are the families benchmark's
-    `ae_*` settings (docs/BENCHMARKS.md 9), with `epochs` a cap for early stopping.
+    `ae_*` settings (docs/BENCHMARKS.md 9), with `epochs` a cap for early stopping; the fields
+    every run type shares (`data`, `format`, `export_root`, `seed`, `strategy`, ...) are
+    `RunOptions`'.
 
     `valid_users` / `test_users` are counts of held-out users (`None`: 10% of the users each,
     at least one); the rest train. `holdout_fraction` of each held-out user's distinct items
@@ -79,17 +80,12 @@ class AutoencoderOptions:
     data) over `MODEL_DEFAULTS`.
     """
 
-    data: str | None = None
-    format: str = "synthetic"
     output: str = "runs/autoencoder"
-    export_root: str | None = "saved_models"
     name: str = "autoencoder"
     epochs: int = 40
     batch_size: int = 64
     learning_rate: float = 2e-3
-    max_train_minutes: float | None = None
     patience: int = 10  # measured better than 5 on ML-100K (docs/BENCHMARKS.md 9d)
-    seed: int = 0
     min_events: int = 3
     synthetic_users: int = 2000
     synthetic_items: int = 1000
@@ -98,11 +94,6 @@ class AutoencoderOptions:
     holdout_fraction: float = 0.2
     valid_users: int | None = None
     test_users: int | None = None
-    verbose: int = 1
-    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
-    jit_compile: bool = False  # XLA-compile the train step on fixed-shape batches
-    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
-    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # AttentionAutoencoderConfig fields
 
     def __post_init__(self):
@@ -114,8 +105,7 @@ class AutoencoderOptions:
         for name, low in (("patience", 0), ("seed", 0), ("min_events", 2)):
             check_int_at_least(self, name, low)
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
-        check_strategy_and_jit(self)
-        check_backup_and_ema(self)
+        super().__post_init__()
         value = self.holdout_fraction
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1). Received: "
@@ -256,12 +246,7 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
 
 
 def _run(options: AutoencoderOptions, strategy: tf.distribute.Strategy, out: Path,
-         callbacks=()) -> dict:
-    keras.utils.set_random_seed(options.seed)
-    if options.export_root:  # a models.config it cannot merge into fails before training
-        read_models_config(Path(options.export_root) / "models.config")
-    export_root = export_dir(options.export_root, strategy, out)
-    out.mkdir(parents=True, exist_ok=True)
+         export_root: str | Path | None, callbacks=()) -> dict:
     data = build_sequences(load_data(options), min_events=options.min_events)
     if options.k > data.vocab_size - 2:
         raise DataOptionError(f"k must be at most the number of items ({data.vocab_size - 2}). "

@@ -26,6 +26,15 @@ excluded (also in the export), each epoch on the validation users (early stoppin
 and once on the test users against popularity of rewarded items (counted on the training
 users). `metrics.json` says so in `"protocol"`. The vocabulary covers every kept user's items,
 so items only held-out users have are candidates the policy never trained on.
+
+Both paths add `"off_policy"` to `metrics.json` (`training.off_policy_evaluation`): IPS / SNIPS
+estimates (`evaluation.off_policy`; bootstrap interval over users, effective sample size) of
+the reward@k of showing one of the top-k on the test users' logged rounds. On the simulator the
+test users are logged for it and the trained policy is estimated with the true and with the
+learned propensities, next to its true reward@k, which shows how far to trust the estimate; on
+a file with the behaviour head's propensities only, for the policy, popularity of rewarded
+items and the logging policy itself (SNIPS = the mean logged reward). The estimate is only as
+good as the learned propensities, which nothing on a file can check.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import pad_left, read_interactions
 from tfrec_attn.export.policy import export_policy
-from tfrec_attn.export.serving import read_models_config, write_models_config
+from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
 from tfrec_attn.training.callbacks import EpochEvaluation
@@ -58,14 +67,14 @@ from tfrec_attn.training.logged_feedback import (
     rewarded_popularity,
     split_users,
 )
+from tfrec_attn.training.off_policy_evaluation import logged_off_policy, simulated_off_policy
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import export_dir, run_under_strategy, write_json
+from tfrec_attn.training.run import run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
-    check_backup_and_ema,
+    RunOptions,
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
-    check_strategy_and_jit,
     model_config,
     require_full_batch,
 )
@@ -100,14 +109,15 @@ PROTOCOL = "rewarded-hit (offline proxy; true reward only on the simulator)"
 
 
 @dataclasses.dataclass
-class PolicyOptions:
+class PolicyOptions(RunOptions):
     """Everything one attention-policy run needs; `pipelines/train.py --model policy` fills it
     from flags and a YAML file. Defaults are the families benchmark's `policy_*` settings
     (docs/BENCHMARKS.md 9: 2,000 users, 50 items, 5 logged events per user, max-len 10, dim 16,
     Adam 5e-3, batch 256, the top-K correction with K = 5). `epochs` is a cap for early
     stopping: 30 with patience 5 measured equal or better than the benchmark's 10 epochs with
     patience 3 on each of seeds 0-2 (mean test reward@5 0.414 against 0.408; 10 epochs cut two
-    seeds short; docs/BENCHMARKS.md 9e).
+    seeds short; docs/BENCHMARKS.md 9e). The fields every run type shares (`data`, `format`,
+    `export_root`, `seed`, `strategy`, ...) are `RunOptions`'.
 
     `format` is `"synthetic"` (the simulator; the `synthetic_*` and `events_per_user` options)
     or a logged-feedback file at `data` (`"movielens"`: ratings, reward = rating >=
@@ -122,17 +132,12 @@ class PolicyOptions:
     correction); its `top_k` defaults to `k`.
     """
 
-    data: str | None = None
-    format: str = "synthetic"
     output: str = "runs/policy"
-    export_root: str | None = "saved_models"
     name: str = "policy"
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 5e-3
-    max_train_minutes: float | None = None
     patience: int = 5
-    seed: int = 0
     min_events: int = 3  # logged-feedback files: users with fewer events are dropped
     reward_threshold: float | None = None  # movielens: reward = rating >= it (None: 4.0)
     reward_col: str | None = None  # csv / parquet: the reward column (None: "reward")
@@ -143,11 +148,6 @@ class PolicyOptions:
     k: int = 5
     valid_users: int | None = None
     test_users: int | None = None
-    verbose: int = 1
-    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
-    jit_compile: bool = False  # XLA-compile the train step on fixed-shape batches
-    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
-    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # AttentionPolicyConfig fields
 
     def __post_init__(self):
@@ -164,8 +164,7 @@ class PolicyOptions:
             check_int_at_least(self, name, 0)
         check_int_at_least(self, "min_events", 2, " (a state and an action)")
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
-        check_strategy_and_jit(self)
-        check_backup_and_ema(self)
+        super().__post_init__()
         file_defaults = FILE_MODEL_DEFAULTS if self.format != "synthetic" else {}
         self.model = {**MODEL_DEFAULTS, **file_defaults, "top_k": self.k, **(self.model or {})}
         self.policy_config(vocab_size=FIRST_VOCAB)  # checks the model fields before data
@@ -252,7 +251,9 @@ class PolicyRunData:
     """What the run loop needs from its data (`synthetic_run_data` / `logged_run_data`): the
     catalogue, the training `logs`, the per-epoch `evaluation` (validation users) logging
     `monitor`, `test_metrics(policy)`, the baselines on the test / validation users, warm-up
-    histories, whether history items are excluded, the dataset summary and the protocol."""
+    histories, whether history items are excluded, the dataset summary, the protocol and
+    `off_policy(policy)`, the IPS / SNIPS estimates on the test users' logged rounds
+    (`training.off_policy_evaluation`)."""
 
     vocab_size: int
     logs: dict
@@ -265,6 +266,7 @@ class PolicyRunData:
     exclude_history: bool
     dataset: dict
     protocol: str | None = None
+    off_policy: Callable[[AttentionPolicy], dict] | None = None
 
 
 def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
@@ -277,7 +279,10 @@ def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
         lambda policy: reward_at(split.sim, policy_scores(policy), split.test, ks),
         baseline_rewards(split, split.test, ks), baseline_rewards(split, split.valid, ks),
         split.sim.histories[split.valid[:WARMUP_USERS]], False,
-        simulated_summary(split, options.format))
+        simulated_summary(split, options.format),
+        off_policy=simulated_off_policy(split, options.k, options.events_per_user,
+                                        options.seed,
+                                        options.policy_config(split.sim.vocab_size).max_weight))
 
 
 def load_feedback(options: PolicyOptions) -> LoggedFeedback:
@@ -312,7 +317,9 @@ def logged_run_data(options: PolicyOptions) -> PolicyRunData:
                                      feedback.vocab_size, ks),
         baselines(split.test_targets), baselines(split.valid_targets),
         pad_left(split.valid_targets.histories[:WARMUP_USERS], max_len), True,
-        _logged_summary(split, options), PROTOCOL)
+        _logged_summary(split, options), PROTOCOL,
+        logged_off_policy(split, popularity, options.k, max_len,
+                          options.policy_config(feedback.vocab_size).max_weight))
 
 
 def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
@@ -337,19 +344,15 @@ def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
         `export_root` is set): `test` / `valid` metrics (simulator: `{"reward@1", "reward@k"}`,
         the true expected reward, and `baselines` `{"logging", "popularity", "best"}` on the
         test users; files: `{"hr@k", "ndcg@k"}` rewarded hits, `baselines` `{"popularity"}`
-        and `protocol`), `best_epoch`, `train_seconds`, `epochs`, `stopped_by_time_budget`,
-        `resumed_epochs`, `dataset`, `model`, `options`, `history`.
+        and `protocol`), `off_policy` (IPS / SNIPS on the test users' logged rounds,
+        `training.off_policy_evaluation`), `best_epoch`, `train_seconds`, `epochs`,
+        `stopped_by_time_budget`, `resumed_epochs`, `dataset`, `model`, `options`, `history`.
     """
     return run_under_strategy(options, _run, callbacks)
 
 
 def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
-         callbacks=()) -> dict:
-    keras.utils.set_random_seed(options.seed)
-    if options.export_root:  # a models.config it cannot merge into fails before training
-        read_models_config(Path(options.export_root) / "models.config")
-    export_root = export_dir(options.export_root, strategy, out)
-    out.mkdir(parents=True, exist_ok=True)
+         export_root: str | Path | None, callbacks=()) -> dict:
     data = (synthetic_run_data(options) if options.format == "synthetic"
             else logged_run_data(options))
     config = options.policy_config(data.vocab_size)
@@ -372,6 +375,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
         "best_epoch": best.get("epoch"),
         **({"protocol": data.protocol} if data.protocol else {}),
         "baselines": data.baselines,
+        **({"off_policy": data.off_policy(policy)} if data.off_policy else {}),
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
         "stopped_by_time_budget": fitted.budget.stopped,
@@ -419,30 +423,48 @@ def policy_results_table(metrics: dict) -> str:
     """A plain-text table of the test users' metrics: on the simulator the true expected
     reward of the policy against the logging policy, popularity and the best possible; on a
     file (`"protocol"` in `metrics`) the rewarded hits against popularity of rewarded items.
+    With `"off_policy"` in `metrics`, a SNIPS column per propensity source (`-`: not
+    estimated).
 
     Example:
     >>> print(policy_results_table({"test": {"reward@1": 0.55, "reward@5": 0.44},
     ...     "baselines": {"logging": {"reward@1": 0.13, "reward@5": 0.13},
     ...                   "best": {"reward@1": 0.8, "reward@5": 0.65}},
+    ...     "off_policy": {"k": 5, "rounds": 2000,
+    ...                    "estimates": {"policy": {"true": {"snips": 0.43}}}},
     ...     "dataset": {"test_users": 400, "logged_events": 7000}}))
     test (400 held-out users; true expected reward of the top-k; 7000 logged events)
-                         reward@1    reward@5
-    policy                 0.5500      0.4400
-    logging policy         0.1300      0.1300
-    best possible          0.8000      0.6500
+                         reward@1    reward@5  SNIPS true
+    policy                 0.5500      0.4400      0.4300
+    logging policy         0.1300      0.1300           -
+    best possible          0.8000      0.6500           -
+    off-policy estimates of reward@5 on 2000 logged rounds of the test users
     """
-    keys = list(metrics["test"])
     names = {"logging": "logging policy", "best": "best possible"}
-    rows = [("policy", metrics["test"])] + [(names.get(name, name), values)
-                                            for name, values in metrics["baselines"].items()]
+    rows = {"policy": dict(metrics["test"]), **{name: dict(values) for name, values
+                                                in metrics["baselines"].items()}}
+    keys = list(metrics["test"])
+    off_policy = metrics.get("off_policy", {})
+    for name, sources in off_policy.get("estimates", {}).items():
+        for source, estimate in sources.items():
+            keys += [f"SNIPS {source}"] if f"SNIPS {source}" not in keys else []
+            rows.setdefault(name, {})[f"SNIPS {source}"] = estimate["snips"]
     dataset = metrics["dataset"]
     title = (f"{dataset['test_users']} held-out users; true expected reward of the top-k"
              if "protocol" not in metrics else
              f"{dataset['test_evaluated']} of {dataset['test_users']} held-out users with a "
              f"rewarded event; {metrics['protocol']}; popularity of the training users' "
              "rewarded items")
+    widths = [max(12, len(key) + 2) for key in keys]
     lines = [f"test ({title}; {dataset['logged_events']} logged events)",
-             f"{'':17s}" + "".join(f"{key:>12s}" for key in keys)]
-    for name, values in rows:
-        lines.append(f"{name:17s}" + "".join(f"{values[key]:12.4f}" for key in keys))
+             f"{'':17s}" + "".join(f"{key:>{width}s}" for key, width in zip(keys, widths))]
+    for name, values in rows.items():
+        lines.append(f"{names.get(name, name):17s}" + "".join(
+            f"{values[key]:{width}.4f}" if values.get(key) is not None else f"{'-':>{width}s}"
+            for key, width in zip(keys, widths)))
+    if "estimates" in off_policy:
+        lines.append(f"off-policy estimates of reward@{off_policy['k']} on "
+                     f"{off_policy['rounds']} logged rounds of the test users")
+    elif "skipped" in off_policy:
+        lines.append(f"off-policy estimates skipped: {off_policy['skipped']}")
     return "\n".join(lines)

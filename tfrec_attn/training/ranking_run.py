@@ -25,19 +25,18 @@ from tfrec_attn.data import (
 )
 from tfrec_attn.data.sequences import SequenceData
 from tfrec_attn.export import export_ranker
-from tfrec_attn.export.serving import read_models_config, write_models_config
+from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import DIN, DINConfig
 from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, popularity_ctr
 from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import export_dir, load_data, run_under_strategy, write_json
+from tfrec_attn.training.run import load_data, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
-    check_backup_and_ema,
+    RunOptions,
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
-    check_strategy_and_jit,
     model_config,
     require_full_batch,
 )
@@ -49,26 +48,23 @@ FIRST_VOCAB = 3  # the smallest catalogue (padding, OOV, one item): for checking
 
 
 @dataclasses.dataclass
-class RankingOptions:
+class RankingOptions(RunOptions):
     """Everything one DIN run needs; `pipelines/train.py --model din` fills it from flags and
-    a YAML file. Defaults are the families benchmark's DIN settings (docs/BENCHMARKS.md 9).
+    a YAML file. Defaults are the families benchmark's DIN settings (docs/BENCHMARKS.md 9);
+    the fields every run type shares (`data`, `format`, `export_root`, `seed`, `strategy`,
+    ...) are `RunOptions`'.
 
     `negatives` are the sampled unseen items per training positive; `valid_negatives` /
     `test_negatives` per held-out positive. `model` holds `DINConfig` fields (not
     `vocab_size`, which comes from the data).
     """
 
-    data: str | None = None
-    format: str = "synthetic"
     output: str = "runs/din"
-    export_root: str | None = "saved_models"
     name: str = "din"
     epochs: int = 10
     batch_size: int = 256
     learning_rate: float = 1e-3
-    max_train_minutes: float | None = None
     patience: int = 2
-    seed: int = 0
     min_events: int = 3
     synthetic_users: int = 2000
     synthetic_items: int = 1000
@@ -76,11 +72,6 @@ class RankingOptions:
     negatives: int = 1
     valid_negatives: int = 20
     test_negatives: int = 100
-    verbose: int = 1
-    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
-    jit_compile: bool = False  # XLA-compile the train step on fixed-shape batches
-    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
-    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # DINConfig fields
 
     def __post_init__(self):
@@ -91,8 +82,7 @@ class RankingOptions:
         check_int_at_least(self, "min_events", 3,
                            " (leave-one-out holds out two events a user)")
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
-        check_strategy_and_jit(self)
-        check_backup_and_ema(self)
+        super().__post_init__()
         self.model = dict(self.model or {})
         self.din_config(vocab_size=FIRST_VOCAB)  # checks the model fields before any data loads
 
@@ -188,12 +178,7 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
 
 
 def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
-         callbacks=()) -> dict:
-    keras.utils.set_random_seed(options.seed)
-    if options.export_root:  # a models.config it cannot merge into fails before training
-        read_models_config(Path(options.export_root) / "models.config")
-    export_root = export_dir(options.export_root, strategy, out)
-    out.mkdir(parents=True, exist_ok=True)
+         export_root: str | Path | None, callbacks=()) -> dict:
     frame = load_data(options)
     data = build_sequences(frame, min_events=options.min_events)
     config = options.din_config(data.vocab_size)

@@ -21,7 +21,7 @@ from tfrec_attn.data import (
 from tfrec_attn.evaluation import evaluate, evaluate_baselines
 from tfrec_attn.evaluation.oracle import SyntheticOracle
 from tfrec_attn.export import export_saved_model
-from tfrec_attn.export.serving import write_models_config
+from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.callbacks import RankingEvaluation
 from tfrec_attn.training.data_defaults import choose_data_defaults
@@ -34,44 +34,32 @@ from tfrec_attn.training.distribution import (
 )
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run_options import (
-    check_backup_and_ema,
-    check_strategy_and_jit,
-    require_full_batch,
-)
+from tfrec_attn.training.run_options import RunOptions, require_full_batch
 from tfrec_attn.training.scoring import make_score_fn
 
 MONITOR = "ndcg@10"
 
 
 @dataclasses.dataclass
-class TrainOptions:
-    """Everything one run needs; `pipelines/train.py` fills it from flags and a YAML file."""
+class TrainOptions(RunOptions):
+    """Everything one SASRec run needs; `pipelines/train.py` fills it from flags and a YAML
+    file. The fields every run type shares (`data`, `format`, `export_root`, `seed`,
+    `strategy`, ...) are `RunOptions`'."""
 
-    data: str | None = None
-    format: str = "synthetic"
     output: str = "runs/latest"
-    export_root: str | None = "saved_models"
     name: str = "sasrec"
     export_k: int = 10
     epochs: int = 200
     batch_size: int = 128
     learning_rate: float = 3e-3  # measured best of 1e-3 / 3e-3 (docs/BENCHMARKS.md)
-    max_train_minutes: float | None = None
     patience: int = 5
     eval_protocol: str = "full"
-    seed: int = 0
     min_events: int = 3
     synthetic_users: int = 2000
     synthetic_items: int = 1000
     synthetic_length: float = 30.0
     sliding: bool = True
     valid_users: int | None = 10000  # validation subsample for per-epoch early stopping
-    verbose: int = 1
-    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
-    jit_compile: bool = False  # XLA-compile the train step (`model.compile(jit_compile=...)`)
-    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
-    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
     model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields; max_len and
     # exclude_seen, when absent, are chosen from the training data (data_defaults.py)
 
@@ -84,8 +72,7 @@ class TrainOptions:
         if self.epochs <= 0 or self.batch_size <= 0:
             raise ValueError(f"epochs and batch_size must be positive. Received: "
                              f"epochs={self.epochs}, batch_size={self.batch_size}")
-        check_strategy_and_jit(self)
-        check_backup_and_ema(self)
+        super().__post_init__()
 
 
 def load_data(options: TrainOptions):
@@ -191,7 +178,8 @@ def run_training(options: TrainOptions, callbacks=()) -> dict:
     With `options.strategy` the model trains on several devices or machines (global batch
     `batch_size`); only the chief writes to `output` and `export_root`, other workers write to
     temporary directories that are deleted afterwards. With `options.backup_dir` a restarted
-    run resumes after the last completed epoch (`RunBackup`).
+    run resumes after the last completed epoch (`RunBackup`). A `models.config` under
+    `export_root` that the export could not merge into fails before training.
 
     Args:
         options: the run's options.
@@ -203,17 +191,37 @@ def run_training(options: TrainOptions, callbacks=()) -> dict:
     return run_under_strategy(options, _run, callbacks)
 
 
-def run_under_strategy(options, run: Callable, callbacks=()) -> dict:
-    """`run(options, strategy, out, callbacks)` with `strategy = make_strategy(options.strategy)`
-    (made first: multi-worker configures TF at startup) and `out` the run's directory: the
-    chief's `options.output`, elsewhere a temporary directory deleted afterwards (`output_dir`).
-    Checks first that the global `options.batch_size` splits evenly over the replicas. The
-    three run types (`run_training`, `run_ranking_training`, `run_autoencoder_training`) start
-    so."""
+def run_under_strategy(options: RunOptions, run: Callable, callbacks=()) -> dict:
+    """The preamble of every run type (`run_training`, `run_ranking_training`,
+    `run_autoencoder_training`, `run_policy_training`), then
+    `run(options, strategy, out, export_root, callbacks)`.
+
+    In order: `strategy = make_strategy(options.strategy)` (made first: multi-worker configures
+    TF at startup) and a check that the global `options.batch_size` splits evenly over its
+    replicas; the seed (`keras.utils.set_random_seed(options.seed)`); a `models.config` under
+    `options.export_root` the export could not merge into fails now (`read_models_config`),
+    not after training; `out`, the run's directory, is created: the chief's `options.output`,
+    elsewhere a temporary directory deleted afterwards (`output_dir`); `export_root` is where
+    this process exports (`export_dir`).
+
+    Args:
+        options: the run's options (a `RunOptions` subclass with `output` and
+            `batch_size`).
+        run: the run type's body.
+        callbacks: extra Keras callbacks, passed on to `run`.
+
+    Returns:
+        What `run` returns (the run's metrics dict).
+    """
     strategy = make_strategy(options.strategy)
     replica_batch_size(options.batch_size, strategy)
+    keras.utils.set_random_seed(options.seed)
+    if options.export_root:
+        read_models_config(Path(options.export_root) / "models.config")
     with output_dir(options.output, strategy) as out:
-        return run(options, strategy, out, callbacks)
+        out.mkdir(parents=True, exist_ok=True)
+        export_root = export_dir(options.export_root, strategy, out)
+        return run(options, strategy, out, export_root, callbacks)
 
 
 def export_dir(export_root: str | None, strategy: tf.distribute.Strategy, out: Path):
@@ -223,10 +231,7 @@ def export_dir(export_root: str | None, strategy: tf.distribute.Strategy, out: P
 
 
 def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
-         callbacks=()) -> dict:
-    tf.keras.utils.set_random_seed(options.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    export_root = export_dir(options.export_root, strategy, out)
+         export_root: str | Path | None, callbacks=()) -> dict:
     frame = load_data(options)
     data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size

@@ -1,7 +1,7 @@
-"""Checks shared by the option sets of the train command's models (`RankingOptions` for
-`--model din`, `AutoencoderOptions` for `--model autoencoder`; `TrainOptions` for SASRec shares
-`check_backup_and_ema`, `check_strategy_and_jit` and `require_full_batch`): one message format,
-written once.
+"""The options and checks shared by the train command's run types (`TrainOptions` for SASRec,
+`RankingOptions` for `--model din`, `AutoencoderOptions` for `--model autoencoder`,
+`PolicyOptions` for `--model policy`): their common base `RunOptions`, and one message format
+for each check, written once.
 
 Example:
 >>> from tfrec_attn.models import DINConfig
@@ -22,6 +22,61 @@ from tfrec_attn.data import FORMATS
 from tfrec_attn.training.backup import check_backup_dir
 from tfrec_attn.training.distribution import STRATEGIES
 from tfrec_attn.validation import DataOptionError, check_rate
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """The options of every `tfrec-attn train` run type that share their name, type, default
+    and meaning. Each run type's options subclass it, adding its own fields (including those
+    whose defaults differ: `output`, `name`, `epochs`, `batch_size`, ...) and calling
+    `super().__post_init__()` for the checks below.
+
+    Args:
+        data: str. The data file or directory; not needed for `format="synthetic"`.
+            Defaults to `None`.
+        format: str. How to read `data` (a reader's format), or `"synthetic"` for the run
+            type's generator. Defaults to `"synthetic"`.
+        export_root: str. The TF Serving model base path the model is exported under (and
+            added to its `models.config`); `None` disables the export. Defaults to
+            `"saved_models"`.
+        max_train_minutes: float. Stop training cleanly after this wall time; `None`: no
+            limit. Defaults to `None`.
+        seed: int. Seeds the data split, sampling and initial weights. Defaults to `0`.
+        verbose: int. Keras verbosity (1 = progress bars). Defaults to `1`.
+        strategy: str. The `tf.distribute` strategy, one of `STRATEGIES`
+            (`distribution.make_strategy`). Defaults to `"default"`.
+        jit_compile: bool. XLA-compile the train step on fixed-shape batches. Defaults to
+            `False`.
+        backup_dir: str. Back up the training state here every epoch, and resume an
+            interrupted run from it (`training/backup.py`); `None`: no backup. Defaults to
+            `None`.
+        ema_decay: float in `[0, 1)`. Evaluate, keep and export an exponential moving average
+            of the weights with this decay per step (`weight_averaging.py`); `None`: the
+            weights as trained. Defaults to `None`.
+
+    Example:
+    >>> RunOptions(jit_compile=True).export_root
+    'saved_models'
+    >>> RunOptions(ema_decay=1.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ema_decay must be in [0, 1)...
+    """
+
+    data: str | None = None
+    format: str = "synthetic"
+    export_root: str | None = "saved_models"
+    max_train_minutes: float | None = None
+    seed: int = 0
+    verbose: int = 1
+    strategy: str = "default"  # tf.distribute: default / mirrored / multi-worker (distribution.py)
+    jit_compile: bool = False  # XLA-compile the train step on fixed-shape batches
+    backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
+    ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
+
+    def __post_init__(self):
+        check_strategy_and_jit(self)
+        check_backup_and_ema(self)
 
 
 def check_data_source(options) -> None:

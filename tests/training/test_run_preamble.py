@@ -1,0 +1,46 @@
+"""The preamble every `tfrec-attn train` run type shares (`run.run_under_strategy`): seed, the
+models.config pre-check, the run directory and the export directory, before any data is read."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import train as train_pipeline
+from tfrec_attn.training import TrainOptions
+from tfrec_attn.training.run import run_under_strategy
+
+CORRUPT = {"truncated": b"model_config_list { config {", "not utf-8": b"\xff\xfe\x00models"}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPT))
+@pytest.mark.parametrize("model_type", list(train_pipeline.MODEL_TYPES))
+def test_unreadable_models_config_fails_before_training(tmp_path, capsys, model_type,
+                                                        corruption):
+    path = tmp_path / "models" / "models.config"
+    path.parent.mkdir()
+    path.write_bytes(CORRUPT[corruption])
+    argv = ["--model", model_type, "--output", str(tmp_path / "out"),
+            "--export-root", str(path.parent), "--verbose", "0"]
+    assert train_pipeline.main(argv) == 2
+    assert (f"--export-root: {path} is not a TF Serving model config list"
+            in capsys.readouterr().err)
+    assert path.read_bytes() == CORRUPT[corruption]
+    assert not (tmp_path / "out").exists()  # failed before the run directory, so no metrics
+
+
+def test_run_gets_the_seeded_state_its_directory_and_the_export_root(tmp_path):
+    seen = {}
+
+    def run(options, strategy, out, export_root, callbacks):
+        seen.update(out=out, made=out.is_dir(), export_root=export_root, callbacks=callbacks,
+                    replicas=strategy.num_replicas_in_sync, draw=np.random.random())
+        return {"metric": 1.0}
+
+    options = TrainOptions(output=str(tmp_path / "out"), export_root=str(tmp_path / "models"),
+                           seed=3, verbose=0)
+    assert run_under_strategy(options, run, callbacks=("callback",)) == {"metric": 1.0}
+    np.random.seed(3)
+    assert seen == {"out": Path(options.output), "made": True,
+                    "export_root": options.export_root, "callbacks": ("callback",),
+                    "replicas": 1, "draw": np.random.random()}
