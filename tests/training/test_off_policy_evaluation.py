@@ -1,15 +1,25 @@
 """SNIPS validated on the planted bandit environment, where `BanditSimulator.expected_reward` is
 the truth: with the simulator's true propensities (fast), and with the behaviour head of a
-briefly trained policy (slow; the figure is documented in README's `--model policy` paragraph)."""
+briefly trained policy (slow; the figure is documented in README's `--model policy` paragraph).
+The file path's renormalization over unseen items and the mean-weight warning on a hand-set
+behaviour head whose history mass is known."""
 
 import numpy as np
 import pytest
 
 from tfrec_attn._keras import keras
+from tfrec_attn.data import Vocabulary
+from tfrec_attn.evaluation import PopularityRecommender
 from tfrec_attn.evaluation.off_policy import off_policy_value, top_k_probabilities
-from tfrec_attn.models import AttentionPolicyConfig
+from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
-from tfrec_attn.training.off_policy_evaluation import behaviour_propensities
+from tfrec_attn.training.logged_feedback import LoggedFeedback, LoggedSplit
+from tfrec_attn.training.off_policy_evaluation import (
+    MEAN_WEIGHT_BAND,
+    behaviour_propensities,
+    logged_off_policy,
+    mean_weight_warning,
+)
 from tfrec_attn.training.policy_run import build_policy
 from tfrec_attn.training.simulated_feedback import policy_scores
 
@@ -82,3 +92,77 @@ def test_snips_with_learned_propensities_is_near_the_true_reward(sim):
               f"[{out['snips_ci_low']:.4f}, {out['snips_ci_high']:.4f}], ESS {out['ess']:.0f}")
         assert abs(out["snips"] - truth) < 0.1
     assert cases["policy"][0] > 2 * cases["popularity"][0]  # the estimate must tell them apart
+
+
+# A behaviour head set by hand: zero kernel, so beta(.|s) = softmax(bias) over items 2..5 (a, b,
+# c, d) in every state: 0.4, 0.3, 0.2, 0.1.
+HEAD = np.array([0.4, 0.3, 0.2, 0.1])
+
+
+@pytest.fixture(scope="module")
+def fixed_head():
+    policy = AttentionPolicy(AttentionPolicyConfig(vocab_size=6, max_len=3, dim=4))
+    head = policy.network.get_layer("behaviour_head")
+    kernel, _ = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.log(np.concatenate([[1.0, 1.0], HEAD]))])
+    return policy
+
+
+def _hand_split(sequences):
+    """Users 0, 1 train (popularity: d = 5 most rewarded, then c = 4), the rest test."""
+    feedback = LoggedFeedback([np.array(s, np.int64) for s in sequences],
+                              [np.ones(len(s), np.float32) for s in sequences],
+                              [f"u{i}" for i in range(len(sequences))], Vocabulary(list("abcd")))
+    popularity = PopularityRecommender(feedback.vocab_size).fit([np.array([5, 5, 4])])
+    split = LoggedSplit(feedback, np.array([0, 1]), np.array([], np.int64),
+                        np.arange(2, len(sequences)), {}, None, None)
+    return split, popularity
+
+
+def test_behaviour_propensities_renormalize_over_the_unseen_items(fixed_head):
+    histories, actions = np.array([[0, 0, 2], [0, 2, 4]]), np.array([3, 5])
+    np.testing.assert_allclose(behaviour_propensities(fixed_head, histories, actions),
+                               [0.3, 0.1])
+    # round 0 excludes a (mass 0.4): 0.3 / 0.6; round 1 excludes a, c (0.6): 0.1 / 0.4
+    np.testing.assert_allclose(
+        behaviour_propensities(fixed_head, histories, actions, exclude=[[2], [2, 4]]),
+        [0.5, 0.25])
+    with pytest.raises(ValueError, match="exclude must not hold the round's action: round 1"):
+        behaviour_propensities(fixed_head, histories, actions, exclude=[[2], [5]])
+    with pytest.raises(ValueError, match=r"exclude must hold one id array per round \(2\)"):
+        behaviour_propensities(fixed_head, histories, actions, exclude=[[2]])
+
+
+def test_file_estimates_renormalize_unless_an_action_repeats(fixed_head):
+    # test users: a, b, d (rounds: [a] -> b, [a, b] -> d) and c, a ([c] -> a)
+    split, popularity = _hand_split([[2, 5], [4, 5], [2, 3, 5], [4, 2]])
+    report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
+    assert report["renormalized"] is True and report["rounds"] == 3
+    assert report["history_mass"] == pytest.approx((0.4 + 0.7 + 0.2) / 3)
+    # popularity's top-1 outside the history is d in every round: only round 2 logged it, with
+    # beta = 0.1 / (1 - 0.7); weights 0, 3, 0
+    estimate = report["estimates"]["popularity"]["learned"]
+    assert estimate["mean_weight"] == pytest.approx(1.0) and "warning" not in estimate
+    assert estimate["ips"] == pytest.approx(1.0) and estimate["snips"] == pytest.approx(1.0)
+    assert "renormalized over the items outside" in report["propensities"]["learned"]
+    assert report["estimates"]["logging"]["learned"]["mean_weight"] == pytest.approx(1.0)
+    # a user who logs b twice: the logging policy does show earlier items, so no renormalizing,
+    # and the full softmax's 0.1 for d gives popularity a weight of 10 (mean 10 / 4 rounds)
+    split, popularity = _hand_split([[2, 5], [4, 5], [2, 3, 5], [4, 2], [3, 3]])
+    report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
+    assert report["renormalized"] is False and "not renormalized" in (
+        report["propensities"]["learned"])
+    assert report["history_mass"] == pytest.approx((0.4 + 0.7 + 0.2 + 0.3) / 4)
+    estimate = report["estimates"]["popularity"]["learned"]
+    assert estimate["mean_weight"] == pytest.approx(2.5)
+    assert estimate["warning"].startswith("mean importance weight 2.50 outside [0.8, 1.25]")
+    assert "too small" in estimate["warning"]
+
+
+def test_mean_weight_warning_band():
+    low, high = MEAN_WEIGHT_BAND
+    assert low == pytest.approx(1 / high)  # symmetric in log scale
+    for inside in (low, 1.0, high, 0.0):  # 0: no round has weight, nothing to calibrate
+        assert mean_weight_warning({"mean_weight": inside}) is None
+    assert "too large" in mean_weight_warning({"mean_weight": 0.79})
+    assert "too small" in mean_weight_warning({"mean_weight": 1.26})

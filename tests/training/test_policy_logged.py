@@ -164,6 +164,12 @@ def test_metrics_json_reports_the_rewarded_hit_protocol(run):
     logging = estimates["logging"]  # pi = beta: every weight is 1
     assert logging["snips"] == pytest.approx(logging["ips"]) and logging["nonzero_fraction"] == 1
     assert logging["ess"] == pytest.approx(off_policy["rounds"])
+    # no user rates an item twice: beta renormalized over the unseen items; warned iff the
+    # mean weight is outside the band
+    assert off_policy["renormalized"] is True and 0 < off_policy["history_mass"] < 1
+    low, high = off_policy["mean_weight_band"]
+    for estimate in estimates.values():
+        assert ("warning" in estimate) == (not low <= estimate["mean_weight"] <= high)
 
 
 def test_checkpoint_and_export_give_the_reported_policy(run):
@@ -183,6 +189,7 @@ def test_checkpoint_and_export_give_the_reported_policy(run):
     for name, sources in off_policy.pop("estimates").items():
         assert sources["learned"] == pytest.approx(
             metrics["off_policy"]["estimates"][name]["learned"])
+    assert off_policy.pop("history_mass") == pytest.approx(metrics["off_policy"]["history_mass"])
     assert off_policy.items() <= metrics["off_policy"].items()
     test_rounds = logged_events(feedback, split.test, 5)  # SNIPS(pi = beta) = mean reward
     assert metrics["off_policy"]["rounds"] == len(test_rounds["reward"])

@@ -34,7 +34,9 @@ test users are logged for it and the trained policy is estimated with the true a
 learned propensities, next to its true reward@k, which shows how far to trust the estimate; on
 a file with the behaviour head's propensities only, for the policy, popularity of rewarded
 items and the logging policy itself (SNIPS = the mean logged reward). The estimate is only as
-good as the learned propensities, which nothing on a file can check.
+good as the learned propensities (on a file renormalized over the items outside the history
+when no user repeats an item); an estimate whose mean importance weight is far from 1 carries
+a `"warning"`.
 """
 
 from __future__ import annotations
@@ -424,21 +426,23 @@ def policy_results_table(metrics: dict) -> str:
     reward of the policy against the logging policy, popularity and the best possible; on a
     file (`"protocol"` in `metrics`) the rewarded hits against popularity of rewarded items.
     With `"off_policy"` in `metrics`, a SNIPS column per propensity source (`-`: not
-    estimated).
+    estimated), and a line for each estimate's mean-weight `"warning"`.
 
     Example:
     >>> print(policy_results_table({"test": {"reward@1": 0.55, "reward@5": 0.44},
     ...     "baselines": {"logging": {"reward@1": 0.13, "reward@5": 0.13},
     ...                   "best": {"reward@1": 0.8, "reward@5": 0.65}},
     ...     "off_policy": {"k": 5, "rounds": 2000,
-    ...                    "estimates": {"policy": {"true": {"snips": 0.43}}}},
+    ...                    "estimates": {"policy": {"true": {"snips": 0.43}},
+    ...                                  "logging": {"true": {"snips": 0.13, "warning": "W"}}}},
     ...     "dataset": {"test_users": 400, "logged_events": 7000}}))
     test (400 held-out users; true expected reward of the top-k; 7000 logged events)
                          reward@1    reward@5  SNIPS true
     policy                 0.5500      0.4400      0.4300
-    logging policy         0.1300      0.1300           -
+    logging policy         0.1300      0.1300      0.1300
     best possible          0.8000      0.6500           -
     off-policy estimates of reward@5 on 2000 logged rounds of the test users
+    warning (logging policy, SNIPS true): W
     """
     names = {"logging": "logging policy", "best": "best possible"}
     rows = {"policy": dict(metrics["test"]), **{name: dict(values) for name, values
@@ -465,6 +469,9 @@ def policy_results_table(metrics: dict) -> str:
     if "estimates" in off_policy:
         lines.append(f"off-policy estimates of reward@{off_policy['k']} on "
                      f"{off_policy['rounds']} logged rounds of the test users")
+        lines += [f"warning ({names.get(name, name)}, SNIPS {source}): {estimate['warning']}"
+                  for name, sources in off_policy["estimates"].items()
+                  for source, estimate in sources.items() if estimate.get("warning")]
     elif "skipped" in off_policy:
         lines.append(f"off-policy estimates skipped: {off_policy['skipped']}")
     return "\n".join(lines)
