@@ -69,6 +69,19 @@ def test_out_of_range_ids_map_to_oov(trained, exported):
                                   serve(history=tf.constant(fixed))["item_ids"].numpy())
 
 
+def test_signature_specs(exported):
+    """The names, dtypes and shapes TF Serving reads (the slow test below runs saved_model_cli)."""
+    path, _ = exported
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    specs = serve.structured_input_signature[1]
+    assert {key: (spec.dtype, spec.shape.as_list()) for key, spec in specs.items()} == {
+        "history": (tf.int64, [None, None])}
+    assert {key: (spec.dtype, spec.shape.as_list())
+            for key, spec in serve.structured_outputs.items()} == {
+        "item_ids": (tf.int64, [None, 5]), "scores": (tf.float32, [None, 5])}
+
+
+@pytest.mark.slow  # ~8 s: a subprocess importing TensorFlow; covered by test_signature_specs
 def test_saved_model_cli_shows_signature(exported):
     path, _ = exported
     cli = shutil.which("saved_model_cli") or str(
@@ -80,18 +93,20 @@ def test_saved_model_cli_shows_signature(exported):
     assert "inputs['history']" in out and "outputs['item_ids']" in out
 
 
-def test_versions_increment_and_keep_latest(trained, tmp_path):
+def test_versions_increment_and_keep_latest(trained, exported, tmp_path):
     model, _ = trained
-    for _ in range(3):
-        export_saved_model(model, tmp_path, "m", k=3)
+    for version in ("1", "2"):  # copies of the module's export (saves two exports)
+        shutil.copytree(exported[0], tmp_path / "m" / version)
+    assert export_saved_model(model, tmp_path, "m", k=3).name == "3"
     assert existing_versions(tmp_path / "m") == [1, 2, 3]
     assert keep_latest(tmp_path / "m", 2) == [1]
     assert existing_versions(tmp_path / "m") == [2, 3]
 
 
-def test_crash_mid_write_leaves_previous_version_newest(trained, tmp_path, monkeypatch):
+def test_crash_mid_write_leaves_previous_version_newest(trained, exported, tmp_path,
+                                                      monkeypatch):
     model, _ = trained
-    export_saved_model(model, tmp_path, "m", k=3)
+    shutil.copytree(exported[0], tmp_path / "m" / "1")  # version 1 (saves an export)
     real_save = tf.saved_model.save
 
     def crash(obj, export_dir, **kwargs):

@@ -1,8 +1,8 @@
 """The contract every layer in `ATTENTION_CASES` honours (one class, parameterized over the cases).
 
-Shapes, padding, implicit masks, causality, config and serialization round trips, SavedModel and
-`.keras` reloads, mixed precision and pruning. A new variant is covered by adding one line to
-`tfrec_attn/testing/layer_cases.py`.
+Shapes, padding, implicit masks, causality, config, serialization and h5 weight round trips, mixed
+precision and pruning; SavedModel and `.keras` reloads are in `test_layers_contract_saving.py`. A
+new variant is covered by adding one line to `tfrec_attn/testing/layer_cases.py`.
 """
 
 import numpy as np
@@ -17,6 +17,11 @@ from tfrec_attn.testing.layer_cases import ATTENTION_CASES
 
 SCORING_CASES = [c for c in ATTENTION_CASES if c.returns_scores]
 CAUSAL_CASES = [c for c in ATTENTION_CASES if c.causal]
+# Tracing-bound checks run a case sharing another's class and weights in the slow suite only;
+# the case `lc.SAME_STRUCTURE_AS` names runs them in the fast suite.
+STRUCTURE_CASES = [pytest.param(c, id=c.name, marks=pytest.mark.slow)
+                   if c.name in lc.SAME_STRUCTURE_AS else pytest.param(c, id=c.name)
+                   for c in ATTENTION_CASES]
 
 
 def _rows(x, query_mask):
@@ -41,7 +46,7 @@ def _assert_masked_weights(weights, case, mask):
 
 @pytest.mark.parametrize("case", ATTENTION_CASES, ids=str)
 class TestLayerContract:
-    """1.-8. for every case: shapes, padding, masks, serialization, saving, precision, pruning."""
+    """1., 2., 5. and 7. for every case: shapes, padding, masks, serialization, precision."""
 
     # 1. shapes -------------------------------------------------------------------------------
     def test_output_shape_matches_compute_output_shape(self, case):
@@ -108,31 +113,6 @@ class TestLayerContract:
         assert type(restored) is case.cls
         assert restored.get_config() == layer.get_config()
 
-    def test_weight_names_are_unique_and_h5_weights_round_trip(self, case, tmp_path):
-        """h5 files key weights by name: sublayers must not all write `parent/kernel:0`."""
-        inputs, mask = case.sample()
-        feed = lc.model_feed(case, inputs, mask)
-        model = lc.build_model(case, case.make())
-        names = [weight.name for weight in model.weights]
-        assert len(names) == len(set(names)), names
-        model.save_weights(str(tmp_path / "weights.h5"))
-        restored = lc.build_model(case, case.make())
-        restored.load_weights(str(tmp_path / "weights.h5"))
-        np.testing.assert_allclose(restored(feed), model(feed), atol=1e-6)
-
-    # 6. SavedModel and .keras ----------------------------------------------------------------
-    @pytest.mark.parametrize("fmt", ["tf", "keras"])
-    def test_saved_model_round_trip(self, case, fmt, tmp_path):
-        inputs, mask = case.sample()
-        model = lc.build_model(case, case.make())
-        feed = lc.model_feed(case, inputs, mask)
-        expected = model(feed)
-        path = str(tmp_path / ("m" if fmt == "tf" else "m.keras"))
-        model.save(path, save_format=fmt)
-        restored = keras.models.load_model(path)
-        assert any(type(layer) is case.cls for layer in restored.layers)
-        np.testing.assert_allclose(restored(feed), expected, atol=1e-6)
-
     # 7. mixed precision ----------------------------------------------------------------------
     @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
     def test_mixed_precision(self, case, policy):
@@ -147,6 +127,23 @@ class TestLayerContract:
         assert outputs.dtype == keras.mixed_precision.Policy(policy).compute_dtype
         assert np.all(np.isfinite(tf.cast(outputs, tf.float32).numpy()))
         assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("case", STRUCTURE_CASES)
+class TestWeightsAndPruningContract:
+    """5. h5 weights and 8. pruning (6. is in test_layers_contract_saving.py)."""
+
+    def test_weight_names_are_unique_and_h5_weights_round_trip(self, case, tmp_path):
+        """h5 files key weights by name: sublayers must not all write `parent/kernel:0`."""
+        inputs, mask = case.sample()
+        feed = lc.model_feed(case, inputs, mask)
+        model = lc.build_model(case, case.make())
+        names = [weight.name for weight in model.weights]
+        assert len(names) == len(set(names)), names
+        model.save_weights(str(tmp_path / "weights.h5"))
+        restored = lc.build_model(case, case.make())
+        restored.load_weights(str(tmp_path / "weights.h5"))
+        np.testing.assert_allclose(restored(feed), model(feed), atol=1e-6)
 
     # 8. pruning ------------------------------------------------------------------------------
     def test_pruning_reaches_sparsity_and_keeps_explicit_mask(self, case):
@@ -237,3 +234,21 @@ def test_every_attention_variant_has_a_case():
                 and issubclass(cls, BaseAttention) and cls is not BaseAttention}
     covered = {case.cls for case in ATTENTION_CASES}
     assert variants <= covered, sorted(cls.__name__ for cls in variants - covered)
+
+
+@pytest.mark.parametrize("name, same_as", sorted(lc.SAME_STRUCTURE_AS.items()))
+def test_same_structure_cases_share_class_inputs_and_weights(name, same_as):
+    """What the slow marks on `STRUCTURE_CASES` rely on: the covering case has the same class,
+    inputs and weights (names and trainability), and is itself in the fast suite."""
+    cases = {case.name: case for case in ATTENTION_CASES}
+    case, cover = cases[name], cases[same_as]
+    assert same_as not in lc.SAME_STRUCTURE_AS
+    assert (case.cls, case.input_fn) == (cover.cls, cover.input_fn)
+
+    def weights(c):
+        inputs, mask = c.sample()
+        layer = c.make(name="layer")
+        lc.call(c, layer, inputs, mask)
+        return [(weight.name, weight.trainable) for weight in layer.weights]
+
+    assert weights(case) == weights(cover)

@@ -393,7 +393,9 @@ def test_sasrec_config_validates_attention():
 
 
 @pytest.mark.parametrize("kind", sorted(ATTENTION_KINDS))
-def test_sasrec_trains_one_step_and_serves_top_k(kind):
+def test_sasrec_trains_one_step_serves_top_k_and_converts_to_builtin_tflite(kind, tmp_path):
+    """Each kind trains and serves inside a 1-block SASRec. Each efficient variant (causal, as in
+    SASRec) then converts with builtin ops only, float32 == Keras (`full`: `test_tflite.py`)."""
     model = _sasrec(kind)
     block = model.encoder.get_layer("block_0")
     assert type(block.attention) is ATTENTION_KINDS[kind]
@@ -404,21 +406,16 @@ def test_sasrec_trains_one_step_and_serves_top_k(kind):
     history = model.fit(make_training_dataset(train, 8, 16).take(1), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert not np.allclose(block.attention.query_dense.kernel.numpy(), before[0])
-    top = model.topk_model(k=5)(tf.constant(_histories()))
+    histories = _histories()
+    top = model.topk_model(k=5)(tf.constant(histories))
     assert top["item_ids"].shape == (4, 5)
     assert np.all(np.isfinite(top["scores"].numpy()))
-    for row, history_row in zip(top["item_ids"].numpy(), _histories()):
+    for row, history_row in zip(top["item_ids"].numpy(), histories):
         assert not set(row) & set(history_row[history_row > 0])
-
-
-@pytest.mark.parametrize("kind", sorted(set(ATTENTION_KINDS) - {"full"}))
-def test_causal_variant_converts_to_builtin_tflite_and_matches_keras(kind, tmp_path):
-    """Each variant (causal, as in SASRec) converts with builtin ops only; float32 == Keras."""
-    model = _sasrec(kind)
+    if kind == "full":
+        return
     path = convert_to_tflite(model, tmp_path / f"{kind}.tflite", k=5)
     assert_builtin_only(path)
-    histories = _histories()
-    expected = model.topk_model(k=5)(tf.constant(histories))
     got = LiteRTRecommender(path).recommend(histories)
-    np.testing.assert_array_equal(got["item_ids"], expected["item_ids"].numpy())
-    np.testing.assert_allclose(got["scores"], expected["scores"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got["item_ids"], top["item_ids"].numpy())
+    np.testing.assert_allclose(got["scores"], top["scores"].numpy(), rtol=1e-4, atol=1e-4)

@@ -17,6 +17,14 @@ def _train(sequences, vocab, loss, epochs=8, **config):
     return model, history.history["loss"]
 
 
+@pytest.fixture(scope="module")
+def softmax_run(chain_sequences):
+    """`(model, losses)`: the softmax SASRec of `test_every_loss_learns_planted_chains`, shared
+    with the tests that only read a trained model (one training instead of four)."""
+    sequences, vocab = chain_sequences
+    return _train(sequences, vocab, "softmax")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"loss": "hinge"}, "loss"), ({"dim": 0}, "dim"), ({"positional": "rope"}, "positional"),
@@ -30,9 +38,10 @@ def test_config_validation(kwargs, message):
 @pytest.mark.parametrize(
     "loss", ["softmax", pytest.param("sampled", marks=pytest.mark.slow),
              pytest.param("bce", marks=pytest.mark.slow)])
-def test_every_loss_learns_planted_chains(chain_sequences, loss):
+def test_every_loss_learns_planted_chains(chain_sequences, loss, request):
     sequences, vocab = chain_sequences
-    model, losses = _train(sequences, vocab, loss)
+    model, losses = (request.getfixturevalue("softmax_run") if loss == "softmax"
+                     else _train(sequences, vocab, loss))
     assert losses[-1] < losses[0]
     histories = [s[:-1] for s in sequences]
     targets = np.array([s[-1] for s in sequences])
@@ -43,9 +52,9 @@ def test_every_loss_learns_planted_chains(chain_sequences, loss):
     assert ours["ndcg@10"] > popular["ndcg@10"] + 0.3, (ours["ndcg@10"], popular["ndcg@10"])
 
 
-def test_topk_model_excludes_history_and_matches_scores(chain_sequences):
-    sequences, vocab = chain_sequences
-    model, _ = _train(sequences, vocab, "softmax", epochs=1)
+def test_topk_model_excludes_history_and_matches_scores(chain_sequences, softmax_run):
+    sequences, _ = chain_sequences
+    model, _ = softmax_run
     history = pad_left([s[:-1] for s in sequences[:8]], 16)
     top = model.topk_model(k=5)(tf.constant(history))
     ids = top["item_ids"].numpy()
@@ -57,19 +66,19 @@ def test_topk_model_excludes_history_and_matches_scores(chain_sequences):
                                rtol=1e-5)
 
 
-def test_variable_length_batches_give_same_last_state(chain_sequences):
+def test_variable_length_batches_give_same_last_state(chain_sequences, softmax_run):
     """Right-aligned positions: trimming left padding does not change the prediction."""
-    sequences, vocab = chain_sequences
-    model, _ = _train(sequences, vocab, "softmax", epochs=1)
+    sequences, _ = chain_sequences
+    model, _ = softmax_run
     short = pad_left([sequences[0][:5]], 5)
     long = pad_left([sequences[0][:5]], 16)
     np.testing.assert_allclose(model.scorer(tf.constant(short)).numpy(),
                                model.scorer(tf.constant(long)).numpy(), atol=1e-5)
 
 
-def test_weights_round_trip(tmp_path, chain_sequences):
-    sequences, vocab = chain_sequences
-    model, _ = _train(sequences, vocab, "softmax", epochs=1)
+def test_weights_round_trip(tmp_path, chain_sequences, softmax_run):
+    sequences, _ = chain_sequences
+    model, _ = softmax_run
     model.save_weights(str(tmp_path / "w"))
     fresh = SASRec(SASRecConfig(**model.get_config()["config"]))
     history = tf.constant(pad_left([s[:-1] for s in sequences[:4]], 16))

@@ -189,6 +189,18 @@ ATTENTION_CASES = (
               returns_scores=False, masks_keys=False),
 )
 
+# Cases with the class and weights of another case (only `causal` or the norm order differ). The
+# checks dominated by tracing and saving (SavedModel, `.keras`, h5, pruning) run them in the slow
+# suite only; the case named here runs those checks in the fast suite.
+SAME_STRUCTURE_AS = {
+    "sdpa_causal": "sdpa",
+    "encoder_pre_ln_causal": "encoder_pre_ln",
+    "encoder_post_ln_causal": "encoder_pre_ln",
+    "low_rank_causal": "low_rank",
+    "local_causal": "local",
+    "top_k_causal": "top_k",
+}
+
 
 # -- generic helpers ---------------------------------------------------------------------------
 def as_list(x) -> list:
