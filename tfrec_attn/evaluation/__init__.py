@@ -2,8 +2,9 @@
 
 Leave-one-out protocols (`evaluate`), ranking metrics from target ranks (`summarize` and the
 single metrics), held-out set metrics (`set_ranking_metrics`), exact CTR AUC / GAUC (`roc_auc`,
-`group_auc`; scipy), non-neural baselines (`PopularityRecommender`, `CooccurrenceRecommender`) and
-paired comparisons of two scorers (`paired_bootstrap`).
+`group_auc`; scipy), non-neural baselines (`PopularityRecommender`, `CooccurrenceRecommender`),
+paired comparisons of two scorers (`paired_bootstrap`) and off-policy estimates of a top-k
+policy's value from logged bandit feedback (`off_policy_value`, `top_k_probabilities`).
 Ids follow `tfrec_attn.data`: `PAD_ID = 0` and `OOV_ID = 1` are never candidates.
 """
 
@@ -30,6 +31,7 @@ from tfrec_attn.evaluation.metrics import (
     recall,
     summarize,
 )
+from tfrec_attn.evaluation.off_policy import off_policy_value, top_k_probabilities
 from tfrec_attn.evaluation.protocols import (
     evaluate,
     parse_protocol,
@@ -56,6 +58,7 @@ __all__ = [
     "mrr",
     "ndcg",
     "ndcg_gains",
+    "off_policy_value",
     "paired_bootstrap",
     "parse_protocol",
     "precision",
@@ -65,6 +68,7 @@ __all__ = [
     "sample_negatives",
     "set_ranking_metrics",
     "summarize",
+    "top_k_probabilities",
     "topk_from_scores",
     "verdict",
 ]
