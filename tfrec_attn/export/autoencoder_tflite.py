@@ -74,7 +74,7 @@ def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k
 
     holder = tf.Module()  # the model and the one function (not `serve`'s dynamic-length trace)
     holder.model, holder.recommend = module.model, recommend
-    return convert_module(holder, holder.recommend, SIGNATURE, path, quantization,
+    return convert_module(holder.recommend, SIGNATURE, path, quantization,
                           representative, allow_select_tf_ops)
 
 

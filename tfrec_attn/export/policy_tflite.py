@@ -88,7 +88,7 @@ def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
         return module.serve(history)
 
     module.recommend = recommend
-    return convert_module(module, module.recommend, POLICY_SIGNATURE, path, quantization,
+    return convert_module(module.recommend, POLICY_SIGNATURE, path, quantization,
                           representative, allow_select_tf_ops)
 
 

@@ -92,7 +92,7 @@ def convert_ranker_to_tflite(model_or_tower: DIN | keras.Model, path: str | os.P
 
     module = tf.Module()
     module.tower, module.score = tower, score
-    return convert_module(module, module.score, RANKER_SIGNATURE, path, quantization,
+    return convert_module(module.score, RANKER_SIGNATURE, path, quantization,
                           representative, allow_select_tf_ops)
 
 
