@@ -32,7 +32,6 @@ from tfrec_attn.evaluation import (
     topk_from_scores,
 )
 from tfrec_attn.export.autoencoder import export_autoencoder
-from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import (
     AttentionAutoencoderConfig,
     build_attention_autoencoder,
@@ -41,7 +40,7 @@ from tfrec_attn.models import (
 from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import load_data, run_under_strategy, write_json
+from tfrec_attn.training.run import load_data, record_export, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
     RunOptions,
     check_data_source,
@@ -292,9 +291,7 @@ def _run(options: AutoencoderOptions, strategy: tf.distribute.Strategy, out: Pat
                                             "metrics": {"test": test},
                                             "best_epoch": metrics["best_epoch"]},
                                   warmup=warmup, max_k=k)
-        write_models_config(Path(export_root) / "models.config",
-                            {options.name: f"/models/{options.name}"})
-        metrics["export_path"] = str(path)
+        record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
     return metrics
 

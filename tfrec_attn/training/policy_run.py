@@ -51,7 +51,6 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import pad_left, read_interactions
 from tfrec_attn.export.policy import export_policy
-from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
 from tfrec_attn.training.callbacks import EpochEvaluation
@@ -71,7 +70,7 @@ from tfrec_attn.training.logged_feedback import (
 )
 from tfrec_attn.training.off_policy_evaluation import logged_off_policy, simulated_off_policy
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import run_under_strategy, write_json
+from tfrec_attn.training.run import record_export, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
     RunOptions,
     check_data_source,
@@ -398,9 +397,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
                                        **({"protocol": data.protocol} if data.protocol else {})},
                              warmup=data.warmup, max_k=options.k,
                              exclude_history=data.exclude_history)
-        write_models_config(Path(export_root) / "models.config",
-                            {options.name: f"/models/{options.name}"})
-        metrics["export_path"] = str(path)
+        record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -25,13 +25,12 @@ from tfrec_attn.data import (
 )
 from tfrec_attn.data.sequences import SequenceData
 from tfrec_attn.export import export_ranker
-from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import DIN, DINConfig
 from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, popularity_ctr
 from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import load_data, run_under_strategy, write_json
+from tfrec_attn.training.run import load_data, record_export, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
     RunOptions,
     check_data_source,
@@ -221,9 +220,7 @@ def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
         path = export_ranker(model, export_root, options.name,
                              metadata={"metrics": {"test": test}},
                              warmup=_warmup_requests(split))
-        write_models_config(Path(export_root) / "models.config",
-                            {options.name: f"/models/{options.name}"})
-        metrics["export_path"] = str(path)
+        record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
     return metrics
 

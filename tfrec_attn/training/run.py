@@ -284,11 +284,18 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
         path = export_saved_model(model, export_root, options.name, k=options.export_k,
                                   metadata={"metrics": {"test": test, "protocol": protocol}},
                                   warmup_histories=warmup)
-        write_models_config(Path(export_root) / "models.config",
-                            {options.name: f"/models/{options.name}"})
-        metrics["export_path"] = os.fspath(path)
+        record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def record_export(metrics: dict, export_root: str | Path, name: str, path: str | Path) -> None:
+    """Lists the exported model `name` in `export_root`'s TF Serving `models.config` (base path
+    `/models/<name>`, where the README's `tensorflow/serving` command mounts the export root;
+    `run_under_strategy` checked the file before training) and adds `"export_path"` to
+    `metrics`. The last step of every run type's export."""
+    write_models_config(Path(export_root) / "models.config", {name: f"/models/{name}"})
+    metrics["export_path"] = os.fspath(path)
 
 
 def write_json(path: Path, payload: dict) -> None:
