@@ -112,7 +112,12 @@ def behaviour_propensities(policy: AttentionPolicy, histories: np.ndarray,
             raise ValueError(f"exclude must not hold the round's action: round {repeated[0]} "
                              f"excludes its action {actions[repeated[0]]} (the logging policy "
                              "showed it, so it cannot have zero mass)")
-    log_probs, log_kept = _head_log_probabilities(policy, histories, actions, exclude)
+    return _floored(*_head_log_probabilities(policy, histories, actions, exclude))
+
+
+def _floored(log_probs: np.ndarray, log_kept: np.ndarray | float = 0.0) -> np.ndarray:
+    """`beta = exp(log_probs - log_kept)` floored at `MIN_BEHAVIOUR_PROBABILITY`, as in
+    training (`log_kept = 0`: not renormalized)."""
     return np.maximum(np.exp(log_probs - log_kept), MIN_BEHAVIOUR_PROBABILITY)
 
 
@@ -198,8 +203,7 @@ def logged_off_policy(split: LoggedSplit, popularity: PopularityRecommender, k: 
             return {"skipped": "behaviour_head=False: no propensities for the file's logs"}
         log_probs, log_kept = _head_log_probabilities(policy, logs["history"], logs["action"],
                                                       earlier)
-        learned = np.maximum(np.exp(log_probs - log_kept if renormalize else log_probs),
-                             MIN_BEHAVIOUR_PROBABILITY)
+        learned = _floored(log_probs, log_kept if renormalize else 0.0)
         policy_pi, popularity_pi = top_k(history_scores(policy, max_len)), top_k(popularity.score)
         targets = {"policy": lambda _: policy_pi, "popularity": lambda _: popularity_pi,
                    "logging": lambda beta: beta}  # pi = beta: every weight is 1
