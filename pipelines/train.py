@@ -59,7 +59,9 @@ AE_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "ba
 POLICY_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "heads": "num_heads",
                       "blocks": "num_blocks", "dropout": "dropout", "ffn_dim": "ffn_dim",
                       "correction": "correction", "top_k": "top_k",
-                      "max_weight": "max_weight"}  # flag dest -> AttentionPolicyConfig field
+                      "max_weight": "max_weight",
+                      "behaviour_exclude_history": "behaviour_exclude_history",
+                      }  # flag dest -> AttentionPolicyConfig field
 POLICY_RUN_FLAGS = ("format", "output", "export_root", "name", "epochs", "batch_size",
                     "learning_rate", "max_train_minutes", "patience", "seed", "synthetic_users",
                     "synthetic_items", "synthetic_length", "events_per_user", "k", "valid_users",
@@ -154,6 +156,9 @@ def parser() -> argparse.ArgumentParser:
              "none (the default for logged-feedback files)")
     add("--top-k", type=int, help="policy: K of the top-K correction (default: --k)")
     add("--max-weight", type=float, help="policy: cap of the importance weights")
+    add("--behaviour-exclude-history", action=argparse.BooleanOptionalAction, default=None,
+        help="policy: the behaviour head's softmax leaves out each round's earlier items "
+             "(default: on when <1%% of logged actions repeat an earlier item of their user)")
     add("--events-per-user", type=int,
         help="policy: logged recommendations per training user of the simulator")
     add("--reward-threshold", type=float,

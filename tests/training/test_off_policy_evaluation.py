@@ -99,13 +99,17 @@ def test_snips_with_learned_propensities_is_near_the_true_reward(sim):
 HEAD = np.array([0.4, 0.3, 0.2, 0.1])
 
 
-@pytest.fixture(scope="module")
-def fixed_head():
-    policy = AttentionPolicy(AttentionPolicyConfig(vocab_size=6, max_len=3, dim=4))
+def _fixed_head(**config):
+    policy = AttentionPolicy(AttentionPolicyConfig(vocab_size=6, max_len=3, dim=4, **config))
     head = policy.network.get_layer("behaviour_head")
     kernel, _ = head.get_weights()
     head.set_weights([np.zeros_like(kernel), np.log(np.concatenate([[1.0, 1.0], HEAD]))])
     return policy
+
+
+@pytest.fixture(scope="module")
+def fixed_head():
+    return _fixed_head()
 
 
 def _hand_split(sequences):
@@ -127,8 +131,10 @@ def test_behaviour_propensities_renormalize_over_the_unseen_items(fixed_head):
     np.testing.assert_allclose(
         behaviour_propensities(fixed_head, histories, actions, exclude=[[2], [2, 4]]),
         [0.5, 0.25])
-    with pytest.raises(ValueError, match="exclude must not hold the round's action: round 1"):
-        behaviour_propensities(fixed_head, histories, actions, exclude=[[2], [5]])
+    # a listed action is kept (a rare repeat, as in training); padding is never excluded
+    np.testing.assert_allclose(
+        behaviour_propensities(fixed_head, histories, actions, exclude=[[0, 2], [5, 2]]),
+        [0.5, 0.1 / 0.6])
     with pytest.raises(ValueError, match=r"exclude must hold one id array per round \(2\)"):
         behaviour_propensities(fixed_head, histories, actions, exclude=[[2]])
 
@@ -138,6 +144,7 @@ def test_file_estimates_renormalize_unless_an_action_repeats(fixed_head):
     split, popularity = _hand_split([[2, 5], [4, 5], [2, 3, 5], [4, 2]])
     report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
     assert report["renormalized"] is True and report["rounds"] == 3
+    assert report["history_mask"] == "post-hoc"
     assert report["history_mass"] == pytest.approx((0.4 + 0.7 + 0.2) / 3)
     # popularity's top-1 outside the history is d in every round: only round 2 logged it, with
     # beta = 0.1 / (1 - 0.7); weights 0, 3, 0
@@ -152,11 +159,19 @@ def test_file_estimates_renormalize_unless_an_action_repeats(fixed_head):
     report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
     assert report["renormalized"] is False and "not renormalized" in (
         report["propensities"]["learned"])
-    assert report["history_mass"] == pytest.approx((0.4 + 0.7 + 0.2 + 0.3) / 4)
+    # the mass the mask would remove: none in the repeat round [b] -> b (its action is kept)
+    assert report["history_mass"] == pytest.approx((0.4 + 0.7 + 0.2 + 0.0) / 4)
     estimate = report["estimates"]["popularity"]["learned"]
     assert estimate["mean_weight"] == pytest.approx(2.5)
     assert estimate["warning"].startswith("mean importance weight 2.50 outside [0.8, 1.25]")
-    assert "too small" in estimate["warning"]
+    assert "too small" in estimate["warning"] and report["history_mask"] == "none"
+    # a head trained with the history masked is estimated with that masked softmax even with a
+    # repeat (its action kept): d's beta in round 2 is 0.1 / 0.3 again, weights 0, 3, 0, 0
+    masked = _fixed_head(behaviour_exclude_history=True)
+    report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(masked)
+    assert report["history_mask"] == "trained" and report["renormalized"] is True
+    assert "trained and estimated over the items outside" in report["propensities"]["learned"]
+    assert report["estimates"]["popularity"]["learned"]["mean_weight"] == pytest.approx(0.75)
 
 
 def test_mean_weight_warning_band():

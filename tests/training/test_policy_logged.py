@@ -164,9 +164,14 @@ def test_metrics_json_reports_the_rewarded_hit_protocol(run):
     logging = estimates["logging"]  # pi = beta: every weight is 1
     assert logging["snips"] == pytest.approx(logging["ips"]) and logging["nonzero_fraction"] == 1
     assert logging["ess"] == pytest.approx(off_policy["rounds"])
-    # no user rates an item twice: beta renormalized over the unseen items; warned iff the
-    # mean weight is outside the band
-    assert off_policy["renormalized"] is True and 0 < off_policy["history_mass"] < 1
+    # no user rates an item twice: the head trained and estimated over the unseen items
+    # (behaviour_exclude_history chosen from the data); warned iff the mean weight is outside
+    # the band
+    assert metrics["data_defaults"]["behaviour_exclude_history"]["value"] is True
+    assert metrics["model"]["behaviour_exclude_history"] is True
+    assert off_policy["renormalized"] is True and off_policy["history_mask"] == "trained"
+    assert "trained and estimated over the items outside" in off_policy["propensities"]["learned"]
+    assert 0 < off_policy["history_mass"] < 1
     low, high = off_policy["mean_weight_band"]
     for estimate in estimates.values():
         assert ("warning" in estimate) == (not low <= estimate["mean_weight"] <= high)

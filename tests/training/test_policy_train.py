@@ -67,6 +67,9 @@ def test_metrics_json_has_the_documented_fields(run):
     assert len(records) == len(metrics["history"]["loss"]) == metrics["epochs"]
     assert len(metrics["history"]["policy_loss"]) == metrics["epochs"] <= 4
     assert metrics["model"]["top_k"] == 3 and metrics["model"]["correction"] == "top_k"
+    # the simulator's logged actions repeat history items: the behaviour head is not masked
+    assert metrics["data_defaults"]["behaviour_exclude_history"]["value"] is False
+    assert metrics["model"]["behaviour_exclude_history"] is False
     assert metrics["options"]["name"] == "tiny_policy" and not metrics["stopped_by_time_budget"]
     out = root / "out"
     assert (out / "training_curves.png").stat().st_size > 1000

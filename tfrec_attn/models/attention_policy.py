@@ -64,6 +64,12 @@ class AttentionPolicyConfig:
         propensity: where `beta(a|s)` comes from: `"learned"` (the behaviour head, as in the
             paper) or `"logged"` (a `"propensity"` feature in every batch).
         behaviour_weight: weight of the behaviour head's cross-entropy in the loss.
+        behaviour_exclude_history: train the behaviour head's softmax over the items outside
+            each round's history (a batch's `"seen"` multi-hot of the user's earlier items, or
+            else the history window's items; the logged action always kept), for logs where
+            the logging policy never shows an earlier item again (ratings). Its `beta` is then
+            zero on the history, in the loss, the importance weights and the off-policy
+            estimates alike. `tfrec-attn train` chooses it from the data when unset.
     """
 
     vocab_size: int
@@ -81,6 +87,7 @@ class AttentionPolicyConfig:
     behaviour_head: bool = True
     propensity: str = "learned"
     behaviour_weight: float = 1.0
+    behaviour_exclude_history: bool = False
 
     def __post_init__(self):
         check_positive_ints(self, ("vocab_size", "max_len", "dim", "num_blocks", "num_heads",
@@ -97,6 +104,13 @@ class AttentionPolicyConfig:
         if not self.behaviour_weight >= 0:
             raise ValueError("behaviour_weight must be non-negative. "
                              f"Received: behaviour_weight={self.behaviour_weight!r}")
+        if not isinstance(self.behaviour_exclude_history, bool):
+            raise ValueError("behaviour_exclude_history must be a bool. "
+                             f"Received: behaviour_exclude_history="
+                             f"{self.behaviour_exclude_history!r}")
+        if self.behaviour_exclude_history and not self.behaviour_head:
+            raise ValueError("behaviour_exclude_history=True masks the behaviour head's "
+                             "softmax and needs the head. Received: behaviour_head=False")
         if (self.correction != "none" and self.propensity == "learned"
                 and not self.behaviour_head):
             raise ValueError(f"correction={self.correction!r} with propensity='learned' needs "
@@ -141,6 +155,29 @@ def build_policy_network(config: AttentionPolicyConfig) -> keras.Model:
     return keras.Model(ids, outputs, name="attention_policy")
 
 
+def seen_items_mask(ids: tf.Tensor | tf.RaggedTensor, vocab_size: int) -> tf.Tensor:
+    """Boolean `(batch, vocab_size)` multi-hot of the item ids in each row of `ids` (dense
+    `(batch, T)` or ragged); padding and OOV (ids below `FIRST_ITEM_ID`) are not items.
+
+    A scatter, not `one_hot` + max, which would hold a `(batch, T, vocab_size)` tensor.
+
+    Example:
+    >>> seen_items_mask(tf.constant([[0, 3, 3], [1, 2, 4]]), 5).numpy().astype(int).tolist()
+    [[0, 0, 0, 1, 0], [0, 0, 1, 0, 1]]
+    """
+    if isinstance(ids, tf.RaggedTensor):
+        rows, flat, batch = ids.value_rowids(), ids.values, ids.nrows()
+    else:
+        shape = tf.shape(ids, out_type=tf.int64)
+        rows = tf.repeat(tf.range(shape[0]), shape[1])
+        flat, batch = tf.reshape(ids, [-1]), shape[0]
+    flat = tf.cast(flat, tf.int64)
+    counts = tf.scatter_nd(tf.stack([tf.cast(rows, tf.int64), flat], axis=1),
+                           tf.cast(flat >= FIRST_ITEM_ID, tf.float32),
+                           tf.stack([tf.cast(batch, tf.int64), tf.constant(vocab_size, tf.int64)]))
+    return counts > 0
+
+
 @register()
 class AttentionPolicy(tfrs.Model):
     """Off-policy REINFORCE recommender with the top-K correction, trained by `model.fit`.
@@ -148,8 +185,10 @@ class AttentionPolicy(tfrs.Model):
     The network is a functional model (`build_policy_network`); this thin `tfrs.Model` wires it
     to the losses in `compute_loss`. Batches are dicts `{"history": (B, T) ids, "action": (B,)
     item ids >= 2, "reward": (B,)}`, plus `"propensity": (B,)` (`beta(a|s)` of the logged action)
-    when `config.propensity == "logged"`. Logged metrics: `policy_loss`, `behaviour_loss` (with
-    the head) and `importance_weight` (mean capped `pi / beta`; not with `correction="none"`).
+    when `config.propensity == "logged"`, and optionally `"seen": (B, vocab)` booleans (the
+    user's earlier items, for `config.behaviour_exclude_history`). Logged metrics:
+    `policy_loss`, `behaviour_loss` (with the head) and `importance_weight` (mean capped
+    `pi / beta`; not with `correction="none"`).
 
     Args:
         config: `AttentionPolicyConfig` or a dict of its fields.
@@ -196,10 +235,11 @@ class AttentionPolicy(tfrs.Model):
         total = tf.constant(0.0)
         behaviour_probs = None
         if config.behaviour_head:
-            fit = behaviour_loss(outputs["behaviour_logits"][:, FIRST_ITEM_ID:], actions)
+            fit = behaviour_loss(outputs["behaviour_logits"][:, FIRST_ITEM_ID:], actions,
+                                 self._excluded(inputs))
             self.behaviour_loss_tracker.update_state(fit)
             total += config.behaviour_weight * global_mean(fit)
-            behaviour_probs = tf.exp(-fit)  # beta(a|s) of the logged actions
+            behaviour_probs = tf.exp(-fit)  # beta(a|s) of the logged actions (masked or not)
         if config.correction == "none":
             behaviour_probs = None
         elif config.propensity == "logged":
@@ -212,6 +252,16 @@ class AttentionPolicy(tfrs.Model):
             self.weight_tracker.update_state(weights)
         self.policy_loss_tracker.update_state(policy)
         return total + global_mean(policy)
+
+    def _excluded(self, inputs: dict) -> tf.Tensor | None:
+        """The behaviour head's excluded actions `(batch, vocab - FIRST_ITEM_ID)`: the batch's
+        `"seen"` items, else the history window's (`None` without the mask)."""
+        if not self.config.behaviour_exclude_history:
+            return None
+        seen = inputs.get("seen")
+        if seen is None:
+            seen = seen_items_mask(inputs["history"], self.config.vocab_size)
+        return tf.cast(seen, tf.bool)[:, FIRST_ITEM_ID:]
 
     def get_config(self) -> dict:
         return {"config": self.config.to_dict()}

@@ -18,6 +18,7 @@ actions).
 import math
 
 from tfrec_attn._keras import tf
+from tfrec_attn.layers.masking import LARGE_NEGATIVE
 
 # pi / beta with beta below this is the cap anyway; the floor only keeps 0 / 0 out of the graph.
 MIN_BEHAVIOUR_PROBABILITY = 1e-12
@@ -136,14 +137,49 @@ def reinforce_terms(log_pi: tf.Tensor, rewards: tf.Tensor,
     return -tf.stop_gradient(factor) * log_pi, weights
 
 
-def behaviour_loss(behaviour_logits: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
+def behaviour_loss(behaviour_logits: tf.Tensor, actions: tf.Tensor,
+                   excluded: tf.Tensor | None = None) -> tf.Tensor:
     """Per-example cross-entropy of the behaviour head on the logged actions, `(batch,)`.
 
     Its minimizer is the logging policy's `beta(a|s)` (maximum likelihood), which the
-    importance weights need when the logs carry no propensities.
+    importance weights need when the logs carry no propensities. With `excluded`, the softmax
+    is over the other actions only (`exclude_actions`): the logging policy's candidates when
+    it never shows those (a user's earlier items in a ratings log).
+
+    Args:
+        behaviour_logits: `(batch, num_actions)`.
+        actions: logged actions `(batch,)`, indices into the action axis.
+        excluded: optional boolean `(batch, num_actions)`: actions out of the softmax.
+
+    Returns:
+        `(batch,)` float32 `-log beta(a|s)`.
 
     Example:
     >>> round(float(behaviour_loss(tf.constant([[0.0, 0.0]]), tf.constant([1]))[0]), 4)
     0.6931
+    >>> float(behaviour_loss(tf.constant([[0.0, 0.0]]), tf.constant([1]),
+    ...                      excluded=tf.constant([[True, False]]))[0])
+    0.0
     """
+    if excluded is not None:
+        behaviour_logits = exclude_actions(behaviour_logits, excluded, actions)
     return -action_log_probabilities(behaviour_logits, actions)
+
+
+def exclude_actions(logits: tf.Tensor, excluded: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
+    """`logits` with the `excluded` actions at `LARGE_NEGATIVE` (zero probability after the
+    softmax, exactly in float32), except each row's logged action, which is kept: a logged
+    action was a candidate of the logging policy (a rare repeat in a ratings log), and its
+    probability must stay positive for the loss and the importance weights.
+
+    Example:
+    >>> logits = exclude_actions(tf.zeros((1, 3)), tf.constant([[True, True, False]]),
+    ...                          tf.constant([0]))
+    >>> tf.nn.softmax(logits).numpy().tolist()
+    [[0.5, 0.0, 0.5]]
+    """
+    logits = tf.cast(logits, tf.float32)
+    logged = tf.one_hot(tf.cast(tf.reshape(actions, [-1]), tf.int32), tf.shape(logits)[-1],
+                        on_value=True, off_value=False)
+    keep = tf.logical_or(tf.logical_not(tf.cast(excluded, tf.bool)), logged)
+    return tf.where(keep, logits, tf.fill(tf.shape(logits), LARGE_NEGATIVE))

@@ -14,14 +14,18 @@ one item drawn uniformly from a policy's top-k (reward@k), estimated by IPS / SN
 A learned propensity that is too small inflates the weight of its round; the estimates are only
 as good as the behaviour head (docs: README's `--model policy` paragraph). Two safeguards:
 
-- Renormalization over unseen items (files): when no test round's action is among the user's
-  earlier items (a ratings log: nobody rates a movie twice), the logging policy puts zero mass
-  on those items, and so do the targets (history excluded), but the head's softmax spreads mass
-  over them too (about 22% on ML-100K). `beta` is then the head's softmax over the items outside
-  the round's full history; the report gives that `"history_mass"`. On ML-100K this lowered the
-  mean weights from 1.63 / 2.28 (policy / popularity) to 1.23 / 1.69 and the test NLL of the
-  logged actions from 5.86 to 5.59, where a temperature fitted on the validation rounds changed
-  neither by more than 0.06 (docs/BENCHMARKS.md 9g). Not on the simulator, which repeats items.
+- The history out of `beta` (files): in a ratings log (nobody rates a movie twice) the
+  logging policy puts zero mass on a user's earlier items, and so do the targets (history
+  excluded). A head trained with `behaviour_exclude_history` (`tfrec-attn train`'s default on
+  such data) learned its softmax over the items outside each round's history; the estimate
+  uses that same softmax (`"history_mask": "trained"`). A head trained over the whole
+  catalogue spreads mass over the history too (about 22% on ML-100K, `"history_mass"`), so when
+  no test round's action is among the user's earlier items its softmax is renormalized over the
+  other items after the fact (`"post-hoc"`): on ML-100K that lowered the mean weights from
+  1.63 / 2.28 (policy / popularity) to 1.23 / 1.69 (docs/BENCHMARKS.md 9g). The two are the
+  same distribution (softmax over the kept items); only the training differs. On the simulator,
+  which repeats items, neither, unless the head was trained masked (then over the window's
+  items, as in its training).
 - A `"warning"` on every estimate whose mean weight (`sum(w) / n`, about 1 with correct
   propensities for any target) is outside `MEAN_WEIGHT_BAND`.
 """
@@ -45,6 +49,8 @@ SOURCES = {"true": "the simulator's logging policy beta(a)",
            "learned": "the policy's behaviour head beta(a|s)"}
 RENORMALIZED = (", renormalized over the items outside the round's history (no logged action "
                 "repeats an earlier item of its user)")
+TRAINED_MASKED = (", trained and estimated over the items outside the round's history "
+                  "(behaviour_exclude_history; a logged action that repeats one is kept)")
 # With the TRUE propensities on the simulator's 2,000 test rounds (400 users, log seeds 1-3;
 # best, popularity and a random top-5) the mean weight was 0.94-1.15, its 95% bootstrap interval
 # over users about +-0.18: a band symmetric in log scale (1 / 1.25 = 0.8) that correct
@@ -56,7 +62,9 @@ def _head_log_probabilities(policy: AttentionPolicy, histories: np.ndarray,
                             actions: np.ndarray, exclude) -> tuple[np.ndarray, np.ndarray]:
     """`(log beta(a_i|s_i), log kept_i)` of the behaviour head, `SCORE_BATCH` rounds at a time:
     the softmax over all real items, and the log of its mass outside `exclude[i]` (zeros with
-    `exclude=None`). Renormalized over the kept items, `log beta - log kept`."""
+    `exclude=None`; ids below `FIRST_ITEM_ID` and the round's action are never excluded, as in
+    `policy_losses.exclude_actions`). Renormalized over the kept items, `log beta - log kept`:
+    the masked softmax the head trains with under `behaviour_exclude_history`."""
     log_probs, log_kept = [], []
     for start in range(0, len(actions), SCORE_BATCH):
         rows = slice(start, start + SCORE_BATCH)
@@ -68,8 +76,9 @@ def _head_log_probabilities(policy: AttentionPolicy, histories: np.ndarray,
         if exclude is None:
             log_kept.append(np.zeros(len(logits)))
             continue
-        for i, ids in enumerate(exclude[rows]):
-            logits[i, np.asarray(ids, np.int64) - FIRST_ITEM_ID] = -np.inf
+        for i, (ids, action) in enumerate(zip(exclude[rows], actions[rows])):
+            ids = np.asarray(ids, np.int64)
+            logits[i, ids[(ids >= FIRST_ITEM_ID) & (ids != action)] - FIRST_ITEM_ID] = -np.inf
         log_kept.append(np.log(np.exp(logits).sum(axis=1)) - total)
     return np.concatenate(log_probs), np.concatenate(log_kept)
 
@@ -86,7 +95,7 @@ def behaviour_propensities(policy: AttentionPolicy, histories: np.ndarray,
         actions: `(n,)` logged item ids.
         exclude: optional per-round item ids the logging policy never shows (the user's earlier
             items in a ratings log): the softmax is renormalized over the other items. A round's
-            action must not be among them.
+            action is kept even when listed (a repeat), as in training.
 
     Returns:
         float64 `(n,)` in `(0, 1]`, or `None`.
@@ -103,15 +112,9 @@ def behaviour_propensities(policy: AttentionPolicy, histories: np.ndarray,
     if not policy.config.behaviour_head:
         return None
     actions = np.asarray(actions)
-    if exclude is not None:
-        if len(exclude) != len(actions):
-            raise ValueError(f"exclude must hold one id array per round ({len(actions)}). "
-                             f"Received: {len(exclude)}")
-        repeated = [i for i, (a, ids) in enumerate(zip(actions, exclude)) if a in set(ids)]
-        if repeated:
-            raise ValueError(f"exclude must not hold the round's action: round {repeated[0]} "
-                             f"excludes its action {actions[repeated[0]]} (the logging policy "
-                             "showed it, so it cannot have zero mass)")
+    if exclude is not None and len(exclude) != len(actions):
+        raise ValueError(f"exclude must hold one id array per round ({len(actions)}). "
+                         f"Received: {len(exclude)}")
     return _floored(*_head_log_probabilities(policy, histories, actions, exclude))
 
 
@@ -172,7 +175,9 @@ def simulated_off_policy(split: PolicySplit, k: int, events_per_user: int, seed:
 
     def report(policy: AttentionPolicy) -> dict:
         propensities = {"true": logs["propensity"].astype(np.float64)}
-        learned = behaviour_propensities(policy, logs["history"], logs["action"])
+        masked = policy.config.behaviour_exclude_history  # trained over the window's other items
+        learned = behaviour_propensities(policy, logs["history"], logs["action"],
+                                         logs["history"] if masked else None)
         if learned is not None:
             propensities["learned"] = learned
         pi = top_k_probabilities(policy_scores(policy), logs["history"], logs["action"], k)
@@ -186,9 +191,11 @@ def logged_off_policy(split: LoggedSplit, popularity: PopularityRecommender, k: 
                       max_len: int, max_weight: float) -> Callable[[AttentionPolicy], dict]:
     """`policy -> off_policy report` on a file's test users (module docstring); `{"skipped":
     reason}` for a policy without the behaviour head (no propensities to weight by). The head's
-    `beta` is renormalized over the items outside each round's full history unless some round's
-    action repeats an earlier item of its user; the report says which (`"renormalized"`) and
-    the head's mean mass on those items (`"history_mass"`)."""
+    `beta` is its softmax over the items outside each round's full history when it was trained
+    so (`"history_mask": "trained"`), or renormalized so after the fact when no round's action
+    repeats an earlier item of its user (`"post-hoc"`), else over all items (`"none"`);
+    `"renormalized"` says whether the history is out, `"history_mass"` gives the head's mean
+    full-softmax mass on it."""
     feedback = split.feedback
     logs = logged_events(feedback, split.test, max_len)
     earlier = [feedback.items[row][:end] for row in split.test  # logged_events' round order
@@ -203,17 +210,20 @@ def logged_off_policy(split: LoggedSplit, popularity: PopularityRecommender, k: 
             return {"skipped": "behaviour_head=False: no propensities for the file's logs"}
         log_probs, log_kept = _head_log_probabilities(policy, logs["history"], logs["action"],
                                                       earlier)
-        learned = _floored(log_probs, log_kept if renormalize else 0.0)
+        mask = ("trained" if policy.config.behaviour_exclude_history
+                else "post-hoc" if renormalize else "none")
+        learned = _floored(log_probs, 0.0 if mask == "none" else log_kept)
         policy_pi, popularity_pi = top_k(history_scores(policy, max_len)), top_k(popularity.score)
         targets = {"policy": lambda _: policy_pi, "popularity": lambda _: popularity_pi,
                    "logging": lambda beta: beta}  # pi = beta: every weight is 1
-        description = SOURCES["learned"] + (RENORMALIZED if renormalize else " (not "
-                                            "renormalized: some logged action repeats an "
-                                            "earlier item of its user)")
+        description = SOURCES["learned"] + {
+            "trained": TRAINED_MASKED, "post-hoc": RENORMALIZED,
+            "none": " (not renormalized: some logged action repeats an earlier item of its "
+                    "user)"}[mask]
         return {**_report(k, logs, {"learned": learned},
                           _estimates(logs, targets, {"learned": learned}, max_weight),
                           {"learned": description}),
-                "renormalized": renormalize,
+                "renormalized": mask != "none", "history_mask": mask,
                 "history_mass": float(np.mean(-np.expm1(log_kept)))}
 
     return report

@@ -34,9 +34,11 @@ test users are logged for it and the trained policy is estimated with the true a
 learned propensities, next to its true reward@k, which shows how far to trust the estimate; on
 a file with the behaviour head's propensities only, for the policy, popularity of rewarded
 items and the logging policy itself (SNIPS = the mean logged reward). The estimate is only as
-good as the learned propensities (on a file renormalized over the items outside the history
-when no user repeats an item); an estimate whose mean importance weight is far from 1 carries
-a `"warning"`.
+good as the learned propensities; an estimate whose mean importance weight is far from 1
+carries a `"warning"`. When the logged actions (almost) never repeat an earlier item of their
+user (a ratings log), the behaviour head is trained, and estimates, over the items outside each
+round's full history (`behaviour_exclude_history`, chosen from the data unless set:
+`training.policy_history`; `metrics.json` `"data_defaults"`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from tfrec_attn.export.policy import export_policy
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
 from tfrec_attn.training.callbacks import EpochEvaluation
+from tfrec_attn.training.data_defaults import repeat_rate
 from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import fit_with_run_callbacks
 from tfrec_attn.training.logged_feedback import (
@@ -70,6 +73,11 @@ from tfrec_attn.training.logged_feedback import (
 )
 from tfrec_attn.training.off_policy_evaluation import logged_off_policy, simulated_off_policy
 from tfrec_attn.training.plots import plot_training_curves
+from tfrec_attn.training.policy_history import (
+    action_repeat_rate,
+    choose_behaviour_mask,
+    seen_dataset,
+)
 from tfrec_attn.training.run import record_export, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
     RunOptions,
@@ -254,7 +262,9 @@ class PolicyRunData:
     `monitor`, `test_metrics(policy)`, the baselines on the test / validation users, warm-up
     histories, whether history items are excluded, the dataset summary, the protocol and
     `off_policy(policy)`, the IPS / SNIPS estimates on the test users' logged rounds
-    (`training.off_policy_evaluation`)."""
+    (`training.off_policy_evaluation`), `repeats` (the share of logged actions that repeat an
+    earlier item of their user, and what it counts: `training.policy_history`) and, for files,
+    `histories` (every user's items and the logged rows: the `"seen"` batches)."""
 
     vocab_size: int
     logs: dict
@@ -268,6 +278,8 @@ class PolicyRunData:
     dataset: dict
     protocol: str | None = None
     off_policy: Callable[[AttentionPolicy], dict] | None = None
+    repeats: tuple[float, str] = (0.0, "logged actions")
+    histories: tuple[list[np.ndarray], np.ndarray] | None = None
 
 
 def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
@@ -283,7 +295,9 @@ def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
         simulated_summary(split, options.format),
         off_policy=simulated_off_policy(split, options.k, options.events_per_user,
                                         options.seed,
-                                        options.policy_config(split.sim.vocab_size).max_weight))
+                                        options.policy_config(split.sim.vocab_size).max_weight),
+        repeats=(action_repeat_rate(split.logs["history"], split.logs["action"]),
+                 "the simulator's logged actions"))
 
 
 def load_feedback(options: PolicyOptions) -> LoggedFeedback:
@@ -320,7 +334,9 @@ def logged_run_data(options: PolicyOptions) -> PolicyRunData:
         pad_left(split.valid_targets.histories[:WARMUP_USERS], max_len), True,
         _logged_summary(split, options), PROTOCOL,
         logged_off_policy(split, popularity, options.k, max_len,
-                          options.policy_config(feedback.vocab_size).max_weight))
+                          options.policy_config(feedback.vocab_size).max_weight),
+        repeats=(repeat_rate([feedback.items[row] for row in split.train]), "logged actions"),
+        histories=(feedback.items, split.train))
 
 
 def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
@@ -356,11 +372,17 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
          export_root: str | Path | None, callbacks=()) -> dict:
     data = (synthetic_run_data(options) if options.format == "synthetic"
             else logged_run_data(options))
-    config = options.policy_config(data.vocab_size)
+    fields, chosen = choose_behaviour_mask(options.model, *data.repeats)
+    config = model_config(AttentionPolicyConfig, fields, data.vocab_size)
     policy = build_policy(config, options.learning_rate, options.jit_compile, strategy)
     started = time.monotonic()
     fixed = options.jit_compile  # one batch shape: XLA compiles the train step once
-    train = logged_dataset(data.logs, options.batch_size, seed=options.seed, drop_remainder=fixed)
+    if config.behaviour_exclude_history and data.histories is not None:  # the full histories
+        train = seen_dataset(data.logs, *data.histories, data.vocab_size, options.batch_size,
+                             seed=options.seed, drop_remainder=fixed)
+    else:
+        train = logged_dataset(data.logs, options.batch_size, seed=options.seed,
+                               drop_remainder=fixed)
     if fixed:
         require_full_batch(train, f"the {len(data.logs['action'])} logged events",
                            options.batch_size)
@@ -383,6 +405,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
         "resumed_epochs": fitted.resumed_epochs,  # epochs restored from --backup-dir
         "dataset": data.dataset,
         "model": config.to_dict(),
+        "data_defaults": chosen,  # model fields chosen from the data (policy_history.py)
         "options": {key: v for key, v in dataclasses.asdict(options).items() if key != "model"},
         "history": {**{name: [float(x) for x in values] for name, values in history.items()
                        if not name.startswith("val_")}, "valid": records},
