@@ -66,7 +66,8 @@ POLICY_RUN_FLAGS = ("format", "output", "export_root", "name", "epochs", "batch_
                     "learning_rate", "max_train_minutes", "patience", "seed", "synthetic_users",
                     "synthetic_items", "synthetic_length", "events_per_user", "k", "valid_users",
                     "test_users", "verbose", "backup_dir", "ema_decay", "data", "min_events",
-                    "reward_threshold", "reward_col", "strategy", "jit_compile")
+                    "reward_threshold", "reward_col", "strategy", "jit_compile",
+                    "behaviour_refit_epochs")
 MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS), "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS),
                "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS),
                "policy": (POLICY_MODEL_FLAGS, POLICY_RUN_FLAGS)}
@@ -159,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
     add("--behaviour-exclude-history", action=argparse.BooleanOptionalAction, default=None,
         help="policy: the behaviour head's softmax leaves out each round's earlier items "
              "(default: on when <1%% of logged actions repeat an earlier item of their user)")
+    add("--behaviour-refit-epochs", type=int,
+        help="policy: after training, refit the behaviour head alone for at most N epochs, "
+             "early stopping on the validation users' logged rounds (0: no refit)")
     add("--events-per-user", type=int,
         help="policy: logged recommendations per training user of the simulator")
     add("--reward-threshold", type=float,

@@ -172,6 +172,8 @@ def test_metrics_json_reports_the_rewarded_hit_protocol(run):
     assert off_policy["renormalized"] is True and off_policy["history_mask"] == "trained"
     assert "trained and estimated over the items outside" in off_policy["propensities"]["learned"]
     assert 0 < off_policy["history_mass"] < 1
+    refit = metrics["behaviour_refit"]  # validation users' rounds, with their "seen" items
+    assert refit["valid_behaviour_loss"]["after"] <= refit["valid_behaviour_loss"]["before"]
     low, high = off_policy["mean_weight_band"]
     for estimate in estimates.values():
         assert ("warning" in estimate) == (not low <= estimate["mean_weight"] <= high)

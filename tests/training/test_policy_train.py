@@ -71,6 +71,10 @@ def test_metrics_json_has_the_documented_fields(run):
     assert metrics["data_defaults"]["behaviour_exclude_history"]["value"] is False
     assert metrics["model"]["behaviour_exclude_history"] is False
     assert metrics["options"]["name"] == "tiny_policy" and not metrics["stopped_by_time_budget"]
+    refit = metrics["behaviour_refit"]  # on by default: the head alone, on held-out rounds
+    assert metrics["options"]["behaviour_refit_epochs"] == 30 and 1 <= refit["epochs"] <= 30
+    assert refit["valid_behaviour_loss"]["after"] <= refit["valid_behaviour_loss"]["before"]
+    assert len(refit["history"]["val_behaviour_loss"]) == refit["epochs"]
     out = root / "out"
     assert (out / "training_curves.png").stat().st_size > 1000
     assert any((out / "tensorboard").rglob("events.out.tfevents*"))
@@ -192,7 +196,7 @@ def test_an_interrupted_run_resumes_from_its_backup(tmp_path):
                              valid_users=10, test_users=10, epochs=3, patience=10, batch_size=32,
                              k=2, verbose=0, export_root=None, output=str(tmp_path / "out"),
                              backup_dir=str(tmp_path / "backup"), ema_decay=0.9,
-                             model={"max_len": 4, "dim": 8})
+                             behaviour_refit_epochs=0, model={"max_len": 4, "dim": 8})
 
     with pytest.raises(Preempted):
         run_policy_training(options(), callbacks=[InterruptAt(1)])
@@ -296,3 +300,12 @@ def test_unknown_yaml_option_is_named(tmp_path):
     with pytest.raises(SystemExit, match=r"unknown options \['holdout_fraction'\] for "
                                          r"model_type policy"):
         train_pipeline.options_from_args(["--config", str(config)])
+
+
+def test_a_spent_time_budget_skips_the_head_refit(tmp_path):
+    argv = TINY + ["--epochs", "1", "--max-train-minutes", "1e-6",
+                   "--output", str(tmp_path / "out"), "--export-root", ""]
+    assert train_pipeline.main(argv) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["stopped_by_time_budget"]
+    assert "budget was spent" in metrics["behaviour_refit"]["skipped"]

@@ -236,7 +236,7 @@ class AttentionPolicy(tfrs.Model):
         behaviour_probs = None
         if config.behaviour_head:
             fit = behaviour_loss(outputs["behaviour_logits"][:, FIRST_ITEM_ID:], actions,
-                                 self._excluded(inputs))
+                                 self.behaviour_excluded(inputs))
             self.behaviour_loss_tracker.update_state(fit)
             total += config.behaviour_weight * global_mean(fit)
             behaviour_probs = tf.exp(-fit)  # beta(a|s) of the logged actions (masked or not)
@@ -253,7 +253,7 @@ class AttentionPolicy(tfrs.Model):
         self.policy_loss_tracker.update_state(policy)
         return total + global_mean(policy)
 
-    def _excluded(self, inputs: dict) -> tf.Tensor | None:
+    def behaviour_excluded(self, inputs: dict) -> tf.Tensor | None:
         """The behaviour head's excluded actions `(batch, vocab - FIRST_ITEM_ID)`: the batch's
         `"seen"` items, else the history window's (`None` without the mask)."""
         if not self.config.behaviour_exclude_history:

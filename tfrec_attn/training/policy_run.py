@@ -38,7 +38,10 @@ good as the learned propensities; an estimate whose mean importance weight is fa
 carries a `"warning"`. When the logged actions (almost) never repeat an earlier item of their
 user (a ratings log), the behaviour head is trained, and estimates, over the items outside each
 round's full history (`behaviour_exclude_history`, chosen from the data unless set:
-`training.policy_history`; `metrics.json` `"data_defaults"`).
+`training.policy_history`; `metrics.json` `"data_defaults"`). With `behaviour_refit_epochs`,
+after the policy's training the behaviour head alone is refitted on the training logs, early
+stopping on the validation users' logged rounds (`training.behaviour_refit`; `metrics.json`
+`"behaviour_refit"`); the policy's outputs do not change.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from tfrec_attn.data import pad_left, read_interactions
 from tfrec_attn.export.policy import export_policy
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
+from tfrec_attn.training.behaviour_refit import refit_behaviour_head
 from tfrec_attn.training.callbacks import EpochEvaluation
 from tfrec_attn.training.data_defaults import repeat_rate
 from tfrec_attn.training.distribution import shard_by_data
@@ -66,6 +70,7 @@ from tfrec_attn.training.logged_feedback import (
     RewardedTargets,
     feedback_from_frame,
     history_scores,
+    logged_events,
     logged_split,
     rewarded_hits,
     rewarded_popularity,
@@ -115,6 +120,12 @@ FIRST_VOCAB = 3  # the smallest catalogue (padding, OOV, one item): for checking
 FORMATS = ("synthetic", "movielens", "csv", "parquet")  # the ones with rewards
 MOVIELENS_THRESHOLD = 4.0  # reward = 1 for ratings >= this (4 and 5 stars), else 0
 PROTOCOL = "rewarded-hit (offline proxy; true reward only on the simulator)"
+# Cap of the behaviour head's refit epochs (training.behaviour_refit; 0: none). On ML-100K's
+# restored policy (docs/BENCHMARKS.md 9h) the refit lowered the validation users' behaviour
+# loss 5.665 -> 5.615 (12 epochs, best 7; the cap not reached) and the test rounds' mean
+# weights 0.94 / 1.47 -> 0.99 / 1.31 (policy / popularity); the policy's outputs are
+# bit-identical, so it is on by default.
+REFIT_EPOCHS = 30
 
 
 @dataclasses.dataclass
@@ -138,7 +149,11 @@ class PolicyOptions(RunOptions):
     NDCG@k, the monitored one). `synthetic_length` is the mean history length of the
     simulator's users. `model` holds `AttentionPolicyConfig` fields (not `vocab_size`, which
     comes from the data) over `MODEL_DEFAULTS` (files: and `FILE_MODEL_DEFAULTS`, no
-    correction); its `top_k` defaults to `k`.
+    correction); its `top_k` defaults to `k`. `behaviour_refit_epochs` caps the refit of the
+    behaviour head alone after the policy's training (0: none; `None`: `REFIT_EPOCHS` with a
+    head; `training.behaviour_refit`), with the run's `batch_size`, `learning_rate` and
+    `patience`, early stopping on the validation users' logged rounds (the simulator logs them
+    for it, `seed + 2`).
     """
 
     output: str = "runs/policy"
@@ -157,6 +172,7 @@ class PolicyOptions(RunOptions):
     k: int = 5
     valid_users: int | None = None
     test_users: int | None = None
+    behaviour_refit_epochs: int | None = None  # None: REFIT_EPOCHS with a behaviour head
     model: dict = dataclasses.field(default_factory=dict)  # AttentionPolicyConfig fields
 
     def __post_init__(self):
@@ -171,12 +187,20 @@ class PolicyOptions(RunOptions):
             check_optional_positive_int(name, getattr(self, name))
         for name in ("patience", "seed"):
             check_int_at_least(self, name, 0)
+        if self.behaviour_refit_epochs is not None:
+            check_int_at_least(self, "behaviour_refit_epochs", 0, " (0: no refit of the head)")
         check_int_at_least(self, "min_events", 2, " (a state and an action)")
         check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
         super().__post_init__()
         file_defaults = FILE_MODEL_DEFAULTS if self.format != "synthetic" else {}
         self.model = {**MODEL_DEFAULTS, **file_defaults, "top_k": self.k, **(self.model or {})}
-        self.policy_config(vocab_size=FIRST_VOCAB)  # checks the model fields before data
+        head = self.policy_config(vocab_size=FIRST_VOCAB).behaviour_head  # checks the fields
+        if self.behaviour_refit_epochs is None:
+            self.behaviour_refit_epochs = REFIT_EPOCHS if head else 0
+        elif self.behaviour_refit_epochs and not head:
+            raise ValueError("behaviour_refit_epochs refits the behaviour head, which this "
+                             "policy does not have (behaviour_head=False); set it to 0. "
+                             f"Received: behaviour_refit_epochs={self.behaviour_refit_epochs}")
         if self.format != "synthetic":
             if self.model.get("propensity") == "logged":
                 raise ValueError("propensity='logged' needs the logging policy's propensities, "
@@ -263,8 +287,10 @@ class PolicyRunData:
     histories, whether history items are excluded, the dataset summary, the protocol and
     `off_policy(policy)`, the IPS / SNIPS estimates on the test users' logged rounds
     (`training.off_policy_evaluation`), `repeats` (the share of logged actions that repeat an
-    earlier item of their user, and what it counts: `training.policy_history`) and, for files,
-    `histories` (every user's items and the logged rows: the `"seen"` batches)."""
+    earlier item of their user, and what it counts: `training.policy_history`), for files,
+    `histories` (every user's items and the logged rows: the `"seen"` batches), and the
+    validation users' logged rounds `valid_logs` (files: of `valid_rows`) for the behaviour
+    head's refit."""
 
     vocab_size: int
     logs: dict
@@ -280,6 +306,8 @@ class PolicyRunData:
     off_policy: Callable[[AttentionPolicy], dict] | None = None
     repeats: tuple[float, str] = (0.0, "logged actions")
     histories: tuple[list[np.ndarray], np.ndarray] | None = None
+    valid_logs: dict | None = None
+    valid_rows: np.ndarray | None = None
 
 
 def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
@@ -297,7 +325,10 @@ def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
                                         options.seed,
                                         options.policy_config(split.sim.vocab_size).max_weight),
         repeats=(action_repeat_rate(split.logs["history"], split.logs["action"]),
-                 "the simulator's logged actions"))
+                 "the simulator's logged actions"),
+        valid_logs=split.sim.log(events_per_user=options.events_per_user, users=split.valid,
+                                 seed=options.seed + 2)  # + 1: the test users' (off_policy)
+        if options.behaviour_refit_epochs else None)
 
 
 def load_feedback(options: PolicyOptions) -> LoggedFeedback:
@@ -336,7 +367,9 @@ def logged_run_data(options: PolicyOptions) -> PolicyRunData:
         logged_off_policy(split, popularity, options.k, max_len,
                           options.policy_config(feedback.vocab_size).max_weight),
         repeats=(repeat_rate([feedback.items[row] for row in split.train]), "logged actions"),
-        histories=(feedback.items, split.train))
+        histories=(feedback.items, split.train),
+        valid_logs=(logged_events(feedback, split.valid, max_len)
+                    if options.behaviour_refit_epochs else None), valid_rows=split.valid)
 
 
 def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
@@ -377,12 +410,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
     policy = build_policy(config, options.learning_rate, options.jit_compile, strategy)
     started = time.monotonic()
     fixed = options.jit_compile  # one batch shape: XLA compiles the train step once
-    if config.behaviour_exclude_history and data.histories is not None:  # the full histories
-        train = seen_dataset(data.logs, *data.histories, data.vocab_size, options.batch_size,
-                             seed=options.seed, drop_remainder=fixed)
-    else:
-        train = logged_dataset(data.logs, options.batch_size, seed=options.seed,
-                               drop_remainder=fixed)
+    train = logged_batches(data, config, options)
     if fixed:
         require_full_batch(train, f"the {len(data.logs['action'])} logged events",
                            options.batch_size)
@@ -390,6 +418,17 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
                                     data.monitor, out / "tensorboard", callbacks)
     train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
     history, records = fitted.history, fitted.records
+    refit = None  # the head alone after the policy's best epoch: the policy is unchanged
+    left = (None if options.max_train_minutes is None  # the refit shares the time budget
+            else options.max_train_minutes - train_seconds / 60.0)
+    if options.behaviour_refit_epochs and left is not None and left <= 0:
+        refit = {"skipped": "the --max-train-minutes budget was spent by the policy's training"}
+    elif options.behaviour_refit_epochs:
+        valid = shard_by_data(logged_batches(data, config, options, valid=True))
+        refit = refit_behaviour_head(policy, shard_by_data(train), valid,
+                                     options.behaviour_refit_epochs, options.patience,
+                                     options.learning_rate, options.jit_compile,
+                                     options.verbose, strategy, minutes=left)
     best = max(records, key=lambda r: r[data.monitor]) if records else {}
     test = data.test_metrics(policy)
     metrics = {
@@ -406,6 +445,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
         "dataset": data.dataset,
         "model": config.to_dict(),
         "data_defaults": chosen,  # model fields chosen from the data (policy_history.py)
+        **({"behaviour_refit": refit} if refit else {}),  # behaviour_refit.py
         "options": {key: v for key, v in dataclasses.asdict(options).items() if key != "model"},
         "history": {**{name: [float(x) for x in values] for name, values in history.items()
                        if not name.startswith("val_")}, "valid": records},
@@ -423,6 +463,20 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
         record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def logged_batches(data: PolicyRunData, config: AttentionPolicyConfig, options: PolicyOptions,
+                   valid: bool = False) -> tf.data.Dataset:
+    """The training users' logged rounds as `fit` batches (shuffled; the last partial batch
+    dropped with `jit_compile`), or the validation users' in order (`valid`), with each
+    round's full history (`"seen"`) when a file's head trains masked."""
+    logs, rows = ((data.valid_logs, data.valid_rows) if valid
+                  else (data.logs, None if data.histories is None else data.histories[1]))
+    batching = {"batch_size": options.batch_size, "shuffle": not valid, "seed": options.seed,
+                "drop_remainder": options.jit_compile and not valid}
+    if config.behaviour_exclude_history and data.histories is not None:  # the full histories
+        return seen_dataset(logs, data.histories[0], rows, data.vocab_size, **batching)
+    return logged_dataset(logs, **batching)
 
 
 def _threshold(options: PolicyOptions) -> float:
