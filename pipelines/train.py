@@ -36,6 +36,7 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "dropout": "dropout", "loss": "loss", "ffn_dim": "ffn_dim", "positional": "positional",
     "l2": "l2", "attention": "attention", "exclude_seen": "exclude_seen",
     "future_targets": "future_targets", "gated": "gated",
+    "uniform_negatives": "uniform_negatives",
 }
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
@@ -135,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
         help="softmax losses: items already in a training window are not its negatives")
     add("--future-targets", type=int,
         help="softmax loss: each position learns the next N items of its window (1: next only)")
+    add("--uniform-negatives", type=int,
+        help="sampled loss: uniformly drawn catalogue items added to the in-batch negatives")
     add("--gated", action=argparse.BooleanOptionalAction, default=None,
         help="LiGR blocks (eSASRec): gated residuals and a gated-linear-unit feed-forward")
     add("--attention", choices=list(ATTENTION_KINDS),

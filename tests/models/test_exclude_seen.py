@@ -12,10 +12,10 @@ HISTORY = tf.constant([[0, 2, 3, 4, 5, 6], [0, 0, 0, 7, 8, 7]], tf.int64)
 TARGETS = tf.constant([[2, 3, 4, 5, 6, 7], [0, 0, 0, 8, 7, 9]], tf.int64)  # 7 repeats in row 2
 
 
-def _model(loss: str, exclude_seen: bool) -> SASRec:
+def _model(loss: str, exclude_seen: bool, **fields) -> SASRec:
     tf.keras.utils.set_random_seed(0)
     return SASRec(SASRecConfig(vocab_size=12, max_len=6, dim=8, num_blocks=1, dropout=0.0,
-                               loss=loss, exclude_seen=exclude_seen))
+                               loss=loss, exclude_seen=exclude_seen, **fields))
 
 
 def _softmax_by_hand(model: SASRec) -> float:
@@ -57,8 +57,9 @@ def test_excluding_seen_items_lowers_the_loss_and_stays_finite(loss):
 
 
 def test_sampled_loss_never_masks_the_own_positive():
-    # Every candidate is seen in its own window: only the positives remain, so the loss is ~0.
-    model = _model("sampled", True)
+    # Every in-batch candidate is seen in its own window: only the positives remain, so the
+    # loss is ~0 (in-batch negatives only; uniform draws would add unseen items).
+    model = _model("sampled", True, uniform_negatives=0)
     history = tf.constant([[2, 3, 4]], tf.int64)
     targets = tf.constant([[3, 4, 2]], tf.int64)
     assert float(model.compute_loss({"history": history, "targets": targets})) < 1e-6

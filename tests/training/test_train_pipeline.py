@@ -88,6 +88,12 @@ def test_yaml_config_and_flag_precedence(tmp_path):
     assert options.epochs == 7 and options.model == {"dim": 32, "max_len": 30}
 
 
+def test_uniform_negatives_flag_reaches_the_model_config():
+    options = train_pipeline.options_from_args(["--format", "synthetic", "--loss", "sampled",
+                                                "--uniform-negatives", "512"])
+    assert options.model == {"loss": "sampled", "uniform_negatives": 512}
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [(["--format", "csv"], "--data is required"),

@@ -157,21 +157,40 @@ class SampledSoftmaxLoss(keras.layers.Layer):
     float32. Under a `tf.distribute` strategy the candidates come from the global batch (all
     replicas), so the loss equals the one-process loss for the same global batch.
 
+    With `uniform_negatives=U > 0` the candidates are mixed (Yang et al., "Mixed Negative
+    Sampling", WWW 2020): the in-batch ones plus `U` items drawn uniformly from the catalogue
+    each step, shared by all positions. In-batch candidates are popular items; the uniform ones
+    reach the long tail, which a catalogue-wide ranking (and the sampled-100 protocol's uniform
+    negatives) must also rank low. Every logit is then corrected by the log of its item's
+    expected count in the mixed candidate set, `log(C * q_j + U / n_items)` for `C` in-batch
+    candidates; with `U = 0` that is the plain log-Q correction (a constant shift apart).
+
     Args:
         vocab_size: id-space size.
         item_probabilities: `(vocab,)` sampling probabilities for the log-Q correction.
         max_negatives: most in-batch negatives a position is scored against.
+        uniform_negatives: uniformly drawn catalogue items added to the in-batch negatives
+            each step (0: in-batch only). Under a `tf.distribute` strategy each replica draws
+            its own.
     """
 
     def __init__(self, vocab_size: int, item_probabilities=None, max_negatives: int = 2048,
-                 **kwargs):
+                 uniform_negatives: int = 0, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(max_negatives, int) or max_negatives <= 0:
             raise ValueError(
                 f"max_negatives must be a positive int. Received: max_negatives={max_negatives!r}")
+        if not isinstance(uniform_negatives, int) or uniform_negatives < 0:
+            raise ValueError("uniform_negatives must be an int >= 0. "
+                             f"Received: uniform_negatives={uniform_negatives!r}")
+        if uniform_negatives and vocab_size <= FIRST_ITEM_ID:
+            raise ValueError(f"uniform_negatives needs items (ids >= {FIRST_ITEM_ID}). "
+                             f"Received: vocab_size={vocab_size}")
         if item_probabilities is None:
             item_probabilities = np.full(vocab_size, 1.0 / vocab_size)
+        self.vocab_size = vocab_size
         self.max_negatives = max_negatives
+        self.uniform_negatives = uniform_negatives
         self._probabilities = tf.constant(np.asarray(item_probabilities, np.float32))
 
     def _negatives(self, candidates, log_q, ids):
@@ -183,11 +202,36 @@ class SampledSoftmaxLoss(keras.layers.Layer):
         pick = tf.random.shuffle(tf.range(count))[:self.max_negatives]
         return tf.gather(candidates, pick), tf.gather(log_q, pick), tf.gather(ids, pick)
 
-    def call(self, states, targets, item_embedding, training=False, seen=None):
+    def draw_uniform(self) -> tf.Tensor:
+        """`uniform_negatives` item ids drawn uniformly from the catalogue (ids >= 2)."""
+        return tf.random.uniform([self.uniform_negatives], FIRST_ITEM_ID, self.vocab_size,
+                                 dtype=tf.int64)
+
+    def _mixed(self, item_embedding, targets, candidates, ids, drawn):
+        """The in-batch candidates plus the uniform draws `drawn`, and every logit's
+        correction: the log of its item's expected count among the candidates."""
+        drawn = tf.cast(drawn, ids.dtype)
+        in_batch = tf.cast(tf.shape(ids)[0], tf.float32)
+        candidates = tf.concat([candidates, tf.cast(
+            tf.gather(item_embedding.embeddings, drawn), tf.float32)], axis=0)
+        ids = tf.concat([ids, drawn], axis=0)
+        uniform = self.uniform_negatives / (self.vocab_size - FIRST_ITEM_ID)
+
+        def log_count(items):
+            return tf.math.log(in_batch * tf.gather(self._probabilities, items) + uniform)
+        return candidates, ids, log_count(targets), log_count(ids)
+
+    def call(self, states, targets, item_embedding, training=False, seen=None, uniform=None):
+        """`uniform`: optional `(uniform_negatives,)` ids to use as this step's uniform draws
+        (drawn by `draw_uniform` when omitted)."""
         states = tf.cast(states, tf.float32)
         own = tf.cast(tf.gather(item_embedding.embeddings, targets), tf.float32)
         log_q = tf.math.log(tf.maximum(tf.gather(self._probabilities, targets), 1e-12))
         candidates, all_log_q, ids = self._negatives(*global_batch(own, log_q, targets))
+        if self.uniform_negatives:
+            drawn = self.draw_uniform() if uniform is None else uniform
+            candidates, ids, log_q, all_log_q = self._mixed(item_embedding, targets,
+                                                            candidates, ids, drawn)
         # Column 0: each row's own positive. Then the negatives, with log-Q correction; a
         # negative with the row's own target id (an accidental hit, the row's own column
         # included) or seen in the row's window is removed. With every in-batch candidate this
@@ -233,13 +277,13 @@ class BinaryCrossEntropyLoss(keras.layers.Layer):
 
 
 def make_loss(name: str, vocab_size: int, item_probabilities=None,
-              max_negatives: int = 2048) -> keras.layers.Layer:
+              max_negatives: int = 2048, uniform_negatives: int = 0) -> keras.layers.Layer:
     """The loss layer for `SASRecConfig.loss`."""
     if name == "softmax":
         return FullSoftmaxLoss(vocab_size, name="softmax_loss")
     if name == "sampled":
         return SampledSoftmaxLoss(vocab_size, item_probabilities, max_negatives,
-                                  name="sampled_loss")
+                                  uniform_negatives, name="sampled_loss")
     if name == "bce":
         return BinaryCrossEntropyLoss(vocab_size, name="bce_loss")
     raise ValueError(f"Unknown loss {name!r}; expected 'softmax', 'sampled' or 'bce'.")
