@@ -170,8 +170,9 @@ class SampledSoftmaxLoss(keras.layers.Layer):
         item_probabilities: `(vocab,)` sampling probabilities for the log-Q correction.
         max_negatives: most in-batch negatives a position is scored against.
         uniform_negatives: uniformly drawn catalogue items added to the in-batch negatives
-            each step (0: in-batch only). Under a `tf.distribute` strategy each replica draws
-            its own.
+            each step (0: in-batch only). Under a `tf.distribute` strategy each worker draws
+            from the same seed, so two workers still match one process step by step
+            (`tests/training/test_distribution.py`, whose model uses this default).
     """
 
     def __init__(self, vocab_size: int, item_probabilities=None, max_negatives: int = 2048,

@@ -41,12 +41,13 @@ class SASRecConfig:
         positional: `"learned"` or `"sinusoidal"`.
         loss: `"auto"` (default), `"softmax"` (exact cross-entropy over the whole catalogue),
             `"sampled"` (in-batch sampled softmax with log-Q correction and accidental-hit
-            removal, TFRS `Retrieval`'s loss) or `"bce"` (one random negative per position, the
-            original SASRec). `"auto"` resolves to `"softmax"` for catalogues of at most
-            `AUTO_SOFTMAX_MAX_ITEMS` ids (4x the sampled loss's 2,048 negatives: the exact loss
-            then costs at most ~4x as much per position, and it ranked best on MovieLens-100K)
-            and to `"sampled"` above (it ranked best at equal time on a 24k-item catalogue);
-            docs/BENCHMARKS.md has both measurements.
+            removal, TFRS `Retrieval`'s loss, plus `uniform_negatives` uniform draws) or
+            `"bce"` (one random negative per position, the original SASRec). `"auto"`
+            resolves to `"softmax"` for catalogues of at most `AUTO_SOFTMAX_MAX_ITEMS` ids (4x
+            the sampled loss's 2,048 negatives: the exact loss then costs at most ~4x as much
+            per position, and it ranked best on MovieLens-100K) and to `"sampled"` above (it
+            ranked best at equal time on a 24k-item catalogue); docs/BENCHMARKS.md has both
+            measurements.
         l2: L2 penalty on looked-up embeddings.
         exclude_seen: the softmax losses do not use items already in a training window as
             negatives for its positions (the original SASRec drew its negatives outside the
