@@ -16,6 +16,7 @@ from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
 from tfrec_attn.training.logged_feedback import LoggedFeedback, LoggedSplit
 from tfrec_attn.training.off_policy_evaluation import (
     MEAN_WEIGHT_BAND,
+    SMOOTHING_GRID,
     behaviour_propensities,
     logged_off_policy,
     mean_weight_warning,
@@ -112,14 +113,17 @@ def fixed_head():
     return _fixed_head()
 
 
-def _hand_split(sequences):
-    """Users 0, 1 train (popularity: d = 5 most rewarded, then c = 4), the rest test."""
+def _hand_split(sequences, valid=()):
+    """Users 0, 1 train (popularity: d = 5 most rewarded, then c = 4), the rest test, and the
+    `valid` sequences (appended last) validation users."""
+    sequences = [*sequences, *valid]
     feedback = LoggedFeedback([np.array(s, np.int64) for s in sequences],
                               [np.ones(len(s), np.float32) for s in sequences],
                               [f"u{i}" for i in range(len(sequences))], Vocabulary(list("abcd")))
     popularity = PopularityRecommender(feedback.vocab_size).fit([np.array([5, 5, 4])])
-    split = LoggedSplit(feedback, np.array([0, 1]), np.array([], np.int64),
-                        np.arange(2, len(sequences)), {}, None, None)
+    test_end = len(sequences) - len(valid)
+    split = LoggedSplit(feedback, np.array([0, 1]), np.arange(test_end, len(sequences)),
+                        np.arange(2, test_end), {}, None, None)
     return split, popularity
 
 
@@ -172,6 +176,28 @@ def test_file_estimates_renormalize_unless_an_action_repeats(fixed_head):
     assert report["history_mask"] == "trained" and report["renormalized"] is True
     assert "trained and estimated over the items outside" in report["propensities"]["learned"]
     assert report["estimates"]["popularity"]["learned"]["mean_weight"] == pytest.approx(0.75)
+
+
+def test_file_estimates_mix_in_the_marginal_as_much_as_validation_likes(fixed_head):
+    # training actions d, d: add-one marginal a, b, c 1/6 and d 3/6. The validation round
+    # [a] -> d has head 0.1 / 0.6 against the marginal's (3/6) / (5/6): more marginal is always
+    # likelier, so the grid's largest weight, 0.5, is chosen
+    split, popularity = _hand_split([[2, 5], [4, 5], [2, 3, 5], [4, 2]], valid=[[2, 5]])
+    report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
+    smoothing = report["smoothing"]
+    assert smoothing["epsilon"] == 0.5 and set(smoothing["valid_nll"]) == {
+        str(eps) for eps in SMOOTHING_GRID}
+    # test rounds [a] -> b, [a, b] -> d, [c] -> a: head 0.5, 1/3, 0.5; marginal 0.2, 0.75, 0.2
+    beta = 0.5 * np.array([0.5, 1 / 3, 0.5]) + 0.5 * np.array([0.2, 0.75, 0.2])
+    assert smoothing["test_nll"] == pytest.approx(-np.log(beta).mean())
+    assert smoothing["test_nll_head"] == pytest.approx(-np.log([0.5, 1 / 3, 0.5]).mean())
+    estimate = report["estimates"]["popularity"]["learned"]  # d is logged in round 2 only
+    assert estimate["mean_weight"] == pytest.approx(1 / beta[1] / 3)
+    assert "marginal at weight 0.5" in report["propensities"]["learned"]
+    # without validation rounds nothing is mixed in
+    split, popularity = _hand_split([[2, 5], [4, 5], [2, 3, 5], [4, 2]])
+    report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
+    assert report["smoothing"]["epsilon"] == 0.0 and report["smoothing"]["valid_nll"] == {}
 
 
 def test_mean_weight_warning_band():

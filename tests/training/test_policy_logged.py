@@ -25,7 +25,7 @@ from tfrec_attn.training.logged_feedback import (
     rewarded_targets,
     split_users,
 )
-from tfrec_attn.training.off_policy_evaluation import logged_off_policy
+from tfrec_attn.training.off_policy_evaluation import SMOOTHING_GRID, logged_off_policy
 from tfrec_attn.training.policy_run import PROTOCOL, PolicyOptions, load_feedback
 from tfrec_attn.validation import DataOptionError
 
@@ -172,6 +172,11 @@ def test_metrics_json_reports_the_rewarded_hit_protocol(run):
     assert off_policy["renormalized"] is True and off_policy["history_mask"] == "trained"
     assert "trained and estimated over the items outside" in off_policy["propensities"]["learned"]
     assert 0 < off_policy["history_mass"] < 1
+    smoothing = off_policy["smoothing"]  # the marginal's weight: the best validation likelihood
+    valid_nll = {float(eps): nll for eps, nll in smoothing["valid_nll"].items()}
+    assert set(valid_nll) == set(SMOOTHING_GRID)
+    assert valid_nll[smoothing["epsilon"]] == min(valid_nll.values())
+    assert f"marginal at weight {smoothing['epsilon']:g}" in off_policy["propensities"]["learned"]
     refit = metrics["behaviour_refit"]  # validation users' rounds, with their "seen" items
     assert refit["valid_behaviour_loss"]["after"] <= refit["valid_behaviour_loss"]["before"]
     low, high = off_policy["mean_weight_band"]
