@@ -21,7 +21,11 @@ from tfrec_attn.layers import (
     StopGradient,
     TransformerEncoderBlock,
 )
-from tfrec_attn.models.losses import FIRST_ITEM_ID, global_mean
+from tfrec_attn.models.losses import (  # seen_items_mask: also imported from here
+    FIRST_ITEM_ID,
+    global_mean,
+    seen_items_mask,
+)
 from tfrec_attn.models.policy_losses import (
     action_log_probabilities,
     behaviour_loss,
@@ -153,29 +157,6 @@ def build_policy_network(config: AttentionPolicyConfig) -> keras.Model:
         outputs["behaviour_logits"] = keras.layers.Dense(
             config.vocab_size, name="behaviour_head")(frozen)
     return keras.Model(ids, outputs, name="attention_policy")
-
-
-def seen_items_mask(ids: tf.Tensor | tf.RaggedTensor, vocab_size: int) -> tf.Tensor:
-    """Boolean `(batch, vocab_size)` multi-hot of the item ids in each row of `ids` (dense
-    `(batch, T)` or ragged); padding and OOV (ids below `FIRST_ITEM_ID`) are not items.
-
-    A scatter, not `one_hot` + max, which would hold a `(batch, T, vocab_size)` tensor.
-
-    Example:
-    >>> seen_items_mask(tf.constant([[0, 3, 3], [1, 2, 4]]), 5).numpy().astype(int).tolist()
-    [[0, 0, 0, 1, 0], [0, 0, 1, 0, 1]]
-    """
-    if isinstance(ids, tf.RaggedTensor):
-        rows, flat, batch = ids.value_rowids(), ids.values, ids.nrows()
-    else:
-        shape = tf.shape(ids, out_type=tf.int64)
-        rows = tf.repeat(tf.range(shape[0]), shape[1])
-        flat, batch = tf.reshape(ids, [-1]), shape[0]
-    flat = tf.cast(flat, tf.int64)
-    counts = tf.scatter_nd(tf.stack([tf.cast(rows, tf.int64), flat], axis=1),
-                           tf.cast(flat >= FIRST_ITEM_ID, tf.float32),
-                           tf.stack([tf.cast(batch, tf.int64), tf.constant(vocab_size, tf.int64)]))
-    return counts > 0
 
 
 @register()

@@ -15,28 +15,46 @@ from tfrec_attn.layers.masking import LARGE_NEGATIVE
 FIRST_ITEM_ID = 2
 
 
+def seen_items_mask(ids: tf.Tensor | tf.RaggedTensor, vocab_size: int) -> tf.Tensor:
+    """Boolean `(batch, vocab_size)` multi-hot of the item ids in each row of `ids` (dense
+    `(batch, T)` or ragged); padding and OOV (ids below `FIRST_ITEM_ID`) are not items.
+
+    A scatter, not `one_hot` + max, which would hold a `(batch, T, vocab_size)` tensor.
+
+    Example:
+    >>> seen_items_mask(tf.constant([[0, 3, 3], [1, 2, 4]]), 5).numpy().astype(int).tolist()
+    [[0, 0, 0, 1, 0], [0, 0, 1, 0, 1]]
+    """
+    if isinstance(ids, tf.RaggedTensor):
+        rows, flat, batch = ids.value_rowids(), ids.values, ids.nrows()
+    else:
+        shape = tf.shape(ids, out_type=tf.int64)
+        rows = tf.repeat(tf.range(shape[0]), shape[1])
+        flat, batch = tf.reshape(ids, [-1]), shape[0]
+    flat = tf.cast(flat, tf.int64)
+    counts = tf.scatter_nd(tf.stack([tf.cast(rows, tf.int64), flat], axis=1),
+                           tf.cast(flat >= FIRST_ITEM_ID, tf.float32),
+                           tf.stack([tf.cast(batch, tf.int64), tf.constant(vocab_size, tf.int64)]))
+    return counts > 0
+
+
 def seen_items(history: tf.Tensor, targets: tf.Tensor, vocab_size: int) -> tf.Tensor:
     """Boolean `(batch, vocab)`: the items anywhere in each training window (ids >= 2).
 
     >>> seen_items(tf.constant([[0, 2, 3]]), tf.constant([[2, 3, 4]]), 6).numpy().astype(int)
     array([[0, 0, 1, 1, 1, 0]])
     """
-    window = tf.cast(tf.concat([history, targets], axis=1), tf.int64)
-    rows = tf.broadcast_to(tf.range(tf.shape(window, out_type=tf.int64)[0])[:, None],
-                           tf.shape(window, out_type=tf.int64))
-    real = window >= FIRST_ITEM_ID
-    indices = tf.stack([tf.boolean_mask(rows, real), tf.boolean_mask(window, real)], axis=1)
-    counts = tf.scatter_nd(indices, tf.ones(tf.shape(indices)[:1], tf.int32),
-                           tf.stack([tf.shape(window, out_type=tf.int64)[0],
-                                     tf.cast(vocab_size, tf.int64)]))
-    return counts > 0
+    window = tf.concat([tf.cast(history, tf.int64), tf.cast(targets, tf.int64)], axis=1)
+    return seen_items_mask(window, vocab_size)
 
 
-def _exclude(logits: tf.Tensor, seen, own: tf.Tensor) -> tf.Tensor:
-    """`logits` with seen entries (other than each row's own positive `own`) pushed to -1e9."""
+def mask_seen_logits(logits: tf.Tensor, seen, own: tf.Tensor) -> tf.Tensor:
+    """`logits` with seen entries (other than each row's own positive `own`) pushed to -1e9
+    (zero probability after a softmax); `seen=None` leaves them as they are."""
     if seen is None:
         return logits
-    return tf.where(tf.logical_and(seen, tf.logical_not(own)), LARGE_NEGATIVE, logits)
+    return tf.where(tf.logical_and(tf.cast(seen, tf.bool), tf.logical_not(own)),
+                    LARGE_NEGATIVE, logits)
 
 
 def _replica_context():
@@ -103,7 +121,7 @@ class FullSoftmaxLoss(keras.layers.Layer):
             return global_mean(future_target_loss(logits, targets, future, seen))
         if seen is not None:
             own = tf.cast(tf.one_hot(targets, self.vocab_size), tf.bool)
-            logits = _exclude(logits, seen, own)
+            logits = mask_seen_logits(logits, seen, own)
         return global_mean(self._ce(targets, logits))
 
 

@@ -18,7 +18,7 @@ actions).
 import math
 
 from tfrec_attn._keras import tf
-from tfrec_attn.layers.masking import LARGE_NEGATIVE
+from tfrec_attn.models.losses import mask_seen_logits
 
 # pi / beta with beta below this is the cap anyway; the floor only keeps 0 / 0 out of the graph.
 MIN_BEHAVIOUR_PROBABILITY = 1e-12
@@ -178,8 +178,6 @@ def exclude_actions(logits: tf.Tensor, excluded: tf.Tensor, actions: tf.Tensor) 
     >>> tf.nn.softmax(logits).numpy().tolist()
     [[0.5, 0.0, 0.5]]
     """
-    logits = tf.cast(logits, tf.float32)
     logged = tf.one_hot(tf.cast(tf.reshape(actions, [-1]), tf.int32), tf.shape(logits)[-1],
                         on_value=True, off_value=False)
-    keep = tf.logical_or(tf.logical_not(tf.cast(excluded, tf.bool)), logged)
-    return tf.where(keep, logits, tf.fill(tf.shape(logits), LARGE_NEGATIVE))
+    return mask_seen_logits(tf.cast(logits, tf.float32), excluded, logged)
