@@ -13,7 +13,7 @@ from tfrec_attn.evaluation import PopularityRecommender
 from tfrec_attn.evaluation.off_policy import off_policy_value, top_k_probabilities
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
-from tfrec_attn.training.logged_feedback import LoggedFeedback, LoggedSplit
+from tfrec_attn.training.logged_feedback import LoggedFeedback, LoggedSplit, logged_events
 from tfrec_attn.training.off_policy_evaluation import (
     MEAN_WEIGHT_BAND,
     SMOOTHING_GRID,
@@ -122,8 +122,9 @@ def _hand_split(sequences, valid=()):
                               [f"u{i}" for i in range(len(sequences))], Vocabulary(list("abcd")))
     popularity = PopularityRecommender(feedback.vocab_size).fit([np.array([5, 5, 4])])
     test_end = len(sequences) - len(valid)
-    split = LoggedSplit(feedback, np.array([0, 1]), np.arange(test_end, len(sequences)),
-                        np.arange(2, test_end), {}, None, None)
+    train = np.array([0, 1])
+    split = LoggedSplit(feedback, train, np.arange(test_end, len(sequences)),
+                        np.arange(2, test_end), logged_events(feedback, train, 3), None, None)
     return split, popularity
 
 

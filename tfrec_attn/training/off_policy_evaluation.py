@@ -249,7 +249,6 @@ def logged_off_policy(split: LoggedSplit, popularity: PopularityRecommender, k: 
     `"renormalized"` says whether the history is out, `"history_mass"` gives the head's mean
     full-softmax mass on it."""
     feedback = split.feedback
-    train_actions = logged_events(feedback, split.train, max_len)["action"]
     rounds = {}  # test and validation rounds, with each round's earlier items
     for name, rows in (("test", split.test), ("valid", split.valid)):
         if name == "valid" and sum(len(feedback.items[row]) - 1 for row in rows) == 0:
@@ -267,21 +266,22 @@ def logged_off_policy(split: LoggedSplit, popularity: PopularityRecommender, k: 
         """`(test beta, test log kept mass, smoothing report)`: the head's propensities (masked
         as `mask` says) mixed with the logging marginal, the weight chosen on the validation
         rounds' likelihood."""
-        betas, log_kept = {}, None
-        for name, (part, before) in rounds.items():
-            log_probs, kept = _head_log_probabilities(policy, part["history"], part["action"],
-                                                      before)
-            head = _floored(log_probs, 0.0 if mask == "none" else kept)
-            betas[name] = (head, marginal_propensities(
-                train_actions, feedback.vocab_size, part["action"],
-                None if mask == "none" else before))
-            log_kept = kept if name == "test" else log_kept
-        epsilon, nll = choose_smoothing(*betas["valid"]) if "valid" in betas else (0.0, {})
-        head, marginal = betas["test"]
-        return (1.0 - epsilon) * head + epsilon * marginal, log_kept, {
+        def propensities(part: dict, before: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            log_probs, log_kept = _head_log_probabilities(policy, part["history"],
+                                                          part["action"], before)
+            masked = mask != "none"
+            return (_floored(log_probs, log_kept if masked else 0.0),
+                    marginal_propensities(split.logs["action"], feedback.vocab_size,
+                                          part["action"], before if masked else None), log_kept)
+
+        head, marginal, log_kept = propensities(*rounds["test"])
+        epsilon, nll = (choose_smoothing(*propensities(*rounds["valid"])[:2])
+                        if "valid" in rounds else (0.0, {}))
+        beta = (1.0 - epsilon) * head + epsilon * marginal
+        return beta, log_kept, {
             "epsilon": epsilon, "valid_nll": {str(eps): round(value, 5)
                                               for eps, value in nll.items()},
-            "test_nll": float(-np.mean(np.log((1.0 - epsilon) * head + epsilon * marginal))),
+            "test_nll": float(-np.mean(np.log(beta))),
             "test_nll_head": float(-np.mean(np.log(head)))}
 
     def report(policy: AttentionPolicy) -> dict:
