@@ -14,6 +14,7 @@ from tfrec_attn.data import (
     read_interactions,
     read_movielens,
     read_sasrec,
+    read_sequences,
     read_table,
 )
 
@@ -28,6 +29,7 @@ CLEAN = [
      "userId,movieId,rating,timestamp\n1,11,5,200\n2,12,1,50\n1,10,3,100\n10,13,2,1\n", {}),
     ("csv", "log.csv", "uid,sku,ts\n1,11,200\n2,12,50\n1,10,100\n10,13,1\n",
      {"user_col": "uid", "item_col": "sku", "time_col": "ts"}),
+    ("sequences", "users.txt", "10 13\n1 10 11\n2 12\n", {}),
 ]
 
 
@@ -53,6 +55,14 @@ def test_sasrec_uses_line_order_as_time(tmp_path):
     path = _write(tmp_path, "seq.txt", "5 a\n\n4 b\n5 c\n")
     frame = read_sasrec(path)
     assert frame.values.tolist() == [["4", "b", 3], ["5", "a", 1], ["5", "c", 4]]
+
+
+def test_sequences_match_the_sasrec_lines_they_stand_for(tmp_path):
+    users = _write(tmp_path, "users.txt", "5 a c\n\n4 b\n")
+    frame = read_sequences(users)
+    assert frame.values.tolist() == [["4", "b", 3], ["5", "a", 1], ["5", "c", 2]]
+    pairs = read_sasrec(_write(tmp_path, "seq.txt", "5 a\n5 c\n4 b\n"))
+    pd.testing.assert_frame_equal(frame[["user", "item"]], pairs[["user", "item"]])
 
 
 def test_movielens_directory_detection(tmp_path):
@@ -86,6 +96,7 @@ def test_table_without_time_column_uses_row_order(tmp_path):
 # (format, file name, content, kwargs, bad line, message fragment)
 MALFORMED = [
     ("sasrec", "seq.txt", "1 10\n1 11 12\n1 13\n", {}, 2, "expected 2 fields, got 3"),
+    ("sequences", "users.txt", "1 10\n2\n3 13\n", {}, 2, "user '2' has no items"),
     ("movielens", "u.data", "1\t10\t5\t1\n1\t10\t5\n1\t10\t5\t3\n", {}, 2, "expected 4 fields"),
     ("movielens", "u.data", "1\t10\t5\t1\n1\tabc\t5\t2\n1\t10\t5\t3\n", {}, 2,
      "non-numeric item id 'abc'"),
@@ -162,6 +173,7 @@ def test_parquet_missing_column(tmp_path):
 @pytest.mark.parametrize("fmt,name,content", [
     ("sasrec", "seq.txt", ""),
     ("sasrec", "seq.txt", "\n  \n"),
+    ("sequences", "users.txt", "\n"),
     ("movielens", "u.data", ""),
     ("csv", "log.csv", ""),
     ("csv", "log.csv", "user,item,timestamp\n"),
@@ -174,7 +186,8 @@ def test_empty_file_always_raises(tmp_path, fmt, name, content):
 
 
 @pytest.mark.parametrize("fmt,name", [
-    ("sasrec", "seq.txt"), ("movielens", "u.data"), ("csv", "log.csv"), ("parquet", "log.parquet"),
+    ("sasrec", "seq.txt"), ("sequences", "users.txt"), ("movielens", "u.data"),
+    ("csv", "log.csv"), ("parquet", "log.parquet"),
 ])
 def test_missing_file_always_raises(tmp_path, fmt, name):
     with pytest.raises(DataError, match="file not found") as info:

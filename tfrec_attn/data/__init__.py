@@ -24,6 +24,7 @@ from tfrec_attn.data.readers import (
     read_interactions,
     read_movielens,
     read_sasrec,
+    read_sequences,
     read_table,
     sort_interactions,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "read_interactions",
     "read_movielens",
     "read_sasrec",
+    "read_sequences",
     "ranking_examples",
     "read_table",
     "session_graph",

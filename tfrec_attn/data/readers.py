@@ -1,4 +1,5 @@
-"""Readers for interaction logs: SASRec text, MovieLens, CSV and Parquet tables.
+"""Readers for interaction logs: SASRec text, one-line-per-user sequences, MovieLens, CSV and
+Parquet tables.
 
 Every reader returns a `pandas.DataFrame` with columns `user` (str), `item` (str) and `timestamp`
 (int64, or float64 for fractional times), plus a float64 `rating` / `reward` column when asked
@@ -41,11 +42,12 @@ __all__ = [
     "read_interactions",
     "read_movielens",
     "read_sasrec",
+    "read_sequences",
     "read_table",
     "sort_interactions",
 ]
 
-FORMATS = ("sasrec", "movielens", "csv", "parquet")
+FORMATS = ("sasrec", "sequences", "movielens", "csv", "parquet")
 _MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -76,6 +78,44 @@ def read_sasrec(path: str | os.PathLike, on_error: str = "raise") -> pd.DataFram
     path = check_file(path)
     layout = Layout(" ", 2, {"user": 0, "item": 1, "timestamp": None})
     return parse_delimited(path, read_text(path), layout, on_error)
+
+
+def read_sequences(path: str | os.PathLike, on_error: str = "raise") -> pd.DataFrame:
+    """Reads one user per line: `user item item ...`, the items in chronological order.
+
+    The layout of the preprocessed sets of S3Rec, ICLRec, CL4SRec and their successors.
+
+    Args:
+        path: Text file with whitespace-separated lines, a user id then that user's items.
+        on_error: `"raise"` on the first malformed line (a user with no item), or `"skip"`
+            such lines (counted in the report).
+
+    Returns:
+        Interactions frame, one row per (user, item); `timestamp` counts the file's items in
+        order (file order is time).
+
+    Example:
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "users.txt"
+    >>> _ = path.write_text("2 7\\n1 5 6\\n")
+    >>> read_sequences(path).values.tolist()
+    [['1', '5', 2], ['1', '6', 3], ['2', '7', 1]]
+    """
+    _check_on_error(on_error)
+    path = check_file(path)
+    problems = ProblemLog(path, on_error)
+    rows = split_rows(read_text(path), " ")
+    lines = np.arange(1, len(rows) + 1)
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    problems.flag(lengths == 1, lines, lambda i: f"user {rows[i][0]!r} has no items")
+    good = np.flatnonzero(lengths > 1)
+    counts = lengths[good] - 1
+    columns = {
+        "user": np.repeat(np.asarray([rows[i][0] for i in good], dtype=object), counts),
+        "item": np.asarray([item for i in good for item in rows[i][1:]], dtype=object),
+        "timestamp": np.arange(1, int(counts.sum()) + 1, dtype=np.int64)}
+    frame = validated_frame(problems, columns, np.repeat(lines[good], counts), numeric_ids=False)
+    return finish(frame, problems)
 
 
 def _movielens_file(path: Path) -> Path:
@@ -235,7 +275,8 @@ def _ids(series: pd.Series) -> np.ndarray:
 
 def read_interactions(path: str | os.PathLike, format: str, on_error: str = "raise",
                       **kwargs) -> pd.DataFrame:
-    """Reads interactions in one of `FORMATS`: `"sasrec"`, `"movielens"`, `"csv"`, `"parquet"`.
+    """Reads interactions in one of `FORMATS`: `"sasrec"`, `"sequences"`, `"movielens"`, `"csv"`,
+    `"parquet"`.
 
     Args:
         path: File (or MovieLens directory).
@@ -256,6 +297,8 @@ def read_interactions(path: str | os.PathLike, format: str, on_error: str = "rai
     """
     if format == "sasrec":
         return read_sasrec(path, on_error=on_error, **kwargs)
+    if format == "sequences":
+        return read_sequences(path, on_error=on_error, **kwargs)
     if format == "movielens":
         return read_movielens(path, on_error=on_error, **kwargs)
     if format in ("csv", "parquet"):
