@@ -1,10 +1,13 @@
 """Model settings a run chooses from its training data when the user does not set them.
 
-`SASRecConfig`'s own defaults (`max_len=50`, `exclude_seen=False`) suit short histories with
-repeat consumption. Two properties of the data change what measures best (docs/BENCHMARKS.md
-sections 3b and 3f): long histories want a long window (the SASRec paper used 200 for
-MovieLens-1M and 50 elsewhere), and data where users never consume an item twice lose nothing
-and gain accuracy when the softmax losses stop using window items as negatives.
+`SASRecConfig`'s own defaults (`max_len=50`, `dropout=0.2`, `exclude_seen=False`) suit
+histories of moderate length with repeat consumption. Two properties of the data change what
+measures best (docs/BENCHMARKS.md sections 3b, 3f and 10): history length, and repeats. Long
+histories want a long window (the SASRec paper used 200 for MovieLens-1M and 50 elsewhere);
+very short, sparse ones more dropout (the paper used 0.5 for its Amazon and Steam sets, which
+average 8-11 events a user, and 0.2 for MovieLens-1M). Data where users never consume an item
+twice lose nothing and gain accuracy when the softmax losses stop using window items as
+negatives.
 """
 
 import numpy as np
@@ -12,6 +15,9 @@ import numpy as np
 LONG_HISTORY_MEAN = 50  # mean training events per user above which histories count as long
 LONG_MAX_LEN = 200
 SHORT_MAX_LEN = 50
+SPARSE_HISTORY_MEAN = 20  # mean training events per user at or below which data count as sparse
+SPARSE_DROPOUT = 0.5  # Amazon Toys (6.6 training events a user): best on two seeds
+DENSE_DROPOUT = 0.2  # SASRecConfig's default: best on ML-100K (104) and the synthetic default (28)
 MAX_REPEAT_RATE = 0.01  # repeat consumptions per position below which exclude_seen is chosen
 
 
@@ -42,28 +48,30 @@ def repeat_rate(train: list[np.ndarray]) -> float:
 
 
 def choose_data_defaults(model: dict, train: list[np.ndarray]) -> tuple[dict, dict]:
-    """`model` (SASRecConfig fields) with `max_len` and `exclude_seen` chosen from `train` when
-    absent, and a report of each choice (`{"max_len": {"value", "reason"}, ...}`).
+    """`model` (SASRecConfig fields) with `max_len`, `dropout` and `exclude_seen` chosen from
+    `train` when absent, and a report of each choice (`{"max_len": {"value", "reason"}, ...}`).
 
     Rules: `max_len` is 200 when the mean training sequence is longer than 50 events, else 50;
-    `exclude_seen` is on when fewer than 1% of positions repeat an earlier item of their
-    sequence (and the loss is not `"bce"`, which has no such option). Fields the user set are
-    kept as they are and not reported.
+    `dropout` is 0.5 when it is at most 20 events, else 0.2; `exclude_seen` is on when fewer
+    than 1% of positions repeat an earlier item of their sequence (and the loss is not
+    `"bce"`, which has no such option). Fields the user set are kept as they are and not
+    reported.
 
     Example:
     >>> fields, report = choose_data_defaults({"dim": 32}, [np.arange(2, 80)] * 3)
-    >>> fields["max_len"], fields["exclude_seen"], fields["dim"]
-    (200, True, 32)
+    >>> fields["max_len"], fields["dropout"], fields["exclude_seen"], fields["dim"]
+    (200, 0.2, True, 32)
     """
     fields, report = dict(model), {}
-    if "max_len" not in fields:
-        mean = mean_length(train)
-        long = mean > LONG_HISTORY_MEAN
-        fields["max_len"] = LONG_MAX_LEN if long else SHORT_MAX_LEN
-        report["max_len"] = {
-            "value": fields["max_len"],
-            "reason": f"mean training history {mean:.1f} events "
-                      f"{'>' if long else '<='} {LONG_HISTORY_MEAN}"}
+    mean = mean_length(train)
+    for name, threshold, above, below in (
+            ("max_len", LONG_HISTORY_MEAN, LONG_MAX_LEN, SHORT_MAX_LEN),
+            ("dropout", SPARSE_HISTORY_MEAN, DENSE_DROPOUT, SPARSE_DROPOUT)):
+        if name not in fields:
+            over = mean > threshold
+            fields[name] = above if over else below
+            reason = f"mean training history {mean:.1f} events {'>' if over else '<='} {threshold}"
+            report[name] = {"value": fields[name], "reason": reason}
     if "exclude_seen" not in fields and fields.get("loss") != "bce":
         rate = repeat_rate(train)
         fields["exclude_seen"] = rate < MAX_REPEAT_RATE

@@ -60,8 +60,8 @@ class TrainOptions(RunOptions):
     synthetic_length: float = 30.0
     sliding: bool = True
     valid_users: int | None = 10000  # validation subsample for per-epoch early stopping
-    model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields; max_len and
-    # exclude_seen, when absent, are chosen from the training data (data_defaults.py)
+    model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields; max_len,
+    # dropout and exclude_seen, when absent, are chosen from the training data (data_defaults.py)
 
     def __post_init__(self):
         if self.format != "synthetic" and not self.data:
