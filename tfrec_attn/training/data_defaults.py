@@ -5,7 +5,7 @@ histories of moderate length with repeat consumption. Two properties of the data
 measures best (docs/BENCHMARKS.md sections 3b, 3f and 10): history length, and repeats. Long
 histories want a long window (the SASRec paper used 200 for MovieLens-1M and 50 elsewhere);
 very short, sparse ones more dropout (the paper used 0.5 for its Amazon and Steam sets, which
-average 8-11 events a user, and 0.2 for MovieLens-1M). Data where users never consume an item
+average 7.6-11 events a user, and 0.2 for MovieLens-1M). Data where users never consume an item
 twice lose nothing and gain accuracy when the softmax losses stop using window items as
 negatives.
 """
