@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from tfrec_attn.data import DataError
+from tfrec_attn.data import FORMATS, DataError
 from tfrec_attn.export.serving import ModelsConfigError
 from tfrec_attn.layers import ATTENTION_KINDS
 from tfrec_attn.models.attention_policy import CORRECTIONS
@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("--config", help="YAML file with any of the options below (flags override it)")
     add("--data", help="data file or directory (not needed for --format synthetic)")
-    add("--format", choices=["sasrec", "sequences", "movielens", "csv", "parquet", "synthetic"])
+    add("--format", choices=[*FORMATS, "synthetic"])
     add("--model", dest="model_type", choices=list(MODEL_TYPES),
         help="sasrec (default): next-item retrieval; din: the DIN CTR ranker; autoencoder: the "
              "attention autoencoder of item sets; policy: the attention RL policy trained from "

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from pipelines.train import RUN_FLAGS, load_config
+from tfrec_attn.data import FORMATS
 from tfrec_attn.training import TrainOptions
 from tfrec_attn.tuning import TUNERS, TuneOptions, run_tuning, tuning_table
 
@@ -26,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("--config", help="YAML file with any of the options below (flags override it)")
     add("--data", help="data file or directory (not needed for --format synthetic)")
-    add("--format", choices=["sasrec", "sequences", "movielens", "csv", "parquet", "synthetic"])
+    add("--format", choices=[*FORMATS, "synthetic"])
     add("--tuner", choices=list(TUNERS), help="search strategy (default random)")
     add("--max-trials", type=int, help="trials in the search, counting resumed ones")
     add("--max-tune-minutes", type=float,
