@@ -23,16 +23,12 @@ lint: $(STAMP)
 # Two pytest workers, one test file each at a time (module fixtures are built once): most tests
 # are Python-bound (tracing, conversion), so two processes keep both cores busy.
 PYTEST_WORKERS ?= 2
-# TensorFlow 2.20's oneDNN kernels crash (SIGSEGV / abort) on some AMD EPYC hosts when the kernel
-# cache is cleared (tf.random.set_seed, which every test's seeding fixture calls) after a
-# broadcasting batched matmul ran; the suite runs with TensorFlow's own kernels.
-TEST_ENV := TF_ENABLE_ONEDNN_OPTS=0
 
 test: $(STAMP) lint
-	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP) lint
-	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "slow or not slow"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,12 +1,6 @@
 """Shared fixtures: small deterministic data for model, export and pipeline tests."""
 
-import os
-
-# Before TensorFlow's first import (see the Makefile's TEST_ENV): TensorFlow 2.20's oneDNN
-# kernels crash on some AMD EPYC hosts when `tf.random.set_seed` clears the kernel cache.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-import numpy as np  # noqa: E402
+import numpy as np
 import pytest
 
 import tfrec_attn  # noqa: F401  (guarantees Keras 2 before anything imports TensorFlow)

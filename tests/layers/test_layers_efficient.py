@@ -215,6 +215,34 @@ def test_favor_matrix_is_seeded_fixed_and_non_trainable():
     assert not np.allclose(a.random_features.numpy(), c.random_features.numpy())
 
 
+_RESEED_SCRIPT = """
+import numpy as np
+import tfrec_attn
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.layers import LinearAttention
+x = tf.constant(np.random.default_rng(0).normal(size=(3, 7, 8)).astype(np.float32))
+for _ in range(20):
+    keras.utils.set_random_seed(0)
+    for seed in (1, 1, 2):
+        LinearAttention(feature_map="favor", num_features=16, seed=seed)(x)
+print("survived")
+"""
+
+
+def test_favor_survives_reseeding_with_onednn_on():
+    """Regression: with oneDNN on (TensorFlow's default, which the suite turns off), FAVOR+'s
+    projection as a broadcasting `(B, 1, L, d) x (d, m)` batched matmul segfaulted on AMD EPYC
+    hosts once `set_random_seed` had cleared the kernel cache; it is a 2-D matmul now."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"}
+    done = subprocess.run([sys.executable, "-c", _RESEED_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]
+
+
 # -- low-rank ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("causal", [False, True])
 def test_low_rank_right_aligns_shorter_sequences(causal):

@@ -102,7 +102,11 @@ class LinearAttention(BaseAttention):
         if self.feature_map == "elu":
             return tf.nn.elu(x) + 1.0
         x = x * float(self._head_key_dim) ** -0.25
-        projected = tf.matmul(x, tf.cast(self.random_features, tf.float32))
+        # A 2-D matmul, not a broadcasting (B, H, L, d) x (d, m) one: on AMD EPYC hosts TF 2.20's
+        # oneDNN batched matmul of that form aborts after tf.random.set_seed clears its cache.
+        flat = tf.reshape(x, [-1, self._head_key_dim])
+        projected = tf.reshape(tf.matmul(flat, tf.cast(self.random_features, tf.float32)),
+                               tf.concat([tf.shape(x)[:-1], [self.num_features]], axis=0))
         exponent = projected - 0.5 * tf.reduce_sum(tf.square(x), axis=-1, keepdims=True)
         if is_query:  # a per-query constant cancels in the normalization: stabilizes exp
             exponent -= tf.stop_gradient(tf.reduce_max(projected, axis=-1, keepdims=True))
