@@ -7,9 +7,10 @@ Peak memory is read from TensorFlow's own CPU allocator: `tf.config.experimental
 has statistics for `CPU:0` when oneDNN's allocator is in use (TensorFlow's default on x86) or
 TensorFlow was started with `TF_CPU_ALLOCATOR_USE_BFC=true`, and none otherwise (checked on TF
 2.20, e.g. under `TF_ENABLE_ONEDNN_OPTS=0`), so `run_cli` re-runs the benchmark in one child
-process with that variable set when the current process lacks them. `peak_bytes` is the allocator's peak during one train step
-minus the bytes already live before it (weights, inputs): the step's own tensors. Allocations made
-outside TensorFlow's allocator (e.g. oneDNN scratch space) are not included.
+process with that variable set when the current process lacks them. `peak_bytes` is the
+allocator's peak during one train step minus the bytes already live before it (weights, inputs):
+the step's own tensors. Allocations made outside TensorFlow's allocator (e.g. oneDNN scratch
+space) are not included.
 """
 
 from __future__ import annotations
