@@ -34,6 +34,14 @@ def test_layout_and_metadata(exported):
     assert info["max_len"] == MAX_LEN and info["k"] == 5
 
 
+def test_export_logs_no_unbuilt_layer_warnings(trained, tmp_path, caplog):
+    """Every layer the module saves is built: TensorFlow warns "Skipping full serialization of
+    TF-Keras layer ... because it is not built" otherwise (the score mask's `HistoryTopK`)."""
+    model, _ = trained
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        export_saved_model(model, tmp_path, "sasrec", k=5)
+    assert "not built" not in caplog.text
+
 def test_reloaded_signature_matches_keras_topk(trained, exported):
     model, history = trained
     path, _ = exported

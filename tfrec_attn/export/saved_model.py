@@ -90,6 +90,8 @@ class RecommenderModule(tf.Module):
         self.item_layer = encoder_item_layer(model.encoder)
         self.last = LastPosition()
         self.top_k = HistoryTopK(k=max_k)
+        self.top_k.build(None)  # used only for `mask_scores` (no weights); a built layer
+        # saves without TensorFlow's "Skipping full serialization ... not built" warnings
         allowed = np.ones(self.vocab_size, bool)
         if candidate_ids is not None:
             ids = np.asarray(candidate_ids, np.int64)
