@@ -187,6 +187,21 @@ def test_trimmed_buckets_keep_every_example_right_aligned():
     assert sorted(rows) == sorted(expected)
 
 
+@pytest.mark.parametrize("batch_size, drop_remainder, sliding", [
+    (16, False, False), (16, True, False), (7, False, True), (7, True, True), (500, False, False),
+])
+def test_bucketed_dataset_knows_its_batch_count(batch_size, drop_remainder, sliding):
+    """Keras' first-epoch progress bar needs the count: it is declared, and exact (a wrong
+    count fails the epoch's iteration)."""
+    rng = np.random.default_rng(1)
+    train = [np.arange(2, 2 + n, dtype=np.int64) for n in rng.integers(2, 70, size=150)]
+    ds = make_training_dataset(train, max_len=32, batch_size=batch_size, seed=0,
+                               drop_remainder=drop_remainder, sliding=sliding)
+    declared = int(ds.cardinality())
+    assert declared > 0
+    for _ in range(2):  # reshuffled epochs fill the buckets in another order
+        assert len(_epoch(ds)) == declared
+
 def test_make_training_dataset_rejects_empty():
     with pytest.raises(ValueError, match="No training examples"):
         make_training_dataset(_arrays([2]), max_len=3, batch_size=2)

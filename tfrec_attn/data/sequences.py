@@ -388,6 +388,13 @@ def make_training_dataset(train: Sequence[np.ndarray], max_len: int, batch_size:
             lambda row: tf.reduce_sum(tf.cast(row["history"] > 0, tf.int32)),
             bucket_boundaries=bounds, bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
             no_padding=True, drop_remainder=drop_remainder)
+        # Bucketing hides the batch count (Keras' first-epoch progress bar would read
+        # "Unknown"); each bucket yields ceil(n / batch_size) batches (floor when dropping).
+        lengths = (inputs > 0).sum(axis=1)
+        per_bucket = np.bincount(np.searchsorted(bounds, lengths, side="right"),
+                                 minlength=len(bounds) + 1)
+        batches = per_bucket // batch_size if drop_remainder else -(-per_bucket // batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(int(batches.sum())))
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if trim:
