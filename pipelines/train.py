@@ -29,6 +29,7 @@ from tfrec_attn.training.ranking_run import (
     ranking_results_table,
     run_ranking_training,
 )
+from tfrec_attn.training.run_options import OutputExistsError
 from tfrec_attn.validation import DataOptionError
 
 MODEL_FLAGS = {  # flag dest -> SASRecConfig field
@@ -69,9 +70,11 @@ POLICY_RUN_FLAGS = ("format", "output", "export_root", "name", "epochs", "batch_
                     "test_users", "verbose", "backup_dir", "ema_decay", "data", "min_events",
                     "reward_threshold", "reward_col", "strategy", "jit_compile",
                     "behaviour_refit_epochs")
-MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS), "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS),
-               "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS),
-               "policy": (POLICY_MODEL_FLAGS, POLICY_RUN_FLAGS)}
+OUTPUT_FLAGS = ("overwrite",)  # every run type's; not tune's (RUN_FLAGS)
+MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS + OUTPUT_FLAGS),
+               "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS + OUTPUT_FLAGS),
+               "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS + OUTPUT_FLAGS),
+               "policy": (POLICY_MODEL_FLAGS, POLICY_RUN_FLAGS + OUTPUT_FLAGS)}
 OPTION_TYPES = {"sasrec": TrainOptions, "din": RankingOptions, "autoencoder": AutoencoderOptions,
                 "policy": PolicyOptions}
 
@@ -119,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
         help="back up the training state here every epoch; rerun the same command after an "
              "interruption to resume after the last completed epoch (deleted when training "
              "completes; with multi-worker, a directory every worker can read)")
+    add("--overwrite", action="store_true", default=None,
+        help="replace a finished run already in --output (and the evaluate/optimize files and "
+             "TensorBoard logs derived from it); without it such a run is refused")
     add("--ema-decay", type=float,
         help="evaluate, keep and export an exponential moving average of the weights "
              "(decay per step, e.g. 0.99)")
@@ -188,13 +194,19 @@ def _reject_other_model_flags(args, model_type: str) -> None:
 
 
 def load_config(path: str | None) -> dict:
-    """The YAML options file as a dict (`{}` without one); exits naming the file if malformed."""
+    """The YAML options file as a dict (`{}` without one); a `ValueError` naming the file when
+    it is missing, not YAML, or not a mapping."""
     if not path:
         return {}
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"--config {path}: not valid YAML: {err}") from None
     if not isinstance(config, dict):
-        raise SystemExit(f"{path}: expected a mapping of options, got {type(config)}")
+        raise ValueError(f"{path}: expected a mapping of options, got {type(config).__name__}")
     return config
 
 
@@ -206,13 +218,13 @@ def options_from_args(argv=None) -> (TrainOptions | RankingOptions | Autoencoder
     model_type = args.model_type or config.get("model_type", "sasrec")  # the flag wins
     config.pop("model_type", None)
     if model_type not in MODEL_TYPES:
-        raise SystemExit(f"{args.config}: model_type must be one of {list(MODEL_TYPES)}, "
+        raise ValueError(f"{args.config}: model_type must be one of {list(MODEL_TYPES)}, "
                          f"got {model_type!r}")
     _reject_other_model_flags(args, model_type)
     model_flags, run_flags = MODEL_TYPES[model_type]
     unknown = set(config) - set(run_flags)
     if unknown:
-        raise SystemExit(f"{args.config}: unknown options {sorted(unknown)}"
+        raise ValueError(f"{args.config}: unknown options {sorted(unknown)}"
                          + (f" for model_type {model_type}" if model_type != "sasrec" else ""))
     for flag, field in model_flags.items():
         if getattr(args, flag) is not None:
@@ -252,6 +264,9 @@ def main(argv=None) -> int:
         return 2
     except ModelsConfigError as err:  # checked before training; the file is left unchanged
         print(f"tfrec-attn train: --export-root: {err}", file=sys.stderr)
+        return 2
+    except OutputExistsError as err:  # checked before the data are read; nothing is changed
+        print(f"tfrec-attn train: --output: {err}", file=sys.stderr)
         return 2
     print(f"\nmetrics: {options.output}/metrics.json")
     if "export_path" in metrics:

@@ -258,7 +258,7 @@ def test_bad_yaml_values_for_the_autoencoder_are_named(tmp_path, capsys, yaml_te
 def test_unknown_yaml_option_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("model_type: autoencoder\nnegatives: 2\n")
-    with pytest.raises(SystemExit, match=r"unknown options \['negatives'\] for model_type "
+    with pytest.raises(ValueError, match=r"unknown options \['negatives'\] for model_type "
                                          r"autoencoder"):
         train_pipeline.options_from_args(["--config", str(config)])
 

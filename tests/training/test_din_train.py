@@ -126,7 +126,7 @@ def test_bad_flags_exit_with_a_message_naming_them(argv, message, capsys):
 def test_bad_yaml_options_are_named(tmp_path, yaml_text, message):
     config = tmp_path / "c.yaml"
     config.write_text(yaml_text)
-    with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         train_pipeline.options_from_args(["--config", str(config)])
 
 

@@ -297,7 +297,7 @@ def test_bad_yaml_values_for_the_policy_are_named(tmp_path, capsys, yaml_text, m
 def test_unknown_yaml_option_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("model_type: policy\nholdout_fraction: 0.2\n")
-    with pytest.raises(SystemExit, match=r"unknown options \['holdout_fraction'\] for "
+    with pytest.raises(ValueError, match=r"unknown options \['holdout_fraction'\] for "
                                          r"model_type policy"):
         train_pipeline.options_from_args(["--config", str(config)])
 

@@ -100,17 +100,58 @@ def test_uniform_negatives_flag_reaches_the_model_config():
     "argv, message",
     [(["--format", "csv"], "--data is required"),
      (["--format", "synthetic", "--max-train-minutes", "-1"], "max_train_minutes"),
-     (["--format", "synthetic", "--ema-decay", "1.5"], "ema_decay")],
+     (["--format", "synthetic", "--ema-decay", "1.5"], "ema_decay"),
+     # --data without --format was silently replaced by the synthetic default
+     (["--data", "ratings.csv"], "--data 'ratings.csv' is not read by format 'synthetic'"),
+     # model settings: named before any data are read (were tracebacks after loading)
+     (["--dropout", "1.5"], "dropout must be in [0, 1). Received: dropout=1.5"),
+     (["--dim", "30", "--heads", "4"], "dim (30) must be divisible by num_heads (4)"),
+     (["--max-len", "0"], "max_len must be"),
+     (["--config", "no/such.yaml"], "--config no/such.yaml: no such file")],
 )
-def test_bad_options_exit_with_a_clear_message(argv, message, capsys):
+def test_bad_options_exit_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert train_pipeline.main(argv) == 2
     assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no run directory, no export
+
+
+def test_misspelt_model_field_in_yaml_is_named(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  dimm: 32\n")
+    assert train_pipeline.main(["--config", str(config), "--output", str(tmp_path / "o")]) == 2
+    assert "model options ['dimm'] are not SASRecConfig fields" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_finished_run_is_not_overwritten_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = TINY + ["--epochs", "1", "--output", str(out), "--export-root", ""]
+    assert train_pipeline.main(argv) == 0
+    (out / "optimize.json").write_text("{}")  # derived from this run by `tfrec-attn optimize`
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert train_pipeline.main(argv + ["--seed", "1"]) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
+    assert train_pipeline.main(argv + ["--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["options"]["seed"] == 1
+    assert not (out / "optimize.json").exists()  # it described the replaced model
+
+
+def test_bad_data_leaves_no_empty_run_directory(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item\n1,2\n")  # no timestamp column
+    out = tmp_path / "runs" / "x"
+    argv = ["--format", "csv", "--data", str(bad), "--output", str(out), "--export-root", ""]
+    assert train_pipeline.main(argv) == 2
+    assert "timestamp" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_unknown_yaml_option_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("epoch: 3\n")
-    with pytest.raises(SystemExit, match="epoch"):
+    with pytest.raises(ValueError, match="epoch"):
         train_pipeline.options_from_args(["--config", str(config)])
 
 

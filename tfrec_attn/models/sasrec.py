@@ -17,7 +17,12 @@ from tfrec_attn.layers import (
 )
 from tfrec_attn.models import losses
 from tfrec_attn.registry import register
-from tfrec_attn.validation import check_choice, check_heads_divide, check_positive_ints
+from tfrec_attn.validation import (
+    check_choice,
+    check_heads_divide,
+    check_positive_ints,
+    check_rate,
+)
 
 LOSSES = ("softmax", "sampled", "bce")
 AUTO_SOFTMAX_MAX_ITEMS = 8192
@@ -102,6 +107,7 @@ class SASRecConfig:
                 f"positional must be 'learned' or 'sinusoidal'. Received: {self.positional!r}")
         check_positive_ints(self, ("vocab_size", "max_len", "dim", "num_blocks", "num_heads",
                                    "future_targets", "max_negatives"))
+        check_rate("dropout", self.dropout)
         if self.uniform_negatives is None and isinstance(self.loss, str):
             self.uniform_negatives = DEFAULT_UNIFORM_NEGATIVES if self.loss == "sampled" else 0
         if not isinstance(self.uniform_negatives, int) or self.uniform_negatives < 0:

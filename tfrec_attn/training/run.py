@@ -34,7 +34,13 @@ from tfrec_attn.training.distribution import (
 )
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run_options import RunOptions, require_full_batch
+from tfrec_attn.training.run_options import (
+    RunOptions,
+    check_data_source,
+    check_output_dir,
+    model_config,
+    require_full_batch,
+)
 from tfrec_attn.training.scoring import make_score_fn
 
 MONITOR = "ndcg@10"
@@ -64,8 +70,8 @@ class TrainOptions(RunOptions):
     # dropout and exclude_seen, when absent, are chosen from the training data (data_defaults.py)
 
     def __post_init__(self):
-        if self.format != "synthetic" and not self.data:
-            raise ValueError(f"--data is required for format {self.format!r}.")
+        check_data_source(self)
+        check_model_options(self.model)
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ValueError(
                 f"max_train_minutes must be positive. Received: {self.max_train_minutes}")
@@ -73,6 +79,25 @@ class TrainOptions(RunOptions):
             raise ValueError(f"epochs and batch_size must be positive. Received: "
                              f"epochs={self.epochs}, batch_size={self.batch_size}")
         super().__post_init__()
+
+
+def check_model_options(model: dict) -> None:
+    """The SASRec fields in `model` are known and valid, checked before any data is read.
+
+    Fields left to the data (`None`: `max_len`, `dropout`, `exclude_seen`) take
+    `SASRecConfig`'s defaults for the check, and `loss="auto"` the objective the other fields
+    need (the catalogue size decides it later).
+
+    Example:
+    >>> check_model_options({"dim": 30, "num_heads": 4})
+    Traceback (most recent call last):
+    ...
+    ValueError: dim (30) must be divisible by num_heads (4)
+    """
+    fields = {name: value for name, value in model.items() if value is not None}
+    if fields.get("loss", "auto") == "auto":
+        fields["loss"] = "sampled" if fields.get("uniform_negatives") else "softmax"
+    model_config(SASRecConfig, fields, vocab_size=3)
 
 
 def load_data(options: TrainOptions):
@@ -200,7 +225,9 @@ def run_under_strategy(options: RunOptions, run: Callable, callbacks=()) -> dict
     TF at startup) and a check that the global `options.batch_size` splits evenly over its
     replicas; the seed (`keras.utils.set_random_seed(options.seed)`); a `models.config` under
     `options.export_root` the export could not merge into fails now (`read_models_config`),
-    not after training; `out`, the run's directory, is created: the chief's `options.output`,
+    not after training; a finished run already in `out` is refused unless `options.overwrite`
+    (`check_output_dir`); `out`, the run's directory, is created (and removed again if the
+    run fails before writing to it): the chief's `options.output`,
     elsewhere a temporary directory deleted afterwards (`output_dir`); `export_root` is where
     this process exports (`export_dir`).
 
@@ -219,9 +246,16 @@ def run_under_strategy(options: RunOptions, run: Callable, callbacks=()) -> dict
     if options.export_root:
         read_models_config(Path(options.export_root) / "models.config")
     with output_dir(options.output, strategy) as out:
+        check_output_dir(out, options.overwrite)
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         export_root = export_dir(options.export_root, strategy, out)
-        return run(options, strategy, out, export_root, callbacks)
+        try:
+            return run(options, strategy, out, export_root, callbacks)
+        except BaseException:
+            if created and not any(out.iterdir()):  # e.g. bad data: leave no empty directory
+                out.rmdir()
+            raise
 
 
 def export_dir(export_root: str | None, strategy: tf.distribute.Strategy, out: Path):

@@ -16,6 +16,8 @@ ValueError: model options ['blocks'] are not DINConfig fields; known: ['attentio
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 from tfrec_attn._keras import tf
 from tfrec_attn.data import FORMATS
@@ -53,6 +55,9 @@ class RunOptions:
         ema_decay: float in `[0, 1)`. Evaluate, keep and export an exponential moving average
             of the weights with this decay per step (`weight_averaging.py`); `None`: the
             weights as trained. Defaults to `None`.
+        overwrite: bool. Replace the finished run already in `output` (its `metrics.json`)
+            and the files derived from it; without it such a run is refused
+            (`check_output_dir`). Defaults to `False`.
 
     Example:
     >>> RunOptions(jit_compile=True).export_root
@@ -73,6 +78,7 @@ class RunOptions:
     jit_compile: bool = False  # XLA-compile the train step on fixed-shape batches
     backup_dir: str | None = None  # resume an interrupted run from here (training/backup.py)
     ema_decay: float | None = None  # evaluate/keep an EMA of the weights (weight_averaging.py)
+    overwrite: bool = False  # replace a finished run in `output` (check_output_dir)
 
     def __post_init__(self):
         check_strategy_and_jit(self)
@@ -86,6 +92,51 @@ def check_data_source(options) -> None:
                          f"Received: format={options.format!r}")
     if options.format != "synthetic" and not options.data:
         raise ValueError(f"--data is required for format {options.format!r}.")
+    if options.format == "synthetic" and options.data:
+        raise ValueError(f"--data {options.data!r} is not read by format 'synthetic' (the "
+                         f"default): name the file's format, one of {FORMATS}.")
+
+
+# What a finished run directory holds besides the run's own files, derived from that run by
+# `tfrec-attn evaluate` / `optimize`, and its TensorBoard logs: stale once the run is replaced.
+DERIVED_RUN_FILES = ("evaluation.json", "optimize.json", "optimized", "tensorboard")
+
+
+class OutputExistsError(FileExistsError):
+    """`output` already holds a finished run and `overwrite` was not asked for."""
+
+
+def check_output_dir(output, overwrite: bool) -> None:
+    """Refuses to train into a directory holding a finished run (its `metrics.json`), unless
+    `overwrite`, which removes the files derived from that run (`DERIVED_RUN_FILES`) so none
+    is left describing another model. An interrupted run (no `metrics.json` yet) may be
+    resumed into (`backup_dir`).
+
+    Raises:
+        OutputExistsError: a finished run is there and `overwrite` is false.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp())
+    >>> check_output_dir(out, overwrite=False)  # empty: fine
+    >>> _ = (out / "metrics.json").write_text("{}")
+    >>> check_output_dir(out, overwrite=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tfrec_attn.training.run_options.OutputExistsError: ... holds a finished run ...
+    """
+    out = Path(output)
+    if not (out / "metrics.json").exists():
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{out} holds a finished run (metrics.json); choose another "
+                                "--output, or pass --overwrite to replace it")
+    for name in DERIVED_RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def check_backup_and_ema(options) -> None:
