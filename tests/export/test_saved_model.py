@@ -77,6 +77,23 @@ def test_out_of_range_ids_map_to_oov(trained, exported):
                                   serve(history=tf.constant(fixed))["item_ids"].numpy())
 
 
+
+def test_history_longer_than_max_len_is_read_in_its_window_and_excluded_whole(trained, exported):
+    """The encoder reads the last `max_len` ids; ids before them are excluded too, as offline
+    evaluation excludes the whole history (they used to be recommended again)."""
+    _, history = trained
+    serve = tf.saved_model.load(str(exported[0])).signatures["serving_default"]
+    window = serve(history=tf.constant(history))
+    top = window["item_ids"].numpy()
+    longer = np.concatenate([top[:, :2], history], axis=1)  # two top items, before the window
+    assert longer.shape[1] == MAX_LEN + 2
+    got = serve(history=tf.constant(longer))
+    ids = got["item_ids"].numpy()
+    assert not any(set(before) & set(row) for before, row in zip(top[:, :2], ids))
+    np.testing.assert_array_equal(ids[:, :3], top[:, 2:])  # the same state, the same order
+    np.testing.assert_allclose(got["scores"].numpy()[:, :3], window["scores"].numpy()[:, 2:],
+                               rtol=1e-5)
+
 def test_signature_specs(exported):
     """The names, dtypes and shapes TF Serving reads (the slow test below runs saved_model_cli)."""
     path, _ = exported

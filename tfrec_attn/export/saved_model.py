@@ -58,7 +58,8 @@ class RecommenderModule(tf.Module):
     """The exported object: the model's towers plus TF Serving signatures.
 
     Every signature takes `history`: int64 `(batch, any length)` item ids, left-padded with 0;
-    only the last `max_len` are read, and ids outside `[0, vocab)` are read as OOV (1).
+    the encoder reads the last `max_len`, `serving_default` and `recommend` exclude all of
+    them, and ids outside `[0, vocab)` are read as OOV (1).
 
     Signatures:
         `serving_default`: `history` -> `item_ids` int64 `(batch, max_k)`, `scores` float32.
@@ -110,10 +111,13 @@ class RecommenderModule(tf.Module):
         return self.last(self.encoder(history, training=False))
 
     def _masked_scores(self, history):
-        history = self.sanitize(history)
-        scores = self.item_layer(self._state(history), mode="score", training=False)
+        # The encoder reads the last `max_len` ids; every id of the request is excluded, as
+        # offline evaluation excludes the whole history (a longer history is not truncated).
+        every_id = ids_to_oov(tf.cast(history, tf.int64), self.vocab_size)
+        state = self._state(every_id[:, -self.max_len:])
+        scores = self.item_layer(state, mode="score", training=False)
         scores = fill_masked(tf.cast(scores, tf.float32), self.allowed[None, :], 1.0)
-        return self.top_k.mask_scores(scores, history)
+        return self.top_k.mask_scores(scores, every_id)
 
     @tf.function(input_signature=[HISTORY])
     def serve(self, history):
