@@ -7,7 +7,7 @@ Writes `RUN_DIR/optimize.json`, `RUN_DIR/optimize.png` and the exports under
 import argparse
 import sys
 
-from tfrec_attn.optimization.report import METHODS, check_methods, optimize_run, optimize_table
+from tfrec_attn.optimization.report import METHODS, optimize_run, optimize_table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,8 +21,10 @@ def parser() -> argparse.ArgumentParser:
     add("--learning-rate", type=float, default=None,
         help="fine-tuning learning rate for prune and qat (default: derived from the run's: "
              "prune 1x, qat 0.1x its --lr; see optimization/report.py)")
-    add("--target-sparsity", type=float, default=0.8, help="prune: fraction of zero weights")
-    add("--k", type=int, default=10, help="items the exported models return (>= 10)")
+    add("--target-sparsity", type=float, default=0.8,
+        help="prune: fraction of zero weights, in [0, 1)")
+    add("--k", type=int, default=10,
+        help="items the exported models return (>= 10, at most the run's items)")
     add("--latency-runs", type=int, default=50, help="timed calls per latency percentile")
     add("--output", help="where reports and exports go (default: the run directory)")
     return p
@@ -31,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        methods = check_methods(m.strip() for m in args.methods.split(",") if m.strip())
+        # Checks the run type, the methods and every setting before any work (nothing written).
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         report = optimize_run(args.run_dir, methods, epochs=args.epochs,
                               target_sparsity=args.target_sparsity, k=args.k,
                               latency_runs=args.latency_runs, output=args.output,

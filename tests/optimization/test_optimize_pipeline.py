@@ -129,6 +129,41 @@ def test_missing_run_dir_is_a_clear_error(tmp_path, capsys):
     assert str(missing) in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value", [
+    ("--target-sparsity", "1.5"), ("--target-sparsity", "-0.1"), ("--target-sparsity", "nan"),
+    ("--learning-rate", "inf"), ("--learning-rate", "0"), ("--epochs", "0"),
+    ("--latency-runs", "0"), ("--k", "9"), ("--k", "items+1"),
+])
+def test_bad_numeric_option_exits_2_before_anything_is_written(option, value, run_dir,
+                                                               tmp_path, capsys):
+    if value == "items+1":  # more items than the run's catalogue holds
+        value = str(json.loads((run_dir / "metrics.json").read_text())["model"]["vocab_size"] - 1)
+    out = tmp_path / "out"
+    argv = ["--run-dir", str(run_dir), "--methods", "prune,qat", "--output", str(out),
+            option, value]
+    assert optimize_pipeline.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{option[2:].replace('-', '_')} must" in err and value in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("din", {"negatives": 1, "test_negatives": 100, "valid_negatives": 100}),
+    ("autoencoder", {"holdout_fraction": 0.2, "k": 20}),
+    ("policy", {"events_per_user": 5, "k": 5}),
+])
+def test_runs_of_other_models_are_named_before_anything_is_done(kind, options, tmp_path,
+                                                                capsys):
+    """The run type comes from `metrics.json` (`ranking_evaluation.run_type`, as `evaluate`)."""
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {}, "options": options}))
+    assert cli_main(["optimize", "--run-dir", str(tmp_path), "--target-sparsity", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a `--model {kind}` run; optimize supports only SASRec runs" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # nothing written
+    with pytest.raises(ValueError, match=f"`--model {kind}` run"):
+        optimize_run(tmp_path, methods=("ptq-int8",))
+
+
 def test_missing_checkpoint_is_named(run_dir, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoint"))

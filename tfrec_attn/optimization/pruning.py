@@ -56,6 +56,19 @@ def prunable_weights(layer: keras.layers.Layer) -> list:
     return []
 
 
+def check_target_sparsity(target_sparsity: float) -> float:
+    """`target_sparsity` if it is a fraction of zeros pruning can reach (in `[0, 1)`), else
+    `ValueError` naming it.
+
+    Example:
+    >>> check_target_sparsity(0.8)
+    0.8
+    """
+    if not 0.0 <= target_sparsity < 1.0:
+        raise ValueError(f"target_sparsity must be in [0, 1). Received: {target_sparsity}")
+    return target_sparsity
+
+
 def make_schedule(target_sparsity: float = 0.8, schedule: str = "polynomial",
                   begin_step: int = 0, end_step: int | None = None, frequency: int = 100):
     """A TFMOT pruning schedule.
@@ -66,8 +79,7 @@ def make_schedule(target_sparsity: float = 0.8, schedule: str = "polynomial",
     steps `begin_step + i * frequency`, so make `end_step - begin_step` a multiple of
     `frequency` for the target to be reached exactly at `end_step`.
     """
-    if not 0.0 <= target_sparsity < 1.0:
-        raise ValueError(f"target_sparsity must be in [0, 1). Received: {target_sparsity}")
+    check_target_sparsity(target_sparsity)
     if frequency < 1:
         raise ValueError(f"frequency must be positive. Received: frequency={frequency}")
     if schedule == "polynomial":

@@ -29,6 +29,7 @@ file (top-`k`, history excluded) is the one measured for size and latency.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -43,10 +44,12 @@ from tfrec_attn.evaluation import evaluate
 from tfrec_attn.export import LiteRTRecommender, convert_to_tflite, export_saved_model
 from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
-from tfrec_attn.optimization.pruning import gzip_size
+from tfrec_attn.optimization.pruning import check_target_sparsity, gzip_size
 from tfrec_attn.optimization.sasrec import prune_sasrec, qat_sasrec
+from tfrec_attn.training.ranking_evaluation import read_run_metrics, run_type
 from tfrec_attn.training.run import item_probabilities, write_json
 from tfrec_attn.training.run_dir import CHECKPOINT, RunArtifacts, load_run, restore_model
+from tfrec_attn.training.run_dir import METRICS as METRICS_FILE
 from tfrec_attn.training.scoring import make_score_fn
 
 METHODS = ("prune", "qat", "ptq-int8", "ptq-float16", "ptq-dynamic")
@@ -67,6 +70,38 @@ def check_methods(methods) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown optimization method(s) {unknown}; choose from {METHODS}.")
     return tuple(dict.fromkeys(methods))
+
+
+def check_settings(epochs: int | None, target_sparsity: float, k: int, latency_runs: int,
+                   learning_rate: float | None, items: int | None = None) -> None:
+    """`ValueError` naming the first bad `optimize_run` setting; `items`: the run's catalogue
+    size, which bounds `k` (`None`: not checked)."""
+    if k < 10 or (items is not None and k > items):
+        most = "" if items is None else f" and at most the run's number of items, {items}"
+        raise ValueError(f"k must be >= 10 (the @10 metrics){most}. Received: k={k}")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"epochs must be positive. Received: epochs={epochs}")
+    if latency_runs < 1:
+        raise ValueError(f"latency_runs must be positive. Received: latency_runs={latency_runs}")
+    if learning_rate is not None and not 0 < learning_rate < math.inf:
+        raise ValueError(f"learning_rate must be positive and finite. "
+                         f"Received: learning_rate={learning_rate}")
+    check_target_sparsity(target_sparsity)
+
+
+def _sasrec_items(run_dir: str | os.PathLike) -> int | None:
+    """The real items of the SASRec run in `run_dir`, read from its `metrics.json` alone
+    (`None` if missing: `load_run` names what is), or `ValueError` naming another run type
+    (`ranking_evaluation.run_type`, as `tfrec-attn evaluate` tells them)."""
+    if not (Path(run_dir) / METRICS_FILE).is_file():
+        return None
+    metrics = read_run_metrics(run_dir)
+    kind = run_type(metrics)
+    if kind != "sasrec":
+        raise ValueError(f"{os.fspath(run_dir)} is a `--model {kind}` run; optimize supports "
+                         "only SASRec runs (`tfrec-attn train --model sasrec`).")
+    vocab_size = (metrics.get("model") or {}).get("vocab_size")
+    return vocab_size - 2 if isinstance(vocab_size, int) else None
 
 
 def fine_tune_learning_rate(method: str, run_learning_rate: float) -> float:
@@ -245,14 +280,12 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
         `batch_size`).
 
     Raises:
-        ValueError: an unknown method or a bad setting. FileNotFoundError: see `load_run`.
+        ValueError: a run of another model type, an unknown method or a bad setting, all
+            raised before anything is loaded or written. FileNotFoundError: see `load_run`.
     """
+    items = _sasrec_items(run_dir)
     methods = check_methods(methods)
-    if k < 10 or (epochs is not None and epochs < 1) or latency_runs < 1:
-        raise ValueError(f"k must be >= 10, epochs and latency_runs positive. Received: k={k}, "
-                         f"epochs={epochs}, latency_runs={latency_runs}")
-    if learning_rate is not None and not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive. Received: {learning_rate}")
+    check_settings(epochs, target_sparsity, k, latency_runs, learning_rate, items)
     run = load_run(run_dir)
     fine_tuning = _fine_tune_settings(run, methods, epochs, learning_rate)
     out = Path(output if output is not None else run_dir)
