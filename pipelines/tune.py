@@ -5,16 +5,18 @@ YAML takes train's run options (`epochs` is per trial, `output` the tuning direc
 `model:` mapping of fixed fields, and `tuner`, `max_trials`, `max_tune_minutes`, `overwrite`,
 `search_space` (e.g. `{dim: [32, 64], dropout: {min: 0.1, max: 0.5}}`).
 Writes `DIR/tuning.json`, `DIR/tuning.png` and `DIR/best_config.yaml`, which
-`tfrec-attn train --config DIR/best_config.yaml` trains as is. Re-running resumes the search.
+`tfrec-attn train --config DIR/best_config.yaml` trains as is. Re-running resumes the search,
+with the same data and training options only (other ones need a new `--output`).
 """
 
 import argparse
 import sys
 
 from pipelines.train import RUN_FLAGS, load_config
-from tfrec_attn.data import FORMATS
+from tfrec_attn.data import FORMATS, DataError
 from tfrec_attn.training import TrainOptions
-from tfrec_attn.tuning import TUNERS, TuneOptions, run_tuning, tuning_table
+from tfrec_attn.tuning import TUNERS, TuneOptions, TuneSettingsError, run_tuning, tuning_table
+from tfrec_attn.validation import DataOptionError
 
 TUNE_KEYS = ("tuner", "max_trials", "max_tune_minutes", "overwrite", "search_space")
 TRAIN_FLAGS = ("data", "format", "epochs", "output", "seed", "synthetic_users",
@@ -72,6 +74,12 @@ def main(argv=None) -> int:
         return 2
     try:
         report = run_tuning(options)
+    except DataError as err:  # a missing or malformed --data file, as `tfrec-attn train` says
+        print(f"tfrec-attn tune: --data: {err}", file=sys.stderr)
+        return 2
+    except (DataOptionError, TuneSettingsError) as err:  # misfits the data, or the resumed search
+        print(f"tfrec-attn tune: {err}", file=sys.stderr)
+        return 2
     except RuntimeError as err:
         print(f"tfrec-attn tune: {err}", file=sys.stderr)
         return 1

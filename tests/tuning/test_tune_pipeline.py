@@ -87,3 +87,48 @@ def test_unknown_yaml_option_is_named(tmp_path):
     config.write_text("max_trial: 3\n")
     with pytest.raises(SystemExit, match="max_trial"):
         tune_pipeline.options_from_args(["--config", str(config)])
+
+
+@pytest.mark.parametrize("content, message", [(None, "file not found"),
+                                              ("a;b\n", "missing column 'user'")])
+def test_bad_data_file_exits_with_a_clear_message(content, message, tmp_path, capsys):
+    data = tmp_path / "interactions.csv"
+    if content is not None:
+        data.write_text(content)
+    argv = ["--format", "csv", "--data", str(data), "--output", str(tmp_path / "out")]
+    assert tune_pipeline.main(argv) == 2  # not a DataError traceback
+    err = capsys.readouterr().err
+    assert err.startswith(f"tfrec-attn tune: --data: {data}") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def _files(directory) -> dict:
+    """Every file under `directory`: relative path -> (mtime, contents)."""
+    return {p.relative_to(directory): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_resume_needs_the_same_data_and_training_settings(tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["--max-trials", "1", "--epochs", "1", "--output", str(out), *TINY_FLAGS]
+    tiny = ["--config", str(tmp_path / "tune.yaml")]
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(
+        {"model": {"max_len": 5}, "search_space": {"dim": [8, 16], "num_blocks": [1]}}))
+    assert tune_pipeline.main([*tiny, *common]) == 0
+    first = json.loads((out / "tuning.json").read_text())
+    before = _files(out)
+    capsys.readouterr()
+    # Other synthetic data in the same directory: refused, and nothing there is touched.
+    assert tune_pipeline.main([*tiny, *common, "--max-trials", "2",
+                               "--synthetic-users", "150"]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "synthetic_users: 120 there, 150 now" in err
+    assert "new --output" in err and "dim" not in err
+    assert _files(out) == before
+    # The same settings resume (a larger trial cap and search space may change).
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(
+        {"model": {"max_len": 5}, "search_space": {"dim": [8, 16, 24], "num_blocks": [1]}}))
+    assert tune_pipeline.main([*tiny, *common, "--max-trials", "2"]) == 0
+    trials = json.loads((out / "tuning.json").read_text())["trials"]
+    assert len(trials) == 2 and trials[0] == first["trials"][0]  # reloaded, not trained again

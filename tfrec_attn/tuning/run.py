@@ -25,6 +25,7 @@ from tfrec_attn.tuning.report import (
     write_best_config,
 )
 from tfrec_attn.tuning.search_space import SearchSpace
+from tfrec_attn.tuning.settings import check_resume, record_settings, trial_settings
 from tfrec_attn.tuning.tuners import TUNERS, SearchStopped, make_tuner
 
 
@@ -70,17 +71,24 @@ def run_tuning(options: TuneOptions) -> dict:
     Loads the data once (the same split as `tfrec-attn train`), then runs keras-tuner trials
     until `max_trials` exist or `max_tune_minutes` of search pass (a running trial stops at the
     end of its current batch; a fresh search always runs at least part of one trial).
-    Re-running on the same output resumes the search unless `overwrite`.
+    Re-running on the same output resumes the search unless `overwrite`; a resume must keep
+    the data and training options its trials ran with (`settings.trial_settings`).
 
     Returns:
         The report written to `tuning.json`.
+
+    Raises:
+        TuneSettingsError: on a resume with other trial settings, before anything is written.
     """
     train = options.train
     out = Path(train.output)
-    out.mkdir(parents=True, exist_ok=True)
+    settings = trial_settings(train)
+    if not options.overwrite:
+        check_resume(out / options.tuner, settings)  # keras-tuner's project directory
     keras.utils.set_random_seed(train.seed)
     space = options.space()
     data, split = load_sequences(train)
+    out.mkdir(parents=True, exist_ok=True)
     vocab_size = data.vocab_size
     base, _ = choose_data_defaults(train.model, split.train)  # as `tfrec-attn train` does
     max_len = SASRecConfig(vocab_size=vocab_size, **base).max_len
@@ -100,6 +108,7 @@ def run_tuning(options: TuneOptions) -> dict:
     tuner = make_tuner(options.tuner, hypermodel, out, max_trials=options.max_trials,
                        max_epochs=train.epochs, seed=train.seed, overwrite=options.overwrite,
                        deadline=deadline)
+    record_settings(tuner.project_dir, settings)  # after `overwrite` has cleared the directory
     stopped = False
     try:
         tuner.search(dataset, epochs=train.epochs, verbose=train.verbose)

@@ -1,0 +1,38 @@
+"""The options a search's trials depend on, and the resume check over them."""
+
+import json
+import os
+
+import pytest
+
+from tfrec_attn.training import TrainOptions
+from tfrec_attn.tuning import TuneSettingsError, trial_settings
+from tfrec_attn.tuning.settings import SETTINGS_FILE, check_resume, record_settings
+
+
+def test_trial_settings_name_what_a_trial_measures():
+    base = TrainOptions(format="csv", data="data/x.csv", epochs=2, model={"max_len": 5})
+    settings = trial_settings(base)
+    assert settings["data"] == os.path.abspath("data/x.csv")  # the same file from any cwd
+    assert "synthetic_users" not in settings  # not read for a data file
+    for change in ({"epochs": 3}, {"batch_size": 64}, {"seed": 1}, {"eval_protocol":
+                   "sampled-100"}, {"valid_users": 10}, {"min_events": 5},
+                   {"data": "data/y.csv"}, {"model": {"max_len": 6}}, {"learning_rate": 1e-2}):
+        assert trial_settings(TrainOptions(**{**vars(base), **change})) != settings, change
+    for change in ({"verbose": 0}, {"max_train_minutes": 5.0}, {"output": "elsewhere"},
+                   {"synthetic_users": 7}):
+        assert trial_settings(TrainOptions(**{**vars(base), **change})) == settings, change
+
+
+def test_check_resume_names_each_difference_and_record_keeps_the_first(tmp_path):
+    old = trial_settings(TrainOptions(synthetic_users=200, epochs=1))
+    check_resume(tmp_path / "random", old)  # nothing recorded yet: a fresh search
+    record_settings(tmp_path / "random", old)
+    record_settings(tmp_path / "random", {"other": 1})  # recorded settings are never replaced
+    assert json.loads((tmp_path / "random" / SETTINGS_FILE).read_text()) == old
+    check_resume(tmp_path / "random", trial_settings(TrainOptions(synthetic_users=200, epochs=1)))
+    new = trial_settings(TrainOptions(synthetic_users=300, epochs=2))
+    with pytest.raises(TuneSettingsError) as err:
+        check_resume(tmp_path / "random", new)
+    assert str(tmp_path) in str(err.value) and "new --output" in str(err.value)
+    assert "(epochs: 1 there, 2 now; synthetic_users: 200 there, 300 now)" in str(err.value)

@@ -1,0 +1,70 @@
+"""What a search's trials measure: the run options recorded in its directory, checked on resume.
+
+A trial's score depends on the data, the split, the validation protocol and how it trains. A
+search records these options next to its trials (`DIR/<tuner>/trial_settings.json`) and a
+resume with other values is refused: its trials would not be comparable with the earlier ones,
+and the best config would pair an old trial with the new options. The search space,
+`max_trials`, the time budgets and the verbosity may change between resumes.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from tfrec_attn.training.run import TrainOptions
+
+SETTINGS_FILE = "trial_settings.json"
+# Every trial depends on these `TrainOptions`; the data source adds its own (see below).
+TRIAL_OPTIONS = ("min_events", "seed", "eval_protocol", "valid_users", "epochs", "batch_size",
+                 "sliding", "patience", "learning_rate", "model")
+SYNTHETIC_OPTIONS = ("synthetic_users", "synthetic_items", "synthetic_length")
+
+
+class TuneSettingsError(ValueError):
+    """A resume whose trial settings differ from those the search in its directory ran with."""
+
+
+def trial_settings(train: TrainOptions) -> dict:
+    """The options every trial of a search run with `train` depends on, as JSON values.
+
+    Example:
+    >>> settings = trial_settings(TrainOptions(synthetic_users=200, epochs=3))
+    >>> settings["format"], settings["synthetic_users"], settings["epochs"], "data" in settings
+    ('synthetic', 200, 3, False)
+    """
+    settings = {"format": train.format}
+    if train.format == "synthetic":
+        settings.update((name, getattr(train, name)) for name in SYNTHETIC_OPTIONS)
+    else:
+        settings["data"] = os.path.abspath(train.data)
+    settings.update((name, getattr(train, name)) for name in TRIAL_OPTIONS)
+    return json.loads(json.dumps(settings))  # as read back from the file (tuples -> lists)
+
+
+def check_resume(project_dir: str | Path, settings: dict) -> None:
+    """Raises `TuneSettingsError` if the search in `project_dir` recorded other `settings`.
+
+    Reads only: a directory without recorded settings (a fresh search, or one from before they
+    were recorded) passes.
+    """
+    path = Path(project_dir) / SETTINGS_FILE
+    if not path.exists():
+        return
+    recorded = json.loads(path.read_text())
+    missing = "(not set)"
+    differ = [f"{name}: {recorded.get(name, missing)!r} there, {settings.get(name, missing)!r} now"
+              for name in sorted(set(recorded) | set(settings))
+              if recorded.get(name, missing) != settings.get(name, missing)]
+    if differ:
+        raise TuneSettingsError(
+            f"{Path(project_dir).parent} holds a search run with other data or training "
+            f"settings ({'; '.join(differ)}); its trials are not comparable with new ones. "
+            f"Use a new --output (or --overwrite to discard that search).")
+
+
+def record_settings(project_dir: str | Path, settings: dict) -> None:
+    """Writes `settings` to `project_dir` unless it already holds recorded settings."""
+    path = Path(project_dir) / SETTINGS_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
