@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tfrec-attn train --config pipelines/configs/demo.yaml
+	$(VENV)/bin/tfrec-attn train --config pipelines/configs/demo.yaml --overwrite
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tfrec_attn pipelines tests
