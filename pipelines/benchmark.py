@@ -41,6 +41,8 @@ from tfrec_attn.data import (
 from tfrec_attn.layers import ATTENTION_KINDS
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training import EpochTimer, run_training
+from tfrec_attn.training.run_options import OutputExistsError
+from tfrec_attn.training.run_options import check_output_dir as check_run_dir
 
 
 def speed(args) -> dict:
@@ -101,7 +103,9 @@ def variant_options(kinds: list[str], output: str, train_argv: list[str]) -> dic
                 "--attention", kind, "--export-root", "", "--output", f"{output}/{kind}"])
             # The model flags, checked before any data is read (the data fix vocab_size).
             SASRecConfig(vocab_size=FIRST_ITEM_ID + 1, **options[kind].model)
-        except (ValueError, TypeError) as err:  # TypeError: an unknown model field (YAML)
+            if not options[kind].overwrite:  # a rerun would stop at this kind's finished run
+                check_run_dir(options[kind].output, overwrite=False)
+        except (ValueError, TypeError, OutputExistsError) as err:  # TypeError: a YAML field
             raise ValueError(f"train flags after --: {err}") from err
     data = options[kinds[0]].data
     if data and not Path(data).exists():

@@ -11,7 +11,7 @@ TINY = ["--format", "synthetic", "--synthetic-users", "80", "--synthetic-items",
         "--epochs", "1", "--verbose", "0"]
 
 
-def test_variants_writes_one_record_per_kind(tmp_path):
+def test_variants_writes_one_record_per_kind(tmp_path, capsys):
     assert benchmark.main(["variants", "--kinds", "full,local", "--output", str(tmp_path),
                            "--"] + TINY) == 0
     record = json.loads((tmp_path / "variants.json").read_text())
@@ -22,6 +22,16 @@ def test_variants_writes_one_record_per_kind(tmp_path):
     assert (tmp_path / "local" / "metrics.json").exists()
     assert json.loads((tmp_path / "local" / "metrics.json").read_text())["model"][
         "attention"] == "local"
+    # A rerun into the same --output is refused before anything trains, naming the run
+    # directory; `--overwrite` among the train flags replaces the runs.
+    before = (tmp_path / "variants.json").read_text()
+    with pytest.raises(SystemExit):
+        benchmark.main(["variants", "--kinds", "full,local", "--output", str(tmp_path), "--"]
+                       + TINY)
+    assert "holds a finished run" in capsys.readouterr().err
+    assert (tmp_path / "variants.json").read_text() == before
+    assert benchmark.main(["variants", "--kinds", "local", "--output", str(tmp_path), "--"]
+                          + TINY + ["--overwrite"]) == 0
 
 
 def test_unknown_kind_is_rejected(tmp_path, capsys):
