@@ -161,7 +161,7 @@ def check_output_dir(path: str) -> None:
 
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
     """The command's parser and its subcommands' parsers by name (for their usage errors)."""
-    p = argparse.ArgumentParser(prog="python -m pipelines.benchmark")
+    p = argparse.ArgumentParser(prog="tfrec-attn benchmark")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("speed", help="epoch time / throughput on synthetic data")
     s.add_argument("--users", type=int, default=31000)
