@@ -37,7 +37,7 @@ def _usage_error(argv, capsys) -> str:
     (["variants", "--kinds", "full,nope"], "--kinds: unknown ['nope']"),
     (["variants", "--kinds", "full,,local"], "--kinds must be distinct attention kinds"),
     (["variants", "--kinds", "full,full"], "Received: --kinds 'full,full'"),
-    (["variants", "--", "--epochs", "0"], "train flags after --: epochs and batch_size"),
+    (["variants", "--", "--epochs", "0"], "train flags after --: epochs must be a positive int"),
     (["variants", "--", "--dim", "0"], "train flags after --: dim must be a positive int"),
     (["variants", "--", "--format", "csv"], "train flags after --: --data is required"),
     (["variants", "--", "--format", "csv", "--data", "{tmp}/none.csv"],

@@ -101,6 +101,7 @@ def test_uniform_negatives_flag_reaches_the_model_config():
     [(["--format", "csv"], "--data is required"),
      (["--format", "synthetic", "--max-train-minutes", "-1"], "max_train_minutes"),
      (["--format", "synthetic", "--ema-decay", "1.5"], "ema_decay"),
+     (["--epochs", "-3"], "epochs must be a positive int. Received: epochs=-3"),
      # --data without --format was silently replaced by the synthetic default
      (["--data", "ratings.csv"], "--data 'ratings.csv' is not read by format 'synthetic'"),
      # model settings: named before any data are read (were tracebacks after loading)

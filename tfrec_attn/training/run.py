@@ -42,6 +42,7 @@ from tfrec_attn.training.run_options import (
     require_full_batch,
 )
 from tfrec_attn.training.scoring import make_score_fn
+from tfrec_attn.validation import check_positive_ints
 
 MONITOR = "ndcg@10"
 
@@ -75,9 +76,7 @@ class TrainOptions(RunOptions):
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ValueError(
                 f"max_train_minutes must be positive. Received: {self.max_train_minutes}")
-        if self.epochs <= 0 or self.batch_size <= 0:
-            raise ValueError(f"epochs and batch_size must be positive. Received: "
-                             f"epochs={self.epochs}, batch_size={self.batch_size}")
+        check_positive_ints(self, ("epochs", "batch_size"))
         super().__post_init__()
 
 
