@@ -156,6 +156,24 @@ def test_int8_without_representative_data_raises(trained, tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
+
+@pytest.mark.parametrize("attention, options", [("local", {"window": 2}),
+                                                ("low_rank", {"projection_length": 2})])
+def test_int8_of_local_or_low_rank_attention_raises_instead_of_aborting(attention, options,
+                                                                        tmp_path):
+    """TF 2.20's int8 calibrator aborted the process on these layers (SIGABRT)."""
+    from tfrec_attn.models import SASRec, SASRecConfig
+
+    model = SASRec(SASRecConfig(vocab_size=30, max_len=8, dim=8, num_blocks=1, num_heads=2,
+                                attention=attention, attention_options=options))
+    rows = pad_left([np.arange(2, 9)] * 4, 8)
+    for candidate in (model, model.topk_model(k=5)):
+        with pytest.raises(ValueError, match=f"not supported for \\['{attention}'\\]"):
+            convert_to_tflite(candidate, tmp_path / "m.tflite", k=5, quantization="int8",
+                              representative_histories=rows)
+    assert not (tmp_path / "m.tflite").exists()
+    assert convert_to_tflite(model, tmp_path / "d.tflite", k=5, quantization="dynamic").exists()
+
 def test_unknown_quantization_raises(trained, tmp_path):
     with pytest.raises(ValueError, match="quantization must be one of"):
         convert_to_tflite(trained[0], tmp_path / "m.tflite", quantization="int4")
