@@ -262,6 +262,24 @@ class SASRec(tfrs.Model):
         targets = tf.boolean_mask(targets, positions)  # (N,)
         return self.loss_fn(states, targets, self.item_embedding, training=training, **kwargs)
 
+    def train_step(self, inputs):
+        """`tfrs.Model.train_step`, plus loss scaling when the optimizer is a
+        `LossScaleOptimizer` (`mixed_float16`): tfrs's train_step skips loss scaling."""
+        optimizer = self.optimizer
+        if not isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+            return super().train_step(inputs)
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
+            total_loss = loss + regularization_loss
+            scaled_loss = optimizer.get_scaled_loss(total_loss)
+        gradients = optimizer.get_unscaled_gradients(
+            tape.gradient(scaled_loss, self.trainable_variables))
+        optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        metrics = {metric.name: metric.result() for metric in self.metrics}
+        metrics.update(loss=loss, regularization_loss=regularization_loss, total_loss=total_loss)
+        return metrics
+
     def topk_model(self, k: int = 10, exclude_history: bool = True) -> keras.Model:
         """The functional serving model (see `build_topk_model`), sharing this model's weights."""
         return build_topk_model(self.encoder, k=k, exclude_history=exclude_history)
