@@ -2,7 +2,15 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import masking
-from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
+from tfrec_attn.layers.utils import (
+    build_sublayer,
+    check_rank,
+    clone_initializer,
+    prunable_kernels,
+)
+from tfrec_attn.validation import check_optional_positive_int, check_positive_int, check_rate
+
+_INPUT_NAMES = ("query", "value", "key")
 
 
 def _split_inputs(inputs):
@@ -74,12 +82,11 @@ class BaseAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (("num_heads", num_heads), ("key_dim", key_dim),
-                            ("value_dim", value_dim), ("output_dim", output_dim)):
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        check_positive_int("num_heads", num_heads)
+        for name, value in (("key_dim", key_dim), ("value_dim", value_dim),
+                            ("output_dim", output_dim)):
+            check_optional_positive_int(name, value)
+        check_rate("dropout", dropout)
         if not use_projections and num_heads != 1:
             raise ValueError(
                 f"use_projections=False supports one head only. Received: num_heads={num_heads}"
@@ -115,6 +122,7 @@ class BaseAttention(keras.layers.Layer):
             shapes = [tf.TensorShape(s) for s in input_shape]
         else:
             shapes = [tf.TensorShape(input_shape)]
+        self._check_ranks(shapes)
         query_dim = shapes[0][-1]
         value_dim_in = shapes[1][-1] if len(shapes) > 1 else query_dim
         key_dim_in = shapes[2][-1] if len(shapes) > 2 else value_dim_in
@@ -167,6 +175,26 @@ class BaseAttention(keras.layers.Layer):
         return self._apply_scores(scores, v, combined, training)
 
     # -- call --------------------------------------------------------------------------------
+    def _check_ranks(self, shapes) -> None:
+        """query / value / key must be `(batch, length, dim)`: `_split_heads` would otherwise
+        fold extra axes into the batch."""
+        for name, shape in zip(_INPUT_NAMES, shapes, strict=False):
+            check_rank(self, name, shape)
+
+    def _check_masks(self, query, key, mask, attention_mask) -> None:
+        """Static shapes of the masks against the inputs', before any mask is combined."""
+        owner = type(self).__name__
+        query_shape, key_shape = query.shape[:2], key.shape[:2]
+        if isinstance(mask, list | tuple):
+            for name, m, expected, layout in (("mask[0]", mask[0], query_shape, "(batch, T)"),
+                                              ("mask[1]", mask[1] if len(mask) > 1 else None,
+                                               key_shape, "(batch, S)")):
+                masking.check_mask_shape(owner, name, m, expected, layout)
+        else:
+            masking.check_mask_shape(owner, "mask", mask, query_shape, "(batch, T)")
+        masking.check_mask_shape(owner, "attention_mask", attention_mask,
+                                 query_shape.concatenate(key.shape[1:2]), "(batch, T, S)")
+
     def _split_heads(self, x: tf.Tensor, head_dim: int) -> tf.Tensor:
         length = tf.shape(x)[1]
         x = tf.reshape(x, [-1, length, self.num_heads, head_dim])
@@ -188,6 +216,9 @@ class BaseAttention(keras.layers.Layer):
     def call(self, inputs, mask=None, training=None, return_attention_scores=False,
              attention_mask=None):
         query, value, key = _split_inputs(inputs)
+        self._check_ranks([x.shape for x in (inputs if isinstance(inputs, list | tuple)
+                                             else [inputs])])
+        self._check_masks(query, key, mask, attention_mask)
         self_attention = not isinstance(inputs, list | tuple) or len(inputs) == 1
         query_mask, value_mask = _split_masks(mask, self_attention)
         q, k, v = self._project(query, value, key)

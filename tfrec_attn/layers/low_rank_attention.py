@@ -9,6 +9,7 @@ from tfrec_attn.layers.local_attention import band_selection
 from tfrec_attn.layers.prefix_sum import exclusive_prefix_sum
 from tfrec_attn.layers.utils import clone_initializer
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_optional_positive_int
 
 
 @register()
@@ -68,9 +69,7 @@ class LowRankAttention(BaseAttention):
                             ("projection_length", projection_length)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-        if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
-            raise ValueError(
-                f"block_size must be a positive int or None. Received: block_size={block_size!r}")
+        check_optional_positive_int("block_size", block_size)
         super().__init__(num_heads=num_heads, use_projections=True, **kwargs)
         self.max_length = max_length
         self.projection_length = projection_length

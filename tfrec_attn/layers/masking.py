@@ -44,6 +44,26 @@ def causal_mask(query_length, key_length) -> tf.Tensor:
     return tf.greater_equal(rows, cols)[None, :, :]
 
 
+def check_mask_shape(owner: str, name: str, mask, expected, layout: str) -> None:
+    """Raises a ValueError naming `name` when `mask`'s static shape cannot be `expected`.
+
+    Dimensions unknown on either side (dynamic batch or length) pass: only what is statically
+    known is checked, so graphs with dynamic shapes and TFLite conversion are unaffected.
+
+    Example:
+    >>> check_mask_shape("Demo", "mask", tf.ones((2, 6), tf.bool), (2, 5), "(batch, T)")
+    Traceback (most recent call last):
+    ...
+    ValueError: Demo expects mask of shape (2, 5) (batch, T). Received: shape (2, 6)
+    """
+    if mask is None or getattr(mask, "shape", None) is None:
+        return
+    received, expected = tf.TensorShape(mask.shape), tf.TensorShape(expected)
+    if not received.is_compatible_with(expected):
+        raise ValueError(f"{owner} expects {name} of shape {tuple(expected.as_list())} {layout}. "
+                         f"Received: shape {tuple(received.as_list())}")
+
+
 def merge_masks(
     query_mask=None,
     value_mask=None,

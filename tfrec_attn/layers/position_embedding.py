@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.layers.utils import clone_initializer
+from tfrec_attn.layers.utils import check_rank, clone_initializer
 from tfrec_attn.registry import register
 
 
@@ -28,6 +28,12 @@ class _AddPositions(keras.layers.Layer):
         raise NotImplementedError
 
     def call(self, inputs, mask=None):
+        check_rank(self, "inputs", inputs.shape)
+        length = inputs.shape[1] if inputs.shape.rank else None
+        if length is not None and length > self.max_length:
+            raise ValueError(
+                f"The sequence length ({length}) exceeds max_length ({self.max_length}). "
+                f"Build {type(self).__name__} with a larger max_length.")
         table = tf.cast(self._table(), inputs.dtype)
         return inputs + _right_aligned(table, tf.shape(inputs)[1])[None]
 

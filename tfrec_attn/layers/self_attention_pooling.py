@@ -1,9 +1,16 @@
 """Self-attention pooling: a learned query attends over a sequence."""
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.layers.masking import check_mask_shape
 from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
-from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
+from tfrec_attn.layers.utils import (
+    build_sublayer,
+    check_rank,
+    clone_initializer,
+    prunable_kernels,
+)
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_positive_int, check_rate
 
 
 @register()
@@ -35,12 +42,9 @@ class SelfAttentionPooling(keras.layers.Layer):
     def __init__(self, num_heads: int = 1, num_queries: int = 1, dropout: float = 0.0,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if num_queries <= 0:
-            raise ValueError(f"num_queries must be positive. Received: num_queries={num_queries}")
-        if not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(f"num_heads must be a positive int. Received: num_heads={num_heads!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        check_positive_int("num_queries", num_queries)
+        check_positive_int("num_heads", num_heads)
+        check_rate("dropout", dropout)
         self.num_heads = num_heads
         self.num_queries = num_queries
         self.dropout = dropout
@@ -48,6 +52,7 @@ class SelfAttentionPooling(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
+        check_rank(self, "inputs", input_shape)
         dim = input_shape[-1]
         self.query = self.add_weight(
             name="query", shape=(self.num_queries, dim),
@@ -60,6 +65,8 @@ class SelfAttentionPooling(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, mask=None, training=None, return_attention_scores=False):
+        check_rank(self, "inputs", inputs.shape)
+        check_mask_shape(type(self).__name__, "mask", mask, inputs.shape[:2], "(batch, T)")
         batch = tf.shape(inputs)[0]
         query = tf.tile(tf.cast(self.query, inputs.dtype)[None], [batch, 1, 1])
         masks = None if mask is None else [None, mask]

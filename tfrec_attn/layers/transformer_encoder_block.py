@@ -2,8 +2,15 @@
 
 from tfrec_attn._keras import keras
 from tfrec_attn.layers.attention_factory import ATTENTION_KINDS, make_attention
-from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
+from tfrec_attn.layers.masking import check_mask_shape
+from tfrec_attn.layers.utils import (
+    build_sublayer,
+    check_rank,
+    clone_initializer,
+    prunable_kernels,
+)
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_optional_positive_int, check_positive_int, check_rate
 
 
 @register()
@@ -78,14 +85,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
             raise ValueError(
                 f"attention_options must not set {sorted(set(attention_options) & reserved)}: "
                 "the block sets them. Pass them to TransformerEncoderBlock instead.")
-        if not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(f"num_heads must be a positive int. Received: num_heads={num_heads!r}")
-        if intermediate_dim is not None and intermediate_dim <= 0:
-            raise ValueError(
-                f"intermediate_dim must be positive. Received: intermediate_dim={intermediate_dim}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        check_positive_int("num_heads", num_heads)
+        check_optional_positive_int("intermediate_dim", intermediate_dim)
+        check_rate("dropout", dropout)
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
         self.dropout = dropout
@@ -102,6 +104,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
+        check_rank(self, "inputs", input_shape)
         dim = input_shape[-1]
         if dim % self.num_heads:
             raise ValueError(
@@ -154,6 +157,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         return x + branch if self.norm_first else norm(x + branch)
 
     def call(self, inputs, mask=None, training=None, return_attention_scores=False):
+        check_rank(self, "inputs", inputs.shape)
+        check_mask_shape(type(self).__name__, "mask", mask, inputs.shape[:2], "(batch, T)")
         weights = []
 
         def attend(x):

@@ -32,3 +32,21 @@ def prunable_kernels(layer: keras.layers.Layer) -> list:
         elif isinstance(sub, keras.layers.Embedding):
             weights.append(sub.embeddings)
     return weights
+
+
+def check_rank(layer: keras.layers.Layer, argument: str, shape, rank: int = 3,
+               layout: str = "(batch, length, dim)") -> None:
+    """Raises a ValueError naming `argument` when its static `shape` is not of rank `rank`.
+
+    An unknown rank passes (graphs with dynamic shapes): only what is statically known is checked.
+
+    Example:
+    >>> check_rank(keras.layers.Layer(name="demo"), "query", (2, 8))
+    Traceback (most recent call last):
+    ...
+    ValueError: Layer expects query of rank 3 (batch, length, dim). Received: shape (2, 8)
+    """
+    shape = tf.TensorShape(shape)
+    if shape.rank is not None and shape.rank != rank:
+        raise ValueError(f"{type(layer).__name__} expects {argument} of rank {rank} {layout}. "
+                         f"Received: shape {tuple(shape.as_list())}")
