@@ -10,13 +10,17 @@ from tfrec_attn.data import make_training_dataset
 from tfrec_attn.models import SASRec, SASRecConfig
 
 
-@pytest.fixture
-def bfloat16_policy():
-    """Sets `mixed_bfloat16` globally for one test and restores the previous policy after it."""
+def _global_policy(name):
+    """Sets the global dtype policy `name` for one test and restores the previous one after."""
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(name)
     yield
     keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.fixture
+def bfloat16_policy():
+    yield from _global_policy("mixed_bfloat16")
 
 
 def _first_loss_and_trained(chain_sequences, loss, train=True):
@@ -54,11 +58,7 @@ def test_sasrec_trains_a_step_under_mixed_bfloat16(chain_sequences, loss, bfloat
 
 @pytest.fixture
 def float16_policy():
-    """Sets `mixed_float16` globally for one test and restores the previous policy after it."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    yield
-    keras.mixed_precision.set_global_policy(previous)
+    yield from _global_policy("mixed_float16")
 
 
 def _tiny_fit(optimizer, steps=2):
