@@ -52,6 +52,7 @@ from tfrec_attn.training.run import item_probabilities, write_json
 from tfrec_attn.training.run_dir import CHECKPOINT, RunArtifacts, load_run, restore_model
 from tfrec_attn.training.run_dir import METRICS as METRICS_FILE
 from tfrec_attn.training.scoring import make_score_fn
+from tfrec_attn.validation import check_optional_positive_int, check_positive_int
 
 METHODS = ("prune", "qat", "ptq-int8", "ptq-float16", "ptq-dynamic")
 PTQ = {"ptq-int8": "int8", "ptq-float16": "float16", "ptq-dynamic": "dynamic"}
@@ -80,37 +81,33 @@ def check_settings(epochs: int | None, target_sparsity: float, k: int, latency_r
     if k < 10 or (items is not None and k > items):
         most = "" if items is None else f" and at most the run's number of items, {items}"
         raise ValueError(f"k must be >= 10 (the @10 metrics){most}. Received: k={k}")
-    if epochs is not None and epochs < 1:
-        raise ValueError(f"epochs must be positive. Received: epochs={epochs}")
-    if latency_runs < 1:
-        raise ValueError(f"latency_runs must be positive. Received: latency_runs={latency_runs}")
+    check_optional_positive_int("epochs", epochs)
+    check_positive_int("latency_runs", latency_runs)
     if learning_rate is not None and not 0 < learning_rate < math.inf:
         raise ValueError(f"learning_rate must be positive and finite. "
                          f"Received: learning_rate={learning_rate}")
     check_target_sparsity(target_sparsity)
 
 
-def _sasrec_items(run_dir: str | os.PathLike) -> int | None:
-    """The real items of the SASRec run in `run_dir`, read from its `metrics.json` alone
-    (`None` if missing: `load_run` names what is), or `ValueError` naming another run type
-    (`ranking_evaluation.run_type`, as `tfrec-attn evaluate` tells them)."""
+def _sasrec_metrics(run_dir: str | os.PathLike) -> dict:
+    """The `metrics.json` of the SASRec run in `run_dir` (`{}` if missing: `load_run` names
+    what is), or `ValueError` naming another run type (`ranking_evaluation.run_type`, as
+    `tfrec-attn evaluate` tells them)."""
     if not (Path(run_dir) / METRICS_FILE).is_file():
-        return None
+        return {}
     metrics = read_run_metrics(run_dir)
     kind = run_type(metrics)
     if kind != "sasrec":
         raise ValueError(f"{os.fspath(run_dir)} is a `--model {kind}` run; optimize supports "
                          "only SASRec runs (`tfrec-attn train --model sasrec`).")
-    vocab_size = (metrics.get("model") or {}).get("vocab_size")
-    return vocab_size - 2 if isinstance(vocab_size, int) else None
+    return metrics
 
 
-def _check_int8_methods(run_dir: str | os.PathLike, methods) -> None:
+def _check_int8_methods(run_dir: str | os.PathLike, model: dict, methods) -> None:
     """`ValueError` before any work when a method converts to full-integer int8 (`qat`,
-    `ptq-int8`) a run whose attention the int8 calibrator cannot take (`INT8_UNSUPPORTED`)."""
-    if not (Path(run_dir) / METRICS_FILE).is_file():
-        return
-    attention = (read_run_metrics(run_dir).get("model") or {}).get("attention", "full")
+    `ptq-int8`) a run whose attention (its `model` config) the int8 calibrator cannot take
+    (`INT8_UNSUPPORTED`)."""
+    attention = model.get("attention", "full")
     int8 = [m for m in methods if m == "qat" or PTQ.get(m) == "int8"]
     if int8 and attention in INT8_UNSUPPORTED.values():
         raise ValueError(f"{os.fspath(run_dir)} uses {attention!r} attention, which full-integer "
@@ -297,10 +294,12 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
         ValueError: a run of another model type, an unknown method or a bad setting, all
             raised before anything is loaded or written. FileNotFoundError: see `load_run`.
     """
-    items = _sasrec_items(run_dir)
+    model = _sasrec_metrics(run_dir).get("model") or {}  # metrics.json, read once
     methods = check_methods(methods)
-    check_settings(epochs, target_sparsity, k, latency_runs, learning_rate, items)
-    _check_int8_methods(run_dir, methods)
+    vocab_size = model.get("vocab_size")
+    check_settings(epochs, target_sparsity, k, latency_runs, learning_rate,
+                   vocab_size - 2 if isinstance(vocab_size, int) else None)
+    _check_int8_methods(run_dir, model, methods)
     run = load_run(run_dir)
     fine_tuning = _fine_tune_settings(run, methods, epochs, learning_rate)
     out = Path(output if output is not None else run_dir)
