@@ -30,7 +30,6 @@ from tfrec_attn.benchmarking import attention_cli
 from tfrec_attn.benchmarking.families import families_settings, format_table, run_families
 from tfrec_attn.benchmarking.throughput import peak_matmul_gflops, train_step_throughput
 from tfrec_attn.data import (
-    FIRST_ITEM_ID,
     DataError,
     build_sequences,
     generate_synthetic,
@@ -101,11 +100,10 @@ def variant_options(kinds: list[str], output: str, train_argv: list[str]) -> dic
         try:
             options[kind] = options_from_args(train_argv + [
                 "--attention", kind, "--export-root", "", "--output", f"{output}/{kind}"])
-            # The model flags, checked before any data is read (the data fix vocab_size).
-            SASRecConfig(vocab_size=FIRST_ITEM_ID + 1, **options[kind].model)
+            # (TrainOptions has checked the model flags, before any data are read.)
             if not options[kind].overwrite:  # a rerun would stop at this kind's finished run
                 check_run_dir(options[kind].output, overwrite=False)
-        except (ValueError, TypeError, OutputExistsError) as err:  # TypeError: a YAML field
+        except (ValueError, OutputExistsError) as err:
             raise ValueError(f"train flags after --: {err}") from err
     data = options[kinds[0]].data
     if data and not Path(data).exists():
