@@ -53,7 +53,7 @@ def options_from_args(argv=None) -> TuneOptions:
     tune = {key: config.pop(key) for key in TUNE_KEYS if key in config}
     unknown = set(config) - set(RUN_FLAGS)
     if unknown:
-        raise SystemExit(f"{args.config}: unknown options {sorted(unknown)}")
+        raise ValueError(f"{args.config}: unknown options {sorted(unknown)}")
     for key in TRAIN_FLAGS:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)

@@ -85,8 +85,9 @@ def test_bad_options_exit_with_a_clear_message(yaml_text, flags, message, tmp_pa
 def test_unknown_yaml_option_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("max_trial: 3\n")
-    with pytest.raises(SystemExit, match="max_trial"):
+    with pytest.raises(ValueError, match="max_trial"):
         tune_pipeline.options_from_args(["--config", str(config)])
+    assert tune_pipeline.main(["--config", str(config)]) == 2  # a usage error, as train's
 
 
 @pytest.mark.parametrize("content, message", [(None, "file not found"),
