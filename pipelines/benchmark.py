@@ -2,7 +2,8 @@
 cost, the quality of each attention variant inside the recommender, and of the attention families.
 
 `speed`: epoch time and throughput of the sequential recommender, plus the compute rate of one
-fixed-shape train step (FLOPs counted by TF's profiler) against the CPU's measured matmul peak.
+fixed-shape train step (FLOPs counted by TF's profiler) against the CPU's measured matmul peak
+(`tfrec_attn.benchmarking.speed`; prints the record, and writes speed.json into `--output`).
 `attention`: cost of each attention variant against sequence length
 (`tfrec_attn.benchmarking.attention_cost`; writes attention.json and attention.png).
 `variants`: one train run per `--attention` kind with the same train flags (after `--`); writes
@@ -20,66 +21,17 @@ runs of the train command; docs/BENCHMARKS.md lists both with their commands.
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from tfrec_attn._keras import keras, tf
-from tfrec_attn.benchmarking import attention_cli
+from tfrec_attn.benchmarking import attention_cli, speed
 from tfrec_attn.benchmarking.families import families_settings, format_table, run_families
-from tfrec_attn.benchmarking.throughput import peak_matmul_gflops, train_step_throughput
-from tfrec_attn.data import (
-    DataError,
-    build_sequences,
-    generate_synthetic,
-    leave_one_out,
-    make_training_dataset,
-    training_examples,
-)
+from tfrec_attn.data import DataError
 from tfrec_attn.layers import ATTENTION_KINDS
-from tfrec_attn.models import SASRec, SASRecConfig
-from tfrec_attn.training import EpochTimer, run_training
+from tfrec_attn.training import run_training
 from tfrec_attn.training.run_options import OutputExistsError
 from tfrec_attn.training.run_options import check_output_dir as check_run_dir
-
-
-def speed(args) -> dict:
-    frame = generate_synthetic(num_users=args.users, num_items=args.items,
-                               mean_length=args.length, seed=0)
-    data = build_sequences(frame)
-    split = leave_one_out(data)
-    config = SASRecConfig(vocab_size=data.vocab_size, max_len=args.max_len, dim=args.dim,
-                          num_blocks=args.blocks, loss=args.loss)
-    model = SASRec(config)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.xla)
-    fixed = args.no_trim or args.xla  # XLA: one batch shape, one compilation (as in train)
-    dataset = make_training_dataset(split.train, args.max_len, args.batch_size,
-                                    trim=not fixed, bucket=not fixed, drop_remainder=args.xla)
-    inputs, targets = training_examples(split.train, args.max_len)
-    timer = EpochTimer()
-    started = time.monotonic()
-    if args.epochs > 0:  # --epochs 0: only the fixed-shape step below
-        model.fit(dataset, epochs=args.epochs, callbacks=[timer], verbose=args.verbose)
-    seconds = timer.seconds
-    steady = float(np.median(seconds[1:] if len(seconds) > 1 else seconds)) if seconds else None
-    rows = np.random.default_rng(0).permutation(len(inputs))[:args.batch_size]
-    batch = {"history": tf.constant(inputs[rows]), "targets": tf.constant(targets[rows])}
-    compute = train_step_throughput(model, batch, repeats=args.throughput_steps,
-                                    jit_compile=args.xla, peak_gflops=peak_matmul_gflops())
-    return {
-        "users": data.num_users, "items": data.vocab_size - 2,
-        "interactions": data.num_interactions, "sequences": int(len(inputs)),
-        "target_positions": int((targets > 0).sum()),
-        "max_len": args.max_len, "dim": args.dim, "blocks": args.blocks, "loss": args.loss,
-        "batch_size": args.batch_size, "trim_and_bucket": not fixed, "xla": args.xla,
-        "first_epoch_seconds": round(seconds[0], 2) if seconds else None,
-        "epoch_seconds": round(steady, 2) if steady else None,
-        "sequences_per_second": round(len(inputs) / steady, 1) if steady else None,
-        "total_seconds": round(time.monotonic() - started, 2),
-        "threads": tf.config.threading.get_inter_op_parallelism_threads(),
-        "fixed_batch_step": {"rows": len(rows), "width": args.max_len, **compute},
-    }
 
 
 def variant_options(kinds: list[str], output: str, train_argv: list[str]) -> dict:
@@ -178,7 +130,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                    help="timed steps of the fixed (batch, max-len) batch for GFLOP/s")
     s.add_argument("--no-trim", action="store_true", help="pad every batch to max-len")
     s.add_argument("--verbose", type=int, default=2)
-    s.add_argument("--output", help="write the JSON record here too")
+    s.add_argument("--output", help="directory: write the printed record to speed.json there")
     a = sub.add_parser("attention", help="attention cost vs sequence length (JSON + PNG)")
     attention_cli.add_arguments(a)
     v = sub.add_parser("variants", help="test NDCG@10 of each --attention kind (train flags "
@@ -234,12 +186,12 @@ def main(argv=None) -> int:
         return attention_cli.run_cli(args)
     if args.epochs < 0:
         sub.error(f"--epochs must be >= 0. Received: {args.epochs}")
-    record = speed(args)
-    text = json.dumps(record, indent=2)
-    print(text)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        _checked(sub, check_output_dir, args.output)
+    record = speed.measure_speed(args)
+    print(json.dumps(record, indent=2))
+    if args.output:
+        print(f"wrote {speed.write_record(record, args.output)}", file=sys.stderr)  # stdout: JSON
     return 0
 
 

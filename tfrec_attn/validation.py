@@ -31,6 +31,18 @@ def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
+def check_int(name: str, value) -> None:
+    """`value` is an int (a bool is not)."""
+    if not _is_int(value):
+        raise ValueError(f"{name} must be an int. Received: {name}={value!r}")
+
+
+def check_non_negative_int(name: str, value) -> None:
+    """`value` is an int >= 0."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0. Received: {name}={value!r}")
+
+
 def check_positive_int(name: str, value) -> None:
     """`value` is an int > 0."""
     if not _is_int(value) or value <= 0:

@@ -4,7 +4,7 @@ before any benchmark runs; a `ValueError` raised while one runs keeps its traceb
 import pytest
 
 from pipelines import benchmark
-from tfrec_attn.benchmarking import attention_cli
+from tfrec_attn.benchmarking import attention_cli, speed
 from tfrec_attn.data import DataError
 
 
@@ -22,7 +22,7 @@ def _raise(error):
 def no_benchmark(monkeypatch):
     """Every runner fails the test if it is reached: the flags must be rejected before."""
     for module, name in ((benchmark, "run_training"), (benchmark, "run_families"),
-                         (attention_cli, "run_benchmark")):
+                         (attention_cli, "run_benchmark"), (speed, "measure_speed")):
         monkeypatch.setattr(module, name, _raise(AssertionError(f"{name} ran")))
 
 
@@ -54,11 +54,12 @@ def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, no_benchmark, argv, 
     assert message.format(tmp=tmp_path) in _usage_error(argv, capsys)
 
 
-@pytest.mark.parametrize("command", ["variants", "families"])
+@pytest.mark.parametrize("command", ["variants", "families", "speed"])
 def test_output_that_is_a_file_is_a_usage_error(tmp_path, capsys, no_benchmark, command):
     (tmp_path / "file").write_text("x")
     err = _usage_error([command, "--output", str(tmp_path / "file")], capsys)
     assert "--output must be a directory" in err
+    assert (tmp_path / "file").read_text() == "x"  # never overwritten
 
 
 def test_unreadable_data_file_is_a_usage_error_naming_data(tmp_path, capsys, monkeypatch):

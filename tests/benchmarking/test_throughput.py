@@ -65,16 +65,24 @@ def test_xla_trains_sasrec_on_cpu(chain_sequences, loss):
     assert losses[-1] < losses[0]
 
 
-def test_speed_command_with_no_epochs_times_only_the_fixed_step(tmp_path, monkeypatch):
+def test_speed_command_with_no_epochs_times_only_the_fixed_step(tmp_path, monkeypatch, capsys):
+    """`--output` is a directory, as for the other benchmarks: the record goes to
+    `speed.json` there (the printed JSON), and the directory's other files are kept."""
     from pipelines import benchmark
+    from tfrec_attn.benchmarking import speed
 
-    monkeypatch.setattr(benchmark, "peak_matmul_gflops", lambda: 100.0)
-    out = tmp_path / "speed.json"
+    monkeypatch.setattr(speed, "peak_matmul_gflops", lambda: 100.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("kept")
     assert benchmark.main(["speed", "--users", "40", "--items", "30", "--length", "6",
                            "--max-len", "8", "--dim", "8", "--blocks", "1", "--batch-size", "16",
                            "--loss", "sampled", "--epochs", "0", "--throughput-steps", "1",
-                           "--output", str(out)]) == 0
-    record = json.loads(out.read_text())
+                           "--verbose", "0", "--output", str(out)]) == 0
+    record = json.loads((out / "speed.json").read_text())
+    assert json.loads(capsys.readouterr().out) == record
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "speed.json"]
+    assert (out / "notes.txt").read_text() == "kept"
     assert record["epoch_seconds"] is None and record["first_epoch_seconds"] is None
     assert record["fixed_batch_step"]["step_ms"] > 0
     assert record["fixed_batch_step"]["peak_gflops"] == 100.0

@@ -54,6 +54,22 @@ def test_reloaded_signature_matches_keras_topk(trained, exported):
         assert not set(row) & set(hist[hist > 0])
 
 
+def test_saved_topk_model_signature_has_the_exported_output_names(trained, exported, tmp_path):
+    """`tf.saved_model.save(model.topk_model())` serves the outputs `export_saved_model`'s
+    signature has (`item_ids`, `scores`), not the layer names `top_k` / `top_k_1`."""
+    model, history = trained
+    topk = model.topk_model(k=5)
+    tf.saved_model.save(topk, str(tmp_path))
+    serve = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
+    exported_serve = tf.saved_model.load(str(exported[0])).signatures["serving_default"]
+    assert set(serve.structured_outputs) == set(exported_serve.structured_outputs) == {
+        "item_ids", "scores"}
+    got = serve(history=tf.constant(history))
+    want = topk(tf.constant(history))
+    np.testing.assert_array_equal(got["item_ids"].numpy(), want["item_ids"].numpy())
+    np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), rtol=1e-6)
+
+
 def test_rest_row_payload_through_signature(trained, exported):
     """TF Serving's REST row format: {"instances": [{"history": [...]}, ...]} -> same top-k."""
     _, history = trained

@@ -8,10 +8,15 @@ import pytest
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import (
     AdditiveAttention,
+    GraphAttention,
+    HistoryTopK,
+    ItemEmbedding,
     LinearAttention,
     LocalAttention,
     LowRankAttention,
     MultiHeadAttention,
+    MultimodalFusion,
+    PaddingMask,
     PositionEmbedding,
     ScaledDotProductAttention,
     SelfAttentionPooling,
@@ -123,6 +128,26 @@ BAD_TYPES = [
     (TransformerEncoderBlock, {"dropout": "0.1"}, "dropout"),
     (TransformerEncoderBlock, {"intermediate_dim": "8"}, "intermediate_dim"),
     (LowRankAttention, {"max_length": 8, "block_size": True}, "block_size"),
+    # A bool is an int to `isinstance`: every integer argument must still refuse one.
+    (LinearAttention, {"seed": True}, "seed"),
+    (LinearAttention, {"seed": 1.0}, "seed"),
+    (LinearAttention, {"num_features": True}, "num_features"),
+    (LinearAttention, {"chunk_size": True}, "chunk_size"),
+    (TopKAttention, {"k": True}, "k"),
+    (ItemEmbedding, {"dim": 4, "vocab_size": True}, "vocab_size"),
+    (ItemEmbedding, {"vocab_size": 10, "dim": True}, "dim"),
+    (ItemEmbedding, {"vocab_size": 10, "dim": 4.0}, "dim"),
+    (PositionEmbedding, {"max_length": True}, "max_length"),
+    (SinusoidalPositionEmbedding, {"max_length": True}, "max_length"),
+    (HistoryTopK, {"k": True}, "k"),
+    (HistoryTopK, {"first_item_id": True}, "first_item_id"),
+    (HistoryTopK, {"first_item_id": "2"}, "first_item_id"),
+    (PaddingMask, {"pad_id": True}, "pad_id"),
+    (PaddingMask, {"pad_id": 0.0}, "pad_id"),
+    (GraphAttention, {"version": True}, "version"),
+    (GraphAttention, {"version": 2.0}, "version"),
+    (GraphAttention, {"num_heads": True}, "num_heads"),
+    (MultimodalFusion, {"num_heads": True}, "num_heads"),
 ]
 
 

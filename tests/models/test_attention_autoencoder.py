@@ -159,6 +159,19 @@ def test_topk_model_excludes_inputs():
         assert not set(ids) & set(history)
 
 
+def test_saved_topk_model_signature_names_its_outputs(tmp_path):
+    """Saved as it is, the top-k model serves `item_ids` and `scores` (not `top_k`,
+    `top_k_1`), the output names of `export_autoencoder`'s signatures."""
+    topk = build_topk_autoencoder(tiny(), k=4)
+    tf.saved_model.save(topk, str(tmp_path))
+    serve = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
+    assert set(serve.structured_outputs) == {"item_ids", "scores"}
+    feed = tf.constant(pad_left(SETS, MAX_LEN))
+    got, want = serve(feed), topk(feed)
+    np.testing.assert_array_equal(got["item_ids"].numpy(), want["item_ids"].numpy())
+    np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("fmt", ["keras", "tf"])
 def test_save_and_reload_give_equal_scores(tmp_path, fmt):
     model = tiny(bottleneck=2)

@@ -89,6 +89,7 @@ def test_sasrec_trains_with_mixed_negatives():
 @pytest.mark.parametrize("kwargs, match", [
     ({"uniform_negatives": -1, "loss": "sampled"}, "uniform_negatives must be an int >= 0"),
     ({"uniform_negatives": 1.5, "loss": "sampled"}, "uniform_negatives must be an int >= 0"),
+    ({"uniform_negatives": True, "loss": "sampled"}, "uniform_negatives must be an int >= 0"),
     ({"uniform_negatives": 8, "loss": "softmax"}, "needs loss='sampled'"),
     ({"uniform_negatives": 8, "loss": "bce"}, "needs loss='sampled'"),
 ])

@@ -36,6 +36,10 @@ def test_cap_below_the_batch_scores_a_random_subset():
     assert np.isfinite(capped) and capped < full  # fewer negatives, smaller partition function
 
 
-def test_rejects_bad_cap():
-    with pytest.raises(ValueError, match="max_negatives"):
-        SampledSoftmaxLoss(30, max_negatives=0)
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"max_negatives": 0}, "max_negatives"), ({"max_negatives": True}, "max_negatives"),
+    ({"uniform_negatives": True}, "uniform_negatives"),
+])
+def test_rejects_bad_cap(kwargs, argument):
+    with pytest.raises(ValueError, match=rf"{argument} must be .* Received: {argument}="):
+        SampledSoftmaxLoss(30, **kwargs)

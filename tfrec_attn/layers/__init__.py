@@ -17,7 +17,7 @@ from tfrec_attn.layers.scaled_dot_product_attention import ScaledDotProductAtten
 from tfrec_attn.layers.self_attention_pooling import SelfAttentionPooling
 from tfrec_attn.layers.stop_gradient import StopGradient
 from tfrec_attn.layers.target_attention import TargetAttention
-from tfrec_attn.layers.top_k import HistoryTopK
+from tfrec_attn.layers.top_k import HistoryTopK, top_k_outputs
 from tfrec_attn.layers.top_k_attention import TopKAttention
 from tfrec_attn.layers.transformer_encoder_block import TransformerEncoderBlock
 
@@ -45,4 +45,5 @@ __all__ = [
     "TopKAttention",
     "TransformerEncoderBlock",
     "make_attention",
+    "top_k_outputs",
 ]

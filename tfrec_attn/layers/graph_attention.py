@@ -88,6 +88,7 @@ class GraphAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         check_optional_positive_int("units", units)
         check_positive_int("num_heads", num_heads)
+        check_positive_int("version", version)  # check_choice alone takes True and 1.0 for 1
         check_choice("version", version, VERSIONS)
         check_rate("dropout", dropout)
         if negative_slope < 0.0:

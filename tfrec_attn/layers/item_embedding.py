@@ -3,6 +3,7 @@
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.utils import clone_initializer
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_positive_int
 
 
 @register()
@@ -38,9 +39,8 @@ class ItemEmbedding(keras.layers.Layer):
     def __init__(self, vocab_size: int, dim: int, scale_by_dim: bool = False,
                  initializer="glorot_uniform", l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("vocab_size", vocab_size), ("dim", dim)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        check_positive_int("vocab_size", vocab_size)
+        check_positive_int("dim", dim)
         self.vocab_size = vocab_size
         self.dim = dim
         self.scale_by_dim = scale_by_dim

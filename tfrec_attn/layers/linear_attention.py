@@ -7,6 +7,7 @@ from tfrec_attn.layers import masking
 from tfrec_attn.layers.base_attention import BaseAttention
 from tfrec_attn.layers.prefix_sum import exclusive_prefix_sum
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_int, check_positive_int
 
 FEATURE_MAPS = ("elu", "favor")
 
@@ -77,11 +78,9 @@ class LinearAttention(BaseAttention):
         if feature_map not in FEATURE_MAPS:
             raise ValueError(
                 f"feature_map must be one of {FEATURE_MAPS}. Received: feature_map={feature_map!r}")
-        for name, value in (("num_features", num_features), ("chunk_size", chunk_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-        if not isinstance(seed, int):
-            raise ValueError(f"seed must be an int. Received: seed={seed!r}")
+        check_positive_int("num_features", num_features)
+        check_positive_int("chunk_size", chunk_size)
+        check_int("seed", seed)
         super().__init__(num_heads=num_heads, use_projections=True, **kwargs)
         self.feature_map = feature_map
         self.num_features = num_features

@@ -3,6 +3,7 @@
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import masking
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_int
 
 
 @register()
@@ -29,6 +30,7 @@ class PaddingMask(keras.layers.Layer):
 
     def __init__(self, pad_id: int = 0, **kwargs):
         super().__init__(**kwargs)
+        check_int("pad_id", pad_id)
         self.pad_id = pad_id
 
     def call(self, inputs):

@@ -7,6 +7,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.utils import check_rank, clone_initializer
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_positive_int
 
 
 def _right_aligned(table: tf.Tensor, length) -> tf.Tensor:
@@ -19,8 +20,7 @@ class _AddPositions(keras.layers.Layer):
 
     def __init__(self, max_length: int, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(max_length, int) or max_length <= 0:
-            raise ValueError(f"max_length must be a positive int. Received: {max_length!r}")
+        check_positive_int("max_length", max_length)
         self.max_length = max_length
         self.supports_masking = True
 

@@ -3,6 +3,7 @@
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.masking import fill_masked
 from tfrec_attn.registry import register
+from tfrec_attn.validation import check_int, check_positive_int
 
 
 @register()
@@ -35,8 +36,8 @@ class HistoryTopK(keras.layers.Layer):
     def __init__(self, k: int = 10, exclude_history: bool = True, first_item_id: int = 2,
                  **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(k, int) or k <= 0:
-            raise ValueError(f"k must be a positive int. Received: k={k!r}")
+        check_positive_int("k", k)
+        check_int("first_item_id", first_item_id)
         self.k = k
         self.exclude_history = exclude_history
         self.first_item_id = first_item_id
@@ -74,3 +75,30 @@ class HistoryTopK(keras.layers.Layer):
         config.update(k=self.k, exclude_history=self.exclude_history,
                       first_item_id=self.first_item_id)
         return config
+
+
+def top_k_outputs(scores, history, k: int = 10, exclude_history: bool = True) -> dict:
+    """`{"item_ids", "scores"}`: the outputs of a functional top-k serving model.
+
+    tf-keras names a functional model's outputs after the layers producing them, so the two
+    outputs of one `HistoryTopK` would reach a saved signature (`tf.saved_model.save`,
+    `keras.models.save_model`) as `top_k` and `top_k_1`. Each goes through an identity layer
+    named like its key instead: the signature's outputs are `item_ids` and `scores`, as in
+    `export_saved_model`'s.
+
+    Args:
+        scores: Keras tensor `(batch, vocab)`, catalogue scores.
+        history: Keras tensor `(batch, T)`, the ids to exclude.
+        k, exclude_history: as `HistoryTopK`'s.
+
+    Example:
+    >>> scores = keras.Input((5,))
+    >>> history = keras.Input((2,), dtype="int64")
+    >>> keras.Model([scores, history], top_k_outputs(scores, history, k=2)).output_names
+    ['item_ids', 'scores']
+    """
+    top_ids, top_scores = HistoryTopK(k=k, exclude_history=exclude_history, name="top_k")(
+        [scores, history])
+    # float32 like `HistoryTopK`'s scores: a mixed global policy would cast them to float16.
+    return {name: keras.layers.Identity(name=name, dtype="float32")(tensor)
+            for name, tensor in (("item_ids", top_ids), ("scores", top_scores))}

@@ -33,6 +33,7 @@ from tfrec_attn.layers import (
     PositionEmbedding,
     SelfAttentionPooling,
     TransformerEncoderBlock,
+    top_k_outputs,
 )
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
@@ -190,10 +191,8 @@ def build_topk_autoencoder(model: keras.Model, k: int = 10,
     >>> build_topk_autoencoder(model, k=3)(tf.constant([[0, 2, 5, 7]]))["item_ids"].shape
     TensorShape([1, 3])
     """
-    top_ids, top_scores = HistoryTopK(k=k, exclude_history=exclude_history, name="top_k")(
-        [model.output, model.input])
-    return keras.Model(model.input, {"item_ids": top_ids, "scores": top_scores},
-                       name="attention_autoencoder_topk")
+    outputs = top_k_outputs(model.output, model.input, k=k, exclude_history=exclude_history)
+    return keras.Model(model.input, outputs, name="attention_autoencoder_topk")
 
 
 def recommend_from_item_sets(model: keras.Model, histories, k: int = 10) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.masking import LARGE_NEGATIVE
+from tfrec_attn.validation import check_non_negative_int, check_positive_int
 
 FIRST_ITEM_ID = 2
 
@@ -196,12 +197,8 @@ class SampledSoftmaxLoss(keras.layers.Layer):
     def __init__(self, vocab_size: int, item_probabilities=None, max_negatives: int = 2048,
                  uniform_negatives: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(max_negatives, int) or max_negatives <= 0:
-            raise ValueError(
-                f"max_negatives must be a positive int. Received: max_negatives={max_negatives!r}")
-        if not isinstance(uniform_negatives, int) or uniform_negatives < 0:
-            raise ValueError("uniform_negatives must be an int >= 0. "
-                             f"Received: uniform_negatives={uniform_negatives!r}")
+        check_positive_int("max_negatives", max_negatives)
+        check_non_negative_int("uniform_negatives", uniform_negatives)
         if uniform_negatives and vocab_size <= FIRST_ITEM_ID:
             raise ValueError(f"uniform_negatives needs items (ids >= {FIRST_ITEM_ID}). "
                              f"Received: vocab_size={vocab_size}")

@@ -7,19 +7,20 @@ import tensorflow_recommenders as tfrs
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import (
     ATTENTION_KINDS,
-    HistoryTopK,
     ItemEmbedding,
     LastPosition,
     PaddingMask,
     PositionEmbedding,
     SinusoidalPositionEmbedding,
     TransformerEncoderBlock,
+    top_k_outputs,
 )
 from tfrec_attn.models import losses
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
     check_choice,
     check_heads_divide,
+    check_non_negative_int,
     check_positive_ints,
     check_rate,
 )
@@ -110,9 +111,7 @@ class SASRecConfig:
         check_rate("dropout", self.dropout)
         if self.uniform_negatives is None and isinstance(self.loss, str):
             self.uniform_negatives = DEFAULT_UNIFORM_NEGATIVES if self.loss == "sampled" else 0
-        if not isinstance(self.uniform_negatives, int) or self.uniform_negatives < 0:
-            raise ValueError("uniform_negatives must be an int >= 0. "
-                             f"Received: uniform_negatives={self.uniform_negatives!r}")
+        check_non_negative_int("uniform_negatives", self.uniform_negatives)
         if self.uniform_negatives and self.loss != "sampled":
             raise ValueError(f"uniform_negatives > 0 needs loss='sampled'. Received: "
                              f"uniform_negatives={self.uniform_negatives}, loss={self.loss!r}")
@@ -184,9 +183,7 @@ def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = 
     inside one functional model.
     """
     scoring = build_scoring_model(encoder)
-    top_ids, top_scores = HistoryTopK(k=k, exclude_history=exclude_history, name="top_k")(
-        [scoring.output, scoring.input])
-    outputs = {"item_ids": top_ids, "scores": top_scores}
+    outputs = top_k_outputs(scoring.output, scoring.input, k=k, exclude_history=exclude_history)
     return keras.Model(scoring.input, outputs, name="recommender")
 
 
