@@ -65,6 +65,7 @@ def test_policy_values_never_exceed_the_best_possible(quick_record):
     ({"max_users": 0}, "max_users"), ({"din_learning_rate": -1.0}, "din_learning_rate"),
     ({"run_eagerly": 1}, "run_eagerly"),
     ({"policy_seeds": (1, 1)}, "policy_seeds must be a non-empty tuple of distinct"),
+    ({"policy_seeds": (0, True)}, "policy_seeds must be a non-empty tuple of distinct"),
     ({"din_mlp_units": (8, 0)}, "din_mlp_units must be a tuple of positive ints"),
 ])
 def test_bad_settings_name_the_field(overrides, message):

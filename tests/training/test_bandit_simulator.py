@@ -80,7 +80,8 @@ def test_expected_reward_hand_checked(sim):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"off_genre_reward": 1.5}, "off_genre_reward"), ({"exploration": -0.1}, "exploration"),
-    ({"max_len": 0}, "max_len"), ({"popularity_exponent": -1.0}, "popularity_exponent")])
+    ({"max_len": 0}, "max_len"), ({"max_len": True}, "max_len"),
+    ({"popularity_exponent": -1.0}, "popularity_exponent")])
 def test_constructor_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BanditSimulator(num_users=5, num_items=5, **kwargs)
@@ -89,6 +90,8 @@ def test_constructor_validation(kwargs, message):
 def test_call_validation(sim):
     with pytest.raises(ValueError, match="events_per_user"):
         sim.log(events_per_user=0)
+    with pytest.raises(ValueError, match="events_per_user"):
+        sim.log(events_per_user=True)
     with pytest.raises(ValueError, match="users"):
         sim.log(users=[300])
     with pytest.raises(ValueError, match="k must be"):
@@ -97,6 +100,10 @@ def test_call_validation(sim):
         sim.expected_reward(lambda h: np.zeros((len(h), 5)))
     with pytest.raises(ValueError, match="batch_size"):
         logged_dataset(sim.log(), batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        logged_dataset(sim.log(), batch_size=True)
+    with pytest.raises(ValueError, match="k must be"):
+        sim.expected_reward(lambda h: np.zeros((len(h), 22)), k=True)
 
 
 def test_logged_dataset_batches(sim):

@@ -100,6 +100,8 @@ def test_mirrored_strategy_runs_the_train_pipeline(tmp_path):
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "'type'"),
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
      "task index 2"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": true}}',
+     "task index True"),
 ])
 def test_bad_tf_config_names_the_variable(monkeypatch, value, message):
     if value is None:

@@ -68,6 +68,8 @@ def test_seen_batches_hold_the_full_history_beyond_the_window():
         seen_dataset(logs, feedback.items, np.array([0]), feedback.vocab_size)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         seen_dataset(logs, feedback.items, rows, feedback.vocab_size, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        seen_dataset(logs, feedback.items, rows, feedback.vocab_size, batch_size=True)
 
 
 def test_training_and_estimation_use_the_same_masked_softmax():

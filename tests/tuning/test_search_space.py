@@ -99,6 +99,7 @@ def test_divisibility_uses_the_base_model_when_dim_is_not_tuned():
     "kwargs, message",
     [({"tuner": "grid"}, "tuner must be one of"),
      ({"max_trials": 0}, "max_trials must be a positive int"),
+     ({"max_trials": True}, "max_trials must be a positive int"),
      ({"max_tune_minutes": -1.0}, "max_tune_minutes must be positive"),
      ({"search_space": {"dim": [8, 12], "num_heads": [8]}}, "not divisible")],
 )

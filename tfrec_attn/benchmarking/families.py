@@ -142,7 +142,8 @@ class FamiliesSettings:
                                  f"{getattr(self, name)!r}")
         for name in ("policy_seeds", "policy_ks"):  # distinct: results are keyed by them
             value = tuple(getattr(self, name))
-            if not value or not all(isinstance(v, int) and v >= 0 for v in value) \
+            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                    for v in value) \
                     or len(set(value)) < len(value):
                 raise ValueError(f"{name} must be a non-empty tuple of distinct non-negative "
                                  f"ints. Received: {name}={value!r}")

@@ -66,7 +66,7 @@ class BanditSimulator:
                  num_groups: int = 4, num_genres: int = 8, genres_per_group: int = 2,
                  mean_length: float = 8, off_genre_reward: float = 0.1,
                  popularity_exponent: float = 1.0, exploration: float = 0.1, seed: int = 0):
-        if not isinstance(max_len, int) or max_len < 1:
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
             raise ValueError(f"max_len must be a positive int. Received: max_len={max_len!r}")
         _check_fraction("off_genre_reward", off_genre_reward)
         _check_fraction("exploration", exploration)
@@ -121,7 +121,8 @@ class BanditSimulator:
             `{"user", "history" (n, max_len), "action" (n,) ids, "reward" (n,) 0/1 float32,
             "propensity" (n,) beta(action)}`.
         """
-        if not isinstance(events_per_user, int) or events_per_user < 1:
+        if (isinstance(events_per_user, bool) or not isinstance(events_per_user, int)
+                or events_per_user < 1):
             raise ValueError("events_per_user must be a positive int. "
                              f"Received: events_per_user={events_per_user!r}")
         users = np.repeat(self._users(users), events_per_user)
@@ -150,7 +151,7 @@ class BanditSimulator:
             `mean_u mean_{i in top-k(u)} p(u, i)`.
         """
         users = self._users(users)
-        if not isinstance(k, int) or not 1 <= k <= self.num_items:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.num_items:
             raise ValueError(f"k must be an int in [1, {self.num_items}]. Received: k={k!r}")
         scores = np.asarray(policy_scores_fn(self.histories[users]), np.float64)
         if scores.shape != (len(users), self.vocab_size):
@@ -180,7 +181,7 @@ def logged_dataset(logs: dict[str, np.ndarray], batch_size: int = 256, shuffle: 
     >>> sorted(batch), batch["history"].shape
     (['action', 'history', 'propensity', 'reward'], TensorShape([3, 4]))
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
     features = {key: logs[key] for key in ("history", "action", "reward", "propensity")}
     actions = np.asarray(features["action"])

@@ -70,7 +70,8 @@ def read_tf_config(environ=None) -> dict:
         raise _tf_config_error(f"needs a 'task' whose 'type' is one of {sorted(cluster)}. "
                                f"Received: task={task!r}")
     index = task.get("index")
-    if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+    if (isinstance(index, bool) or not isinstance(index, int)
+            or not 0 <= index < len(cluster[task["type"]])):
         raise _tf_config_error(f"has task index {index!r} outside cluster[{task['type']!r}] "
                                f"(0..{len(cluster[task['type']]) - 1})")
     return config

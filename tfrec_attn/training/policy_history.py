@@ -104,7 +104,7 @@ def seen_dataset(logs: dict, sequences: list[np.ndarray], rows: np.ndarray, voca
     >>> batch["history"].numpy().tolist(), batch["seen"].numpy().astype(int).tolist()
     ([[2], [3]], [[0, 0, 1, 0, 0], [0, 0, 1, 1, 0]])
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
     users, ends = round_positions(sequences, rows)
     if len(users) != len(logs["action"]) or "user" in logs and not np.array_equal(

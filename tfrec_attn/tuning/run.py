@@ -54,7 +54,8 @@ class TuneOptions:
     def __post_init__(self):
         if self.tuner not in TUNERS:
             raise ValueError(f"tuner must be one of {list(TUNERS)}. Received: {self.tuner!r}")
-        if not isinstance(self.max_trials, int) or self.max_trials < 1:
+        if (isinstance(self.max_trials, bool) or not isinstance(self.max_trials, int)
+                or self.max_trials < 1):
             raise ValueError(f"max_trials must be a positive int. Received: {self.max_trials!r}")
         if self.max_tune_minutes is not None and self.max_tune_minutes <= 0:
             raise ValueError(

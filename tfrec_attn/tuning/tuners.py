@@ -115,7 +115,7 @@ def make_tuner(kind: str, hypermodel, directory: str, max_trials: int, max_epoch
     """
     if kind not in TUNERS:
         raise ValueError(f"tuner must be one of {list(TUNERS)}. Received: {kind!r}")
-    if not isinstance(max_trials, int) or max_trials < 1:
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
         raise ValueError(f"max_trials must be a positive int. Received: {max_trials!r}")
     common = {"objective": OBJECTIVE, "seed": seed, "directory": os.fspath(directory),
               "project_name": kind, "overwrite": overwrite}
