@@ -49,3 +49,32 @@ def test_broadcast_mask_and_no_mask():
                                atol=1e-6)
     np.testing.assert_allclose(masked_softmax(logits).numpy(),
                                tf.nn.softmax(logits).numpy(), atol=1e-7)
+
+
+def test_rank_5_broadcast_mask_converts_to_tflite_without_logical_and(tmp_path):
+    """Local and low-rank attention mask `(batch, 1, blocks, w, keys)` blocks. Broadcast with a
+    LOGICAL_AND, they aborted TF 2.20's own TFLite kernel, the one its int8 calibrator runs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfrec_attn.export import tflite_ops
+
+    logits = RNG.normal(size=(2, 2, 3, 4, 5)).astype(np.float32)
+    keep = RNG.random((2, 1, 3, 4, 5)) < 0.6
+
+    @tf.function(input_signature=[tf.TensorSpec(logits.shape, tf.float32),
+                                  tf.TensorSpec(keep.shape, tf.bool)])
+    def softmax(logits, mask):
+        return masked_softmax(logits, mask)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [softmax.get_concrete_function()], softmax)
+    path = tmp_path / "masked_softmax.tflite"
+    path.write_bytes(converter.convert())
+    assert "LOGICAL_AND" not in tflite_ops(path)
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():  # inputs are named after the arguments
+        interpreter.set_tensor(detail["index"], keep if "mask" in detail["name"] else logits)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, _reference(logits, keep), atol=1e-6)

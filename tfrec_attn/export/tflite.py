@@ -37,8 +37,6 @@ from tfrec_attn.layers import (
     HistoryTopK,
     ItemEmbedding,
     LastPosition,
-    LocalAttention,
-    LowRankAttention,
     PositionEmbedding,
     SinusoidalPositionEmbedding,
 )
@@ -47,9 +45,6 @@ from tfrec_attn.models.sasrec import SASRec, build_topk_model
 
 SIGNATURE = "recommend"
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-# Full-integer conversion calibrates with TF 2.20's bundled tf.lite interpreter, which aborts the
-# Python process on these layers' 5-D block tensors (their float files run in ai_edge_litert).
-INT8_UNSUPPORTED = {LocalAttention: "local", LowRankAttention: "low_rank"}
 OOV_ID = 1
 
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
@@ -192,8 +187,7 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
         The path of the written file.
 
     Raises:
-        ValueError: an unknown `quantization`, `"int8"` without `representative_histories`, or
-            `"int8"` for a model with local or low-rank attention (`check_int8_supported`).
+        ValueError: an unknown `quantization`, or `"int8"` without `representative_histories`.
         tf.lite ConverterError: the graph needs non-builtin ops (and not `allow_select_tf_ops`).
     """
     if quantization not in QUANTIZATIONS:
@@ -202,7 +196,6 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
     topk, max_len, vocab_size = _serving_parts(model, k, exclude_history)
     representative = None
     if quantization == "int8":
-        check_int8_supported(model)
         representative = representative_dataset(representative_histories, max_len)
     module = tf.Module()
     module.topk = topk
@@ -212,22 +205,6 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
         module.recommend = _recommend_function(topk, max_len, vocab_size)
     return convert_module(module.recommend, SIGNATURE, path, quantization,
                           representative, allow_select_tf_ops)
-
-
-def check_int8_supported(model: keras.Model) -> None:
-    """`ValueError` naming the attention kinds of `model` that full-integer (`"int8"`)
-    conversion cannot calibrate (`INT8_UNSUPPORTED`), instead of the process aborting.
-
-    Example:
-    >>> from tfrec_attn.models import SASRecConfig
-    >>> check_int8_supported(SASRec(SASRecConfig(vocab_size=9, max_len=4, dim=4)))  # full: fine
-    """
-    kinds = sorted({kind for layer in model.submodules for cls, kind in INT8_UNSUPPORTED.items()
-                    if isinstance(layer, cls)})
-    if kinds:
-        raise ValueError(f"quantization 'int8' is not supported for {kinds} attention: TF "
-                         "2.20's int8 calibrator aborts the process on its block tensors. Use "
-                         "'dynamic' (int8 weights) or 'float16' for these models.")
 
 
 def convert_module(function, signature: str, path: str | os.PathLike, quantization: str,

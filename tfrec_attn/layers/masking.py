@@ -127,8 +127,10 @@ def masked_softmax(logits: tf.Tensor, mask=None, axis: int = -1,
     logits = tf.cast(logits, tf.float32)
     if mask is None:
         return tf.nn.softmax(logits, axis=axis)
+    # `where` and the product broadcast `mask` to the logits. Not a LOGICAL_AND: TF 2.20's own
+    # TFLite kernel, which its int8 calibrator runs, aborts the process on a LOGICAL_AND
+    # broadcast above rank 4 (local and low-rank attention's `(B, 1, blocks, w, keys)` masks).
     mask = tf.cast(mask, tf.bool)
-    mask = tf.logical_and(mask, tf.ones_like(logits, tf.bool))  # broadcast to the logits
     if zero_masked_logits:
         logits = tf.where(mask, logits, tf.zeros_like(logits))
     weights = tf.nn.softmax(fill_masked(logits, mask, 16.0, axis=axis), axis=axis)

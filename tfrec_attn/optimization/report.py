@@ -43,7 +43,6 @@ from tfrec_attn.data import make_training_dataset, pad_left
 from tfrec_attn.evaluation import evaluate
 from tfrec_attn.export import LiteRTRecommender, convert_to_tflite, export_saved_model
 from tfrec_attn.export.serving import write_models_config
-from tfrec_attn.export.tflite import INT8_UNSUPPORTED
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.pruning import check_target_sparsity, gzip_size
 from tfrec_attn.optimization.sasrec import prune_sasrec, qat_sasrec
@@ -101,18 +100,6 @@ def _sasrec_metrics(run_dir: str | os.PathLike) -> dict:
         raise ValueError(f"{os.fspath(run_dir)} is a `--model {kind}` run; optimize supports "
                          "only SASRec runs (`tfrec-attn train --model sasrec`).")
     return metrics
-
-
-def _check_int8_methods(run_dir: str | os.PathLike, model: dict, methods) -> None:
-    """`ValueError` before any work when a method converts to full-integer int8 (`qat`,
-    `ptq-int8`) a run whose attention (its `model` config) the int8 calibrator cannot take
-    (`INT8_UNSUPPORTED`)."""
-    attention = model.get("attention", "full")
-    int8 = [m for m in methods if m == "qat" or PTQ.get(m) == "int8"]
-    if int8 and attention in INT8_UNSUPPORTED.values():
-        raise ValueError(f"{os.fspath(run_dir)} uses {attention!r} attention, which full-integer "
-                         f"int8 conversion does not support ({', '.join(int8)}); use prune, "
-                         "ptq-float16 or ptq-dynamic.")
 
 
 def fine_tune_learning_rate(method: str, run_learning_rate: float) -> float:
@@ -299,7 +286,6 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
     vocab_size = model.get("vocab_size")
     check_settings(epochs, target_sparsity, k, latency_runs, learning_rate,
                    vocab_size - 2 if isinstance(vocab_size, int) else None)
-    _check_int8_methods(run_dir, model, methods)
     run = load_run(run_dir)
     fine_tuning = _fine_tune_settings(run, methods, epochs, learning_rate)
     out = Path(output if output is not None else run_dir)
