@@ -48,6 +48,17 @@ def test_never_empties_a_row(pad_id):
     assert np.isin(out, np.r_[pad_id, np.unique(ids)]).all()
 
 
+def test_replacement_id_keeps_padding_and_marks_dropped_items():
+    rng = np.random.default_rng(2)
+    ids = rng.integers(2, 1000, size=(128, 64))
+    ids[:, :8] = 0
+    out = ItemDropout(rate=0.4, replacement_id=1)(tf.constant(ids), training=True).numpy()
+    assert (out[:, :8] == 0).all()  # padding is not replaced
+    dropped = out[:, 8:] == 1
+    np.testing.assert_array_equal(out[:, 8:][~dropped], ids[:, 8:][~dropped])
+    assert abs(dropped.mean() - 0.4) < 0.02, dropped.mean()
+
+
 def test_symbolic_training_flag():
     layer = ItemDropout(rate=0.99)
     ids = tf.constant(IDS[1:2])
@@ -66,10 +77,10 @@ def test_functional_model_forwards_the_training_flag():
 
 
 def test_config_round_trip():
-    layer = ItemDropout(rate=0.3, pad_id=-1, seed=7, name="drop")
+    layer = ItemDropout(rate=0.3, pad_id=-1, seed=7, replacement_id=1, name="drop")
     config = layer.get_config()
-    assert {k: config[k] for k in ("rate", "pad_id", "seed")} == {"rate": 0.3, "pad_id": -1,
-                                                                  "seed": 7}
+    assert {k: config[k] for k in ("rate", "pad_id", "seed", "replacement_id")} == {
+        "rate": 0.3, "pad_id": -1, "seed": 7, "replacement_id": 1}
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
     assert type(clone) is ItemDropout and clone.get_config() == config
     assert keras.saving.get_registered_name(ItemDropout) == "tfrec_attn>ItemDropout"
@@ -79,6 +90,7 @@ def test_config_round_trip():
 @pytest.mark.parametrize("kwargs, message", [
     ({"rate": 1.0}, "rate"), ({"rate": -0.1}, "rate"), ({"rate": "0.5"}, "rate"),
     ({"pad_id": 0.5}, "pad_id"), ({"seed": "1"}, "seed"),
+    ({"replacement_id": True}, "replacement_id"), ({"replacement_id": 1.0}, "replacement_id"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

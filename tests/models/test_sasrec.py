@@ -28,7 +28,8 @@ def softmax_run(chain_sequences):
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"loss": "hinge"}, "loss"), ({"dim": 0}, "dim"), ({"positional": "rope"}, "positional"),
-     ({"dim": 10, "num_heads": 3}, "divisible")],
+     ({"dim": 10, "num_heads": 3}, "divisible"), ({"input_dropout": 1.0}, "input_dropout"),
+     ({"input_dropout": True}, "input_dropout")],
 )
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -93,3 +94,19 @@ def test_auto_loss_resolves_by_catalogue_size(vocab_size, loss):
     config = SASRecConfig(vocab_size=vocab_size)
     assert config.loss == loss
     assert SASRecConfig(**config.to_dict()) == config  # the resolved loss round-trips
+
+
+def test_input_dropout_hides_items_only_in_training():
+    """`input_dropout` swaps history items for the OOV id while training; padding stays
+    padding, and inference (serving, evaluation) reads the real items."""
+    model = SASRec(SASRecConfig(vocab_size=30, max_len=6, dim=8, num_blocks=1,
+                                input_dropout=0.5))
+    layer = model.encoder.get_layer("input_dropout")
+    history = tf.constant(np.repeat([[0, 0, 2, 3, 4, 5]], 256, 0), tf.int64)
+    dropped = layer(history, training=True).numpy()
+    assert (dropped[:, :2] == 0).all() and np.isin(dropped[:, 2:], [1, 2, 3, 4, 5]).all()
+    assert 0.4 < (dropped[:, 2:] == 1).mean() < 0.6
+    np.testing.assert_array_equal(model(history).numpy(), model(history).numpy())
+    assert not np.allclose(model.encoder(history, training=True).numpy(),
+                           model.encoder(history, training=False).numpy())
+    assert SASRecConfig(**model.get_config()["config"]).input_dropout == 0.5

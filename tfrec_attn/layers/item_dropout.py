@@ -20,6 +20,10 @@ class ItemDropout(keras.layers.Layer):
             (Mult-DAE's input dropout).
         pad_id: int. The padding id dropped items become. Defaults to `0`.
         seed: int or None. Op-level seed of the random draws.
+        replacement_id: int or None. The id dropped items become; `None` (the default) means
+            `pad_id`, so dropped items are hidden. An unknown-item id (the vocabulary's OOV id)
+            instead keeps the position visible and hides only which item it was (SASRec's
+            `input_dropout`).
 
     Call arguments:
         inputs: integer ids `(batch, T)`.
@@ -38,7 +42,8 @@ class ItemDropout(keras.layers.Layer):
     True
     """
 
-    def __init__(self, rate: float = 0.5, pad_id: int = 0, seed: int | None = None, **kwargs):
+    def __init__(self, rate: float = 0.5, pad_id: int = 0, seed: int | None = None,
+                 replacement_id: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
             raise ValueError(f"rate must be a float in [0, 1). Received: rate={rate!r}")
@@ -46,7 +51,12 @@ class ItemDropout(keras.layers.Layer):
             raise ValueError(f"pad_id must be an int. Received: pad_id={pad_id!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
+        if replacement_id is not None and (isinstance(replacement_id, bool)
+                                           or not isinstance(replacement_id, int)):
+            raise ValueError("replacement_id must be an int or None. "
+                             f"Received: replacement_id={replacement_id!r}")
         self.rate = float(rate)
+        self.replacement_id = replacement_id
         self.pad_id = pad_id
         self.seed = seed
 
@@ -61,7 +71,10 @@ class ItemDropout(keras.layers.Layer):
             real, tf.equal(real_draws, tf.reduce_max(real_draws, axis=-1, keepdims=True)))
         emptied = tf.logical_not(tf.reduce_any(keep, axis=-1, keepdims=True))
         keep = tf.logical_or(keep, tf.logical_and(emptied, best))
-        return tf.where(keep, ids, tf.fill(tf.shape(ids), pad))
+        replacement = pad if self.replacement_id is None else tf.cast(self.replacement_id,
+                                                                      ids.dtype)
+        return tf.where(tf.logical_or(keep, tf.logical_not(real)), ids,
+                        tf.fill(tf.shape(ids), replacement))
 
     def call(self, inputs, training=None):
         if self.rate == 0.0:
@@ -76,5 +89,6 @@ class ItemDropout(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(rate=self.rate, pad_id=self.pad_id, seed=self.seed)
+        config.update(rate=self.rate, pad_id=self.pad_id, seed=self.seed,
+                      replacement_id=self.replacement_id)
         return config

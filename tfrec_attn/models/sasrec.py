@@ -5,8 +5,10 @@ import dataclasses
 import tensorflow_recommenders as tfrs
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.data.vocabulary import OOV_ID
 from tfrec_attn.layers import (
     ATTENTION_KINDS,
+    ItemDropout,
     ItemEmbedding,
     LastPosition,
     PaddingMask,
@@ -77,6 +79,9 @@ class SASRecConfig:
             `"low_rank"` gets `max_length=max_len` unless given.
         gated: LiGR blocks (eSASRec): sigmoid-gated residuals and a gated-linear-unit
             feed-forward (`TransformerEncoderBlock(gated=True)`). Off by default.
+        input_dropout: probability of replacing each history item the encoder reads by the
+            unknown-item id while training (`ItemDropout`; positions stay visible, targets and
+            `exclude_seen` keep the real items). 0: off.
     """
 
     vocab_size: int
@@ -98,6 +103,7 @@ class SASRecConfig:
     max_negatives: int = 2048
     uniform_negatives: int | None = None
     gated: bool = False
+    input_dropout: float = 0.0
 
     def __post_init__(self):
         if self.loss == "auto" and isinstance(self.vocab_size, int):
@@ -109,6 +115,7 @@ class SASRecConfig:
         check_positive_ints(self, ("vocab_size", "max_len", "dim", "num_blocks", "num_heads",
                                    "future_targets", "max_negatives"))
         check_rate("dropout", self.dropout)
+        check_rate("input_dropout", self.input_dropout)
         if self.uniform_negatives is None and isinstance(self.loss, str):
             self.uniform_negatives = DEFAULT_UNIFORM_NEGATIVES if self.loss == "sampled" else 0
         check_non_negative_int("uniform_negatives", self.uniform_negatives)
@@ -148,8 +155,12 @@ def build_sequence_encoder(config: SASRecConfig) -> keras.Model:
     """
     ids = keras.Input((None,), dtype="int64", name="history")
     padding = PaddingMask(name="padding_mask")(ids)
+    items = ids
+    if config.input_dropout:
+        items = ItemDropout(config.input_dropout, replacement_id=OOV_ID,
+                            name="input_dropout")(ids)
     x = ItemEmbedding(config.vocab_size, config.dim, scale_by_dim=True, l2=config.l2,
-                      name="item_embedding")(ids)
+                      name="item_embedding")(items)
     if config.positional == "learned":
         x = PositionEmbedding(config.max_len, name="position_embedding")(x)
     else:
