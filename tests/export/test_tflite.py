@@ -159,11 +159,15 @@ def test_int8_without_representative_data_raises(trained, tmp_path):
 
 
 @pytest.mark.parametrize("attention, options", [("local", {"window": 4}),
-                                                ("low_rank", {"projection_length": 2})])
-def test_int8_of_local_and_low_rank_attention_overlaps_keras(attention, options,
-                                                             chain_sequences, tmp_path):
-    """Their 5-D block tensors (3 blocks of 4 over max_len 12) once aborted TF 2.20's int8
-    calibrator: a broadcasting LOGICAL_AND above rank 4 in `masking.masked_softmax`."""
+                                                ("low_rank", {"projection_length": 2}),
+                                                ("linear", {}),
+                                                ("top_k", {"k": 4})])
+def test_int8_of_efficient_attention_overlaps_keras(attention, options, chain_sequences,
+                                                    tmp_path):
+    """`local` and `low_rank`: their 5-D block tensors (3 blocks of 4 over max_len 12) once
+    aborted TF 2.20's int8 calibrator (a broadcasting LOGICAL_AND above rank 4 in
+    `masking.masked_softmax`). `linear`: its normalization was an int8 DIV whose divisor
+    rounded to the zero point on padded rows, so the file aborted at its first inference."""
     sequences, vocab = chain_sequences
     keras.utils.set_random_seed(0)
     model = SASRec(SASRecConfig(vocab_size=vocab, max_len=MAX_LEN, dim=16, num_blocks=1,

@@ -43,7 +43,8 @@ class LinearAttention(BaseAttention):
     Dropout (the weights are never formed) drops key features `phi(k)`.
     The dense normalized `phi(q) phi(k)^T` weights are formed only when
     `return_attention_scores=True` or with an explicit `attention_mask` (which is `T x S`
-    already). Converts to TFLite builtins (`ELU`/`EXP`, `CUMSUM`, `BATCH_MATMUL`).
+    already). Converts to TFLite builtins (`ELU`/`EXP`, `CUMSUM`, `BATCH_MATMUL`), full-integer
+    int8 included: the normalization multiplies by `rsqrt(denominator)` twice, no int8 DIV.
 
     Args:
         num_heads: int. Number of heads. Defaults to `1`.
@@ -145,8 +146,7 @@ class LinearAttention(BaseAttention):
                                    tf.shape(scores)[2], tf.shape(scores)[3])
         if mask is not None:
             scores = tf.where(mask, scores, 0.0)
-        total = tf.reduce_sum(scores, axis=-1, keepdims=True)
-        weights = scores / tf.where(total > 0.0, total, 1.0)
+        weights = _normalize(scores, tf.reduce_sum(scores, axis=-1, keepdims=True))
         return tf.matmul(weights, values), weights
 
     def _causal_chunked(self, q_features, k_features, values):
@@ -181,5 +181,14 @@ class LinearAttention(BaseAttention):
 
 
 def _normalize(numerator: tf.Tensor, denominator: tf.Tensor) -> tf.Tensor:
-    """`numerator / denominator`, 0 where no key is visible (denominator 0)."""
-    return numerator / tf.where(denominator > 0.0, denominator, 1.0)
+    """`numerator / denominator`, 0 where no key is visible (denominator 0).
+
+    Computed as `numerator * r * r` with `r = rsqrt(denominator)`, not as a division: in a
+    full-integer int8 TFLite file, DIV aborts when its int8 divisor rounds to the zero point
+    (rows without keys, or sums under half a quantization step; the int8 `> 0` test does not
+    catch them), whereas int8 RSQRT saturates there and the numerator is 0. `r` is 0 on rows
+    without keys so that they do not widen its calibrated range.
+    """
+    visible = denominator > 0.0
+    root = tf.where(visible, tf.math.rsqrt(tf.where(visible, denominator, 1.0)), 0.0)
+    return numerator * root * root
