@@ -36,3 +36,12 @@ def test_check_resume_names_each_difference_and_record_keeps_the_first(tmp_path)
         check_resume(tmp_path / "random", new)
     assert str(tmp_path) in str(err.value) and "new --output" in str(err.value)
     assert "(epochs: 1 there, 2 now; synthetic_users: 200 there, 300 now)" in str(err.value)
+
+
+def test_resume_of_trials_without_recorded_settings_warns(tmp_path, recwarn):
+    settings = trial_settings(TrainOptions(synthetic_users=200, epochs=1))
+    check_resume(tmp_path / "random", settings)  # a fresh search: nothing to say
+    assert not recwarn.list
+    (tmp_path / "random" / "trial_00").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="trials without recorded settings"):
+        check_resume(tmp_path / "random", settings)

@@ -9,6 +9,7 @@ and the best config would pair an old trial with the new options. The search spa
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from tfrec_attn.training.run import TrainOptions
@@ -44,11 +45,17 @@ def trial_settings(train: TrainOptions) -> dict:
 def check_resume(project_dir: str | Path, settings: dict) -> None:
     """Raises `TuneSettingsError` if the search in `project_dir` recorded other `settings`.
 
-    Reads only: a directory without recorded settings (a fresh search, or one from before they
-    were recorded) passes.
+    Reads only: a directory without recorded settings passes, a fresh search silently and one
+    whose trials predate the record with a warning (nothing to check them against; the
+    settings of this resume are recorded for the next).
     """
     path = Path(project_dir) / SETTINGS_FILE
     if not path.exists():
+        if any(Path(project_dir).glob("trial_*")):
+            warnings.warn(f"{project_dir} holds trials without recorded settings (a search from "
+                          "before they were recorded): this resume cannot be checked against "
+                          "them, so its data and training options must match theirs.",
+                          stacklevel=2)
         return
     recorded = json.loads(path.read_text())
     missing = "(not set)"
