@@ -182,6 +182,7 @@ def main(argv=None) -> int:
             sub.error(f"--data: {err}")
         return 0
     if args.command == "attention":
+        _checked(sub, check_output_dir, args.output)
         _checked(sub, attention_cli.settings_from_args, args)
         return attention_cli.run_cli(args)
     if args.epochs < 0:

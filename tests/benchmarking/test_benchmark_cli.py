@@ -54,7 +54,7 @@ def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, no_benchmark, argv, 
     assert message.format(tmp=tmp_path) in _usage_error(argv, capsys)
 
 
-@pytest.mark.parametrize("command", ["variants", "families", "speed"])
+@pytest.mark.parametrize("command", ["variants", "families", "speed", "attention"])
 def test_output_that_is_a_file_is_a_usage_error(tmp_path, capsys, no_benchmark, command):
     (tmp_path / "file").write_text("x")
     err = _usage_error([command, "--output", str(tmp_path / "file")], capsys)
