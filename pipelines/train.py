@@ -37,7 +37,7 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "dropout": "dropout", "loss": "loss", "ffn_dim": "ffn_dim", "positional": "positional",
     "l2": "l2", "attention": "attention", "exclude_seen": "exclude_seen",
     "future_targets": "future_targets", "gated": "gated",
-    "uniform_negatives": "uniform_negatives",
+    "uniform_negatives": "uniform_negatives", "input_dropout": "input_dropout",
 }
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
@@ -146,6 +146,9 @@ def parser() -> argparse.ArgumentParser:
         help="sampled loss: uniformly drawn catalogue items added to the in-batch negatives")
     add("--gated", action=argparse.BooleanOptionalAction, default=None,
         help="LiGR blocks (eSASRec): gated residuals and a gated-linear-unit feed-forward")
+    add("--input-dropout", type=float,
+        help="while training, replace each history item by the unknown-item id with this "
+             "probability (0: off, the default)")
     add("--attention", choices=list(ATTENTION_KINDS),
         help="self-attention variant of every block (options via the YAML "
              "model: {attention_options: {...}})")

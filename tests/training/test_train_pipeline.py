@@ -96,6 +96,13 @@ def test_uniform_negatives_flag_reaches_the_model_config():
     assert options.model == {"loss": "sampled", "uniform_negatives": 512}
 
 
+def test_input_dropout_flag_reaches_the_model_config_and_is_checked():
+    options = train_pipeline.options_from_args(["--format", "synthetic", "--input-dropout", "0.1"])
+    assert options.model == {"input_dropout": 0.1}
+    with pytest.raises(ValueError, match="input_dropout must be in"):
+        train_pipeline.options_from_args(["--format", "synthetic", "--input-dropout", "1.5"])
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [(["--format", "csv"], "--data is required"),
