@@ -1,7 +1,8 @@
 """`tfrec-attn optimize` / `python -m pipelines.optimize`: prune, quantize and compare a run.
 
 Writes `RUN_DIR/optimize.json`, `RUN_DIR/optimize.png` and the exports under
-`RUN_DIR/optimized/` (see `tfrec_attn.optimization.report.optimize_run`).
+`RUN_DIR/optimized/` (see `tfrec_attn.optimization.report.optimize_run`) for a SASRec or a DIN
+run (`tfrec-attn train --model din`: `optimization.ranker_report.optimize_ranker_run`).
 """
 
 import argparse
@@ -13,7 +14,8 @@ from tfrec_attn.optimization.report import METHODS, optimize_run, optimize_table
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfrec-attn optimize", description=__doc__.splitlines()[0])
     add = p.add_argument
-    add("--run-dir", required=True, help="a `tfrec-attn train` run directory")
+    add("--run-dir", required=True,
+        help="a `tfrec-attn train` run directory (SASRec, or `--model din`)")
     add("--methods", default=",".join(METHODS),
         help=f"comma-separated subset of {','.join(METHODS)} (float32 is always included)")
     add("--epochs", type=int, default=None,
@@ -24,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     add("--target-sparsity", type=float, default=0.8,
         help="prune: fraction of zero weights, in [0, 1)")
     add("--k", type=int, default=10,
-        help="items the exported models return (>= 10, at most the run's items)")
+        help="SASRec: items the exported models return (>= 10, at most the run's items); "
+             "DIN: the most candidates the `rank` signature returns (>= 1)")
     add("--latency-runs", type=int, default=50, help="timed calls per latency percentile")
     add("--output", help="where reports and exports go (default: the run directory)")
     return p

@@ -148,17 +148,18 @@ def test_bad_numeric_option_exits_2_before_anything_is_written(option, value, ru
 
 
 @pytest.mark.parametrize("kind, options", [
-    ("din", {"negatives": 1, "test_negatives": 100, "valid_negatives": 100}),
     ("autoencoder", {"holdout_fraction": 0.2, "k": 20}),
     ("policy", {"events_per_user": 5, "k": 5}),
 ])
 def test_runs_of_other_models_are_named_before_anything_is_done(kind, options, tmp_path,
                                                                 capsys):
-    """The run type comes from `metrics.json` (`ranking_evaluation.run_type`, as `evaluate`)."""
+    """The run type comes from `metrics.json` (`ranking_evaluation.run_type`, as `evaluate`);
+    DIN runs are optimized too (tests/optimization/test_optimize_din.py)."""
     (tmp_path / "metrics.json").write_text(json.dumps({"test": {}, "options": options}))
     assert cli_main(["optimize", "--run-dir", str(tmp_path), "--target-sparsity", "0.5"]) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path} is a `--model {kind}` run; optimize supports only SASRec runs" in err
+    assert f"{tmp_path} is a `--model {kind}` run; optimize supports only SASRec and DIN " \
+           "runs" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # nothing written
     with pytest.raises(ValueError, match=f"`--model {kind}` run"):
         optimize_run(tmp_path, methods=("ptq-int8",))

@@ -1,10 +1,11 @@
 """Model optimization with the TensorFlow Model Optimization toolkit: pruning and QAT.
 
 Functional towers are optimized directly (`prune_model`, `make_qat_model`); a `SASRec` through
-its encoder (`prune_sasrec`, `qat_sasrec`).
+its encoder (`prune_sasrec`, `qat_sasrec`), a `DIN` through its tower (`prune_din`, `qat_din`).
 """
 
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
+from tfrec_attn.optimization.din import prune_din, qat_din
 from tfrec_attn.optimization.pruning import (
     gzip_size,
     make_schedule,
@@ -42,9 +43,11 @@ __all__ = [
     "optimize_run",
     "optimize_table",
     "prunable_weights",
+    "prune_din",
     "prune_model",
     "prune_sasrec",
     "pruning_callbacks",
+    "qat_din",
     "qat_sasrec",
     "quantize_annotate",
     "quantize_config_for",

@@ -1,5 +1,8 @@
 """`optimize_run`: optimized variants of a trained run, compared on the run's own test split.
 
+A DIN run (`tfrec-attn train --model din`) is handed to `ranker_report.optimize_ranker_run`
+(the same methods, scored by AUC / GAUC on the run's test rows); below, a SASRec run.
+
 Variants (always `float32`, plus the chosen `METHODS`):
 
 - `float32`: the trained model as it is (SavedModel + float TFLite).
@@ -12,12 +15,9 @@ Variants (always `float32`, plus the chosen `METHODS`):
 - `ptq-int8`, `ptq-float16`, `ptq-dynamic`: post-training quantization of the float model
   (`convert_to_tflite`, int8 calibrated on validation histories).
 
-Fine-tuning (`prune`, `qat`) runs on the run's own training data and batch size
-(`options.batch_size`), so the run's learning rate (`options.learning_rate`, the one tuned for
-that batch size) is the base: `fine_tune_learning_rate` scales it by `LR_SCALE` (pruning
-restarts at the run's rate, which kept 80% sparsity within 0.3% of float32 on Games after 3
-epochs; QAT uses a tenth, so the fake-quant ranges settle instead of chasing large steps).
-Epochs default to `FINE_TUNE_EPOCHS` (pruning 3: one epoch lost 2.7% NDCG@10 on Games).
+Fine-tuning (`prune`, `qat`) runs on the run's own training data and batch size, at a
+learning rate derived from the run's (`methods.fine_tune_learning_rate`, where the rule and
+`FINE_TUNE_EPOCHS` are explained).
 
 Quality uses the same test users, protocol and seed as the run's `metrics.json`. A TFLite
 variant is scored through a second, evaluation-only flatbuffer converted the same way (same
@@ -29,11 +29,9 @@ file (top-`k`, history excluded) is the one measured for size and latency.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,33 +42,34 @@ from tfrec_attn.evaluation import evaluate
 from tfrec_attn.export import LiteRTRecommender, convert_to_tflite, export_saved_model
 from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
-from tfrec_attn.optimization.pruning import check_target_sparsity, gzip_size
+from tfrec_attn.optimization.methods import (
+    METHODS,
+    PTQ,
+    QAT_QUANTIZATION,
+    check_common_settings,
+    check_methods,
+    file_size,
+    fine_tune_learning_rate,
+    latency_ms,
+)
+from tfrec_attn.optimization.methods import fine_tune_settings as _fine_tune_settings
+from tfrec_attn.optimization.plots import plot_optimization
+from tfrec_attn.optimization.pruning import gzip_size
+from tfrec_attn.optimization.ranker_report import optimize_ranker_run, ranker_table
 from tfrec_attn.optimization.sasrec import prune_sasrec, qat_sasrec
 from tfrec_attn.training.ranking_evaluation import read_run_metrics, run_type
 from tfrec_attn.training.run import item_probabilities, write_json
 from tfrec_attn.training.run_dir import CHECKPOINT, RunArtifacts, load_run, restore_model
 from tfrec_attn.training.run_dir import METRICS as METRICS_FILE
 from tfrec_attn.training.scoring import make_score_fn
-from tfrec_attn.validation import check_optional_positive_int, check_positive_int
 
-METHODS = ("prune", "qat", "ptq-int8", "ptq-float16", "ptq-dynamic")
-PTQ = {"ptq-int8": "int8", "ptq-float16": "float16", "ptq-dynamic": "dynamic"}
-QAT_QUANTIZATION = "int8"  # full integer: QAT weights plus calibrated float activations
-FINE_TUNE_EPOCHS = {"prune": 3, "qat": 1}
-LR_SCALE = {"prune": 1.0, "qat": 0.1}  # fine-tuning lr = LR_SCALE * the run's learning rate
+__all__ = ["METHODS", "check_methods", "check_settings", "fine_tune_learning_rate",
+           "optimize_run", "optimize_table", "plot_optimization"]
+
 METRICS = ("ndcg@10", "hr@10")
 BATCH = 256
-WARMUP = 3
 CALIBRATION_USERS = 200
-
-
-def check_methods(methods) -> tuple[str, ...]:
-    """`methods` without duplicates, or `ValueError` naming the unknown ones."""
-    methods = tuple(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown optimization method(s) {unknown}; choose from {METHODS}.")
-    return tuple(dict.fromkeys(methods))
+SUPPORTED_RUNS = ("sasrec", "din")
 
 
 def check_settings(epochs: int | None, target_sparsity: float, k: int, latency_runs: int,
@@ -80,39 +79,21 @@ def check_settings(epochs: int | None, target_sparsity: float, k: int, latency_r
     if k < 10 or (items is not None and k > items):
         most = "" if items is None else f" and at most the run's number of items, {items}"
         raise ValueError(f"k must be >= 10 (the @10 metrics){most}. Received: k={k}")
-    check_optional_positive_int("epochs", epochs)
-    check_positive_int("latency_runs", latency_runs)
-    if learning_rate is not None and not 0 < learning_rate < math.inf:
-        raise ValueError(f"learning_rate must be positive and finite. "
-                         f"Received: learning_rate={learning_rate}")
-    check_target_sparsity(target_sparsity)
+    check_common_settings(epochs, target_sparsity, latency_runs, learning_rate)
 
 
-def _sasrec_metrics(run_dir: str | os.PathLike) -> dict:
-    """The `metrics.json` of the SASRec run in `run_dir` (`{}` if missing: `load_run` names
-    what is), or `ValueError` naming another run type (`ranking_evaluation.run_type`, as
-    `tfrec-attn evaluate` tells them)."""
+def _run_metrics(run_dir: str | os.PathLike) -> tuple[str, dict]:
+    """`(run type, metrics.json)` of the run in `run_dir` (`("sasrec", {})` if missing:
+    `load_run` names what is), or `ValueError` naming a run type optimize does not support
+    (`ranking_evaluation.run_type`, as `tfrec-attn evaluate` tells them)."""
     if not (Path(run_dir) / METRICS_FILE).is_file():
-        return {}
+        return "sasrec", {}
     metrics = read_run_metrics(run_dir)
     kind = run_type(metrics)
-    if kind != "sasrec":
+    if kind not in SUPPORTED_RUNS:
         raise ValueError(f"{os.fspath(run_dir)} is a `--model {kind}` run; optimize supports "
-                         "only SASRec runs (`tfrec-attn train --model sasrec`).")
-    return metrics
-
-
-def fine_tune_learning_rate(method: str, run_learning_rate: float) -> float:
-    """The fine-tuning learning rate of `method` for a run trained at `run_learning_rate`.
-
-    >>> fine_tune_learning_rate("qat", 1e-3)
-    0.0001
-    """
-    if method not in LR_SCALE:
-        raise ValueError(f"method must be one of {tuple(LR_SCALE)}. Received: {method!r}")
-    if not run_learning_rate > 0:
-        raise ValueError(f"run_learning_rate must be positive. Received: {run_learning_rate}")
-    return LR_SCALE[method] * run_learning_rate
+                         "only SASRec and DIN runs (`tfrec-attn train --model sasrec|din`).")
+    return kind, metrics
 
 
 class _Context:
@@ -146,18 +127,8 @@ class _Context:
 
     def latency(self, call) -> dict:
         """p50/p99 milliseconds of `call(rows)` for one history and for a batch of `BATCH`."""
-        out = {}
-        for name, rows in (("single", self.single), (f"batch_{BATCH}", self.batch)):
-            for _ in range(WARMUP):
-                call(rows)
-            times = []
-            for _ in range(self.latency_runs):
-                start = time.perf_counter()
-                call(rows)
-                times.append((time.perf_counter() - start) * 1e3)
-            out[name] = {"p50_ms": round(float(np.percentile(times, 50)), 3),
-                         "p99_ms": round(float(np.percentile(times, 99)), 3)}
-        return out
+        return {name: latency_ms(call, rows, self.latency_runs)
+                for name, rows in (("single", self.single), (f"batch_{BATCH}", self.batch))}
 
 
 def _saved_model_part(ctx: _Context, name: str, model) -> dict:
@@ -169,8 +140,8 @@ def _saved_model_part(ctx: _Context, name: str, model) -> dict:
                               warmup_histories=ctx.calibration[:10])
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     latency = ctx.latency(lambda rows: serve(history=tf.constant(rows))["item_ids"].numpy())
-    return {"path": os.fspath(path), "size_bytes": _size(path), "gzip_bytes": gzip_size(path),
-            "latency": latency}
+    return {"path": os.fspath(path), "size_bytes": file_size(path),
+            "gzip_bytes": gzip_size(path), "latency": latency}
 
 
 def _tflite_part(ctx: _Context, name: str, model, quantization: str) -> dict:
@@ -183,7 +154,8 @@ def _tflite_part(ctx: _Context, name: str, model, quantization: str) -> dict:
     twin = convert_to_tflite(model, ctx.scratch / f"{name}.tflite", k=ctx.run.vocab_size - 2,
                              exclude_history=False, **kwargs)
     quality = ctx.evaluate(_tflite_score_fn(LiteRTRecommender(twin), ctx.run.vocab_size))
-    return {"path": os.fspath(path), "size_bytes": _size(path), "gzip_bytes": gzip_size(path),
+    return {"path": os.fspath(path), "size_bytes": file_size(path),
+            "gzip_bytes": gzip_size(path),
             "tflite_quantization": quantization, **quality,
             "latency": ctx.latency(runner.recommend)}
 
@@ -239,20 +211,14 @@ def _fine_tune(ctx: _Context, method: str, settings: dict, target_sparsity: floa
     return {**record, "fine_tuning": settings}
 
 
-def _fine_tune_settings(run, methods, epochs, learning_rate) -> dict:
-    """`{method: {"epochs", "learning_rate", "batch_size"}}` for the fine-tuned methods."""
-    return {method: {"epochs": FINE_TUNE_EPOCHS[method] if epochs is None else epochs,
-                     "learning_rate": (fine_tune_learning_rate(method, run.options.learning_rate)
-                                       if learning_rate is None else learning_rate),
-                     "batch_size": run.options.batch_size}
-            for method in methods if method in FINE_TUNE_EPOCHS}
-
-
 def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None = None,
                  target_sparsity: float = 0.8, k: int = 10, latency_runs: int = 50,
                  output: str | os.PathLike | None = None,
                  learning_rate: float | None = None) -> dict:
     """Builds, exports and compares optimized variants of the run in `run_dir`.
+
+    A DIN run is optimized by `ranker_report.optimize_ranker_run` (same arguments, `k` the
+    most candidates its `rank` signature returns; AUC / GAUC instead of NDCG@10 / HR@10).
 
     Args:
         run_dir: a `tfrec-attn train` run directory (see `training.run_dir.load_run`).
@@ -260,7 +226,7 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
         epochs: fine-tuning epochs for `prune` and `qat`; `None`: `FINE_TUNE_EPOCHS`.
         target_sparsity: `prune`'s fraction of zeros in the prunable weights.
         k: items the exported models return (at least 10, so `@10` metrics are defined).
-        latency_runs: timed calls per latency figure, after `WARMUP` untimed calls.
+        latency_runs: timed calls per latency figure, after `methods.WARMUP` untimed calls.
         output: where `optimize.json`, `optimize.png` and `optimized/` go (default `run_dir`).
         learning_rate: fine-tuning learning rate for `prune` and `qat`; `None`: derived from
             the run's (`fine_tune_learning_rate`, module docstring).
@@ -281,7 +247,13 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
         ValueError: a run of another model type, an unknown method or a bad setting, all
             raised before anything is loaded or written. FileNotFoundError: see `load_run`.
     """
-    model = _sasrec_metrics(run_dir).get("model") or {}  # metrics.json, read once
+    kind, metrics = _run_metrics(run_dir)  # metrics.json, read once
+    if kind == "din":
+        return optimize_ranker_run(run_dir, methods, epochs=epochs,
+                                   target_sparsity=target_sparsity, k=k,
+                                   latency_runs=latency_runs, output=output,
+                                   learning_rate=learning_rate)
+    model = metrics.get("model") or {}
     methods = check_methods(methods)
     vocab_size = model.get("vocab_size")
     check_settings(epochs, target_sparsity, k, latency_runs, learning_rate,
@@ -321,52 +293,10 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
     return report
 
 
-def _size(path: str | os.PathLike) -> int:
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-def plot_optimization(report: dict, path: str | os.PathLike) -> Path:
-    """Deployed size vs NDCG@10 (labelled scatter) beside p50 latencies per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    variants = report["variants"]
-    names = list(variants)
-    fig, (ax_size, ax_time) = plt.subplots(1, 2, figsize=(12, 4.5))
-    points = {}  # variants at the same point share one label
-    for name in names:
-        v = variants[name]
-        points.setdefault((v["size_bytes"] / 1024, v["ndcg@10"]), []).append(name)
-    for (size, quality), labels in points.items():
-        ax_size.scatter(size, quality)
-        ax_size.annotate(" = ".join(labels), (size, quality), textcoords="offset points",
-                         xytext=(4, 4))
-    ax_size.set(xlabel=".tflite size (KiB)", ylabel=f"test NDCG@10 ({report['protocol']})",
-                title="Size vs quality")
-    series = [(f"{runtime} {shape}", runtime, shape) for runtime in ("tflite", "saved_model")
-              for shape in ("single", f"batch_{BATCH}")]
-    width = 0.8 / len(series)
-    for i, (label, runtime, shape) in enumerate(series):
-        values = [(variants[n]["latency"][runtime] or {}).get(shape, {}).get("p50_ms", 0.0)
-                  for n in names]
-        ax_time.bar(np.arange(len(names)) + i * width, values, width, label=label)
-    ax_time.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20)
-    ax_time.set(ylabel="p50 latency (ms)", title="Latency (missing bar: no such artifact)")
-    ax_time.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def optimize_table(report: dict) -> str:
-    """A plain-text table of the variants in an `optimize_run` report."""
+    """A plain-text table of the variants in an `optimize_run` report (of either run type)."""
+    if report.get("model_type") == "din":
+        return ranker_table(report)
     header = (f"{'variant':12s}{'tflite KiB':>11s}{'gzip KiB':>10s}{'ndcg@10':>9s}"
               f"{'hr@10':>8s}{'keras ndcg':>11s}{'sparsity':>9s}{'tfl p50 1/256 ms':>18s}"
               f"{'sm p50 1/256 ms':>17s}")

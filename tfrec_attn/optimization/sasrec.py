@@ -11,6 +11,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import ItemEmbedding, LastPosition
 from tfrec_attn.optimization import pruning
 from tfrec_attn.optimization.device import optimization_scope
+from tfrec_attn.optimization.fine_tuning import check_epochs, compile_and_fit, pruning_steps
 from tfrec_attn.optimization.qat import make_qat_model
 
 
@@ -53,20 +54,6 @@ def install_encoder(sasrec, encoder: keras.Model) -> None:
     sasrec.scorer = build_scorer(encoder)
 
 
-def _steps_per_epoch(dataset: tf.data.Dataset) -> int:
-    steps = int(dataset.cardinality())
-    if steps < 0:  # unknown or infinite: count one pass
-        steps = int(dataset.reduce(0, lambda count, _: count + 1))
-    return steps
-
-
-def _fit(sasrec, dataset, epochs, optimizer, learning_rate, callbacks, verbose):
-    if optimizer is None and not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive. Received: {learning_rate}")
-    sasrec.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate))
-    return sasrec.fit(dataset, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
-
-
 def prune_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 2, target_sparsity: float = 0.8,
                  schedule: str = "polynomial", frequency: int = 100, optimizer=None,
                  learning_rate: float = 1e-3, log_dir: str | None = None, verbose: int = 0,
@@ -92,18 +79,14 @@ def prune_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 2, target_spars
         `(sasrec, report)`: the same `SASRec` with the stripped (sparse) encoder, and the
         `sparsity_report` of that encoder.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be positive. Received: epochs={epochs}")
-    steps = epochs * _steps_per_epoch(dataset)
-    frequency = max(1, min(frequency, steps // 4))
-    # The wrappers count steps from 1, and masks update on multiples of `frequency`.
-    end_step = steps // frequency * frequency
+    check_epochs(epochs)
+    frequency, end_step = pruning_steps(dataset, epochs, frequency)
     with optimization_scope():
         pruned = pruning.prune_model(sasrec.encoder, target_sparsity, schedule, begin_step=0,
                                      end_step=end_step, frequency=frequency)
         install_encoder(sasrec, pruned)
-        _fit(sasrec, dataset, epochs, optimizer, learning_rate,
-             pruning.pruning_callbacks(log_dir) + list(callbacks), verbose)
+        compile_and_fit(sasrec, dataset, epochs, optimizer, learning_rate,
+                        pruning.pruning_callbacks(log_dir) + list(callbacks), verbose)
         install_encoder(sasrec, pruning.strip_pruning(pruned))
     return sasrec, pruning.sparsity_report(sasrec.encoder)
 
@@ -127,9 +110,9 @@ def qat_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 1, optimizer=None
         `(sasrec, history)`: the same `SASRec`, whose encoder is now the QAT model, and the
         `fit` history.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be positive. Received: epochs={epochs}")
+    check_epochs(epochs)
     with optimization_scope():
         install_encoder(sasrec, make_qat_model(sasrec.encoder))
-        history = _fit(sasrec, dataset, epochs, optimizer, learning_rate, callbacks, verbose)
+        history = compile_and_fit(sasrec, dataset, epochs, optimizer, learning_rate, callbacks,
+                                  verbose)
     return sasrec, history
