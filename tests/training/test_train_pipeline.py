@@ -137,6 +137,7 @@ def test_a_finished_run_is_not_overwritten_without_overwrite(tmp_path, capsys):
     argv = TINY + ["--epochs", "1", "--output", str(out), "--export-root", ""]
     assert train_pipeline.main(argv) == 0
     (out / "optimize.json").write_text("{}")  # derived from this run by `tfrec-attn optimize`
+    (out / "optimize.png").write_bytes(b"png")
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert train_pipeline.main(argv + ["--seed", "1"]) == 2
     assert "holds a finished run" in capsys.readouterr().err
@@ -144,6 +145,7 @@ def test_a_finished_run_is_not_overwritten_without_overwrite(tmp_path, capsys):
     assert train_pipeline.main(argv + ["--seed", "1", "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["options"]["seed"] == 1
     assert not (out / "optimize.json").exists()  # it described the replaced model
+    assert not (out / "optimize.png").exists()
 
 
 def test_bad_data_leaves_no_empty_run_directory(tmp_path, capsys):

@@ -99,7 +99,7 @@ def check_data_source(options) -> None:
 
 # What a finished run directory holds besides the run's own files, derived from that run by
 # `tfrec-attn evaluate` / `optimize`, and its TensorBoard logs: stale once the run is replaced.
-DERIVED_RUN_FILES = ("evaluation.json", "optimize.json", "optimized", "tensorboard")
+DERIVED_RUN_FILES = ("evaluation.json", "optimize.json", "optimize.png", "optimized", "tensorboard")
 
 
 class OutputExistsError(FileExistsError):
