@@ -16,7 +16,7 @@ def _gelu(x):  # Keras' default gelu is the exact (erf) form
     return 0.5 * x * (1.0 + np.vectorize(erf)(x / sqrt(2.0)))
 
 
-def _layer_norm(x, gamma, beta, eps=1e-6):
+def _layer_norm(x, gamma, beta, eps):
     mean = x.mean(-1, keepdims=True)
     var = x.var(-1, keepdims=True)
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
@@ -52,14 +52,16 @@ def _reference(block, x, mask):
             hidden = hidden * dense("ffn_value", h)
         return dense("ffn_outer", hidden)
 
+    def norm_of(h, norm):
+        return _layer_norm(h, w[f"{norm}/gamma"], w[f"{norm}/beta"], block.layer_norm_epsilon)
+
     def sublayer(h, norm, fn, gate):
-        branch = fn(_layer_norm(h, w[f"{norm}/gamma"], w[f"{norm}/beta"]) if block.norm_first
-                    else h)
+        branch = fn(norm_of(h, norm) if block.norm_first else h)
         if block.gated:
             branch = _sigmoid(dense(gate, h)) * branch
         if block.norm_first:
             return h + branch
-        return _layer_norm(h + branch, w[f"{norm}/gamma"], w[f"{norm}/beta"])
+        return norm_of(h + branch, norm)
 
     h = sublayer(x, "attention_norm", attention, "attention_gate")
     return sublayer(h, "ffn_norm", feed_forward, "ffn_gate")

@@ -28,7 +28,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
         norm_first: bool. Pre-LN (`True`, stabler for deep stacks) or post-LN.
         causal: bool. Causal self-attention.
         activation: feed-forward activation. Defaults to `"gelu"`.
-        layer_norm_epsilon: float.
+        layer_norm_epsilon: float. Defaults to `1e-3` (Keras' own default): with `1e-6`, an
+            all-zero input row (zeroed padding from a caller) gives `rsqrt(1e-6) = 1000` in the
+            norm, which takes the whole int8 range of a quantized file and rounds the real rows
+            to 0 (tests/optimization/test_layer_tflite_contract.py).
         kernel_initializer: initializer for every kernel.
         attention: str. The self-attention variant, a key of `ATTENTION_KINDS` (`"full"`,
             `"low_rank"`, `"local"`, `"linear"`, `"top_k"`). Defaults to `"full"`.
@@ -66,7 +69,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         norm_first: bool = True,
         causal: bool = False,
         activation="gelu",
-        layer_norm_epsilon: float = 1e-6,
+        layer_norm_epsilon: float = 1e-3,
         kernel_initializer="glorot_uniform",
         attention: str = "full",
         attention_options: dict | None = None,
