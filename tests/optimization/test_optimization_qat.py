@@ -11,6 +11,7 @@ from tfrec_attn.optimization import (
     NoOpQuantizeConfig,
     make_qat_model,
     quantize_config_for,
+    quantize_scope,
 )
 
 
@@ -135,6 +136,20 @@ def test_qat_weights_round_trip(tmp_path):
     fresh = build()
     fresh.load_weights(str(tmp_path / "qat")).assert_existing_objects_matched()
     np.testing.assert_allclose(fresh(feed), qat(feed), atol=1e-6)
+
+
+@pytest.mark.parametrize("case", oc.weighted_layer_cases())
+def test_each_layer_qat_model_reloads_from_h5(case, tmp_path):
+    """A whole QAT model saved as `.h5` reloads in `quantize_scope` with the same outputs. TFMOT's
+    wrapper once listed a not-yet-built layer's quantized kernels first on load, so every layer
+    with sublayer kernels failed (a bias assigned to a kernel)."""
+    model, feed, _ = oc.case_model(case)
+    qat = make_qat_model(model)
+    qat(feed, training=True)  # sets the quantization ranges
+    qat.save(tmp_path / "qat.h5")
+    with quantize_scope():
+        loaded = keras.models.load_model(tmp_path / "qat.h5")
+    np.testing.assert_allclose(loaded(feed), qat(feed), atol=1e-6)
 
 
 def test_qat_refuses_mixed_precision():

@@ -29,6 +29,8 @@ output tensor, so a QAT-wrapped attention layer cannot be called with
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow_model_optimization as tfmot
 
 from tfrec_attn._keras import keras, tf
@@ -336,9 +338,29 @@ def quantize_config_for(layer: keras.layers.Layer):
         "Add one to tfrec_attn/optimization/quantize_configs.py.")
 
 
+class QuantizeWrapperV2(tfmot.quantization.keras.QuantizeWrapperV2):
+    """TFMOT's `QuantizeWrapperV2` that builds the wrapped layer before itself.
+
+    TFMOT's `build` lists the wrapped layer's trainable weights first (their order is what an
+    HDF5 file stores) and only then builds that layer. A loaded `.h5` has no build configs, so
+    the layer was not built yet: its quantized kernels came first, and every one of our layers
+    with sublayer kernels failed to reload (`kernel` of shape (d, d) given a bias). Same class
+    name, so configs and checkpoints are unchanged; `quantize_scope` deserializes with it.
+    """
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        super().build(input_shape)
+
+
+@contextlib.contextmanager
 def quantize_scope():
     """Context manager with every tfrec_attn config, quantizer and layer class, for cloning and
-    loading quantization-aware models."""
+    loading quantization-aware models (`.h5` included: see `QuantizeWrapperV2`)."""
     objects = {cls.__name__: cls for cls in CONFIG_CLASSES + LAYER_CLASSES}
     objects["SublayerWeightQuantizer"] = SublayerWeightQuantizer
-    return tfmot.quantization.keras.quantize_scope(objects)
+    # Entered second, so its `QuantizeWrapperV2` wins over the one TFMOT's scope maps.
+    with tfmot.quantization.keras.quantize_scope(objects), keras.utils.custom_object_scope(
+            {"QuantizeWrapperV2": QuantizeWrapperV2}):
+        yield
