@@ -172,6 +172,8 @@ ATTENTION_CASES = (
     LayerCase("local_causal", LocalAttention, {"num_heads": 2, "window": 4, "num_global": 1,
                                                "causal": True}, heads=2, causal=True),
     LayerCase("linear", LinearAttention, {"num_heads": 2, "key_dim": 4}, heads=2),
+    LayerCase("linear_causal", LinearAttention, {"num_heads": 2, "key_dim": 4, "chunk_size": 4,
+                                                 "causal": True}, heads=2, causal=True),
     LayerCase("linear_favor_causal", LinearAttention,
               {"num_heads": 2, "feature_map": "favor", "num_features": 16, "chunk_size": 4,
                "causal": True}, heads=2, causal=True),
@@ -199,6 +201,7 @@ SAME_STRUCTURE_AS = {
     "low_rank_causal": "low_rank",
     "local_causal": "local",
     "top_k_causal": "top_k",
+    "linear_causal": "linear",  # elu features, chunked prefix sums: SASRec's linear blocks
 }
 
 
