@@ -12,6 +12,7 @@ from tfrec_attn.layers import (
     ItemDropout,
     ItemEmbedding,
     LastPosition,
+    MaskedMeanPooling,
     PaddingMask,
     StopGradient,
 )
@@ -34,6 +35,7 @@ PARAMETER_FREE_INPUTS = {
     PaddingMask: lambda: np.array([[0, 2, 3]]),
     ItemDropout: lambda: np.array([[0, 2, 3]]),
     LastPosition: lambda: np.ones((1, 3, 4), np.float32),
+    MaskedMeanPooling: lambda: np.ones((1, 3, 4), np.float32),
     StopGradient: lambda: np.ones((1, 4), np.float32),
     HistoryTopK: lambda: [np.ones((1, 12), np.float32), np.array([[0, 2]])],
 }

@@ -9,6 +9,7 @@ from tfrec_attn.layers.item_embedding import ItemEmbedding
 from tfrec_attn.layers.linear_attention import LinearAttention
 from tfrec_attn.layers.local_attention import LocalAttention
 from tfrec_attn.layers.low_rank_attention import LowRankAttention
+from tfrec_attn.layers.masked_mean_pooling import MaskedMeanPooling
 from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
 from tfrec_attn.layers.multimodal_fusion import MultimodalFusion
 from tfrec_attn.layers.padding_mask import LastPosition, PaddingMask
@@ -33,6 +34,7 @@ __all__ = [
     "LinearAttention",
     "LocalAttention",
     "LowRankAttention",
+    "MaskedMeanPooling",
     "MultiHeadAttention",
     "MultimodalFusion",
     "PaddingMask",

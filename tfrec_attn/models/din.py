@@ -11,7 +11,7 @@ import dataclasses
 import tensorflow_recommenders as tfrs
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.layers import ItemEmbedding, PaddingMask, TargetAttention
+from tfrec_attn.layers import ItemEmbedding, MaskedMeanPooling, PaddingMask, TargetAttention
 from tfrec_attn.layers.target_attention import NORMALIZATIONS
 from tfrec_attn.models.losses import global_mean
 from tfrec_attn.registry import register
@@ -34,8 +34,8 @@ class DINConfig:
         max_len: history length the tower reads (left-padded with 0).
         dim: item embedding size.
         pooling: `"attention"` (DIN: `TargetAttention` of the candidate over the history) or
-            `"mean"` (baseline: masked average of the history, `GlobalAveragePooling1D`; an
-            all-padding history then gives NaN, which `ranking_examples` never produces).
+            `"mean"` (baseline: masked average of the history, `MaskedMeanPooling`; an
+            all-padding history pools to zeros, and `ranking_examples` never produces one).
         attention_units: hidden sizes of the attention MLP (DIN: `(80, 40)`).
         attention_activation: its activation.
         normalize: `"softmax"` (default: on the synthetic data of `tests/models/test_din.py`
@@ -106,8 +106,7 @@ def build_din_tower(config: DINConfig) -> keras.Model:
         )([candidate_vectors, history_vectors], mask=[None, padding])
         interest = keras.layers.Flatten(name="interest")(interest)
     else:
-        interest = keras.layers.GlobalAveragePooling1D(name="interest")(history_vectors,
-                                                                         mask=padding)
+        interest = MaskedMeanPooling(name="interest")(history_vectors, mask=padding)
     target = keras.layers.Flatten(name="candidate_vector")(candidate_vectors)
     product = keras.layers.Multiply(name="interest_x_candidate")([interest, target])
     x = keras.layers.Concatenate(name="features")([interest, target, product])

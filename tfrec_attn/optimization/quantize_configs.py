@@ -45,6 +45,7 @@ from tfrec_attn.layers import (
     LinearAttention,
     LocalAttention,
     LowRankAttention,
+    MaskedMeanPooling,
     MultiHeadAttention,
     MultimodalFusion,
     PaddingMask,
@@ -278,6 +279,7 @@ LAYER_CONFIGS = (
     (PaddingMask, NoOpQuantizeConfig),
     (ItemDropout, NoOpQuantizeConfig),
     (LastPosition, NoOpQuantizeConfig),
+    (MaskedMeanPooling, NoOpQuantizeConfig),
     (StopGradient, NoOpQuantizeConfig),
     (HistoryTopK, NoOpQuantizeConfig),
     (keras.layers.LayerNormalization, NoOpQuantizeConfig),
@@ -299,7 +301,7 @@ LAYER_CLASSES = (
     PositionEmbedding, ScaledDotProductAttention, SelfAttentionPooling,
     SinusoidalPositionEmbedding, TransformerEncoderBlock, LowRankAttention, LocalAttention,
     LinearAttention, TopKAttention, StopGradient, TargetAttention,
-    ItemDropout,
+    ItemDropout, MaskedMeanPooling,
     GraphAttention, MultimodalFusion,
 )
 

@@ -17,10 +17,6 @@ same data, split seed and sampled negatives), so the AUC / GAUC are over the tes
 request (`num_candidates=C`), so the deployed file itself is evaluated (SASRec needs an
 evaluation twin). Calibration requests are the first `CALIBRATION_USERS` validation users'
 (their `1 + valid_negatives` candidates repeated to `C`): never test rows.
-
-`qat` is refused for mean-pooling towers (`pooling="mean"`): their QAT model converts to an int8
-file whose scores do not follow the Keras model's (correlation 0.19 on a trained tiny tower,
-against 0.995 for attention pooling); `ptq-int8` of the same tower stays within 0.03.
 """
 
 from __future__ import annotations
@@ -51,7 +47,7 @@ from tfrec_attn.optimization.methods import (
 from tfrec_attn.optimization.plots import plot_optimization
 from tfrec_attn.optimization.pruning import gzip_size
 from tfrec_attn.training.ctr_evaluation import ctr_metrics, evaluate_ranker
-from tfrec_attn.training.ranking_evaluation import RankingRun, load_ranking_run, read_run_metrics
+from tfrec_attn.training.ranking_evaluation import RankingRun, load_ranking_run
 from tfrec_attn.training.run import write_json
 from tfrec_attn.validation import check_positive_int
 
@@ -60,26 +56,6 @@ BATCH = 16  # requests (one history and C candidates each) in the batched latenc
 EVAL_REQUESTS = 64  # requests a LiteRT call scores while evaluating
 CALIBRATION_USERS = 200
 WARMUP_REQUESTS = 10
-
-
-def check_ranker_methods(methods, model: dict) -> tuple[str, ...]:
-    """`methods` checked (`methods.check_methods`) against the DIN run's `model` fields
-    (`metrics.json`): `qat` on a mean-pooling tower is refused (module docstring).
-
-    Example:
-    >>> check_ranker_methods(["ptq-int8", "qat"], {"pooling": "attention"})
-    ('ptq-int8', 'qat')
-    >>> check_ranker_methods(["qat"], {"pooling": "mean"})  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: method 'qat' is not supported for a mean-pooling DIN run...
-    """
-    methods = check_methods(methods)
-    if "qat" in methods and model.get("pooling") == "mean":
-        raise ValueError("method 'qat' is not supported for a mean-pooling DIN run "
-                         "(`pooling: mean`): its int8 TFLite file does not reproduce the QAT "
-                         "model's scores. Use ptq-int8 or ptq-dynamic instead.")
-    return methods
 
 
 def _requests(rows: dict, group: int) -> dict:
@@ -228,8 +204,7 @@ def optimize_ranker_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int
             is loaded or written; data that no longer match the run. FileNotFoundError: see
             `load_ranking_run`.
     """
-    metrics = read_run_metrics(run_dir)
-    methods = check_ranker_methods(methods, metrics.get("model") or {})
+    methods = check_methods(methods)
     check_common_settings(epochs, target_sparsity, latency_runs, learning_rate)
     check_positive_int("k", k)
     run = load_ranking_run(run_dir)
