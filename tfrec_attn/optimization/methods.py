@@ -100,3 +100,21 @@ def latency_ms(call, inputs, runs: int, warmup: int = WARMUP) -> dict:
         times.append((time.perf_counter() - start) * 1e3)
     return {"p50_ms": round(float(np.percentile(times, 50)), 3),
             "p99_ms": round(float(np.percentile(times, 99)), 3)}
+
+
+def variant_record(name: str, tflite: dict, protocol: str, sparsity: float, keras_quality,
+                   saved: dict | None, note: str | None = None) -> dict:
+    """One variant's `optimize.json` record, shared by the SASRec and DIN reports: the
+    `.tflite` part (its `"latency"` moved under `"latency"`, beside the SavedModel's), the
+    evaluation protocol, sparsity, Keras quality, the SavedModel part and an optional note.
+
+    >>> sorted(variant_record("float32", {"latency": 1.0}, "full", 0.0, None, None))
+    ['keras', 'latency', 'method', 'protocol', 'saved_model', 'sparsity']
+    """
+    latency = {"tflite": tflite.pop("latency"),
+               "saved_model": saved.pop("latency") if saved else None}
+    record = {"method": name, **tflite, "protocol": protocol, "sparsity": sparsity,
+              "keras": keras_quality, "latency": latency, "saved_model": saved}
+    if note:
+        record["note"] = note
+    return record

@@ -43,6 +43,7 @@ from tfrec_attn.optimization.methods import (
     file_size,
     fine_tune_settings,
     latency_ms,
+    variant_record,
 )
 from tfrec_attn.optimization.plots import plot_optimization
 from tfrec_attn.optimization.pruning import gzip_size
@@ -143,14 +144,8 @@ def _variant(ctx: _RankerContext, name: str, tower: keras.Model, quantization: s
     split = ctx.run.split
     keras_quality = evaluate_ranker(tower, split.test, split.test_negatives) if own_model else None
     saved = _saved_model_part(ctx, name, tower) if own_model else None
-    latency = {"tflite": tflite.pop("latency"),
-               "saved_model": saved.pop("latency") if saved else None}
-    record = {"method": name, **tflite, "protocol": _protocol(split.test_negatives),
-              "sparsity": sparsity, "keras": keras_quality, "latency": latency,
-              "saved_model": saved}
-    if note:
-        record["note"] = note
-    return record
+    return variant_record(name, tflite, _protocol(split.test_negatives), sparsity, keras_quality,
+                          saved, note)
 
 
 def _fine_tune(ctx: _RankerContext, method: str, settings: dict, target_sparsity: float) -> dict:

@@ -51,6 +51,7 @@ from tfrec_attn.optimization.methods import (
     file_size,
     fine_tune_learning_rate,
     latency_ms,
+    variant_record,
 )
 from tfrec_attn.optimization.methods import fine_tune_settings as _fine_tune_settings
 from tfrec_attn.optimization.plots import plot_optimization
@@ -180,14 +181,8 @@ def _variant(ctx: _Context, name: str, model, quantization: str, keras_path: boo
     keras_quality = (ctx.evaluate(make_score_fn(model.scorer, ctx.max_len))
                      if keras_path else None)
     saved = _saved_model_part(ctx, name, model) if saved_model else None
-    latency = {"tflite": tflite.pop("latency"),
-               "saved_model": saved.pop("latency") if saved else None}
-    record = {"method": name, **tflite, "protocol": ctx.run.options.eval_protocol,
-              "sparsity": sparsity, "keras": keras_quality, "latency": latency,
-              "saved_model": saved}
-    if note:
-        record["note"] = note
-    return record
+    return variant_record(name, tflite, ctx.run.options.eval_protocol, sparsity, keras_quality,
+                          saved, note)
 
 
 def _fine_tune(ctx: _Context, method: str, settings: dict, target_sparsity: float) -> dict:
