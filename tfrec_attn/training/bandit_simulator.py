@@ -23,6 +23,7 @@ import numpy as np
 
 from tfrec_attn._keras import tf
 from tfrec_attn.data import FIRST_ITEM_ID, generate_synthetic, pad_left
+from tfrec_attn.validation import check_positive_int
 
 QUALITY_RANGE = (0.1, 0.9)
 
@@ -66,8 +67,7 @@ class BanditSimulator:
                  num_groups: int = 4, num_genres: int = 8, genres_per_group: int = 2,
                  mean_length: float = 8, off_genre_reward: float = 0.1,
                  popularity_exponent: float = 1.0, exploration: float = 0.1, seed: int = 0):
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-            raise ValueError(f"max_len must be a positive int. Received: max_len={max_len!r}")
+        check_positive_int("max_len", max_len)
         _check_fraction("off_genre_reward", off_genre_reward)
         _check_fraction("exploration", exploration)
         if popularity_exponent < 0:
@@ -121,10 +121,7 @@ class BanditSimulator:
             `{"user", "history" (n, max_len), "action" (n,) ids, "reward" (n,) 0/1 float32,
             "propensity" (n,) beta(action)}`.
         """
-        if (isinstance(events_per_user, bool) or not isinstance(events_per_user, int)
-                or events_per_user < 1):
-            raise ValueError("events_per_user must be a positive int. "
-                             f"Received: events_per_user={events_per_user!r}")
+        check_positive_int("events_per_user", events_per_user)
         users = np.repeat(self._users(users), events_per_user)
         rng = np.random.default_rng([self.seed, 2, seed])
         actions = rng.choice(self.vocab_size, size=len(users), p=self.logging_policy)
@@ -181,8 +178,7 @@ def logged_dataset(logs: dict[str, np.ndarray], batch_size: int = 256, shuffle: 
     >>> sorted(batch), batch["history"].shape
     (['action', 'history', 'propensity', 'reward'], TensorShape([3, 4]))
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     features = {key: logs[key] for key in ("history", "action", "reward", "propensity")}
     actions = np.asarray(features["action"])
     if actions.size and actions.min() < FIRST_ITEM_ID:  # 0/1 are padding/OOV, not actions

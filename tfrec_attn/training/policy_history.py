@@ -19,6 +19,7 @@ from tfrec_attn._keras import tf
 from tfrec_attn.data import FIRST_ITEM_ID
 from tfrec_attn.models.attention_policy import seen_items_mask
 from tfrec_attn.training.data_defaults import MAX_REPEAT_RATE
+from tfrec_attn.validation import check_positive_int
 
 FIELD = "behaviour_exclude_history"
 LOGGED_FEATURES = ("history", "action", "reward", "propensity")  # logged_dataset's
@@ -104,8 +105,7 @@ def seen_dataset(logs: dict, sequences: list[np.ndarray], rows: np.ndarray, voca
     >>> batch["history"].numpy().tolist(), batch["seen"].numpy().astype(int).tolist()
     ([[2], [3]], [[0, 0, 1, 0, 0], [0, 0, 1, 1, 0]])
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     users, ends = round_positions(sequences, rows)
     if len(users) != len(logs["action"]) or "user" in logs and not np.array_equal(
             users, np.asarray(logs["user"])):

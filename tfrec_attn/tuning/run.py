@@ -27,6 +27,7 @@ from tfrec_attn.tuning.report import (
 from tfrec_attn.tuning.search_space import SearchSpace
 from tfrec_attn.tuning.settings import check_resume, record_settings, trial_settings
 from tfrec_attn.tuning.tuners import TUNERS, SearchStopped, make_tuner
+from tfrec_attn.validation import check_positive_int
 
 
 @dataclasses.dataclass
@@ -54,9 +55,7 @@ class TuneOptions:
     def __post_init__(self):
         if self.tuner not in TUNERS:
             raise ValueError(f"tuner must be one of {list(TUNERS)}. Received: {self.tuner!r}")
-        if (isinstance(self.max_trials, bool) or not isinstance(self.max_trials, int)
-                or self.max_trials < 1):
-            raise ValueError(f"max_trials must be a positive int. Received: {self.max_trials!r}")
+        check_positive_int("max_trials", self.max_trials)
         if self.max_tune_minutes is not None and self.max_tune_minutes <= 0:
             raise ValueError(
                 f"max_tune_minutes must be positive. Received: {self.max_tune_minutes}")

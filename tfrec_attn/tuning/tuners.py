@@ -7,6 +7,7 @@ import keras_tuner
 
 from tfrec_attn._keras import keras
 from tfrec_attn.tuning.hypermodel import OBJECTIVE
+from tfrec_attn.validation import check_positive_int
 
 
 class SearchStopped(Exception):
@@ -115,8 +116,7 @@ def make_tuner(kind: str, hypermodel, directory: str, max_trials: int, max_epoch
     """
     if kind not in TUNERS:
         raise ValueError(f"tuner must be one of {list(TUNERS)}. Received: {kind!r}")
-    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
-        raise ValueError(f"max_trials must be a positive int. Received: {max_trials!r}")
+    check_positive_int("max_trials", max_trials)
     common = {"objective": OBJECTIVE, "seed": seed, "directory": os.fspath(directory),
               "project_name": kind, "overwrite": overwrite}
     if kind == "hyperband":
