@@ -15,6 +15,7 @@ from tfrec_attn.training.behaviour_refit import (
     frozen_except_head,
     refit_behaviour_head,
 )
+from tfrec_attn.training.logged_feedback import split_users
 from tfrec_attn.training.policy_run import PolicyOptions, logged_batches, logged_run_data
 
 VOCAB, MAX_LEN = 12, 4
@@ -153,24 +154,32 @@ def test_bad_values_are_named(tmp_path, capsys, argv, yaml_text, message):
     assert message in capsys.readouterr().err
 
 
-def test_file_validation_batches_are_in_order_with_the_full_history(tmp_path):
+@pytest.mark.parametrize("unknown", [False, True])
+def test_file_validation_batches_are_in_order_with_the_full_history(tmp_path, unknown):
     path = tmp_path / "log.csv"
     rows = [(f"u{u}", f"i{(u + t) % 9}", t, 1) for u in range(30) for t in range(5)]
+    if unknown:  # a validation user's item no training user has: OOV, its round left out
+        _, valid, _ = split_users(30, 5, 5, seed=0)
+        rows.append((sorted(f"u{u}" for u in range(30))[valid[0]], "new", 2.5, 1))
     pd.DataFrame(rows, columns=["user", "item", "timestamp", "clicked"]).to_csv(path,
                                                                                index=False)
     options = PolicyOptions(format="csv", data=str(path), reward_col="clicked", min_events=2,
                             valid_users=5, test_users=5, behaviour_refit_epochs=1,
                             batch_size=8, model={"max_len": 2, "dim": 8})
     data = logged_run_data(options)
+    assert data.vocab_size == 11  # i0..i8: never "new"
     config = AttentionPolicyConfig(vocab_size=data.vocab_size, max_len=2, dim=8,
                                    correction="none", behaviour_exclude_history=True)
     batches = list(logged_batches(data, config, options, valid=True))
     actions = np.concatenate([b["action"].numpy() for b in batches])
     np.testing.assert_array_equal(actions, data.valid_logs["action"])  # not shuffled
+    assert (actions >= 2).all()
     seen = np.concatenate([b["seen"].numpy() for b in batches])
     items = data.histories[0]
-    expected = [items[row][:end] for row in data.valid_rows for end in range(1, 5)]
+    assert sum(int((items[row] == 1).sum()) for row in data.valid_rows) == int(unknown)
+    expected = [items[row][:end] for row in data.valid_rows
+                for end in range(1, len(items[row])) if items[row][end] != 1]
     assert len(expected) == len(seen) == 20
-    for mask, history in zip(seen, expected):  # beyond the 2-item window
-        assert set(np.flatnonzero(mask)) == set(history.tolist())
+    for mask, history in zip(seen, expected):  # beyond the 2-item window; OOV is no item
+        assert set(np.flatnonzero(mask)) == set(history.tolist()) - {1}
     assert logged_batches(data, config, options).element_spec["history"].shape[0] is None

@@ -19,6 +19,7 @@ from tfrec_attn.training.off_policy_evaluation import (
     SMOOTHING_GRID,
     behaviour_propensities,
     logged_off_policy,
+    marginal_propensities,
     mean_weight_warning,
 )
 from tfrec_attn.training.policy_run import build_policy
@@ -199,6 +200,46 @@ def test_file_estimates_mix_in_the_marginal_as_much_as_validation_likes(fixed_he
     split, popularity = _hand_split([[2, 5], [4, 5], [2, 3, 5], [4, 2]])
     report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
     assert report["smoothing"]["epsilon"] == 0.0 and report["smoothing"]["valid_nll"] == {}
+
+
+@pytest.mark.parametrize("test_users, valid", [
+    ([[2, 1, 3, 5], [4, 2]], ()),  # a test round on an unknown item (1), OOV in later histories
+    ([[2, 3, 5], [4, 2]], [[2, 1]]),  # the only validation round is on an unknown item
+])
+def test_file_estimates_leave_out_rounds_on_unknown_items(fixed_head, test_users, valid):
+    # The OOV id is never excluded nor a candidate: without its round, popularity's and the
+    # logging policy's estimates are those of the same rounds without the unknown item (test
+    # rounds [a] -> b, [a, b] -> d, [c] -> a; the policy's scores read the OOV id in the
+    # history), and no validation round means no smoothing.
+    split, popularity = _hand_split([[2, 5], [4, 5], *test_users], valid=valid)
+    report = logged_off_policy(split, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
+    base, _ = _hand_split([[2, 5], [4, 5], [2, 3, 5], [4, 2]])
+    expected = logged_off_policy(base, popularity, k=1, max_len=3, max_weight=10.0)(fixed_head)
+    assert report["rounds"] == expected["rounds"] == 3 and report["users"] == 2
+    assert report["smoothing"] == expected["smoothing"] and report["smoothing"]["epsilon"] == 0
+    assert report["history_mass"] == pytest.approx(expected["history_mass"])
+    assert report["history_mask"] == expected["history_mask"] == "post-hoc"
+    for name in ("popularity", "logging"):
+        assert report["estimates"][name]["learned"] == pytest.approx(
+            expected["estimates"][name]["learned"])
+    assert report["estimates"]["popularity"]["learned"]["nonzero_fraction"] == pytest.approx(
+        1 / 3)  # d, popularity's top-1, logged in round 2 only
+
+
+@pytest.mark.parametrize("probabilities", [[0.49, 0.3, 0.09, 0.16], [0.13, 0.14, 0.35, 0.42]])
+def test_a_round_whose_mask_leaves_only_its_action_has_propensity_one(probabilities):
+    # exp(log p - log kept) and p / kept are 1 + 2e-16 for some of these actions: a propensity
+    # above 1 is refused by off_policy_value (a user who logged every item)
+    policy = AttentionPolicy(AttentionPolicyConfig(vocab_size=6, max_len=3, dim=4))
+    head = policy.network.get_layer("behaviour_head")
+    kernel, _ = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.log([1.0, 1.0, *probabilities])])
+    actions = np.arange(2, 6)
+    others = [np.setdiff1d(actions, [a]) for a in actions]
+    beta = behaviour_propensities(policy, np.array([[0, 0, 2]] * 4), actions, exclude=others)
+    assert (beta <= 1.0).all() and beta == pytest.approx(1.0)
+    marginal = marginal_propensities(np.array([2]), 6, actions, others)
+    assert (marginal <= 1.0).all() and marginal == pytest.approx(1.0)
 
 
 def test_mean_weight_warning_band():

@@ -8,7 +8,7 @@ from pipelines import train as train_pipeline
 from tfrec_attn.data import Vocabulary
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator
-from tfrec_attn.training.logged_feedback import LoggedFeedback, logged_events
+from tfrec_attn.training.logged_feedback import LoggedFeedback, held_out_events, logged_events
 from tfrec_attn.training.off_policy_evaluation import behaviour_propensities
 from tfrec_attn.training.policy_history import (
     FIELD,
@@ -70,6 +70,26 @@ def test_seen_batches_hold_the_full_history_beyond_the_window():
         seen_dataset(logs, feedback.items, rows, feedback.vocab_size, batch_size=0)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         seen_dataset(logs, feedback.items, rows, feedback.vocab_size, batch_size=True)
+
+
+@pytest.mark.parametrize("sequence, kept", [
+    ([2, 1, 3, 1, 4], [[2, 1], [2, 1, 3, 1]]),  # held-out rounds on OOV actions left out
+    ([1, 3, 4], [[1], [1, 3]]),  # OOV first: in the histories only
+])
+def test_seen_batches_of_the_rounds_held_out_events_keeps(sequence, kept):
+    feedback, rows = _feedback([*SEQUENCES, sequence]), np.array([3, 1])
+    logs, unknown = held_out_events(feedback, rows, max_len=2)
+    assert unknown == sequence.count(1) - (sequence[0] == 1)
+    batch = next(iter(seen_dataset(logs, feedback.items, rows, feedback.vocab_size,
+                                   batch_size=16, shuffle=False)))
+    histories = [*kept, [7], [7, 2]]  # user 3's kept rounds, then user 1's
+    np.testing.assert_array_equal(batch["action"].numpy(), logs["action"])
+    assert len(batch["seen"]) == len(histories) and (logs["action"] >= 2).all()
+    for mask, history in zip(batch["seen"].numpy(), histories):  # OOV is not an item
+        assert set(np.flatnonzero(mask)) == set(history) - {1}
+    for bad in ({**logs, "end": logs["end"] + 9}, {k: v for k, v in logs.items() if k != "end"}):
+        with pytest.raises(ValueError, match="logs must be logged_events"):
+            seen_dataset(bad, feedback.items, rows, feedback.vocab_size)
 
 
 def test_training_and_estimation_use_the_same_masked_softmax():

@@ -16,7 +16,9 @@ from tfrec_attn.evaluation import topk_from_scores
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.logged_feedback import (
     LoggedFeedback,
+    RewardedTargets,
     feedback_from_frame,
+    held_out_events,
     history_scores,
     logged_events,
     logged_split,
@@ -24,9 +26,15 @@ from tfrec_attn.training.logged_feedback import (
     rewarded_popularity,
     rewarded_targets,
     split_users,
+    training_vocabulary,
 )
 from tfrec_attn.training.off_policy_evaluation import SMOOTHING_GRID, logged_off_policy
-from tfrec_attn.training.policy_run import PROTOCOL, PolicyOptions, load_feedback
+from tfrec_attn.training.policy_run import (
+    PROTOCOL,
+    PolicyOptions,
+    load_feedback,
+    logged_run_data,
+)
 from tfrec_attn.validation import DataOptionError
 
 # user "v" (ids: a=2, b=3, c=4, d=5) rates c, a, d, b in time order (rows are shuffled);
@@ -93,6 +101,101 @@ def test_split_users_is_the_synthetic_runs_permutation():
     assert np.array_equal(np.sort(np.concatenate([train, valid, test])), np.arange(30))
 
 
+def _unknown_item_frame(part: str, where: str) -> tuple[pd.DataFrame, int]:
+    """Users u0..u6 each rate a, b, c (all rewarded); the first `part` user of the split
+    (`split_users(7, 2, 2, seed=0)`) also rates "new", an item no training user has, in the
+    middle of its events (`where="history"`) or as its last, rewarded event (`"target"`)."""
+    _, valid, test = split_users(7, 2, 2, seed=0)
+    held = int({"valid": valid, "test": test}[part][0])
+    rows = []
+    for user in range(7):
+        items = ["a", "b", "c"]
+        if user == held:
+            items = ["a", "new", "b", "c"] if where == "history" else ["a", "b", "c", "new"]
+        rows += [(f"u{user}", item, t, 1.0) for t, item in enumerate(items)]
+    return pd.DataFrame(rows, columns=["user", "item", "timestamp", "reward"]), held
+
+
+@pytest.mark.parametrize("where", ["history", "target"])
+@pytest.mark.parametrize("part", ["valid", "test"])
+def test_the_vocabulary_is_the_training_users_and_held_out_only_items_are_oov(part, where):
+    frame, held = _unknown_item_frame(part, where)
+    split = logged_split(feedback_from_frame(frame, "reward"), 2, 2, max_len=3, seed=0)
+    feedback, other = split.feedback, {"valid": "test", "test": "valid"}[part]
+    assert held not in split.train and len(feedback.users) == 7
+    assert feedback.vocab.tokens == ["a", "b", "c"] and feedback.vocab_size == 5  # no "new"
+    # "new" is OOV (1) in place: the held-out user's positions are kept
+    assert feedback.items[held].tolist() == {"history": [2, 1, 3, 4],
+                                             "target": [2, 3, 4, 1]}[where]
+    assert all(feedback.items[r].tolist() == [2, 3, 4] for r in range(7) if r != held)
+    targets = getattr(split, f"{part}_targets")
+    if where == "target":  # "new" cannot be recommended: the user is left out and counted
+        assert held not in targets.rows.tolist() and targets.unknown == 1
+        assert len(targets.rows) == 1
+    else:  # the target c, after a history that holds the OOV id
+        position = targets.rows.tolist().index(held)
+        assert targets.histories[position].tolist() == [2, 1, 3]
+        assert targets.targets[position] == 4 and targets.unknown == 0
+    assert getattr(split, f"{other}_targets").unknown == 0
+    assert (targets.targets >= 2).all()
+    # the held-out user's logged round on "new" is left out (off-policy, behaviour refit)
+    assert split.unknown_rounds == {part: 1, other: 0}
+    rows = getattr(split, part)
+    logs, unknown = held_out_events(feedback, rows, max_len=3)
+    everything = logged_events(feedback, rows, max_len=3)
+    assert unknown == 1 and len(logs["action"]) == len(everything["action"]) - 1 == 4
+    assert (logs["action"] >= 2).all()
+    kept = everything["action"] != 1
+    for key in everything:
+        np.testing.assert_array_equal(logs[key], everything[key][kept])
+    # the training logs and popularity know only the training users' items
+    assert set(split.logs["action"].tolist()) <= {2, 3, 4}
+    assert rewarded_popularity(feedback, split.train).counts.shape == (5,)
+
+
+@pytest.mark.parametrize("tokens, train_items, expected", [
+    (list("abcd"), [[2, 4]], ["a", "c"]),
+    (["10", "9", "100"], [[4, 2]], ["9", "100"]),  # numeric ids keep their natural order
+])
+def test_training_vocabulary_maps_other_items_to_oov(tokens, train_items, expected):
+    vocab = Vocabulary.fit(tokens)
+    held_out = np.arange(2, vocab.size)  # every item, one held-out user
+    feedback = LoggedFeedback([np.array(s, np.int64) for s in train_items] + [held_out],
+                              [np.ones(len(s), np.float32) for s in [*train_items, held_out]],
+                              ["t", "h"], vocab)
+    restricted = training_vocabulary(feedback, np.array([0]))
+    assert restricted.vocab.tokens == expected and restricted.vocab_size == 4
+    raw = vocab.inverse(held_out)  # the same raw item under both vocabularies, else OOV
+    np.testing.assert_array_equal(restricted.items[1], restricted.vocab.lookup(raw))
+    assert (restricted.items[1] == 1).sum() == len(tokens) - 2
+    assert restricted.vocab.inverse(restricted.items[0]).tolist() == vocab.inverse(
+        feedback.items[0]).tolist()
+    assert feedback.vocab is vocab and feedback.items[1] is held_out  # not modified
+
+
+@pytest.mark.parametrize("part", ["valid", "test"])
+def test_a_part_whose_only_targets_are_unknown_items_is_named(part):
+    frame, _ = _unknown_item_frame(part, "target")
+    _, valid, test = split_users(7, 2, 2, seed=0)
+    second = int({"valid": valid, "test": test}[part][1])  # the part's other user: an unknown
+    frame = pd.concat([frame, pd.DataFrame({"user": [f"u{second}"], "item": ["other"],
+                                            "timestamp": [9], "reward": [1.0]})])
+    with pytest.raises(DataOptionError, match=(
+            f"no {part} user has a rewarded event after their first on an item a training "
+            rf"user has \(2 on other items left out\); raise {part}_users")):
+        logged_split(feedback_from_frame(frame, "reward"), 2, 2, max_len=3, seed=0)
+
+
+def test_padding_and_oov_are_never_candidates_of_the_rewarded_hit():
+    # a scorer that ranks padding and OOV first: the target is still the first real candidate
+    targets = RewardedTargets(np.array([0]), [np.array([1, 2])], np.array([3]))
+
+    def oov_first(batch):
+        return np.tile([9.0, 9.0, 0.0, 5.0, 1.0], (len(batch), 1))
+
+    assert rewarded_hits(oov_first, targets, 5, ks=(1,)) == {"hr@1": 1.0, "ndcg@1": 1.0}
+
+
 def test_builder_rejects_bad_input():
     with pytest.raises(DataError, match=r"missing column 'reward'; present columns"):
         feedback_from_frame(LOG, "reward")
@@ -151,6 +254,9 @@ def test_metrics_json_reports_the_rewarded_hit_protocol(run):
     assert (dataset["users"], dataset["items"], dataset["valid_users"],
             dataset["test_users"]) == (300, 20, 40, 60)
     assert 0 < dataset["test_evaluated"] <= 60 and 0.6 < dataset["logged_reward_rate"] < 0.8
+    # every item is a training user's: nothing held out is unknown
+    assert dataset["unknown_item_targets"] == dataset["unknown_item_rounds"] == {"valid": 0,
+                                                                                 "test": 0}
     assert metrics["model"]["propensity"] == "learned" and metrics["model"]["behaviour_head"]
     assert len(metrics["history"]["behaviour_loss"]) == metrics["epochs"] <= 6
     off_policy = metrics["off_policy"]  # every event after a test user's first
@@ -192,8 +298,8 @@ def test_checkpoint_and_export_give_the_reported_policy(run):
                                    if k != "vocab_size"})
     policy = AttentionPolicy(AttentionPolicyConfig(**metrics["model"]))
     policy.load_weights(str(root / "out" / "checkpoint" / "weights"))
-    feedback = load_feedback(options)
-    split = logged_split(feedback, 40, 60, max_len=5, seed=0)
+    split = logged_split(load_feedback(options), 40, 60, max_len=5, seed=0)
+    feedback = split.feedback  # the training users' vocabulary
     assert rewarded_hits(history_scores(policy, 5), split.test_targets, feedback.vocab_size,
                          (3,)) == pytest.approx(metrics["test"])
     off_policy = logged_off_policy(split, rewarded_popularity(feedback, split.train), 3, 5,
@@ -228,6 +334,66 @@ def test_the_policy_beats_popularity_of_rewarded_items(run):
     assert test["ndcg@3"] > 2 * popularity["ndcg@3"]
 
 
+def unknown_items_csv(path: Path) -> Path:
+    """Users u00..u29 each click all of i0..i7 (from i{user % 8} on); of the held-out users
+    (`split_users(30, 5, 5, seed=0)`: `--valid-users 5 --test-users 5`), the first validation
+    and test user also click an item nobody else has in the middle of their events (their round
+    on it is left out, the item is OOV in their histories), the second ones after their other
+    events (their target is left out, and that round)."""
+    _, valid, test = split_users(30, 5, 5, seed=0)
+    extra = {int(valid[0]): 4, int(test[0]): 4, int(valid[1]): 8, int(test[1]): 8}
+    rows = []
+    for user in range(30):
+        items = [f"i{(user + t) % 8}" for t in range(8)]
+        if user in extra:
+            items.insert(extra[user], f"only{user}")
+        rows += [(f"u{user:02d}", item, 100 + t, 1) for t, item in enumerate(items)]
+    pd.DataFrame(rows, columns=["user", "item", "timestamp", "clicked"]).to_csv(path, index=False)
+    return path
+
+
+def test_run_data_use_the_training_vocabulary_and_count_unknown_items(tmp_path):
+    options = PolicyOptions(format="csv", data=str(unknown_items_csv(tmp_path / "log.csv")),
+                            reward_col="clicked", min_events=2, valid_users=5, test_users=5,
+                            behaviour_refit_epochs=1, k=3, model={"max_len": 4, "dim": 8})
+    data = logged_run_data(options)
+    assert data.vocab_size == 10 and data.dataset["items"] == 8  # i0..i7, not the only*
+    assert data.dataset["unknown_item_targets"] == {"valid": 1, "test": 1}
+    assert data.dataset["unknown_item_rounds"] == {"valid": 2, "test": 2}
+    assert data.dataset["valid_evaluated"] == data.dataset["test_evaluated"] == 4
+    items, train = data.histories
+    assert sum(int((s == 1).sum()) for s in items) == 4 and max(s.max() for s in items) == 9
+    assert not any((items[row] == 1).any() for row in train)
+    assert (data.logs["action"] >= 2).all() and (data.valid_logs["action"] >= 2).all()
+    assert len(data.valid_logs["action"]) == 5 * 7 + 2 - 2  # the two OOV rounds left out
+    assert np.isin(data.valid_logs["user"], data.valid_rows).all()
+
+
+def test_a_run_with_held_out_only_items_reports_them_and_never_recommends_oov(tmp_path):
+    argv = TINY + ["--data", str(unknown_items_csv(tmp_path / "log.csv")), "--valid-users", "5",
+                   "--test-users", "5", "--epochs", "1", "--behaviour-refit-epochs", "1",
+                   "--max-len", "4", "--output", str(tmp_path / "out"),
+                   "--export-root", str(tmp_path / "models"), "--name", "unknown"]
+    assert train_pipeline.main(argv) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    dataset = metrics["dataset"]
+    assert (dataset["items"], metrics["model"]["vocab_size"]) == (8, 10)
+    assert dataset["unknown_item_targets"] == {"valid": 1, "test": 1}
+    assert dataset["unknown_item_rounds"] == {"valid": 2, "test": 2}
+    assert dataset["test_evaluated"] == 4 and metrics["off_policy"]["rounds"] == 5 * 7 + 2 - 2
+    assert metrics["behaviour_refit"]["epochs"] == 1
+    vocab = Vocabulary.from_json(tmp_path / "out" / "item_vocabulary.json")
+    assert vocab.size == 10  # the training users' items: what a serving client maps ids with
+    export = Path(metrics["export_path"])
+    assert json.loads((export / "assets.extra" / "tfrec_attn.json").read_text())[
+        "vocab_size"] == 10
+    histories = np.array([[2, 1, 3, 4], [1, 1, 5, 6], [0, 0, 1, 7]], np.int64)  # OOV inside
+    got = tf.saved_model.load(str(export)).signatures["serving_default"](
+        history=tf.constant(histories))["item_ids"].numpy()
+    assert ((got >= 2) & (got < 10)).all()
+    assert not any(set(row) & set(history) for row, history in zip(got, histories))
+
+
 def test_movielens_and_parquet_feedback(tmp_path):
     ratings = tmp_path / "u.data"
     ratings.write_text("1\t10\t5\t3\n1\t11\t3\t1\n1\t12\t4\t2\n2\t10\t2\t1\n2\t12\t5\t2\n")
@@ -257,8 +423,9 @@ def test_movielens_and_parquet_feedback(tmp_path):
      "format must be one of ('synthetic', 'movielens', 'csv', 'parquet') for the policy"),
     ("user,item,timestamp,clicked\na,x,1,1\na,y,2,1\n", ["--min-events", "1"],
      "min_events must be an int >= 2"),
-    ("user,item,timestamp,clicked\na,x,1,1\na,y,2,1\nb,x,1,1\nb,y,2,1\n", ["--k", "3"],
-     "k must be at most the number of items (2)"),
+    ("user,item,timestamp,clicked\na,x,1,1\na,y,2,1\nb,x,1,1\nb,y,2,1\nc,x,1,1\nc,z,2,1\n"
+     "c,y,3,1\nd,x,1,1\nd,y,2,1\n", ["--k", "3"],  # z: only the test user c's
+     "k must be at most the number of items the training users have (2)"),
     ("user,item,timestamp,clicked\na,x,1,0\na,y,2,0\nb,x,1,0\nb,y,2,0\nc,x,1,0\nc,y,2,0\n",
      ["--k", "1"], "none of the 1 training events is rewarded"),
 ])

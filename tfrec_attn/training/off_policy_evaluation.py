@@ -6,8 +6,10 @@ one item drawn uniformly from a policy's top-k (reward@k), estimated by IPS / SN
   policy (`events_per_user` rounds each, a draw separate from the training logs). The trained
   policy is estimated twice, with the TRUE propensities `beta(a|s)` and with the policy's
   behaviour head (`behaviour_propensities`), next to its true reward@k (`metrics["test"]`).
-- Files (`logged_off_policy`): every event after a test user's first (`logged_events`), with
-  the behaviour head's propensities only (a file has none). Estimated: the trained policy and
+- Files (`logged_off_policy`): every event after a test user's first whose item a training
+  user has (`held_out_events`: an OOV action has no propensity and no policy shows it; the
+  count left out is the dataset summary's `"unknown_item_rounds"`), with the behaviour head's
+  propensities only (a file has none). Estimated: the trained policy and
   popularity of rewarded items (top-k, the user's earlier items excluded, as in the run's
   evaluation), and the logging policy itself (`pi = beta`: its SNIPS is the mean logged reward).
 
@@ -48,7 +50,7 @@ from tfrec_attn.evaluation import PopularityRecommender
 from tfrec_attn.evaluation.off_policy import off_policy_value, top_k_probabilities
 from tfrec_attn.models import AttentionPolicy
 from tfrec_attn.models.policy_losses import MIN_BEHAVIOUR_PROBABILITY
-from tfrec_attn.training.logged_feedback import LoggedSplit, history_scores, logged_events
+from tfrec_attn.training.logged_feedback import LoggedSplit, held_out_events, history_scores
 from tfrec_attn.training.simulated_feedback import SCORE_BATCH, PolicySplit, policy_scores
 
 SOURCES = {"true": "the simulator's logging policy beta(a)",
@@ -130,8 +132,9 @@ def behaviour_propensities(policy: AttentionPolicy, histories: np.ndarray,
 
 def _floored(log_probs: np.ndarray, log_kept: np.ndarray | float = 0.0) -> np.ndarray:
     """`beta = exp(log_probs - log_kept)` floored at `MIN_BEHAVIOUR_PROBABILITY`, as in
-    training (`log_kept = 0`: not renormalized)."""
-    return np.maximum(np.exp(log_probs - log_kept), MIN_BEHAVIOUR_PROBABILITY)
+    training (`log_kept = 0`: not renormalized), and at most 1 (a round whose mask leaves only
+    its action is 1 up to rounding)."""
+    return np.clip(np.exp(log_probs - log_kept), MIN_BEHAVIOUR_PROBABILITY, 1.0)
 
 
 def marginal_propensities(train_actions: np.ndarray, vocab_size: int, actions: np.ndarray,
@@ -154,7 +157,7 @@ def marginal_propensities(train_actions: np.ndarray, vocab_size: int, actions: n
         return freq[actions]
     kept = np.array([1.0 - freq[np.setdiff1d(np.asarray(ids, np.int64), [a])].sum()
                      for ids, a in zip(earlier, actions)])
-    return freq[actions] / kept
+    return np.minimum(freq[actions] / kept, 1.0)  # only the action kept: 1 up to rounding
 
 
 def choose_smoothing(head: np.ndarray, marginal: np.ndarray,
@@ -249,13 +252,13 @@ def logged_off_policy(split: LoggedSplit, popularity: PopularityRecommender, k: 
     `"renormalized"` says whether the history is out, `"history_mass"` gives the head's mean
     full-softmax mass on it."""
     feedback = split.feedback
-    rounds = {}  # test and validation rounds, with each round's earlier items
+    rounds = {}  # test and validation rounds (OOV actions left out), with their earlier items
     for name, rows in (("test", split.test), ("valid", split.valid)):
-        if name == "valid" and sum(len(feedback.items[row]) - 1 for row in rows) == 0:
+        part, _ = held_out_events(feedback, rows, max_len)
+        if name == "valid" and not len(part["action"]):
             continue  # no validation round: nothing to choose the smoothing on
-        part = logged_events(feedback, rows, max_len)
-        rounds[name] = (part, [feedback.items[row][:end] for row in rows  # the same order
-                               for end in range(1, len(feedback.items[row]))])
+        rounds[name] = (part, [feedback.items[row][:end]
+                               for row, end in zip(part["user"], part["end"])])
     logs, earlier = rounds["test"]
     renormalize = not any(a in set(ids) for a, ids in zip(logs["action"], earlier))
 

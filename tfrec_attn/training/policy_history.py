@@ -88,8 +88,9 @@ def seen_dataset(logs: dict, sequences: list[np.ndarray], rows: np.ndarray, voca
                  batch_size: int = 256, shuffle: bool = True, seed: int = 0,
                  drop_remainder: bool = False) -> tf.data.Dataset:
     """`bandit_simulator.logged_dataset`'s shuffled batches plus `"seen"`, a boolean
-    `(batch, vocab_size)` multi-hot of each round's full history (`sequences[row][:end]`,
-    `round_positions` of `rows`, the order of `logs`), for `behaviour_exclude_history`.
+    `(batch, vocab_size)` multi-hot of each round's full history (`sequences[user][:end]`, the
+    round's `logs["user"]` and `logs["end"]`), for `behaviour_exclude_history`. `logs` are
+    `logged_feedback.logged_events` of `rows`, or the rounds of them `held_out_events` keeps.
 
     The histories are stored once per user (ragged) and gathered per batch, not per round (a
     per-round copy is quadratic in the history length: 6 million ids on ML-100K). Hand-written
@@ -106,15 +107,17 @@ def seen_dataset(logs: dict, sequences: list[np.ndarray], rows: np.ndarray, voca
     ([[2], [3]], [[0, 0, 1, 0, 0], [0, 0, 1, 1, 0]])
     """
     check_positive_int("batch_size", batch_size)
-    users, ends = round_positions(sequences, rows)
-    if len(users) != len(logs["action"]) or "user" in logs and not np.array_equal(
-            users, np.asarray(logs["user"])):
-        raise ValueError("logs must be logged_events(feedback, rows) of the same rows: "
-                         f"{len(logs['action'])} rounds, {len(users)} from the sequences")
+    users, ends = (np.asarray(logs.get(key, ()), np.int64) for key in ("user", "end"))
+    lengths = np.asarray([len(s) for s in sequences], np.int64)
+    if not (len(users) == len(ends) == len(logs["action"]) and np.isin(users, rows).all()
+            and ((ends >= 1) & (ends < lengths[users])).all()):
+        raise ValueError("logs must be logged_events(feedback, rows) of the same rows, or some "
+                         "of their rounds: every round's 'user' among the rows and its 'end' "
+                         f"within the user's events ({len(logs['action'])} rounds)")
     flat = tf.constant(np.concatenate([np.asarray(s, np.int64) for s in sequences]))
     starts = tf.constant(np.cumsum([0] + [len(s) for s in sequences[:-1]]), tf.int64)
     features = {**{key: logs[key] for key in LOGGED_FEATURES}, "seen_row": users,
-                "seen_end": ends.astype(np.int64)}
+                "seen_end": ends}
 
     def with_seen(batch: dict) -> dict:
         start = tf.gather(starts, batch.pop("seen_row"))

@@ -24,8 +24,12 @@ evaluation is an offline proxy, the rewarded hit: HR@k / NDCG@k of each held-out
 rewarded event (reward > 0) in the policy's top-k from the events before it, history items
 excluded (also in the export), each epoch on the validation users (early stopping on NDCG@k)
 and once on the test users against popularity of rewarded items (counted on the training
-users). `metrics.json` says so in `"protocol"`. The vocabulary covers every kept user's items,
-so items only held-out users have are candidates the policy never trained on.
+users). `metrics.json` says so in `"protocol"`. The item vocabulary is fitted on the training
+users' items only (`logged_feedback.training_vocabulary`), so the held-out users' items leak
+nothing into the model: an item only held-out users have is OOV in their histories (its position
+kept), never a candidate, and a held-out target or logged round on it (off-policy estimates,
+behaviour refit) is left out; the dataset summary counts them (`"unknown_item_targets"`,
+`"unknown_item_rounds"`) and its `"items"` are the training users'.
 
 Both paths add `"off_policy"` to `metrics.json` (`training.off_policy_evaluation`): IPS / SNIPS
 estimates (`evaluation.off_policy`; bootstrap interval over users, effective sample size) of
@@ -54,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.data import pad_left, read_interactions
+from tfrec_attn.data import Vocabulary, pad_left, read_interactions
 from tfrec_attn.export.policy import export_policy
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
@@ -69,8 +73,8 @@ from tfrec_attn.training.logged_feedback import (
     RewardedHitEvaluation,
     RewardedTargets,
     feedback_from_frame,
+    held_out_events,
     history_scores,
-    logged_events,
     logged_split,
     rewarded_hits,
     rewarded_popularity,
@@ -148,7 +152,8 @@ class PolicyRunData:
     earlier item of their user, and what it counts: `training.policy_history`), for files,
     `histories` (every user's items and the logged rows: the `"seen"` batches), and the
     validation users' logged rounds `valid_logs` (files: of `valid_rows`) for the behaviour
-    head's refit."""
+    head's refit, and (files) the training users' item `vocab`, written to
+    `item_vocabulary.json`."""
 
     vocab_size: int
     logs: dict
@@ -166,6 +171,7 @@ class PolicyRunData:
     histories: tuple[list[np.ndarray], np.ndarray] | None = None
     valid_logs: dict | None = None
     valid_rows: np.ndarray | None = None
+    vocab: Vocabulary | None = None
 
 
 def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
@@ -200,14 +206,16 @@ def load_feedback(options: PolicyOptions) -> LoggedFeedback:
 
 
 def logged_run_data(options: PolicyOptions) -> PolicyRunData:
-    """A file's logs and the rewarded-hit evaluation (`training.logged_feedback`)."""
-    feedback = load_feedback(options)
-    if options.k > feedback.vocab_size - 2:
-        raise DataOptionError(f"k must be at most the number of items "
-                              f"({feedback.vocab_size - 2}). Received: k={options.k}")
+    """A file's logs and the rewarded-hit evaluation (`training.logged_feedback`), all in the
+    training users' vocabulary (`logged_split`)."""
+    loaded = load_feedback(options)
     max_len, ks = options.model["max_len"], (options.k,)
-    split = logged_split(feedback, *options.held_out_users(len(feedback.users)), max_len,
+    split = logged_split(loaded, *options.held_out_users(len(loaded.users)), max_len,
                          options.seed)
+    feedback = split.feedback
+    if options.k > feedback.vocab_size - 2:
+        raise DataOptionError(f"k must be at most the number of items the training users have "
+                              f"({feedback.vocab_size - 2}). Received: k={options.k}")
     popularity = rewarded_popularity(feedback, split.train)
 
     def baselines(targets: RewardedTargets) -> dict:
@@ -226,8 +234,9 @@ def logged_run_data(options: PolicyOptions) -> PolicyRunData:
                           options.policy_config(feedback.vocab_size).max_weight),
         repeats=(repeat_rate([feedback.items[row] for row in split.train]), "logged actions"),
         histories=(feedback.items, split.train),
-        valid_logs=(logged_events(feedback, split.valid, max_len)
-                    if options.behaviour_refit_epochs else None), valid_rows=split.valid)
+        valid_logs=(held_out_events(feedback, split.valid, max_len)[0]  # OOV actions out
+                    if options.behaviour_refit_epochs else None), valid_rows=split.valid,
+        vocab=feedback.vocab)
 
 
 def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
@@ -311,6 +320,8 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
     plot_training_curves(history, records, out / "training_curves.png", data.valid_baselines,
                          metric=data.monitor)
     policy.save_weights(str(out / "checkpoint" / "weights"))
+    if data.vocab is not None:  # raw item id -> the ids the policy and its export read
+        data.vocab.to_json(out / "item_vocabulary.json")
     if options.export_root:
         path = export_policy(policy, export_root, options.name,
                              metadata={"metrics": {"test": test},
@@ -349,7 +360,11 @@ def _logged_summary(split: LoggedSplit, options: PolicyOptions) -> dict:
             "users": len(split.feedback.users), "items": split.feedback.vocab_size - 2,
             "train_users": len(split.train), "valid_users": len(split.valid),
             "test_users": len(split.test), "valid_evaluated": len(split.valid_targets.rows),
-            "test_evaluated": len(split.test_targets.rows), "logged_events": len(rewards),
+            "test_evaluated": len(split.test_targets.rows),
+            # held-out targets / logged rounds on an item no training user has: left out
+            "unknown_item_targets": {"valid": split.valid_targets.unknown,
+                                     "test": split.test_targets.unknown},
+            "unknown_item_rounds": dict(split.unknown_rounds), "logged_events": len(rewards),
             "logged_reward_rate": round(float((rewards > 0).mean()), 4)}
 
 
@@ -389,8 +404,8 @@ def policy_results_table(metrics: dict) -> str:
     title = (f"{dataset['test_users']} held-out users; true expected reward of the top-k"
              if "protocol" not in metrics else
              f"{dataset['test_evaluated']} of {dataset['test_users']} held-out users with a "
-             f"rewarded event; {metrics['protocol']}; popularity of the training users' "
-             "rewarded items")
+             f"rewarded event on a training item; {metrics['protocol']}; popularity of the "
+             "training users' rewarded items")
     widths = [max(12, len(key) + 2) for key in keys]
     lines = [f"test ({title}; {dataset['logged_events']} logged events)",
              f"{'':17s}" + "".join(f"{key:>{width}s}" for key, width in zip(keys, widths))]
