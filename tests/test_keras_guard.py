@@ -19,11 +19,24 @@ def test_import_selects_keras_2_before_tensorflow():
     assert "keras2" in out.stdout
 
 
+def test_tensorflow_imported_first_but_keras_unused_still_gets_keras_2():
+    out = _run("import tensorflow as tf\nimport tfrec_attn, tf_keras\n"
+               "assert tf.keras.layers.Layer is tf_keras.layers.Layer\nprint('keras2')")
+    assert out.returncode == 0, out.stderr
+    assert "keras2" in out.stdout
+
+
 def test_tensorflow_imported_first_with_keras_3_is_a_clear_error():
     out = _run("import tensorflow as tf\ntf.keras.layers\nimport tfrec_attn",
                TF_USE_LEGACY_KERAS="0")
     assert out.returncode != 0
     assert "ImportError" in out.stderr and "TF_USE_LEGACY_KERAS=1" in out.stderr
+    assert "already Keras 3" in out.stderr
+
+
+def test_tensorflow_imported_first_and_keras_3_used_is_a_clear_error_without_the_variable():
+    out = _run("import tensorflow as tf\ntf.keras.layers\nimport tfrec_attn")
+    assert out.returncode != 0 and "already Keras 3" in out.stderr
 
 
 def test_explicit_keras_3_request_is_refused():

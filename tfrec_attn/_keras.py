@@ -1,8 +1,9 @@
 """The one place tfrec_attn imports TensorFlow and Keras.
 
 TensorFlow Recommenders 0.7.7 and TFMOT 0.8.1 need Keras 2 (the `tf-keras` package). TensorFlow
-picks its Keras when it is first imported, from `TF_USE_LEGACY_KERAS`, so this module sets it
-before that import, and refuses to run if TensorFlow was already imported with Keras 3.
+picks its Keras from `TF_USE_LEGACY_KERAS` when `tf.keras` is first used, so this module sets it
+before that (TensorFlow itself may already be imported), and refuses to run if `tf.keras` is
+already Keras 3.
 """
 
 import os
@@ -13,7 +14,19 @@ _HINT = (
     "import tfrec_attn before tensorflow, and `pip install tf-keras` matching your TensorFlow."
 )
 
-if "tensorflow" not in sys.modules:
+
+
+def _keras_unresolved() -> bool:
+    """Whether `tf.keras` may still become Keras 2: TensorFlow not imported yet, or imported
+    but its lazy `tf.keras` not resolved (TensorFlow reads `TF_USE_LEGACY_KERAS` then, on the
+    first attribute access; `_tfll_initialized` is its private flag, absent: assume resolved)."""
+    module = sys.modules.get("tensorflow")
+    if module is None:
+        return True
+    return getattr(module.__dict__.get("keras"), "_tfll_initialized", True) is False
+
+
+if _keras_unresolved():
     if os.environ.get("TF_USE_LEGACY_KERAS", "1") not in ("1", "true", "True"):
         raise ImportError(
             f"TF_USE_LEGACY_KERAS={os.environ['TF_USE_LEGACY_KERAS']!r} asks for Keras 3. " + _HINT
@@ -30,7 +43,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 if tf.keras.layers.Layer is not keras.layers.Layer:
     raise ImportError(
-        "TensorFlow was imported before tfrec_attn with Keras 3 as tf.keras. " + _HINT
+        "tf.keras was already Keras 3 when tfrec_attn was imported. " + _HINT
     )
 
 __all__ = ["keras", "tf"]
