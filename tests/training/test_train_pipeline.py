@@ -167,4 +167,15 @@ def test_unknown_yaml_option_is_named(tmp_path):
 
 def test_cli_dispatches_and_rejects_unknown_commands(capsys):
     assert cli_main(["frobnicate"]) == 2
-    assert "usage: tfrec-attn" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown command 'frobnicate'" in err and "usage: tfrec-attn" in err
+    assert cli_main([]) == 2
+    assert "a command is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_cli_help_lists_every_command(capsys, flag):
+    assert cli_main([flag]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in ("train", "optimize", "tune", "benchmark",
+                                                "evaluate"))
