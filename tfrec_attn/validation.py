@@ -15,7 +15,9 @@ ValueError: pooling must be one of ('attention', 'mean'). Received: pooling='max
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,3 +87,42 @@ def check_heads_divide(dim: int, num_heads: int) -> None:
     """`dim` splits evenly over `num_heads` attention heads."""
     if dim % num_heads:
         raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_model_name(name) -> None:
+    """A model name is one directory under the export root (TF Serving's `<base>/<name>/<v>`):
+    letters, digits, `.`, `_`, `-`, starting with a letter or digit; no path separators, so
+    an export cannot land outside its root.
+
+    Example:
+    >>> check_model_name("sasrec_ml100k")
+    >>> check_model_name("../escaped")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: name must be one directory name (...). Received: name='../escaped'
+    """
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise ValueError("name must be one directory name (letters, digits, '.', '_', '-', "
+                         f"starting with a letter or digit). Received: name={name!r}")
+
+
+def check_directory_path(name: str, path) -> None:
+    """`path` is a directory, or does not exist yet and could be created (no regular file at
+    it or at any of its parents).
+
+    Example:
+    >>> check_directory_path("export_root", "/dev/null/models")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: export_root must be a directory, but /dev/null is not one. Received: ...
+    """
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"{name} must be a directory, but {part} is not one. "
+                                 f"Received: {name}={str(path)!r}")
+            return

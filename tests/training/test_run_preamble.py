@@ -44,3 +44,28 @@ def test_run_gets_the_seeded_state_its_directory_and_the_export_root(tmp_path):
     assert seen == {"out": Path(options.output), "made": True,
                     "export_root": options.export_root, "callbacks": ("callback",),
                     "replicas": 1, "draw": np.random.random()}
+
+
+@pytest.mark.parametrize("model_type", list(train_pipeline.MODEL_TYPES))
+@pytest.mark.parametrize("flags, message", [
+    (["--export-root", "{file}"], "export_root must be a directory, but {file} is not one"),
+    (["--export-root", "{file}/models"], "export_root must be a directory, but {file} is not"),
+    (["--output", "{file}"], "output must be a directory, but {file} is not one"),
+    (["--name", "../escaped"], "name must be one directory name"),
+    (["--name", "a/b"], "name must be one directory name"),
+    (["--name", ""], "name must be one directory name"),
+])
+def test_unusable_output_paths_and_names_fail_before_training(tmp_path, capsys, model_type,
+                                                              flags, message):
+    afile = tmp_path / "afile"
+    afile.write_text("kept")
+    defaults = {"--output": str(tmp_path / "out"), "--export-root": str(tmp_path / "models")}
+    defaults.update(zip(flags[::2], flags[1::2]))
+    argv = ["--model", model_type, "--verbose", "0", "--epochs", "1"]
+    for flag, value in defaults.items():
+        argv += [flag, value.format(file=afile)]
+    assert train_pipeline.main(argv) == 2
+    assert message.format(file=afile) in capsys.readouterr().err
+    assert afile.read_text() == "kept"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escaped").exists()
+    assert not (tmp_path / "models").exists()

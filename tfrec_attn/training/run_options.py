@@ -23,7 +23,12 @@ from tfrec_attn._keras import tf
 from tfrec_attn.data import FORMATS
 from tfrec_attn.training.backup import check_backup_dir
 from tfrec_attn.training.distribution import STRATEGIES
-from tfrec_attn.validation import DataOptionError, check_rate
+from tfrec_attn.validation import (
+    DataOptionError,
+    check_directory_path,
+    check_model_name,
+    check_rate,
+)
 
 
 @dataclasses.dataclass
@@ -83,6 +88,17 @@ class RunOptions:
     def __post_init__(self):
         check_strategy_and_jit(self)
         check_backup_and_ema(self)
+        check_output_paths(self)
+
+
+def check_output_paths(options) -> None:
+    """Before any work: `output` and `export_root` are directories (or can be created: no
+    file in the way), and the model `name` is one directory under the export root."""
+    for field in ("output", "export_root"):
+        if getattr(options, field, None):
+            check_directory_path(field, getattr(options, field))
+    if getattr(options, "export_root", None) and hasattr(options, "name"):
+        check_model_name(options.name)
 
 
 def check_data_source(options) -> None:
