@@ -66,6 +66,7 @@ def test_dataset_batches_synthetic_sequences():
 @pytest.mark.parametrize("kwargs, match", [
     ({"max_len": 0}, "max_len must be an int >= 1"),
     ({"num_negatives": 0}, "num_negatives must be an int >= 1"),
+    ({"num_negatives": 10}, "num_negatives must be at most the 9 catalogue items"),
     ({"vocab_size": 2}, "vocab_size must be an int >= 3"),
     ({"seed": 1.5}, "seed must be an int"),
     ({"sequences": np.array([[2, 3]])}, "sequences must be a list"),

@@ -152,6 +152,14 @@ def test_unreadable_data_file_is_named(tmp_path, capsys):
     assert "--data" in err and "clicks.csv" in err
 
 
+@pytest.mark.parametrize("flag", ["--negatives", "--valid-negatives", "--test-negatives"])
+def test_more_negatives_than_items_is_refused_before_the_run(tmp_path, capsys, flag):
+    argv = TINY + [flag, "60", "--output", str(tmp_path / "out"), "--export-root", ""]
+    assert train_pipeline.main(argv) == 2
+    assert f"{flag} 60 is more than the 59 items of the data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_ctr_metrics_rejects_rows_not_in_whole_groups():
     with pytest.raises(ValueError, match="groups of 1 \\+ num_negatives = 3"):
         ctr_metrics(np.zeros(4), {"label": np.array([1.0, 0.0, 0.0, 1.0])}, num_negatives=2)

@@ -2,7 +2,8 @@
 
 Every target position of a user's sequence gives one positive (the true next item, label 1) and
 `num_negatives` negatives (items the user never interacted with, label 0), all sharing the
-history before the target. Negatives are drawn uniformly from the catalogue, seeded.
+history before the target. Negatives are drawn uniformly from the catalogue, seeded, with
+replacement (as the SASRec paper's code draws its 100 evaluation negatives).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def ranking_examples(sequences: Sequence[np.ndarray], max_len: int, vocab_size: 
             first, as `tfrec_attn.data` builds them. Sequences shorter than 2 give no rows.
         max_len: history width.
         vocab_size: ids are `< vocab_size`; negatives are drawn from `[2, vocab_size)`.
-        num_negatives: negatives per positive.
+        num_negatives: negatives per positive, at most the catalogue size less one.
         seed: seed of the negative sampling.
         last_only: one positive per sequence, its last item (e.g. the test target of full
             sequences after `leave_one_out`).
@@ -75,6 +76,11 @@ def ranking_examples(sequences: Sequence[np.ndarray], max_len: int, vocab_size: 
     _check_positive_int("max_len", max_len)
     _check_positive_int("num_negatives", num_negatives)
     _check_positive_int("vocab_size", vocab_size, FIRST_ITEM_ID + 1)
+    if num_negatives > vocab_size - FIRST_ITEM_ID - 1:
+        raise ValueError(f"num_negatives must be at most the {vocab_size - FIRST_ITEM_ID - 1} "
+                         "catalogue items other than the positive (negatives are drawn with "
+                         f"replacement, so most would repeat). Received: num_negatives="
+                         f"{num_negatives}")
     if not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an int. Received: seed={seed!r}")
     sequences = _check_sequences(sequences, vocab_size)

@@ -39,7 +39,7 @@ from tfrec_attn.training.run_options import (
     model_config,
     require_full_batch,
 )
-from tfrec_attn.validation import check_positive_ints
+from tfrec_attn.validation import DataOptionError, check_positive_ints
 
 MONITOR = "auc"
 WARMUP_USERS = 100  # validation requests written as TF Serving warm-up records
@@ -181,6 +181,12 @@ def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
     frame = load_data(options)
     data = build_sequences(frame, min_events=options.min_events)
     config = options.din_config(data.vocab_size)
+    for flag in ("negatives", "valid_negatives", "test_negatives"):
+        if getattr(options, flag) > data.vocab_size - 3:  # every item but the positive
+            raise DataOptionError(
+                f"--{flag.replace('_', '-')} {getattr(options, flag)} is more than the "
+                f"{data.vocab_size - 3} items of the data other than the positive (negatives "
+                "are drawn with replacement, so most would repeat)")
     split = ranking_split(data, config.max_len, options.valid_negatives, options.test_negatives,
                           options.seed)
     model = build_ranker(config, options.learning_rate, jit_compile=options.jit_compile,
