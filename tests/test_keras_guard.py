@@ -43,3 +43,19 @@ def test_explicit_keras_3_request_is_refused():
     out = _run("import tfrec_attn", TF_USE_LEGACY_KERAS="0")
     assert out.returncode != 0
     assert "asks for Keras 3" in out.stderr
+
+
+def test_saving_our_same_named_layer_does_not_warn_but_others_still_do(tmp_path, caplog):
+    from tfrec_attn._keras import keras
+    from tfrec_attn.layers import MultiHeadAttention
+
+    class Dense(keras.layers.Layer):  # not ours: tf-keras' warning stays
+        def call(self, x):
+            return x
+
+    x = keras.Input((4, 8))
+    model = keras.Model(x, Dense()(MultiHeadAttention(num_heads=2, key_dim=4)(x)))
+    with caplog.at_level("WARNING"):
+        model.save(tmp_path / "model", save_format="tf")
+    warned = [r.getMessage() for r in caplog.records if "as a built-in TF-Keras" in r.getMessage()]
+    assert len(warned) == 1 and "'Dense'" in warned[0]

@@ -6,6 +6,7 @@ before that (TensorFlow itself may already be imported), and refuses to run if `
 already Keras 3.
 """
 
+import logging
 import os
 import sys
 
@@ -45,5 +46,20 @@ if tf.keras.layers.Layer is not keras.layers.Layer:
     raise ImportError(
         "tf.keras was already Keras 3 when tfrec_attn was imported. " + _HINT
     )
+
+
+
+class _OwnClassNameFilter(logging.Filter):
+    """Drops tf-keras' SavedModel warning that a tfrec_attn class (e.g. `MultiHeadAttention`)
+    shares a built-in's name: ours are registered as `tfrec_attn>Name` and reload as ours, so
+    the advice it gives does not apply. Other classes still get the warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "as a built-in TF-Keras" not in str(record.msg) or len(record.args or ()) < 3:
+            return True
+        return not getattr(record.args[2], "__module__", "").startswith("tfrec_attn.")
+
+
+logging.getLogger("absl").addFilter(_OwnClassNameFilter())
 
 __all__ = ["keras", "tf"]
