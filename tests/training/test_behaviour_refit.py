@@ -3,6 +3,8 @@ policy's outputs are bit-identical, the held-out loss never ends higher, the cri
 policy's own (masked) behaviour loss, and `--behaviour-refit-epochs` / the YAML key reach the
 run, bad values named."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from pipelines import train as train_pipeline
 from tfrec_attn._keras import tf
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
+from tfrec_attn.testing.multi_worker import InterruptAt, Preempted
 from tfrec_attn.training.behaviour_refit import (
     BehaviourHeadFit,
     frozen_except_head,
@@ -93,6 +96,59 @@ def test_the_refit_stops_at_its_time_budget_and_keeps_the_best_head():
     unbudgeted = refit_behaviour_head(_policy(), train, valid, epochs=1, patience=1,
                                       learning_rate=0.05, verbose=0)
     assert not unbudgeted["stopped_by_time_budget"]
+
+
+@pytest.mark.parametrize("learning_rate, interrupt_at, epochs, best_epoch", [
+    (2.0, 6, 8, 6),  # epoch 7 is worse than epoch 6: the plateau cuts the rate for epoch 8
+    (3.0, 1, 2, 0),  # epochs 1-2 worse than the start: stopped (patience 2), start restored
+])
+def test_an_interrupted_refit_resumes_from_its_backup(tmp_path, monkeypatch, learning_rate,
+                                                      interrupt_at, epochs, best_epoch):
+    train, valid = _batches(_logs(1)), _batches(_logs(2))  # not shuffled: epochs repeatable
+    arguments = {"epochs": 8, "patience": 2, "learning_rate": learning_rate, "verbose": 0}
+    policy = _policy()
+    want = refit_behaviour_head(policy, train, valid, **arguments)
+    assert (want["epochs"], want["best_epoch"]) == (epochs, best_epoch)
+    want_head = policy.network.get_layer("behaviour_head").get_weights()
+    backup, fit, calls = tmp_path / "refit", BehaviourHeadFit.fit, []
+
+    def interrupted(self, *args, callbacks=(), **kwargs):
+        return fit(self, *args, callbacks=[*callbacks, InterruptAt(interrupt_at)], **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BehaviourHeadFit, "fit", interrupted)
+        with pytest.raises(Preempted):
+            refit_behaviour_head(_policy(), train, valid, backup_dir=str(backup), **arguments)
+    state = json.loads((backup / f"run_state-{interrupt_at}.json").read_text())
+    policy = _policy()
+    head = policy.network.get_layer("behaviour_head")
+    head.set_weights([3.0 * w for w in head.get_weights()])  # Keras' checkpoint overrides it
+    got = refit_behaviour_head(policy, train, valid, backup_dir=str(backup), **arguments)
+    # as if never interrupted: early stopping, the learning-rate plateau, the best head and
+    # the loss before epoch 1 carried over the restart, the first epochs restored
+    assert got["resumed_epochs"] == interrupt_at
+    assert (got["epochs"], got["best_epoch"]) == (epochs, best_epoch)
+    assert got["history"]["val_behaviour_loss"][:interrupt_at] == [
+        logs["val_behaviour_loss"] for logs in state["logs"]]
+    for name in ("behaviour_loss", "val_behaviour_loss"):
+        np.testing.assert_allclose(got["history"][name], want["history"][name], rtol=1e-5)
+    assert got["valid_behaviour_loss"] == pytest.approx(want["valid_behaviour_loss"], rel=1e-5)
+    head = policy.network.get_layer("behaviour_head").get_weights()
+    for a, b in zip(head, want_head):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+    # completed: a rerun sets the kept head and returns the kept report without training
+    monkeypatch.setattr(BehaviourHeadFit, "fit", lambda *args, **kwargs: calls.append(1))
+    policy = _policy()
+    assert refit_behaviour_head(policy, train, valid, backup_dir=str(backup),
+                                **arguments) == got and calls == []
+    for a, b in zip(policy.network.get_layer("behaviour_head").get_weights(), head):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"backup_dir=.* holds the completed 'refitted' stage "
+                                         r"of a run with other settings \(refit.patience: 2 "
+                                         r"there, 3 now\)"):
+        refit_behaviour_head(_policy(), train, valid, backup_dir=str(backup),
+                             **{**arguments, "patience": 3})
 
 
 @pytest.mark.parametrize("masked", [False, True])

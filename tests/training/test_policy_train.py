@@ -15,6 +15,7 @@ from tfrec_attn.export.serving import read_models_config
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.testing.multi_worker import InterruptAt, Preempted
 from tfrec_attn.training.bandit_simulator import BanditSimulator
+from tfrec_attn.training.behaviour_refit import BehaviourHeadFit
 from tfrec_attn.training.off_policy_evaluation import simulated_off_policy
 from tfrec_attn.training.policy_run import PolicyOptions, policy_split, run_policy_training
 from tfrec_attn.training.simulated_feedback import (
@@ -211,6 +212,96 @@ def test_an_interrupted_run_resumes_from_its_backup(tmp_path):
     assert metrics["history"]["loss"][0] == state["logs"][0]["loss"]
     assert metrics["options"]["ema_decay"] == 0.9
     assert not any((tmp_path / "backup").iterdir())  # a completed run deletes the backup
+
+
+def _refit_options(tmp_path: Path, output: str, backup: bool = True, **changes) -> PolicyOptions:
+    return PolicyOptions(synthetic_users=80, synthetic_items=10, events_per_user=2,
+                         valid_users=10, test_users=10, epochs=2, patience=10, batch_size=32,
+                         k=2, verbose=0, export_root=None, output=str(tmp_path / output),
+                         backup_dir=str(tmp_path / "backup") if backup else None,
+                         behaviour_refit_epochs=3, model={"max_len": 4, "dim": 8}, **changes)
+
+
+def _interrupt_the_refit(monkeypatch) -> None:
+    """The head's refit raises `Preempted` when its second epoch begins (epoch 1 backed up)."""
+    fit = BehaviourHeadFit.fit
+
+    def interrupted(self, *args, callbacks=(), **kwargs):
+        return fit(self, *args, callbacks=[*callbacks, InterruptAt(1)], **kwargs)
+
+    monkeypatch.setattr(BehaviourHeadFit, "fit", interrupted)
+
+
+def _count_policy_fits(monkeypatch) -> list:
+    """Spies on `AttentionPolicy.fit` (the policy's, not the refit's `BehaviourHeadFit`)."""
+    calls, fit = [], AttentionPolicy.fit
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs.get("epochs"))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(AttentionPolicy, "fit", counted)
+    return calls
+
+
+def test_a_run_interrupted_during_the_refit_resumes_the_refit_only(tmp_path, monkeypatch):
+    keras.backend.clear_session()
+    full = run_policy_training(_refit_options(tmp_path, "full", backup=False))
+    fits = _count_policy_fits(monkeypatch)
+    keras.backend.clear_session()
+    with monkeypatch.context() as patch:
+        _interrupt_the_refit(patch)
+        with pytest.raises(Preempted):
+            run_policy_training(_refit_options(tmp_path, "out"))
+    backup = tmp_path / "backup"
+    fitted = json.loads((backup / "policy_fitted" / "state.json").read_text())["results"]
+    refit_state = json.loads((backup / "behaviour_refit" / "run_state-1.json").read_text())
+    started = json.loads((backup / "behaviour_refit" / "started" / "state.json").read_text())
+    assert fits == [2]
+    keras.backend.clear_session()
+    metrics = run_policy_training(_refit_options(tmp_path, "out"))
+    assert fits == [2]  # the policy was not trained again
+    # the policy's fit is the interrupted run's, as an uninterrupted run reports it
+    assert metrics["history"]["valid"] == fitted["records"]
+    assert metrics["history"]["loss"] == fitted["history"]["loss"]
+    assert metrics["epochs"] == full["epochs"] == 2 and metrics["resumed_epochs"] == 0
+    assert metrics["best_epoch"] == full["best_epoch"]
+    assert metrics["train_seconds"] == round(fitted["train_seconds"], 2)
+    assert metrics["test"] == pytest.approx(full["test"], rel=1e-5)  # the fitted weights
+    refit, want = metrics["behaviour_refit"], full["behaviour_refit"]
+    assert refit["resumed_epochs"] == 1  # the refit went on at its second epoch
+    assert refit["history"]["val_behaviour_loss"][0] == refit_state["logs"][0][
+        "val_behaviour_loss"]
+    assert refit["epochs"] == want["epochs"] == 3 and refit["best_epoch"] == want["best_epoch"]
+    before = refit["valid_behaviour_loss"]["before"]
+    assert before == started["results"]["valid_behaviour_loss"]  # measured before epoch 1
+    assert before == pytest.approx(want["valid_behaviour_loss"]["before"], rel=1e-5)
+    assert refit["valid_behaviour_loss"]["after"] == pytest.approx(
+        want["valid_behaviour_loss"]["after"], rel=1e-2)
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["behaviour_refit"] == refit and saved["epochs"] == 2
+    assert not any(backup.iterdir())  # deleted once the whole run is done
+
+
+def test_a_restart_with_other_options_than_its_backup_is_refused(tmp_path, monkeypatch):
+    keras.backend.clear_session()
+    with monkeypatch.context() as patch:
+        _interrupt_the_refit(patch)
+        with pytest.raises(Preempted):
+            run_policy_training(_refit_options(tmp_path, "out"))
+    fits = _count_policy_fits(monkeypatch)
+    keras.backend.clear_session()
+    with pytest.raises(ValueError) as error:
+        run_policy_training(_refit_options(tmp_path, "out", learning_rate=0.02, ema_decay=0.5))
+    message = str(error.value)
+    assert f"backup_dir={str(tmp_path / 'backup')!r}" in message and "policy_fitted" in message
+    assert "options.learning_rate: 0.005 there, 0.02 now" in message
+    assert "options.ema_decay: None there, 0.5 now" in message
+    assert fits == []  # refused before any training
+    assert (tmp_path / "backup" / "policy_fitted" / "state.json").exists()  # kept
+    keras.backend.clear_session()  # another output directory: the same run, resumed
+    metrics = run_policy_training(_refit_options(tmp_path, "elsewhere"))
+    assert fits == [] and metrics["behaviour_refit"]["resumed_epochs"] == 1
 
 
 def test_yaml_config_selects_the_policy_and_flags_override_it():

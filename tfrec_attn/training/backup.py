@@ -1,9 +1,12 @@
-"""Fault-tolerant training: Keras' `BackupAndRestore` that also keeps the run callbacks' state.
+"""Fault-tolerant training: Keras' `BackupAndRestore` that also keeps the run callbacks' state,
+and the completed stages of a run that trains more than once.
 
 Keras' callback backs up the model, the optimizer and the epoch counter, and a restarted `fit`
 resumes at the next epoch. A run's report also needs what its callbacks gathered before the
 interruption (validation records, early stopping's best value, wait and weights, epoch times,
 the time budget's clock); `RunBackup` saves those beside Keras' checkpoint and restores them.
+A `fit` that completes deletes its backup, so a run with more work after it (the policy's
+refit of its behaviour head) keeps the completed `fit` as a `CompletedStage` until it is done.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfrec_attn._keras import keras
+from tfrec_attn._keras import keras, tf
 from tfrec_attn.training.distribution import is_chief
 
 _STATE = "run_state-{epochs}.json"
@@ -201,3 +204,90 @@ def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
     with open(tmp, "wb") as f:
         np.savez(f, *weights)
     os.replace(tmp, path)
+
+
+class CompletedStage:
+    """A completed stage of a run (a `fit` and what the run reads from it) kept in
+    `backup_dir/name` until the whole run is done, so a restarted run skips the stage.
+
+    `save` writes the model's weights (`weights.npz`) and the stage's JSON-able `results`
+    with the run's `identity` (`state.json`) on the chief only, atomically: into a temporary
+    directory renamed to `name` when complete. `load` returns them, or `None` when the stage was
+    not saved, after checking that the saved identity is this run's: a stage of a run with other
+    settings raises a `ValueError` naming `backup_dir` and what differs, rather than being
+    reused. The run deletes the stage when it is done (`remove_backup`).
+
+    Args:
+        backup_dir: the run's backup directory (readable by every worker).
+        name: the stage's directory in `backup_dir`.
+        identity: JSON-able `{section: {setting: value}}` a restart must repeat (e.g. the
+            model's config and the run's options).
+
+    Example:
+    >>> import tempfile
+    >>> backup = tempfile.mkdtemp()
+    >>> stage = CompletedStage(backup, "fitted", {"model": {"dim": 8}})
+    >>> stage.load() is None
+    True
+    >>> stage.save([np.ones(2)], {"epochs": 3})
+    >>> weights, results = stage.load()
+    >>> weights[0].tolist(), results
+    ([1.0, 1.0], {'epochs': 3})
+    >>> CompletedStage(backup, "fitted", {"model": {"dim": 16}}).load()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: backup_dir=... stage of a run with other settings (model.dim: 8 there, 16 now)...
+    """
+
+    def __init__(self, backup_dir: str | os.PathLike, name: str, identity: dict):
+        self.backup_dir = Path(backup_dir)
+        self.name = name
+        self.path = self.backup_dir / name
+        self.identity = json.loads(json.dumps(identity, default=float))  # as saved
+
+    def load(self) -> tuple[list[np.ndarray], dict] | None:
+        """`(weights, results)` of the saved stage, or `None` if there is none."""
+        if not (self.path / "state.json").exists():
+            return None
+        state = json.loads((self.path / "state.json").read_text())
+        differences = _differences(state["identity"], self.identity)
+        if differences:
+            raise ValueError(
+                f"backup_dir={str(self.backup_dir)!r} holds the completed {self.name!r} stage of "
+                f"a run with other settings ({'; '.join(differences)}). Rerun with the settings "
+                "it was made with to resume that run, or delete the directory to start over.")
+        with np.load(self.path / "weights.npz") as f:
+            weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+        return weights, state["results"]
+
+    def save(self, weights: list[np.ndarray], results: dict,
+             strategy: tf.distribute.Strategy | None = None) -> None:
+        """Writes the stage (the chief of `strategy` only; default: the current strategy).
+        Call it on every worker, with `weights` read on each (reading them may be collective)."""
+        if not is_chief(strategy):
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # a crash's leftover
+        _save_weights(tmp / "weights.npz", weights)
+        from tfrec_attn.training.run import write_json  # lazy: run.py imports this module
+
+        write_json(tmp / "state.json", {"identity": self.identity, "results": results})
+        os.replace(tmp, self.path)
+
+
+def remove_backup(backup_dir: str | os.PathLike, names,
+                  strategy: tf.distribute.Strategy | None = None) -> None:
+    """Deletes `backup_dir/name` for each of `names` (a run's stages and backups; the chief of
+    `strategy` only), once the whole run is done."""
+    if is_chief(strategy):
+        for name in names:
+            shutil.rmtree(Path(backup_dir) / name, ignore_errors=True)
+
+
+def _differences(saved: dict, current: dict) -> list[str]:
+    """`section.setting: saved there, current now` for every setting that differs."""
+    return [f"{section}.{key}: {saved.get(section, {}).get(key)!r} there, "
+            f"{current.get(section, {}).get(key)!r} now"
+            for section in dict.fromkeys([*saved, *current])
+            for key in dict.fromkeys([*saved.get(section, {}), *current.get(section, {})])
+            if saved.get(section, {}).get(key) != current.get(section, {}).get(key)]

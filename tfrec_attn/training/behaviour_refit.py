@@ -9,7 +9,8 @@ The head is a `Dense` on a stop-gradient copy of the state, so it can be trained
 everything else frozen: the policy's outputs do not change. `refit_behaviour_head` trains it
 on the training users' logged rounds with the same (masked) behaviour loss and early-stops on
 the validation users' behaviour loss (held-out likelihood), restoring the best epoch; a refit
-that never beats the head it started from keeps that head (`KeepStartEarlyStopping`).
+that never beats the head it started from keeps that head (`KeepStartEarlyStopping`). With a
+backup directory an interrupted refit resumes after its last completed epoch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.models import AttentionPolicy
 from tfrec_attn.models.losses import FIRST_ITEM_ID, global_mean
 from tfrec_attn.models.policy_losses import behaviour_loss
+from tfrec_attn.training.backup import CompletedStage, RunBackup
 from tfrec_attn.training.callbacks import TimeBudget
 
 HEAD = "behaviour_head"  # build_policy_network's layer name
@@ -140,17 +142,48 @@ class KeepStartEarlyStopping(keras.callbacks.EarlyStopping):
         self.best_weights = self.model.get_weights()
 
 
+class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
+    """`keras.callbacks.ReduceLROnPlateau` with `get_state` / `set_state` (its wait, best value
+    and cooldown), so `RunBackup` resumes it; the learning rate it set is the optimizer's, in
+    Keras' checkpoint.
+
+    Example:
+    >>> plateau = ResumablePlateau("val_loss", factor=0.5)
+    >>> plateau.set_state({"wait": 1, "best": 0.25, "cooldown_counter": 0})
+    >>> plateau.get_state()
+    {'wait': 1, 'best': 0.25, 'cooldown_counter': 0}
+    """
+
+    def get_state(self) -> dict:
+        """The plateau's counters, as JSON."""
+        return {"wait": self.wait, "best": float(self.best),
+                "cooldown_counter": self.cooldown_counter}
+
+    def set_state(self, state: dict) -> None:
+        """Restores `get_state()`'s; call it after `on_train_begin`."""
+        self.wait, self.best = state["wait"], state["best"]
+        self.cooldown_counter = state["cooldown_counter"]
+
+
 def refit_behaviour_head(policy: AttentionPolicy, train: tf.data.Dataset,
                          valid: tf.data.Dataset, epochs: int, patience: int,
                          learning_rate: float, jit_compile: bool = False, verbose: int = 1,
                          strategy: tf.distribute.Strategy | None = None,
                          plateau_factor: float | None = PLATEAU_FACTOR,
-                         minutes: float | None = None) -> dict:
+                         minutes: float | None = None, backup_dir: str | None = None) -> dict:
     """Trains `policy`'s behaviour head alone (the rest frozen: the policy's outputs are
     unchanged) with Adam on `train` for at most `epochs`, early-stopping on the behaviour loss
     of `valid` (`patience` epochs) and restoring the best epoch, or the starting head if no
     epoch beats it (`KeepStartEarlyStopping`): the validation loss never ends higher. The
     learning rate drops by `plateau_factor` after each epoch that does not improve it.
+
+    With `backup_dir` the refit survives an interruption: `RunBackup` backs up every epoch
+    (early stopping, the plateau and the time budget included) and the validation loss before
+    the first epoch (`started/`), so a rerun with the same arguments on the same starting
+    policy resumes after the last completed epoch and reports that first loss; a completed
+    refit keeps the head's weights and its report (`refitted/`), so a rerun sets the head and
+    returns the report without training. The caller deletes `backup_dir` when its run is done
+    (`backup.remove_backup`).
 
     Args:
         policy: a trained `AttentionPolicy` with the behaviour head.
@@ -166,11 +199,14 @@ def refit_behaviour_head(policy: AttentionPolicy, train: tf.data.Dataset,
         plateau_factor: `ReduceLROnPlateau`'s factor (patience 1); `None`: a constant rate.
         minutes: wall-time budget of the refit (`TimeBudget`: the epoch in progress ends early,
             is validated, and the best epoch is still restored); `None`: no budget.
+        backup_dir: the refit's own backup directory (not shared with another `fit`; every
+            worker must read it; only the chief writes), or `None`: no backup.
 
     Returns:
         `{"epochs" (trained), "best_epoch" (0: the starting head kept), "patience",
         "learning_rate", "valid_behaviour_loss": {"before", "after"}, "history":
-        {"behaviour_loss", "val_behaviour_loss"} per epoch, "seconds"}`.
+        {"behaviour_loss", "val_behaviour_loss"} per epoch, "seconds"}`, and with `backup_dir`
+        `"resumed_epochs"` (epochs restored from the backup).
 
     Example:
     >>> from tfrec_attn.models import AttentionPolicyConfig
@@ -186,26 +222,64 @@ def refit_behaviour_head(policy: AttentionPolicy, train: tf.data.Dataset,
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int. Received: epochs={epochs!r}")
     started = time.monotonic()
-    with frozen_except_head(policy), (strategy or tf.distribute.get_strategy()).scope():
+    strategy = strategy or tf.distribute.get_strategy()
+    stages = _stages(backup_dir, epochs, patience, learning_rate, plateau_factor)
+    head = policy.network.get_layer(HEAD)
+    done = stages[1].load() if stages else None
+    if done:  # completed before a restart: its head and report
+        head.set_weights(done[0])
+        return done[1]
+    with frozen_except_head(policy), strategy.scope():
         model = BehaviourHeadFit(policy)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
         before = _valid_loss(model, valid)
+        if stages:  # built (Keras' BackupAndRestore needs it); the loss before a restart
+            model(tf.zeros((1, policy.config.max_len), tf.int64))
+            before = _started_loss(stages[0], before, strategy)
         stopping = KeepStartEarlyStopping(before, monitor=MONITOR, mode="min",
                                           patience=patience, min_delta=MIN_DELTA)
-        plateau = ([] if plateau_factor is None else [keras.callbacks.ReduceLROnPlateau(
+        plateau = ([] if plateau_factor is None else [ResumablePlateau(
             MONITOR, factor=plateau_factor, patience=1, mode="min", min_delta=MIN_DELTA,
             verbose=min(verbose, 1))])
         budget = TimeBudget(minutes)
+        backup = RunBackup(backup_dir, [*plateau, budget, stopping]) if stages else None
         history = model.fit(train, validation_data=valid, epochs=epochs,
-                            callbacks=[*plateau, budget, stopping], verbose=verbose).history
+                            callbacks=[*([backup] if backup else []), *plateau, budget, stopping],
+                            verbose=verbose).history
+        history = backup.history if backup else history  # restored epochs included
         after = _valid_loss(model, valid)
-    return {"epochs": len(history["behaviour_loss"]), "best_epoch": stopping.best_epoch + 1,
-            "patience": patience, "learning_rate": learning_rate,
-            "plateau_factor": plateau_factor, "stopped_by_time_budget": budget.stopped,
-            "valid_behaviour_loss": {"before": before, "after": after},
-            "history": {name: [float(x) for x in history[name]]
-                        for name in ("behaviour_loss", MONITOR)},
-            "seconds": round(time.monotonic() - started, 2)}
+    report = {"epochs": len(history["behaviour_loss"]), "best_epoch": stopping.best_epoch + 1,
+              "patience": patience, "learning_rate": learning_rate,
+              "plateau_factor": plateau_factor, "stopped_by_time_budget": budget.stopped,
+              "valid_behaviour_loss": {"before": before, "after": after},
+              "history": {name: [float(x) for x in history[name]]
+                          for name in ("behaviour_loss", MONITOR)},
+              "seconds": round(time.monotonic() - started + budget.previous, 2)}
+    if stages:
+        report["resumed_epochs"] = backup.resumed_epochs
+        stages[1].save(head.get_weights(), report, strategy)
+    return report
+
+
+def _stages(backup_dir: str | None, *arguments) -> tuple[CompletedStage, CompletedStage] | None:
+    """The refit's `started` and `refitted` stages in `backup_dir` (`None` without one), whose
+    identity is the refit's arguments."""
+    if not backup_dir:
+        return None
+    identity = {"refit": dict(zip(("epochs", "patience", "learning_rate", "plateau_factor"),
+                                  arguments))}
+    return (CompletedStage(backup_dir, "started", identity),
+            CompletedStage(backup_dir, "refitted", identity))
+
+
+def _started_loss(stage: CompletedStage, before: float, strategy) -> float:
+    """The validation loss `stage` saved before the first epoch; saved now if it has none.
+    (Every worker measures it first: `evaluate` is collective.)"""
+    saved = stage.load()
+    if saved:
+        return saved[1]["valid_behaviour_loss"]
+    stage.save([], {"valid_behaviour_loss": before}, strategy)
+    return before
 
 
 def _valid_loss(model: BehaviourHeadFit, valid: tf.data.Dataset) -> float:

@@ -61,6 +61,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import Vocabulary, pad_left, read_interactions
 from tfrec_attn.export.policy import export_policy
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
+from tfrec_attn.training.backup import CompletedStage, remove_backup
 from tfrec_attn.training.bandit_simulator import BanditSimulator, logged_dataset
 from tfrec_attn.training.behaviour_refit import refit_behaviour_head
 from tfrec_attn.training.callbacks import EpochEvaluation
@@ -247,10 +248,16 @@ def run_policy_training(options: PolicyOptions, callbacks=()) -> dict:
     epochs) restores the best epoch's weights before the test; `max_train_minutes` stops
     training cleanly mid-epoch; with `backup_dir` a restarted run resumes after the last
     completed epoch, with `ema_decay` epochs end on an average of the weights
-    (`fit_with_run_callbacks`). As in the other runs, `strategy` trains on several devices or
-    machines (global batch `batch_size`; only the chief writes `output` and `export_root`) and
-    `jit_compile` XLA-compiles the train step on fixed-shape batches (the last partial batch of
-    an epoch dropped).
+    (`fit_with_run_callbacks`). With `backup_dir` the fitted policy and what the report needs
+    from its fit are also kept (`backup_dir/policy_fitted`, `backup.CompletedStage`) and the
+    head's refit backs up its own epochs (`backup_dir/behaviour_refit`), so a run interrupted
+    during the refit resumes the refit without training the policy again; a restart whose
+    model, data summary or options (other than `output`, `export_root`, `name`, `verbose`,
+    `overwrite`) differ from the kept fit's is refused with a `ValueError`, and the backup is
+    deleted only once `metrics.json` is written. As in the other runs, `strategy` trains on
+    several devices or machines (global batch `batch_size`; only the chief writes `output` and
+    `export_root`) and `jit_compile` XLA-compiles the train step on fixed-shape batches (the
+    last partial batch of an epoch dropped).
 
     Args:
         options: the run's options.
@@ -281,10 +288,28 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
     if fixed:
         require_full_batch(train, f"the {len(data.logs['action'])} logged events",
                            options.batch_size)
-    fitted = fit_with_run_callbacks(policy, shard_by_data(train), data.evaluation, options,
-                                    data.monitor, out / "tensorboard", callbacks)
-    train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
-    history, records = fitted.history, fitted.records
+    # With --backup-dir the fitted policy is kept until the run is done: a restart skips its fit
+    # and the refit has its own backup
+    fitted_name, refit_name = "policy_fitted", "behaviour_refit"  # in backup_dir
+    stage = (CompletedStage(options.backup_dir, fitted_name, {
+        "model": config.to_dict(), "dataset": data.dataset,
+        "options": {key: v for key, v in dataclasses.asdict(options).items()
+                    if key not in ("model", "output", "export_root", "name", "verbose",
+                                   "overwrite", "backup_dir")}}) if options.backup_dir else None)
+    restored = stage.load() if stage else None
+    if restored:
+        policy.set_weights(restored[0])
+        fit = restored[1]
+    else:
+        fitted = fit_with_run_callbacks(policy, shard_by_data(train), data.evaluation, options,
+                                        data.monitor, out / "tensorboard", callbacks)
+        fit = {"history": fitted.history, "records": fitted.records,
+               "train_seconds": time.monotonic() - started + fitted.budget.previous,
+               "previous": fitted.budget.previous, "stopped": fitted.budget.stopped,
+               "resumed_epochs": fitted.resumed_epochs}  # seconds: + before a restart
+        if stage:
+            stage.save(policy.get_weights(), fit, strategy)
+    train_seconds, history, records = fit["train_seconds"], fit["history"], fit["records"]
     refit = None  # the head alone after the policy's best epoch: the policy is unchanged
     left = (None if options.max_train_minutes is None  # the refit shares the time budget
             else options.max_train_minutes - train_seconds / 60.0)
@@ -295,7 +320,9 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
         refit = refit_behaviour_head(policy, shard_by_data(train), valid,
                                      options.behaviour_refit_epochs, options.patience,
                                      options.learning_rate, options.jit_compile,
-                                     options.verbose, strategy, minutes=left)
+                                     options.verbose, strategy, minutes=left,
+                                     backup_dir=options.backup_dir and str(
+                                         Path(options.backup_dir) / refit_name))
     best = max(records, key=lambda r: r[data.monitor]) if records else {}
     test = data.test_metrics(policy)
     metrics = {
@@ -307,8 +334,8 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
         **({"off_policy": data.off_policy(policy)} if data.off_policy else {}),
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
-        "stopped_by_time_budget": fitted.budget.stopped,
-        "resumed_epochs": fitted.resumed_epochs,  # epochs restored from --backup-dir
+        "stopped_by_time_budget": fit["stopped"],
+        "resumed_epochs": fit["resumed_epochs"],  # epochs restored from --backup-dir
         "dataset": data.dataset,
         "model": config.to_dict(),
         "data_defaults": chosen,  # model fields chosen from the data (policy_history.py)
@@ -331,6 +358,8 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
                              exclude_history=data.exclude_history)
         record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
+    if options.backup_dir:  # the whole run is done
+        remove_backup(options.backup_dir, (fitted_name, refit_name), strategy)
     return metrics
 
 
