@@ -152,6 +152,23 @@ def test_each_layer_qat_model_reloads_from_h5(case, tmp_path):
     np.testing.assert_allclose(loaded(feed), qat(feed), atol=1e-6)
 
 
+@pytest.mark.parametrize("attention", ["full", "linear"])
+def test_qat_sasrec_encoder_reloads_from_keras_format(attention, tmp_path):
+    """Integer ids in: no TFMOT input `QuantizeLayer`, whose `.keras` reload fails ("expected 5
+    variables, but received 3"), so the SASRec encoder's QAT model reloads from `.keras` too."""
+    from tfrec_attn.models import SASRecConfig, build_sequence_encoder
+
+    encoder = build_sequence_encoder(SASRecConfig(vocab_size=30, max_len=6, dim=8, num_blocks=1,
+                                                  attention=attention))
+    qat = make_qat_model(encoder)
+    feed = np.array([[0, 0, 2, 5, 7, 9], [3, 4, 5, 6, 7, 8]], np.int64)
+    qat(feed, training=True)  # sets the quantization ranges
+    qat.save(tmp_path / "qat.keras")
+    with quantize_scope():
+        loaded = keras.models.load_model(tmp_path / "qat.keras")
+    np.testing.assert_allclose(loaded(feed), qat(feed), atol=1e-6)
+
+
 def test_qat_refuses_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     x = keras.Input((6, 8))
