@@ -69,8 +69,8 @@ def qat_din(din, dataset: tf.data.Dataset, epochs: int = 1, optimizer=None,
 
     The tower becomes `make_qat_model(din.tower)` (a copy: the float tower is left as it was).
     Runs under `optimization_scope()`; the float32-only check of `make_qat_model` applies.
-    Export the result with `export_ranker(din.tower, ...)` (SavedModel: TFMOT's QAT wrappers
-    do not reload from `.keras`) or `convert_ranker_to_tflite(din, ..., quantization="int8")`.
+    Export the result with `export_ranker(din.tower, ...)` (a SavedModel; `.h5` reloads too,
+    under `quantize_scope()`) or `convert_ranker_to_tflite(din, ..., quantization="int8")`.
 
     Args:
         din: a built (usually trained) `DIN`; modified in place.
