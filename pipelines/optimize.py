@@ -2,12 +2,14 @@
 
 Writes `RUN_DIR/optimize.json`, `RUN_DIR/optimize.png` and the exports under
 `RUN_DIR/optimized/` (see `tfrec_attn.optimization.report.optimize_run`) for a SASRec or a DIN
-run (`tfrec-attn train --model din`: `optimization.ranker_report.optimize_ranker_run`).
+run (`tfrec-attn train --model din`: `optimization.ranker_report.optimize_ranker_run`). A re-run
+regenerates them as a whole: exports of methods not chosen this time are removed.
 """
 
 import argparse
 import sys
 
+from tfrec_attn.optimization.methods import check_methods, check_output
 from tfrec_attn.optimization.report import METHODS, optimize_run, optimize_table
 
 
@@ -29,15 +31,18 @@ def parser() -> argparse.ArgumentParser:
         help="SASRec: items the exported models return (>= 10, at most the run's items); "
              "DIN: the most candidates the `rank` signature returns (>= 1)")
     add("--latency-runs", type=int, default=50, help="timed calls per latency percentile")
-    add("--output", help="where reports and exports go (default: the run directory)")
+    add("--output", help="directory (created if missing) where reports and exports go "
+                         "(default: the run directory)")
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        # Checks the run type, the methods and every setting before any work (nothing written).
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        # Checks the options, the run type and every setting before any work (nothing written).
+        methods = check_methods(args.methods, name="--methods")
+        if args.output is not None:
+            check_output(args.output, name="--output")
         report = optimize_run(args.run_dir, methods, epochs=args.epochs,
                               target_sparsity=args.target_sparsity, k=args.k,
                               latency_runs=args.latency_runs, output=args.output,

@@ -117,12 +117,13 @@ def check_directory_path(name: str, path) -> None:
     >>> check_directory_path("export_root", "/dev/null/models")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: export_root must be a directory, but /dev/null is not one. Received: ...
+    ValueError: export_root must be a directory, but /dev/null exists and is not a directory. ...
     """
     path = Path(path)
     for part in (path, *path.parents):
         if part.exists():
             if not part.is_dir():
-                raise ValueError(f"{name} must be a directory, but {part} is not one. "
+                raise ValueError(f"{name} must be a directory, but {part} exists and is not a "
+                                 "directory. "
                                  f"Received: {name}={str(path)!r}")
             return

@@ -337,6 +337,9 @@ def test_tflite_bad_arguments_and_inputs(data, tflite_file, tmp_path):
     with pytest.raises(ValueError, match="representative_data must be an int array"):
         convert_autoencoder_to_tflite(model, tmp_path / "c.tflite", quantization="int8",
                                       representative_data=np.zeros((2, MAX_LEN + 1), int))
+    with pytest.raises(ValueError, match=r"representative_data must hold item ids in \[0, "):
+        convert_autoencoder_to_tflite(model, tmp_path / "c.tflite", quantization="int8",
+                                      representative_data=np.full((2, MAX_LEN), -1))
     with pytest.raises(ValueError, match="max_k must be an int in"):
         convert_autoencoder_to_tflite(model, tmp_path / "d.tflite", k=vocab)
     assert not list(tmp_path.iterdir())

@@ -154,6 +154,8 @@ def test_bad_arguments_name_the_argument(policy, histories, tflite_file, tmp_pat
              f"representative_data must be an int array \\(n >= 1, max_len={MAX_LEN}\\)"),
             ({"quantization": "int8", "representative_data": histories.astype(np.float32)},
              "representative_data must be an int array"),
+            ({"quantization": "int8", "representative_data": np.full((2, MAX_LEN), 10 ** 6)},
+             r"representative_data must hold item ids in \[0, vocab_size\)"),
             ({"exclude_history": "yes"}, "exclude_history must be a bool")]:
         with pytest.raises(ValueError, match=match):
             convert_policy_to_tflite(policy, tmp_path / "p.tflite", **kwargs)

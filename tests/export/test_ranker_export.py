@@ -129,6 +129,34 @@ def test_padding_candidates_never_outrank_real_ones(data, exported):
     assert (scores[:, 2:] < scores[:, 1:2]).all()
 
 
+@pytest.mark.parametrize("others", [
+    [999, -5, 0],   # the walkthrough's request: 999 and -5 used to rank first
+    [-1, 202, 1],   # 202 == vocab_size: just outside; OOV (1) is an item the client sent
+    [10**12, 1],
+], ids=["walkthrough", "vocab_edge", "oov_kept"])
+def test_invalid_candidates_rank_last_and_come_back_as_sent(data, exported, others):
+    """Candidates the vocabulary cannot hold (< 0, >= vocab_size) rank after every real one,
+    like padding, with a lower score, and come back unchanged. The real candidate is each
+    row's worst item, below the OOV logit they used to be scored with."""
+    _, history, _ = data
+    _, loaded = exported
+    rows = tf.constant(history[:4])
+    serve, rank = loaded.signatures["serving_default"], loaded.signatures["rank"]
+    every = serve(history=rows, candidates=tf.constant(np.tile(np.arange(1, 202), (4, 1))))
+    every = every["scores"].numpy()
+    assert (every[:, 0] > every[:, 1:].min(1)).all()  # OOV outscores the worst item
+    candidates = np.array([[2 + np.argmin(row[1:]), *others] for row in every], np.int64)
+    out = rank(history=rows, candidates=tf.constant(candidates))
+    logits = serve(history=rows, candidates=tf.constant(candidates))["scores"].numpy()
+    for ids, scores, row, row_logits in zip(out["item_ids"].numpy(), out["scores"].numpy(),
+                                            candidates, logits):
+        real = (row > 0) & (row < 202)
+        order = np.argsort(-row_logits[real], kind="stable")
+        np.testing.assert_array_equal(ids[:real.sum()], row[real][order])
+        assert sorted(ids[real.sum():]) == sorted(row[~real])  # as sent
+        assert (scores[real.sum():] < scores[real.sum() - 1]).all()
+
+
 def test_history_padding_and_length_are_masked(data, exported):
     """Shorter rows are left-padded, longer rows cut to the last max_len: same scores as the
     padded request."""
@@ -343,7 +371,7 @@ def test_tflite_bad_arguments_and_inputs(data, tflite_file, tmp_path):
     assert (runner.max_len, runner.num_candidates) == (MAX_LEN, C)
     with pytest.raises(ValueError, match="history must be integer"):
         runner.score(history.astype(np.float32), candidates)
-    with pytest.raises(ValueError, match=f"candidates must be 2-D \\(n, num_candidates={C}\\)"):
+    with pytest.raises(ValueError, match=f"candidates must have num_candidates={C} columns"):
         runner.score(history, candidates[:, :2])
     with pytest.raises(ValueError, match="same number of rows"):
         runner.score(history[:2], candidates[:3])

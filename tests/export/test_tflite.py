@@ -6,11 +6,12 @@ from tfrec_attn.data import make_training_dataset, pad_left
 from tfrec_attn.export import (
     LiteRTRecommender,
     assert_builtin_only,
+    convert_ranker_to_tflite,
     convert_to_tflite,
     tflite_ops,
 )
 from tfrec_attn.export.tflite import QUANTIZATIONS
-from tfrec_attn.models import SASRec, SASRecConfig
+from tfrec_attn.models import DIN, DINConfig, SASRec, SASRecConfig
 
 MAX_LEN = 12  # the `tiny_sasrec` fixture's max_len
 K = 10
@@ -155,6 +156,40 @@ def test_int8_without_representative_data_raises(trained, tmp_path):
     with pytest.raises(ValueError, match="representative_histories"):
         convert_to_tflite(model, tmp_path / "m.tflite", quantization="int8")
     assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("value", [999, 202, -1])  # the tiny SASRec's vocab_size is 202
+def test_int8_calibration_ids_outside_the_vocabulary_are_refused(trained, value, tmp_path):
+    """Such histories read as all-OOV in the file: the int8 ranges would fit nothing real."""
+    model, _, validation = trained
+    histories = validation.copy()
+    histories[2, 5] = value
+    pattern = (r"representative_histories must hold item ids in \[0, vocab_size\) = "
+               rf"\[0, 202\)\. Received: {value} at index \(2, 5\)")
+    with pytest.raises(ValueError, match=pattern):
+        convert_to_tflite(model, tmp_path / "h.tflite", k=5, quantization="int8",
+                          representative_histories=histories)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "din"])
+def test_int8_conversion_hides_tfs_interpreter_deprecation_warning(kind, trained, tmp_path,
+                                                                   recwarn):
+    """TF's int8 calibrator builds a `tf.lite.Interpreter`, which warns on every conversion
+    that it is deprecated; `convert_module` silences exactly that warning (`recwarn` records
+    every warning, whatever the suite's filters)."""
+    if kind == "sasrec":
+        model, _, validation = trained
+        path = convert_to_tflite(model, tmp_path / "m.tflite", k=K, quantization="int8",
+                                 representative_histories=validation[:8])
+    else:
+        din = DIN(DINConfig(vocab_size=9, max_len=3, dim=4, mlp_units=(4,)))
+        data = {"history": np.array([[0, 2, 3]] * 4), "candidates": np.array([[4, 5]] * 4)}
+        path = convert_ranker_to_tflite(din, tmp_path / "m.tflite", 2, quantization="int8",
+                                        representative_data=data)
+    assert path.stat().st_size > 0
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "tf.lite.Interpreter is deprecated" in m], messages
 
 
 

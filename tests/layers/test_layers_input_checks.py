@@ -115,6 +115,19 @@ def test_position_embedding_rejects_longer_sequences(cls):
     assert cls(max_length=5)(tf.ones((2, 5, 8))).shape == (2, 5, 8)
 
 
+@pytest.mark.parametrize("length", [3, 7])
+@pytest.mark.parametrize("cls", [PositionEmbedding, SinusoidalPositionEmbedding])
+def test_position_embedding_rejects_longer_sequences_known_at_run_time(cls, length):
+    """A length unknown when the graph is built (a `(None, None)` signature) is checked when it
+    runs, naming max_length, not by a shape error of the sliced table."""
+    layer = cls(max_length=2)
+    add = tf.function(layer, input_signature=[tf.TensorSpec([None, None, 8], tf.float32)])
+    assert add(tf.ones((1, 2, 8))).shape == (1, 2, 8)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"longer than max_length=2 \(max_len of the model\)"):
+        add(tf.ones((1, length, 8)))
+
+
 BAD_TYPES = [
     (MultiHeadAttention, {"num_heads": True}, "num_heads"),
     (AdditiveAttention, {"key_dim": True}, "key_dim"),

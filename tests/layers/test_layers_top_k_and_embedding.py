@@ -93,6 +93,37 @@ def test_item_embedding_rejects_unknown_mode():
         ItemEmbedding(vocab_size=VOCAB, dim=4)(tf.constant([[2]]), mode="lookup")
 
 
+@pytest.mark.parametrize("exclude_history, allowed, want_ids", [
+    (True, None, [[5, 2, -1, -1], [5, 4, 3, 2]]),   # row 0: only 2 and 5 are left
+    (False, None, [[5, 4, 3, 2], [5, 4, 3, 2]]),
+    (True, [[False, False, True, False, False, True]], [[5, 2, -1, -1], [5, 2, -1, -1]]),
+], ids=["history", "keep_history", "allowed"])
+def test_history_top_k_marks_unfilled_slots(exclude_history, allowed, want_ids):
+    """With `mark_unfilled`, slots no eligible item fills hold -1 and -inf, after the
+    eligible items; without it (the TFLite graph's default) they hold excluded ids."""
+    scores = tf.constant([[9.0, 8.0, 1.0, 3.0, 4.0, 5.0]] * 2)
+    history = tf.constant([[3, 4, 99], [0, 0, 0]])
+    layer = HistoryTopK(k=4, exclude_history=exclude_history, mark_unfilled=True)
+    ids, top_scores = layer.select(scores, history,
+                                   allowed=None if allowed is None else tf.constant(allowed))
+    assert ids.numpy().tolist() == want_ids
+    want_scores = np.where(np.array(want_ids) < 0, -np.inf,
+                           np.take_along_axis(scores.numpy(), np.maximum(want_ids, 0), 1))
+    np.testing.assert_array_equal(top_scores, want_scores.astype(np.float32))
+    if allowed is None:
+        np.testing.assert_array_equal(layer([scores, history])[0], want_ids)
+        unmarked, _ = HistoryTopK(k=4, exclude_history=exclude_history)([scores, history])
+        filled = np.array(want_ids) >= 0
+        np.testing.assert_array_equal(unmarked.numpy()[filled], np.array(want_ids)[filled])
+
+
+def test_history_top_k_k_may_be_a_tensor():
+    layer = HistoryTopK(k=4, mark_unfilled=True)
+    ids, _ = layer.select(tf.constant([[9.0, 8.0, 1.0, 3.0]]), tf.constant([[2]]),
+                          k=tf.constant(2))
+    assert ids.numpy().tolist() == [[3, -1]]
+
+
 def test_padding_mask_and_last_position():
     np.testing.assert_array_equal(PaddingMask()(tf.constant([[0, 0, 4, 5]])),
                                   [[False, False, True, True]])
@@ -104,6 +135,7 @@ def test_padding_mask_and_last_position():
 
 @pytest.mark.parametrize("layer", [
     HistoryTopK(k=3, exclude_history=False, first_item_id=1),
+    HistoryTopK(k=2, mark_unfilled=True),
     ItemEmbedding(vocab_size=VOCAB, dim=4, scale_by_dim=True, l2=0.01),
     PaddingMask(pad_id=3),
     LastPosition(),

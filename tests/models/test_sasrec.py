@@ -67,6 +67,22 @@ def test_topk_model_excludes_history_and_matches_scores(chain_sequences, softmax
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("length", [5, 9])
+def test_topk_model_rejects_a_history_longer_than_max_len_by_name(positional, length):
+    """The serving graph does not cut long histories silently (`export_saved_model` keeps the
+    last max_len): with the length known only at run time it fails naming max_len, not with
+    the sliced position table's "Incompatible shapes"."""
+    model = SASRec(SASRecConfig(vocab_size=20, max_len=4, dim=8, num_blocks=1,
+                                positional=positional))
+    topk = tf.function(model.topk_model(k=3),
+                       input_signature=[tf.TensorSpec([None, None], tf.int64)])
+    assert topk(tf.constant([[0, 2, 3, 4]], tf.int64))["item_ids"].shape == (1, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"longer than max_length=4 \(max_len of the model\)"):
+        topk(tf.constant([list(range(2, 2 + length))], tf.int64))
+
+
 def test_variable_length_batches_give_same_last_state(chain_sequences, softmax_run):
     """Right-aligned positions: trimming left padding does not change the prediction."""
     sequences, _ = chain_sequences

@@ -15,6 +15,7 @@ from tfrec_attn._keras import tf
 from tfrec_attn.cli import main as cli_main
 from tfrec_attn.export import LiteRTRanker, assert_builtin_only
 from tfrec_attn.optimization import optimize_run, optimize_table, prunable_weights
+from tfrec_attn.optimization import ranker_report as optimize_ranker_report
 from tfrec_attn.optimization.methods import METHODS
 from tfrec_attn.training.ctr_evaluation import ctr_metrics, tower_logits
 from tfrec_attn.training.ranking_evaluation import load_ranking_run
@@ -171,6 +172,38 @@ def test_bad_method_or_setting_exits_2_before_anything_is_written(argv, message,
     assert cli_main(["optimize", "--run-dir", str(run_dir), "--output", str(out), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and _listing(run_dir) == before
+
+
+@pytest.mark.parametrize("methods, output", [
+    ("ptq-dynamic", "afile"), ("ptq-dynamic", "afile/sub"), ("prune,,qat", "out"),
+    ("", "out"), ("ptq-int8,frobnicate", "out")])
+def test_bad_output_or_methods_are_refused_before_loading(methods, output, run_dir, tmp_path,
+                                                          monkeypatch):
+    """The DIN path checks `output` and `methods` (a comma-separated string is split as
+    `--methods` is) before `load_ranking_run`."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run was loaded")
+
+    monkeypatch.setattr(optimize_ranker_report, "load_ranking_run", refuse)
+    (tmp_path / "afile").write_text("mine")
+    before = _listing(tmp_path)
+    match = "^output must be a directory" if output != "out" else "^methods"
+    with pytest.raises(ValueError, match=match):
+        optimize_run(run_dir, methods=methods, output=tmp_path / output)
+    assert _listing(tmp_path) == before
+
+
+def test_rerun_with_fewer_methods_leaves_only_what_its_report_lists(report, run_dir, tmp_path):
+    """Exports of the earlier run's other methods go; `optimized/` matches `optimize.json`."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    rerun = optimize_run(copy, methods="ptq-dynamic", latency_runs=1)
+    assert list(rerun["variants"]) == ["float32", "ptq-dynamic"]
+    tflite = {str(p) for p in (copy / "optimized" / "tflite").iterdir()}
+    assert tflite == {record["path"] for record in rerun["variants"].values()}
+    assert {p.name for p in (copy / "optimized" / "saved_models").iterdir()} == {
+        "float32", "models.config"}
+    assert json.loads((copy / "optimize.json").read_text()) == rerun
 
 
 def test_qat_of_a_mean_pooling_run_follows_its_qat_model(tmp_path):

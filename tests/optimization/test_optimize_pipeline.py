@@ -9,6 +9,9 @@ from pipelines import optimize as optimize_pipeline
 from pipelines import train as train_pipeline
 from tfrec_attn.cli import main as cli_main
 from tfrec_attn.optimization import optimize_run, optimize_table
+from tfrec_attn.optimization import ranker_report as optimize_ranker_report
+from tfrec_attn.optimization import report as optimize_report
+from tfrec_attn.optimization.methods import remove_stale_exports
 from tfrec_attn.training import load_run
 
 TINY = ["--format", "synthetic", "--synthetic-users", "150", "--synthetic-items", "60",
@@ -31,6 +34,19 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(run_dir):
     return optimize_run(run_dir, methods=FAST_METHODS, epochs=1, latency_runs=3)
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Makes loading the run an error: what a test checks is refused before any work."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run was loaded")
+
+    monkeypatch.setattr(optimize_report, "load_run", refuse)
+
+
+def _listing(path) -> list:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
 def _check_latency(latency: dict) -> None:
@@ -119,6 +135,109 @@ def test_unknown_method_exits_2_naming_it(methods, run_dir, capsys):
     assert optimize_pipeline.main(["--run-dir", str(run_dir), "--methods", methods]) == 2
     assert repr(methods.split(",")[-1]) in capsys.readouterr().err
     assert cli_main(["optimize", "--run-dir", str(run_dir), "--methods", methods]) == 2
+
+
+@pytest.mark.parametrize("methods", ["", " ", "prune,,qat", "prune,", ",ptq-int8"])
+def test_empty_method_items_exit_2_naming_methods(methods, run_dir, tmp_path, capsys,
+                                                  no_loading):
+    """Once silently dropped (`--methods ''` ran float32 alone)."""
+    out = tmp_path / "out"
+    argv = ["--run-dir", str(run_dir), "--methods", methods, "--output", str(out)]
+    assert optimize_pipeline.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfrec-attn optimize: --methods must ") and repr(methods) in err, err
+    with pytest.raises(ValueError, match=f"^methods must .* Received: methods={methods!r}"):
+        optimize_run(run_dir, methods=methods, output=out)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("methods, error, message", [
+    ("ptq-int8,frobnicate", ValueError, r"unknown optimization method\(s\) \['frobnicate'\]"),
+    (5, TypeError, "methods must be a comma-separated string or a sequence"),
+    (["prune", None], TypeError, "methods must be a comma-separated string or a sequence"),
+])
+def test_bad_methods_argument_is_named(methods, error, message, run_dir, tmp_path, no_loading):
+    """A string is split on commas as `--methods` is (once, `"ptq-int8"` became `['p', 't',
+    ...]`); anything but strings is a `TypeError`."""
+    with pytest.raises(error, match=message):
+        optimize_run(run_dir, methods=methods, output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "inside_file", "optimized_file", "tflite_file"])
+def test_output_that_cannot_hold_the_reports_exits_2_before_loading(where, run_dir, tmp_path,
+                                                                     capsys, no_loading):
+    """Once a raw `NotADirectoryError` after the run was loaded."""
+    output = {"file": tmp_path / "afile", "inside_file": tmp_path / "afile" / "sub",
+              "optimized_file": tmp_path, "tflite_file": tmp_path}[where]
+    (tmp_path / "afile").write_text("mine")
+    if where == "optimized_file":
+        (tmp_path / "optimized").write_text("mine")
+    elif where == "tflite_file":
+        (tmp_path / "optimized").mkdir()
+        (tmp_path / "optimized" / "tflite").write_text("mine")
+    before = _listing(tmp_path)
+    argv = ["--run-dir", str(run_dir), "--methods", "ptq-dynamic", "--output", str(output)]
+    assert optimize_pipeline.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfrec-attn optimize: --output"), err
+    assert "not a directory" in err or "is a file" in err, err
+    with pytest.raises(ValueError, match="^output.*(not a directory|is a file)"):
+        optimize_run(run_dir, methods="ptq-dynamic", output=output)
+    assert _listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("module", [optimize_report, optimize_ranker_report])
+def test_optimize_run_docstring_names_each_reports_latency_keys(module):
+    """SASRec reports time batches of 256 histories, DIN reports batches of 16 requests."""
+    assert f"`single` (one history) / `batch_{optimize_report.BATCH}`" in optimize_run.__doc__
+    assert f"`batch_{module.BATCH}`" in optimize_run.__doc__
+
+
+@pytest.mark.parametrize("kept", [(), ("prune",), ("ptq-int8",), ("prune", "ptq-int8")])
+def test_remove_stale_exports_keeps_this_runs_variants_and_foreign_files(kept, tmp_path):
+    root = tmp_path / "optimized"
+    earlier = ("float32", "prune", "qat", "ptq-int8", "ptq-dynamic")
+    for name in earlier:
+        (root / "tflite").mkdir(parents=True, exist_ok=True)
+        (root / "tflite" / f"{name}.tflite").write_bytes(b"x")
+        if not name.startswith("ptq"):
+            (root / "saved_models" / name / "1").mkdir(parents=True)
+    foreign = [root / "tflite" / "mine.tflite", root / "notes.txt",
+               root / "saved_models" / "mine" / "1" / "saved_model.pb"]
+    for path in foreign:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    names = ("float32", *kept)
+    variants = {name: {"saved_model": None if name.startswith("ptq") else {"path": "p"}}
+                for name in names}
+    removed = remove_stale_exports(root, variants)
+    assert sorted(p.name for p in (root / "tflite").iterdir()) == sorted(
+        ["mine.tflite", *(f"{name}.tflite" for name in names)])
+    assert sorted(p.name for p in (root / "saved_models").iterdir()) == sorted(
+        ["mine", *(name for name in names if not name.startswith("ptq"))])
+    assert all(path.read_text() == "mine" for path in foreign)
+    assert len(removed) == len(set(earlier) - set(names)) + len(
+        {"float32", "prune", "qat"} - set(names))
+
+
+def test_rerun_with_fewer_methods_leaves_only_what_its_report_lists(report, run_dir,
+                                                                    tmp_path):
+    """A re-run regenerates `optimized/` as a whole: the earlier run's `prune` exports go (and
+    `methods` may be one comma-separated string, as `--methods` takes it)."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert (copy / "optimized" / "tflite" / "prune.tflite").exists()
+    (copy / "optimized" / "tflite" / "mine.tflite").write_text("mine")
+    rerun = optimize_run(copy, methods=" ptq-dynamic", latency_runs=1)
+    assert list(rerun["variants"]) == ["float32", "ptq-dynamic"]
+    listed = {record["path"] for record in rerun["variants"].values()}
+    assert {str(p) for p in (copy / "optimized" / "tflite").iterdir()} == listed | {
+        str(copy / "optimized" / "tflite" / "mine.tflite")}
+    saved = {p.name for p in (copy / "optimized" / "saved_models").iterdir()}
+    assert saved == {"float32", "models.config"}
+    assert json.loads((copy / "optimize.json").read_text()) == rerun
+    assert _listing(copy / "checkpoint") == _listing(run_dir / "checkpoint")
 
 
 def test_missing_run_dir_is_a_clear_error(tmp_path, capsys):

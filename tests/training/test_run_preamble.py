@@ -48,9 +48,9 @@ def test_run_gets_the_seeded_state_its_directory_and_the_export_root(tmp_path):
 
 @pytest.mark.parametrize("model_type", list(train_pipeline.MODEL_TYPES))
 @pytest.mark.parametrize("flags, message", [
-    (["--export-root", "{file}"], "export_root must be a directory, but {file} is not one"),
-    (["--export-root", "{file}/models"], "export_root must be a directory, but {file} is not"),
-    (["--output", "{file}"], "output must be a directory, but {file} is not one"),
+    (["--export-root", "{file}"], "export_root must be a directory, but {file} exists and"),
+    (["--export-root", "{file}/models"], "export_root must be a directory, but {file} exists"),
+    (["--output", "{file}"], "output must be a directory, but {file} exists and is not"),
     (["--name", "../escaped"], "name must be one directory name"),
     (["--name", "a/b"], "name must be one directory name"),
     (["--name", ""], "name must be one directory name"),

@@ -65,7 +65,8 @@ def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k
     representative = None
     if quantization == "int8":
         representative = representative_dataset(representative_data, module.max_len,
-                                                "representative_data", "items", "real item sets")
+                                                "representative_data", "items", "real item sets",
+                                                vocab_size=module.vocab_size)
 
     @tf.function(input_signature=[tf.TensorSpec([None, module.max_len], tf.int64,
                                                 name="items")])

@@ -10,6 +10,25 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tfrec_attn.export.tflite import SIGNATURE
 
+# What each signature a converter writes marks a file as, and the runner that reads it
+# (`recommend` files of `convert_policy_to_tflite` / `convert_autoencoder_to_tflite`: their own
+# `LiteRTRecommender` subclasses). Named when a file is opened by the wrong runner.
+FILE_KINDS = {SIGNATURE: ("a top-k recommender file (convert_to_tflite)", "LiteRTRecommender"),
+              "score": ("a ranker file (convert_ranker_to_tflite)", "LiteRTRanker")}
+
+
+def signature_runner(interpreter: Interpreter, path: str | os.PathLike, signature: str):
+    """`interpreter`'s runner of `signature`, or a `ValueError` saying the file at `path` is
+    not the kind that signature marks: the signatures it has, and the runner for them."""
+    signatures = sorted(interpreter.get_signature_list())
+    if signature not in signatures:
+        kind = FILE_KINDS.get(signature, (f"a file with a {signature!r} signature",))[0]
+        runners = sorted({FILE_KINDS[name][1] for name in signatures if name in FILE_KINDS})
+        hint = f"; open it with {' or '.join(runners)}" if runners else ""
+        raise ValueError(f"{os.fspath(path)} is not {kind}: it has no {signature!r} signature "
+                         f"(its signatures: {signatures}){hint}.")
+    return interpreter.get_signature_runner(signature)
+
 
 class LiteRTRecommender:
     """Top-k recommendations from a `.tflite` file's `recommend` signature.
@@ -33,7 +52,7 @@ class LiteRTRecommender:
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        self._runner = self._interpreter.get_signature_runner(SIGNATURE)
+        self._runner = signature_runner(self._interpreter, path, SIGNATURE)
         shape = self._runner.get_input_details()[self.input_name]["shape_signature"]
         self.max_len = int(shape[1])
         # A dynamic batch (-1) is resized per call by the signature runner; else one row a call.

@@ -16,6 +16,7 @@ from tfrec_attn.export.module_export import (
     reject_pruning_wrappers,
     save_versioned_module,
 )
+from tfrec_attn.export.saved_model import at_least_one_position
 from tfrec_attn.export.serving import write_warmup_requests
 from tfrec_attn.layers import HistoryTopK, PositionEmbedding
 from tfrec_attn.layers.masking import ids_to_oov
@@ -55,12 +56,14 @@ def _max_len(network: keras.Model) -> int:
 class PolicyModule(tf.Module):
     """The exported policy: the network plus a TF Serving `serving_default` signature.
 
-    Signature `serving_default`: `history` int64 `(batch, any length)` item ids, left-padded with
-    0 (the last `max_len` are read; ids outside `[0, vocab_size)` are read as OOV, 1) ->
+    Signature `serving_default`: `history` int64 `(batch, any length >= 0)` item ids,
+    left-padded with 0 (the last `max_len` are read; ids outside `[0, vocab_size)` are read as
+    OOV, 1; an empty history gets the policy's action for a history of padding only) ->
     `item_ids` int64 `(batch, max_k)`, the policy's `max_k` most likely actions (never padding
     or OOV; never history items with `exclude_history`), and `probabilities` float32
     `(batch, max_k)`: `pi(a|s)`, the policy's softmax over all actions (ids `>= 2`), not
-    renormalized after the exclusions.
+    renormalized after the exclusions. When the history leaves fewer than `max_k` actions, the
+    slots left over hold id `-1` with probability 0.
 
     Args:
         policy_or_network: a trained `AttentionPolicy`, or its network (plain,
@@ -89,17 +92,19 @@ class PolicyModule(tf.Module):
                              f"Received: max_k={max_k!r}")
         self.max_k = max_k
         self.exclude_history = exclude_history
-        self.top_k = HistoryTopK(k=max_k, exclude_history=exclude_history)
+        self.top_k = HistoryTopK(k=max_k, exclude_history=exclude_history, mark_unfilled=True)
 
     @tf.function(input_signature=[HISTORY])
     def serve(self, history):
         # Signatures do not check ranks at run time; `EnsureShape` does, naming the input.
         history = tf.ensure_shape(history, [None, None], name="check_history_rank")
-        history = ids_to_oov(history[:, -self.max_len:], self.vocab_size)
+        history = ids_to_oov(at_least_one_position(history[:, -self.max_len:]), self.vocab_size)
         logits = tf.cast(self.network(history, training=False)["logits"], tf.float32)
         item_ids, _ = self.top_k([logits, history])
+        filled = item_ids >= FIRST_ITEM_ID  # unfilled slots hold -1 (`mark_unfilled`)
         log_norm = tf.reduce_logsumexp(logits[:, FIRST_ITEM_ID:], axis=-1, keepdims=True)
-        probabilities = tf.exp(tf.gather(logits, item_ids, batch_dims=1) - log_norm)
+        chosen = tf.gather(logits, tf.where(filled, item_ids, 0), batch_dims=1)
+        probabilities = tf.where(filled, tf.exp(chosen - log_norm), 0.0)
         return {"item_ids": item_ids, "probabilities": probabilities}
 
     def signatures(self) -> dict:

@@ -79,7 +79,8 @@ def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
     representative = None
     if quantization == "int8":
         representative = representative_dataset(representative_data, module.max_len,
-                                                "representative_data")
+                                                "representative_data",
+                                                vocab_size=module.vocab_size)
 
     # `serve` takes any history length; the file fixes it to `max_len` (static shapes).
     @tf.function(input_signature=[

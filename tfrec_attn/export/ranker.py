@@ -101,7 +101,9 @@ class RankerModule(tf.Module):
             candidate (padding candidates, id 0, get a meaningless logit: ignore them).
         `rank`: -> `item_ids` int64 `(batch, k)` (the request's candidate ids, as sent) and
             `scores` float32 `(batch, k)`, best first, `k = min(max_k, C)`. Padding candidates
-            rank below every real one, with a score below the row's lowest real logit.
+            (0) and ids the vocabulary cannot hold (`< 0` or `>= vocab_size`) rank below every
+            real one, with a score below the row's lowest real logit, and come back unchanged
+            (so the client sees which it sent); OOV (1) is ranked by its logit like any item.
 
     Args:
         model_or_tower: a trained `DIN`, or its tower: plain, pruned (after `strip_pruning`) or
@@ -145,8 +147,8 @@ class RankerModule(tf.Module):
     @tf.function(input_signature=[HISTORY, CANDIDATES])
     def rank(self, history, candidates):
         history, candidates = self._checked(history, candidates)
-        scores = fill_masked(self._scores(history, candidates),
-                             tf.not_equal(candidates, PAD_ID), 1.0)
+        real = tf.logical_and(candidates > PAD_ID, candidates < self.vocab_size)
+        scores = fill_masked(self._scores(history, candidates), real, 1.0)
         k = tf.minimum(self.max_k, tf.shape(candidates)[1])
         top_scores, order = tf.math.top_k(scores, k=k)
         return {"item_ids": tf.gather(candidates, order, batch_dims=1), "scores": top_scores}

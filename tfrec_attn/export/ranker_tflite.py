@@ -17,14 +17,17 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.export.litert_runner import signature_runner
 from tfrec_attn.export.ranker import din_tower, score_candidates, tower_sizes
-from tfrec_attn.export.tflite import QUANTIZATIONS, convert_module
+from tfrec_attn.export.tflite import QUANTIZATIONS, check_id_range, convert_module
 from tfrec_attn.models.din import DIN
 
 RANKER_SIGNATURE = "score"
 
 
-def _representative_dataset(data, max_len: int, num_candidates: int):
+def _representative_dataset(data, max_len: int, num_candidates: int, vocab_size: int):
+    """The int8 calibration generator of `representative_data` (checked: shapes, integer ids
+    in `[0, vocab_size)`), one request a step."""
     if not isinstance(data, dict) or set(data) != {"history", "candidates"}:
         raise ValueError("quantization='int8' needs representative_data: a dict {'history': "
                          f"(n, {max_len}), 'candidates': (n, {num_candidates})}} of real request "
@@ -35,6 +38,11 @@ def _representative_dataset(data, max_len: int, num_candidates: int):
         raise ValueError(f"representative_data must hold history (n >= 1, max_len={max_len}) "
                          f"and candidates (n, num_candidates={num_candidates}). Received "
                          f"shapes {history.shape} and {candidates.shape}")
+    for key, ids in (("history", history), ("candidates", candidates)):
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"representative_data[{key!r}] must hold integer item ids. "
+                             f"Received dtype {ids.dtype}")
+        check_id_range(f"representative_data[{key!r}]", ids, vocab_size)
 
     def generator() -> Iterator[dict]:
         for row, slate in zip(history.astype(np.int64), candidates.astype(np.int64)):
@@ -57,7 +65,7 @@ def convert_ranker_to_tflite(model_or_tower: DIN | keras.Model, path: str | os.P
             activations) or `"int8"` (full-integer internals calibrated on
             `representative_data`; inputs and output keep int64/float32).
         representative_data: `{"history": (n, max_len), "candidates": (n, C)}` real request
-            rows; required for `"int8"`, ignored otherwise.
+            rows, ids in `[0, vocab_size)`; required for `"int8"`, ignored otherwise.
         allow_select_tf_ops: allow Flex (TF) ops, which need the Flex delegate on device.
 
     Returns:
@@ -82,7 +90,8 @@ def convert_ranker_to_tflite(model_or_tower: DIN | keras.Model, path: str | os.P
     max_len, vocab_size = tower_sizes(tower)
     representative = None
     if quantization == "int8":
-        representative = _representative_dataset(representative_data, max_len, num_candidates)
+        representative = _representative_dataset(representative_data, max_len, num_candidates,
+                                                 vocab_size)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, max_len], tf.int64, name="history"),
@@ -106,25 +115,33 @@ class LiteRTRanker:
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        self._runner = interpreter.get_signature_runner(RANKER_SIGNATURE)
+        self._runner = signature_runner(interpreter, path, RANKER_SIGNATURE)
         inputs = self._runner.get_input_details()
         self.max_len = int(inputs["history"]["shape_signature"][1])
         self.num_candidates = int(inputs["candidates"]["shape_signature"][1])
 
-    def _check(self, name: str, ids, width: int, label: str) -> np.ndarray:
+    def _check(self, name: str, ids, label: str, width: int, length: str) -> np.ndarray:
+        """Integer ids `(n, width)`; `length` says what a wrong row length should become."""
         ids = np.asarray(ids)
         if ids.dtype.kind not in "iu":
             raise ValueError(f"{name} must be integer item ids. Received dtype {ids.dtype}")
-        if ids.ndim != 2 or ids.shape[1] != width:
-            raise ValueError(f"{name} must be 2-D (n, {label}={width}). "
-                             f"Received shape {ids.shape}")
+        if ids.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n, {label}={width}); use {name}[None] for "
+                             f"one row. Received shape {ids.shape}")
+        if ids.shape[1] != width:
+            raise ValueError(f"{name} must have {length}. Received shape {ids.shape}")
         return ids.astype(np.int64)
 
     def score(self, history, candidates) -> np.ndarray:
         """`(n, max_len)` histories and `(n, C)` candidates -> float32 logits `(n, C)`."""
-        history = self._check("history", history, self.max_len, "max_len")
-        candidates = self._check("candidates", candidates, self.num_candidates,
-                                 "num_candidates")
+        history = self._check(
+            "history", history, "max_len", self.max_len,
+            f"length max_len={self.max_len} (left-pad with 0, see tfrec_attn.data.pad_left)")
+        candidates = self._check(
+            "candidates", candidates, "num_candidates", self.num_candidates,
+            f"num_candidates={self.num_candidates} columns, the slate size fixed in the file "
+            "(pad shorter slates with 0 and ignore their scores, or convert a file for this "
+            "size)")
         if len(history) != len(candidates):
             raise ValueError("history and candidates must have the same number of rows. "
                              f"Received {len(history)} and {len(candidates)}")

@@ -9,10 +9,29 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
 from tfrec_attn.layers import HistoryTopK, ItemEmbedding, LastPosition
-from tfrec_attn.layers.masking import fill_masked, ids_to_oov
+from tfrec_attn.layers.masking import ids_to_oov
 from tfrec_attn.models.sasrec import SASRec
 
 HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
+
+
+def at_least_one_position(history: tf.Tensor) -> tf.Tensor:
+    """`(batch, T)` ids -> `(batch, max(T, 1))`: an empty history becomes one padding id (0).
+
+    A cold-start request (`T == 0`) then gets the model's prediction for a history of padding
+    only, instead of failing on the last position's slice. A length known statically to be
+    positive (a TFLite file's fixed `max_len`) adds no op.
+
+    Example:
+    >>> at_least_one_position(tf.zeros((2, 0), tf.int64)).numpy().tolist()
+    [[0], [0]]
+    >>> at_least_one_position(tf.constant([[3, 4]], tf.int64)).numpy().tolist()
+    [[3, 4]]
+    """
+    if history.shape.rank == 2 and history.shape[1]:
+        return history
+    missing = tf.maximum(1 - tf.shape(history)[1], 0)
+    return tf.pad(history, tf.stack([[0, 0], tf.stack([missing, 0])]))
 
 
 def encoder_item_layer(encoder: keras.Model) -> keras.layers.Layer:
@@ -57,13 +76,17 @@ def item_table(layer: keras.layers.Layer) -> tf.Tensor:
 class RecommenderModule(tf.Module):
     """The exported object: the model's towers plus TF Serving signatures.
 
-    Every signature takes `history`: int64 `(batch, any length)` item ids, left-padded with 0;
-    the encoder reads the last `max_len`, `serving_default` and `recommend` exclude all of
-    them, and ids outside `[0, vocab)` are read as OOV (1).
+    Every signature takes `history`: int64 `(batch, any length >= 0)` item ids,
+    left-padded with 0; the encoder reads the last `max_len`, `serving_default` and `recommend`
+    exclude all of them, and ids outside `[0, vocab)` are read as OOV (1). An empty history
+    (length 0, or padding only: a cold-start user) gets the model's prediction for a history of
+    padding only.
 
     Signatures:
         `serving_default`: `history` -> `item_ids` int64 `(batch, max_k)`, `scores` float32.
-            History items, padding, OOV and ids outside the candidate set are never returned.
+            History items, padding, OOV and ids outside the candidate set are never returned:
+            when a request leaves fewer than `max_k` eligible items, the slots left over hold
+            id `-1` with score `-inf` (after the eligible items).
         `recommend`: `history`, `k` int32 scalar (`1 <= k <= max_k`) -> the same with `k` items.
         `score`: `history`, `candidate_ids` int64 `(batch, C)` -> `scores` float32 `(batch, C)`.
         `user_embedding`: `history` -> `embedding` float32 `(batch, dim)` (for an external ANN
@@ -75,7 +98,8 @@ class RecommenderModule(tf.Module):
 
     Args:
         model: a trained `SASRec` (float, pruned or quantization-aware).
-        max_k: the largest `k` a request may ask for.
+        max_k: the largest `k` a request may ask for; at most the number of items
+            (`vocab_size - 2`), or of distinct `candidate_ids`.
         candidate_ids: optional ids the recommendations are restricted to (e.g. items in stock);
             re-export with a new set to refresh it without retraining.
     """
@@ -86,50 +110,53 @@ class RecommenderModule(tf.Module):
         self.vocab_size = model.config.vocab_size
         if not 1 <= max_k < self.vocab_size - 1:
             raise ValueError(f"max_k must be in [1, {self.vocab_size - 2}]. Received: {max_k}")
-        self.max_k = max_k
-        self.encoder = model.encoder
-        self.item_layer = encoder_item_layer(model.encoder)
-        self.last = LastPosition()
-        self.top_k = HistoryTopK(k=max_k)
-        self.top_k.build(None)  # used only for `mask_scores` (no weights); a built layer
-        # saves without TensorFlow's "Skipping full serialization ... not built" warnings
         allowed = np.ones(self.vocab_size, bool)
         if candidate_ids is not None:
             ids = np.asarray(candidate_ids, np.int64)
             if ids.size == 0 or ids.min() < 2 or ids.max() >= self.vocab_size:
                 raise ValueError(f"candidate_ids must be non-empty item ids in [2, "
                                  f"{self.vocab_size}). Received {ids.size} ids.")
+            count = len(np.unique(ids))
+            if max_k > count:
+                raise ValueError(f"k (max_k) must be at most the number of candidate_ids "
+                                 f"({count} distinct ids): no request could fill more. "
+                                 f"Received: k={max_k}")
             allowed[:] = False
             allowed[ids] = True
         self.allowed = tf.constant(allowed)
+        self.max_k = max_k
+        self.encoder = model.encoder
+        self.item_layer = encoder_item_layer(model.encoder)
+        self.last = LastPosition()
+        self.top_k = HistoryTopK(k=max_k, mark_unfilled=True)
+        self.top_k.build(None)  # used only for `select` (no weights); a built layer
+        # saves without TensorFlow's "Skipping full serialization ... not built" warnings
 
     def sanitize(self, history: tf.Tensor) -> tf.Tensor:
         """Keeps the last `max_len` ids; ids outside `[0, vocab)` become OOV (1)."""
         return ids_to_oov(tf.cast(history, tf.int64)[:, -self.max_len:], self.vocab_size)
 
     def _state(self, history):
-        return self.last(self.encoder(history, training=False))
+        return self.last(self.encoder(at_least_one_position(history), training=False))
 
-    def _masked_scores(self, history):
+    def _top_k(self, history, k):
         # The encoder reads the last `max_len` ids; every id of the request is excluded, as
         # offline evaluation excludes the whole history (a longer history is not truncated).
         every_id = ids_to_oov(tf.cast(history, tf.int64), self.vocab_size)
         state = self._state(every_id[:, -self.max_len:])
         scores = self.item_layer(state, mode="score", training=False)
-        scores = fill_masked(tf.cast(scores, tf.float32), self.allowed[None, :], 1.0)
-        return self.top_k.mask_scores(scores, every_id)
+        ids, scores = self.top_k.select(scores, every_id, k=k, allowed=self.allowed[None, :])
+        return {"item_ids": ids, "scores": scores}
 
     @tf.function(input_signature=[HISTORY])
     def serve(self, history):
-        scores, ids = tf.math.top_k(self._masked_scores(history), k=self.max_k)
-        return {"item_ids": tf.cast(ids, tf.int64), "scores": scores}
+        return self._top_k(history, self.max_k)
 
     @tf.function(input_signature=[HISTORY, tf.TensorSpec([], tf.int32, name="k")])
     def recommend(self, history, k):
         tf.debugging.assert_greater_equal(k, 1, message="k must be at least 1")
         tf.debugging.assert_less_equal(k, self.max_k, message=f"k must be <= {self.max_k}")
-        scores, ids = tf.math.top_k(self._masked_scores(history), k=k)
-        return {"item_ids": tf.cast(ids, tf.int64), "scores": scores}
+        return self._top_k(history, k)
 
     @tf.function(input_signature=[HISTORY,
                                   tf.TensorSpec([None, None], tf.int64, name="candidate_ids")])
@@ -166,7 +193,9 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
         export_root: the model base path TF Serving watches (e.g. `saved_models`).
         name: the model name (a directory).
         version: integer version; defaults to one more than the newest.
-        k: the most items a request can get (`serving_default` returns exactly `k`).
+        k: the most items a request can get (`serving_default` returns exactly `k`, id `-1`
+            with score `-inf` in the slots no eligible item fills); at most the number of
+            items, or of distinct `candidate_ids` (a `ValueError` otherwise).
         keep: if set, delete all but the `keep` newest versions afterwards.
         metadata: JSON-serializable dict stored in `assets.extra/tfrec_attn.json`.
         candidate_ids: restrict recommendations to these ids (see `RecommenderModule`).

@@ -24,6 +24,7 @@ two gathers still mean two copies.
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,8 @@ from tfrec_attn.models.sasrec import SASRec, build_topk_model
 SIGNATURE = "recommend"
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 OOV_ID = 1
+# The start of the warning `tensorflow/lite/python/interpreter.py` raises from TF's calibrator.
+_INTERPRETER_DEPRECATION = r"\s*Warning: tf\.lite\.Interpreter is deprecated"
 
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
@@ -109,8 +112,28 @@ def _shared_table_function(model: SASRec, k: int, exclude_history: bool):
     return recommend
 
 
+def check_id_range(argument: str, ids: np.ndarray, vocab_size: int | None) -> None:
+    """`ValueError` naming `argument`, its first id outside `[0, vocab_size)` and that range
+    (`vocab_size=None`: nothing is checked). The file reads such ids as OOV, so calibrating
+    int8 on them would fit the ranges to OOV rows instead of real inputs.
+
+    >>> check_id_range("rows", np.array([[0, 2, 40]]), 32)
+    Traceback (most recent call last):
+    ...
+    ValueError: rows must hold item ids in [0, vocab_size) = [0, 32). Received: 40 at index (0, 2)
+    """
+    if vocab_size is None or not ids.size:
+        return
+    bad = np.argwhere((ids < 0) | (ids >= vocab_size))
+    if len(bad):
+        index = tuple(int(i) for i in bad[0])
+        raise ValueError(f"{argument} must hold item ids in [0, vocab_size) = [0, {vocab_size})."
+                         f" Received: {ids[index]} at index {index}")
+
+
 def representative_dataset(rows, max_len: int, argument: str = "representative_histories",
-                           input_name: str = "history", what: str = "real validation histories"):
+                           input_name: str = "history", what: str = "real validation histories",
+                           vocab_size: int | None = None):
     """The int8 calibration generator of a `(batch, max_len)` int64 input: one row a step.
 
     Shared by every `convert_*_to_tflite` whose one input is a left-padded id array.
@@ -121,6 +144,7 @@ def representative_dataset(rows, max_len: int, argument: str = "representative_h
         argument: the caller's argument name (error messages name it).
         input_name: the signature's input name.
         what: what the rows are (error messages).
+        vocab_size: ids must lie in `[0, vocab_size)` (`check_id_range`); `None`: unchecked.
 
     Returns:
         A generator function yielding `{input_name: (1, max_len) int64}`.
@@ -137,6 +161,7 @@ def representative_dataset(rows, max_len: int, argument: str = "representative_h
             or not len(rows):
         raise ValueError(f"{argument} must be an int array (n >= 1, max_len={max_len}). "
                          f"Received dtype {rows.dtype}, shape {rows.shape}")
+    check_id_range(argument, rows, vocab_size)
 
     def generator() -> Iterator[dict]:
         for row in rows.astype(np.int64):
@@ -177,8 +202,8 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
             `representative_histories`; input and outputs keep int64/float32; a QAT `SASRec`
             converts the same way). Top-10 overlap with Keras is tested in
             `tests/export/test_tflite.py`; `"dynamic"` is the smallest file (one int8 table).
-        representative_histories: `(n, max_len)` int array of real validation histories;
-            required for `"int8"`, ignored otherwise.
+        representative_histories: `(n, max_len)` int array of real validation histories,
+            ids in `[0, vocab_size)`; required for `"int8"`, ignored otherwise.
         allow_select_tf_ops: allow Flex (TF) ops, which need the Flex delegate on device.
         exclude_history: for a `SASRec`, never return history items (`False`: rank the whole
             catalogue, e.g. for an evaluation twin with `k = vocab_size - 2`).
@@ -187,7 +212,8 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
         The path of the written file.
 
     Raises:
-        ValueError: an unknown `quantization`, or `"int8"` without `representative_histories`.
+        ValueError: an unknown `quantization`, or `"int8"` without `representative_histories`
+            (or with ids outside `[0, vocab_size)`); raised before anything is converted.
         tf.lite ConverterError: the graph needs non-builtin ops (and not `allow_select_tf_ops`).
     """
     if quantization not in QUANTIZATIONS:
@@ -196,7 +222,8 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
     topk, max_len, vocab_size = _serving_parts(model, k, exclude_history)
     representative = None
     if quantization == "int8":
-        representative = representative_dataset(representative_histories, max_len)
+        representative = representative_dataset(representative_histories, max_len,
+                                                vocab_size=vocab_size)
     module = tf.Module()
     module.topk = topk
     if quantization == "dynamic" and isinstance(model, SASRec):
@@ -224,7 +251,14 @@ def convert_module(function, signature: str, path: str | os.PathLike, quantizati
         tf.saved_model.save(holder, scratch, signatures={signature: function})
         converter = tf.lite.TFLiteConverter.from_saved_model(scratch, signature_keys=[signature])
         _configure(converter, quantization, representative, allow_select_tf_ops)
-        flatbuffer = converter.convert()
+        with warnings.catch_warnings():
+            # int8 calibration runs TF's own `tf.lite.Interpreter`, which warns that it is
+            # deprecated on every conversion: nothing the caller can act on. Only that
+            # message is hidden; the converter's C++ log lines (`fully_quantize: ...`) go to
+            # the process's stderr and stay, as do real errors.
+            warnings.filterwarnings("ignore", message=_INTERPRETER_DEPRECATION,
+                                    category=UserWarning)
+            flatbuffer = converter.convert()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     path = Path(path)

@@ -35,6 +35,16 @@ class _AddPositions(keras.layers.Layer):
                 f"The sequence length ({length}) exceeds max_length ({self.max_length}). "
                 f"Build {type(self).__name__} with a larger max_length.")
         table = tf.cast(self._table(), inputs.dtype)
+        if length is None:
+            # Known only at run time (a functional model's `(None, None)` input, a SavedModel
+            # signature): checked there, or slicing the table fails with a misleading shape.
+            check = tf.debugging.assert_less_equal(
+                tf.shape(inputs)[1], self.max_length,
+                message=f"{self.name}: the sequence is longer than max_length="
+                        f"{self.max_length} (max_len of the model): pass at most its last "
+                        f"{self.max_length} positions")
+            with tf.control_dependencies([check]):
+                table = tf.identity(table)
         return inputs + _right_aligned(table, tf.shape(inputs)[1])[None]
 
     def compute_mask(self, inputs, mask=None):
@@ -62,7 +72,9 @@ class PositionEmbedding(_AddPositions):
         initializer: embedding initializer. Defaults to `"glorot_uniform"`.
 
     Call arguments:
-        inputs: `(batch, T, dim)` with `T <= max_length`.
+        inputs: `(batch, T, dim)` with `T <= max_length` (a longer `T` is an error naming
+            `max_length`: a `ValueError` when `T` is static, else an `InvalidArgumentError`
+            at run time).
         mask: optional `(batch, T)` padding mask; passed through unchanged.
 
     Returns:

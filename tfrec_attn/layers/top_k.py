@@ -5,6 +5,8 @@ from tfrec_attn.layers.masking import fill_masked
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_int, check_positive_int
 
+UNFILLED_ID = -1  # the id of a top-k slot no eligible item fills (`mark_unfilled=True`)
+
 
 @register()
 class HistoryTopK(keras.layers.Layer):
@@ -15,10 +17,18 @@ class HistoryTopK(keras.layers.Layer):
     TFLite builtin ops (`SCATTER_ND`, `SELECT`, `TOPK_V2`). Excluded ids get the row's
     lowest score minus one, not a huge constant, so int8 quantization keeps the scores' range.
 
+    When fewer than `k` items are eligible (a history covering most of the catalogue), the
+    slots left over hold excluded ids, ranked after every eligible item, with that low score
+    (the default: the scores keep their range, which int8 TFLite files need). With
+    `mark_unfilled=True` they hold id `-1` (`UNFILLED_ID`) and score `-inf` instead, so an
+    excluded id is never returned (the SavedModel signatures' contract).
+
     Args:
         k: int. How many items to return.
         exclude_history: bool. Drop the items in the history.
         first_item_id: int. Ids below it (padding, OOV) are never returned. Defaults to `2`.
+        mark_unfilled: bool. Fill the slots no eligible item fills with id `-1` and score
+            `-inf`. Defaults to `False`.
 
     Call arguments:
         inputs: `[scores, history]`.
@@ -31,41 +41,70 @@ class HistoryTopK(keras.layers.Layer):
     >>> ids, _ = HistoryTopK(k=2)([tf.constant([[9., 8., 1., 5., 3.]]), tf.constant([[0, 3]])])
     >>> ids.numpy().tolist()
     [[4, 2]]
+    >>> ids, scores = HistoryTopK(k=3, mark_unfilled=True)(
+    ...     [tf.constant([[9., 8., 1., 5.]]), tf.constant([[0, 3]])])
+    >>> ids.numpy().tolist(), scores.numpy().tolist()
+    ([[2, -1, -1]], [[1.0, -inf, -inf]])
     """
 
     def __init__(self, k: int = 10, exclude_history: bool = True, first_item_id: int = 2,
-                 **kwargs):
+                 mark_unfilled: bool = False, **kwargs):
         super().__init__(**kwargs)
         check_positive_int("k", k)
         check_int("first_item_id", first_item_id)
         self.k = k
         self.exclude_history = exclude_history
         self.first_item_id = first_item_id
+        self.mark_unfilled = mark_unfilled
 
     def call(self, inputs):
-        scores = self.mask_scores(*inputs)
-        top_scores, top_ids = tf.math.top_k(scores, k=self.k)
-        return tf.cast(top_ids, tf.int64), top_scores
+        return self.select(*inputs)
+
+    def select(self, scores, history, k=None, allowed=None):
+        """`(top_ids int64 (batch, k), top_scores float32)` of the eligible items.
+
+        Args:
+            scores: `(batch, vocab)` catalogue scores.
+            history: `(batch, T)` ids to exclude.
+            k: int or int32 scalar tensor; defaults to the layer's `k`.
+            allowed: optional boolean `(batch | 1, vocab)`: only these ids are eligible (e.g.
+                a candidate set).
+        """
+        keep = self.eligible(scores, history)
+        if allowed is not None:
+            keep = tf.logical_and(keep, allowed)
+        top_scores, top_ids = tf.math.top_k(fill_masked(tf.cast(scores, tf.float32), keep, 1.0),
+                                            k=self.k if k is None else k)
+        top_ids = tf.cast(top_ids, tf.int64)
+        if self.mark_unfilled:
+            keep = tf.broadcast_to(keep, tf.shape(scores))
+            filled = tf.gather(keep, top_ids, batch_dims=1)
+            top_ids = tf.where(filled, top_ids, tf.constant(UNFILLED_ID, tf.int64))
+            top_scores = tf.where(filled, top_scores, tf.constant(-float("inf"), tf.float32))
+        return top_ids, top_scores
+
+    def eligible(self, scores, history):
+        """Boolean `(batch | 1, vocab)`: `True` for the ids that may be returned."""
+        vocab = tf.shape(scores)[1]
+        allowed = tf.range(vocab)[None, :] >= self.first_item_id
+        if not self.exclude_history:
+            return allowed
+        history = tf.cast(history, tf.int32)
+        batch, length = tf.shape(history)[0], tf.shape(history)[1]
+        rows = tf.tile(tf.range(batch)[:, None], [1, length])
+        # Out-of-range ids become padding (0, never returned anyway); clipping them to
+        # `vocab - 1` would silently exclude the last real item.
+        in_range = tf.logical_and(history >= 0, history < vocab)
+        ids = tf.where(in_range, history, tf.zeros_like(history))
+        indices = tf.reshape(tf.stack([rows, ids], axis=-1), [-1, 2])
+        # int32 counts: TFLite's int8 SCATTER_ND would turn float ones into quantized noise.
+        seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.int32),
+                             tf.stack([batch, vocab]))
+        return tf.logical_and(allowed, seen < 1)
 
     def mask_scores(self, scores, history):
         """`scores` with excluded ids (history, padding, OOV) set to a large negative value."""
-        scores = tf.cast(scores, tf.float32)
-        vocab = tf.shape(scores)[1]
-        allowed = tf.range(vocab)[None, :] >= self.first_item_id
-        if self.exclude_history:
-            history = tf.cast(history, tf.int32)
-            batch, length = tf.shape(history)[0], tf.shape(history)[1]
-            rows = tf.tile(tf.range(batch)[:, None], [1, length])
-            # Out-of-range ids become padding (0, never returned anyway); clipping them to
-            # `vocab - 1` would silently exclude the last real item.
-            in_range = tf.logical_and(history >= 0, history < vocab)
-            ids = tf.where(in_range, history, tf.zeros_like(history))
-            indices = tf.reshape(tf.stack([rows, ids], axis=-1), [-1, 2])
-            # int32 counts: TFLite's int8 SCATTER_ND would turn float ones into quantized noise.
-            seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.int32),
-                                 tf.stack([batch, vocab]))
-            allowed = tf.logical_and(allowed, seen < 1)
-        return fill_masked(scores, allowed, 1.0)
+        return fill_masked(tf.cast(scores, tf.float32), self.eligible(scores, history), 1.0)
 
     def get_prunable_weights(self) -> list:
         return []
@@ -73,11 +112,12 @@ class HistoryTopK(keras.layers.Layer):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(k=self.k, exclude_history=self.exclude_history,
-                      first_item_id=self.first_item_id)
+                      first_item_id=self.first_item_id, mark_unfilled=self.mark_unfilled)
         return config
 
 
-def top_k_outputs(scores, history, k: int = 10, exclude_history: bool = True) -> dict:
+def top_k_outputs(scores, history, k: int = 10, exclude_history: bool = True,
+                  mark_unfilled: bool = False) -> dict:
     """`{"item_ids", "scores"}`: the outputs of a functional top-k serving model.
 
     tf-keras names a functional model's outputs after the layers producing them, so the two
@@ -89,7 +129,7 @@ def top_k_outputs(scores, history, k: int = 10, exclude_history: bool = True) ->
     Args:
         scores: Keras tensor `(batch, vocab)`, catalogue scores.
         history: Keras tensor `(batch, T)`, the ids to exclude.
-        k, exclude_history: as `HistoryTopK`'s.
+        k, exclude_history, mark_unfilled: as `HistoryTopK`'s.
 
     Example:
     >>> scores = keras.Input((5,))
@@ -97,8 +137,8 @@ def top_k_outputs(scores, history, k: int = 10, exclude_history: bool = True) ->
     >>> keras.Model([scores, history], top_k_outputs(scores, history, k=2)).output_names
     ['item_ids', 'scores']
     """
-    top_ids, top_scores = HistoryTopK(k=k, exclude_history=exclude_history, name="top_k")(
-        [scores, history])
+    top_ids, top_scores = HistoryTopK(k=k, exclude_history=exclude_history,
+                                      mark_unfilled=mark_unfilled, name="top_k")([scores, history])
     # float32 like `HistoryTopK`'s scores: a mixed global policy would cast them to float16.
     return {name: keras.layers.Identity(name=name, dtype="float32")(tensor)
             for name, tensor in (("item_ids", top_ids), ("scores", top_scores))}

@@ -191,7 +191,18 @@ def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = 
     """History `(batch, T)` -> `{"item_ids": (batch, k) int64, "scores": (batch, k)}`.
 
     The serving/TFLite graph: encoder, tied catalogue scores, history exclusion and top-k, all
-    inside one functional model.
+    inside one functional model. It takes requests as the model was trained on them: ids in
+    `0 <= id < vocab_size` (else the item lookup fails) and `1 <= T <= max_len` (a longer
+    history fails with an error naming `max_len`; it is not cut silently). The graphs built
+    around it sanitize requests: `export_saved_model` maps ids outside the vocabulary to OOV
+    (1), keeps the last `max_len` ids, accepts an empty history and excludes the whole request;
+    `convert_to_tflite` maps bad ids to OOV for its fixed `(batch, max_len)` input.
+
+    When fewer than `k` items are eligible (the history covers most of the catalogue), the
+    slots left over hold excluded ids (padding, OOV or history items) after every eligible
+    item, with the row's lowest score minus one: the int8 TFLite file needs the scores to keep
+    their range (filling with id `-1` and score `-inf`, as `export_saved_model` does, aborts
+    its interpreter). Drop such slots by their id when `k` may exceed the eligible items.
     """
     scoring = build_scoring_model(encoder)
     outputs = top_k_outputs(scoring.output, scoring.input, k=k, exclude_history=exclude_history)
@@ -289,7 +300,8 @@ class SASRec(tfrs.Model):
         return metrics
 
     def topk_model(self, k: int = 10, exclude_history: bool = True) -> keras.Model:
-        """The functional serving model (see `build_topk_model`), sharing this model's weights."""
+        """The functional serving model (see `build_topk_model`: ids in `[0, vocab_size)`,
+        length `<= max_len`), sharing this model's weights."""
         return build_topk_model(self.encoder, k=k, exclude_history=exclude_history)
 
     def get_config(self) -> dict:

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from tfrec_attn.optimization.pruning import check_target_sparsity
-from tfrec_attn.validation import check_optional_positive_int, check_positive_int
+from tfrec_attn.validation import (
+    check_directory_path,
+    check_optional_positive_int,
+    check_positive_int,
+)
 
 METHODS = ("prune", "qat", "ptq-int8", "ptq-float16", "ptq-dynamic")
 PTQ = {"ptq-int8": "int8", "ptq-float16": "float16", "ptq-dynamic": "dynamic"}
@@ -28,19 +33,93 @@ QAT_QUANTIZATION = "int8"  # full integer: QAT weights plus calibrated float act
 FINE_TUNE_EPOCHS = {"prune": 3, "qat": 1}
 LR_SCALE = {"prune": 1.0, "qat": 0.1}  # fine-tuning lr = LR_SCALE * the run's learning rate
 WARMUP = 3  # untimed calls before each latency figure
+OPTIMIZED = "optimized"  # the exports' folder in the output directory
+EXPORT_FOLDERS = ("tflite", "saved_models")
 
 
-def check_methods(methods) -> tuple[str, ...]:
-    """`methods` without duplicates, or `ValueError` naming the unknown ones.
+def check_methods(methods, name: str = "methods") -> tuple[str, ...]:
+    """`methods` without duplicates: a sequence of names, or one comma-separated string (as
+    `--methods` takes it; items are stripped, and an empty item is an error).
+
+    `name` is what messages call the argument (`"--methods"` for the command).
+
+    Raises:
+        ValueError: unknown methods (named), or a string with no or an empty item.
+        TypeError: `methods` is not a string or an iterable of strings.
 
     >>> check_methods(["qat", "prune", "qat"])
     ('qat', 'prune')
+    >>> check_methods("ptq-int8, qat")
+    ('ptq-int8', 'qat')
+    >>> check_methods("prune,,qat")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: methods must be comma-separated method names without empty items. Received: ...
     """
-    methods = tuple(methods)
+    received = methods
+    if isinstance(methods, str):
+        if not methods.strip():
+            raise ValueError(f"{name} must name at least one method of {METHODS} (float32 is "
+                             f"always included). Received: {name}={received!r}")
+        methods = tuple(m.strip() for m in methods.split(","))
+        if "" in methods:
+            raise ValueError(f"{name} must be comma-separated method names without empty "
+                             f"items. Received: {name}={received!r}")
+    else:
+        try:
+            methods = tuple(methods)
+        except TypeError:
+            methods = None
+        if methods is None or not all(isinstance(m, str) for m in methods):
+            raise TypeError(f"{name} must be a comma-separated string or a sequence of method "
+                            f"names from {METHODS}. Received: {name}={received!r}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown optimization method(s) {unknown}; choose from {METHODS}.")
+        raise ValueError(f"{name}: unknown optimization method(s) {unknown}; choose from "
+                         f"{METHODS}.")
     return tuple(dict.fromkeys(methods))
+
+
+def check_output(path: str | os.PathLike, name: str = "output") -> None:
+    """`ValueError` if the reports and exports cannot go under `path`: it, or the first of its
+    parents that exists, is not a directory (`validation.check_directory_path`), or a folder
+    the report writes there is a file.
+
+    >>> check_output(__file__)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: output must be a directory, but ...methods.py exists and is not a directory...
+    """
+    path = Path(path)
+    check_directory_path(name, path)
+    for folder in (path / OPTIMIZED, *(path / OPTIMIZED / sub for sub in EXPORT_FOLDERS)):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{name}: {str(folder)!r} is a file, where the optimized "
+                             "exports go; move it away or choose another directory.")
+
+
+def remove_stale_exports(root: str | os.PathLike, variants: dict) -> list[Path]:
+    """Removes from `root` (a report's `optimized/`) the exports an earlier `optimize_run`
+    wrote for variants missing from `variants` (this run's records), so that `optimized/`
+    holds exactly what `optimize.json` lists. Only the files the report writes are touched:
+    `tflite/<variant>.tflite` and `saved_models/<variant>/` for the known variant names
+    (`"float32"` and `METHODS`); returns the removed paths.
+    """
+    root, removed = Path(root), []
+    for name in ("float32", *METHODS):
+        record = variants.get(name)
+        stale = [] if record else [root / "tflite" / f"{name}.tflite"]
+        if not (record and record.get("saved_model")):
+            stale.append(root / "saved_models" / name)
+        for path in stale:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(path)
+    return removed
 
 
 def check_common_settings(epochs: int | None, target_sparsity: float, latency_runs: int,

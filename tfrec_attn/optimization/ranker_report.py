@@ -36,13 +36,16 @@ from tfrec_attn.optimization.device import optimization_device, optimization_sco
 from tfrec_attn.optimization.din import prune_din, qat_din
 from tfrec_attn.optimization.methods import (
     METHODS,
+    OPTIMIZED,
     PTQ,
     QAT_QUANTIZATION,
     check_common_settings,
     check_methods,
+    check_output,
     file_size,
     fine_tune_settings,
     latency_ms,
+    remove_stale_exports,
     variant_record,
 )
 from tfrec_attn.optimization.plots import plot_optimization
@@ -194,24 +197,30 @@ def optimize_ranker_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int
         `saved_model` (`path`, `size_bytes`, `gzip_bytes`, or `None`); fine-tuned variants
         add `fine_tuning` (`epochs`, `learning_rate`, `batch_size`).
 
+    The outputs are regenerated as a whole, as by `optimize_run`: `optimized/` ends up
+    holding exactly the variants this call lists.
+
     Raises:
-        ValueError: an unknown or unsupported method or a bad setting, raised before anything
-            is loaded or written; data that no longer match the run. FileNotFoundError: see
-            `load_ranking_run`.
+        ValueError: an unknown or unsupported method, a bad setting or an `output` that is
+            not a directory, raised before anything is loaded or written; data that no longer
+            match the run. TypeError: `methods` is not a string or a sequence of strings.
+            FileNotFoundError: see `load_ranking_run`.
     """
     methods = check_methods(methods)
     check_common_settings(epochs, target_sparsity, latency_runs, learning_rate)
     check_positive_int("k", k)
+    out = Path(output if output is not None else run_dir)
+    check_output(out)
     run = load_ranking_run(run_dir)
     fine_tuning = fine_tune_settings(run, methods, epochs, learning_rate)
-    out = Path(output if output is not None else run_dir)
-    ctx = _RankerContext(run, out / "optimized", k, latency_runs)
+    ctx = _RankerContext(run, out / OPTIMIZED, k, latency_runs)
     variants = {"float32": _variant(ctx, "float32", run.tower, "none", own_model=True)}
     for method in methods:
         if method in PTQ:
             variants[method] = _variant(ctx, method, run.tower, PTQ[method], own_model=False)
         else:
             variants[method] = _fine_tune(ctx, method, fine_tuning[method], target_sparsity)
+    remove_stale_exports(ctx.root, variants)
     write_models_config(ctx.root / "saved_models" / "models.config",
                         {name: f"/models/{name}" for name, v in variants.items()
                          if v["saved_model"]})

@@ -44,13 +44,16 @@ from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.methods import (
     METHODS,
+    OPTIMIZED,
     PTQ,
     QAT_QUANTIZATION,
     check_common_settings,
     check_methods,
+    check_output,
     file_size,
     fine_tune_learning_rate,
     latency_ms,
+    remove_stale_exports,
     variant_record,
 )
 from tfrec_attn.optimization.methods import fine_tune_settings as _fine_tune_settings
@@ -215,14 +218,22 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
     A DIN run is optimized by `ranker_report.optimize_ranker_run` (same arguments, `k` the
     most candidates its `rank` signature returns; AUC / GAUC instead of NDCG@10 / HR@10).
 
+    The outputs are regenerated as a whole: `optimize.json` and `optimize.png` are replaced,
+    and `optimized/` ends up holding exactly the variants this call lists (exports an earlier
+    call wrote for methods not chosen now are removed: `methods.remove_stale_exports`; nothing
+    else in the directory is touched).
+
     Args:
         run_dir: a `tfrec-attn train` run directory (see `training.run_dir.load_run`).
-        methods: any of `METHODS`; `float32` (the run's model) is always included.
+        methods: any of `METHODS`, as a sequence of names or one comma-separated string
+            (`"prune,qat"`, as `--methods` takes it); `float32` (the run's model) is always
+            included.
         epochs: fine-tuning epochs for `prune` and `qat`; `None`: `FINE_TUNE_EPOCHS`.
         target_sparsity: `prune`'s fraction of zeros in the prunable weights.
         k: items the exported models return (at least 10, so `@10` metrics are defined).
         latency_runs: timed calls per latency figure, after `methods.WARMUP` untimed calls.
-        output: where `optimize.json`, `optimize.png` and `optimized/` go (default `run_dir`).
+        output: the directory (created if missing) where `optimize.json`, `optimize.png` and
+            `optimized/` go (default `run_dir`).
         learning_rate: fine-tuning learning rate for `prune` and `qat`; `None`: derived from
             the run's (`fine_tune_learning_rate`, module docstring).
 
@@ -233,14 +244,19 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
         `sparsity` (of the prunable weights; 0 for dense variants), `keras` (`ndcg@10`,
         `hr@10` of the Keras model the file came from; `None` for post-training
         quantization, whose Keras model is `float32`'s), `latency` (`tflite` /
-        `saved_model` -> `single` / `batch_256` -> `p50_ms`, `p99_ms`; `saved_model` is
-        `None` without a SavedModel) and `saved_model` (`path`, `size_bytes`, `gzip_bytes`,
-        or `None`); fine-tuned variants add `fine_tuning` (`epochs`, `learning_rate`,
-        `batch_size`).
+        `saved_model` -> `single` (one history) / `batch_256` (`BATCH` histories) ->
+        `p50_ms`, `p99_ms`; `saved_model` is `None` without a SavedModel) and `saved_model`
+        (`path`, `size_bytes`, `gzip_bytes`, or `None`); fine-tuned variants add
+        `fine_tuning` (`epochs`, `learning_rate`, `batch_size`). A DIN run's report differs
+        (`optimize_ranker_run`): `auc` / `gauc` for `ndcg@10` / `hr@10`, and latency keys
+        `single` / `batch_16` (`ranker_report.BATCH` requests of one history and `C`
+        candidates).
 
     Raises:
-        ValueError: a run of another model type, an unknown method or a bad setting, all
-            raised before anything is loaded or written. FileNotFoundError: see `load_run`.
+        ValueError: a run of another model type, an unknown method, a bad setting or an
+            `output` that is not a directory, all raised before anything is loaded or
+            written. TypeError: `methods` is not a string or a sequence of strings.
+            FileNotFoundError: see `load_run`.
     """
     kind, metrics = _run_metrics(run_dir)  # metrics.json, read once
     if kind == "din":
@@ -253,10 +269,11 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
     vocab_size = model.get("vocab_size")
     check_settings(epochs, target_sparsity, k, latency_runs, learning_rate,
                    vocab_size - 2 if isinstance(vocab_size, int) else None)
+    out = Path(output if output is not None else run_dir)
+    check_output(out)
     run = load_run(run_dir)
     fine_tuning = _fine_tune_settings(run, methods, epochs, learning_rate)
-    out = Path(output if output is not None else run_dir)
-    root = out / "optimized"
+    root = out / OPTIMIZED
     variants = {}
     with tempfile.TemporaryDirectory(prefix="tfrec_attn_optimize_") as scratch:
         ctx = _Context(run, root, k, latency_runs, Path(scratch))
@@ -269,6 +286,7 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
             else:
                 variants[method] = _fine_tune(ctx, method, fine_tuning[method],
                                               target_sparsity)
+    remove_stale_exports(root, variants)
     write_models_config(root / "saved_models" / "models.config",
                         {name: f"/models/{name}" for name, v in variants.items()
                          if v["saved_model"]})
