@@ -206,6 +206,10 @@ def test_bad_export_arguments_name_the_argument(data, tmp_path):
         export_ranker(keras.Sequential([keras.layers.Dense(1)]), tmp_path)
     with pytest.raises(ValueError, match="warmup must be a dict"):
         export_ranker(din, tmp_path, warmup=history)
+    for name in ("a/b", "../escaped", ""):
+        with pytest.raises(ValueError, match="name must be one directory name"):
+            export_ranker(din, tmp_path / "models", name)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "escaped").exists()
     tiny = build_din_tower(DINConfig(vocab_size=20, max_len=4, dim=4, mlp_units=(4,)))
     with pytest.raises(ValueError, match="strip_pruning"):
         RankerModule(prune_model(tiny, target_sparsity=0.5, schedule="constant"))

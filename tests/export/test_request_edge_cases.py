@@ -157,6 +157,13 @@ def test_export_refuses_k_above_the_candidate_count(candidate_ids, k, count, tmp
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
+@pytest.mark.parametrize("name", ["a/b", "../escaped", "", "-x"])
+def test_export_refuses_a_name_that_is_not_one_directory(name, tmp_path):
+    with pytest.raises(ValueError, match="name must be one directory name"):
+        export_saved_model(_sasrec(), tmp_path / "models", name)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "escaped").exists()
+
+
 @pytest.mark.parametrize("quantization", ["none", "int8"])
 def test_policy_tflite_marks_unfilled_slots_too(quantization, tmp_path):
     """The policy's LiteRT file holds `PolicyModule.serve`: -1 and probability 0 there too, in

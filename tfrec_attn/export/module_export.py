@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
+from tfrec_attn.validation import check_model_name
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -41,7 +42,7 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
         module: the object to save; `signatures` are its `tf.function`s by signature name.
         signatures: `{signature name: tf.function}` (one must be `"serving_default"`).
         export_root: the model base path TF Serving watches.
-        name: the model name (a directory).
+        name: the model name: one directory (`validation.check_model_name`).
         version: integer version; defaults to one more than the newest.
         keep: if set, delete all but the `keep` newest versions afterwards.
         info: JSON-serializable dict written to `assets.extra/tfrec_attn.json` (the signature
@@ -61,6 +62,7 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
     >>> save_versioned_module(module, {"serving_default": module.double}, root, "m").name
     '1'
     """
+    check_model_name(name)
     if "serving_default" not in signatures:
         raise ValueError("signatures must include 'serving_default'. "
                          f"Received: {sorted(signatures)}")

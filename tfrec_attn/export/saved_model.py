@@ -11,6 +11,7 @@ from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_v
 from tfrec_attn.layers import HistoryTopK, ItemEmbedding, LastPosition
 from tfrec_attn.layers.masking import ids_to_oov
 from tfrec_attn.models.sasrec import SASRec
+from tfrec_attn.validation import check_model_name
 
 HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
 
@@ -191,7 +192,7 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
     Args:
         model: a trained `SASRec`.
         export_root: the model base path TF Serving watches (e.g. `saved_models`).
-        name: the model name (a directory).
+        name: the model name: one directory (`validation.check_model_name`).
         version: integer version; defaults to one more than the newest.
         k: the most items a request can get (`serving_default` returns exactly `k`, id `-1`
             with score `-inf` in the slots no eligible item fills); at most the number of
@@ -207,6 +208,7 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
     """
     from tfrec_attn.export.serving import write_warmup_requests  # serving imports this module
 
+    check_model_name(name)
     module = RecommenderModule(model, max_k=k, candidate_ids=candidate_ids)
     model_dir = Path(export_root) / name
     version = next_version(model_dir) if version is None else int(version)
