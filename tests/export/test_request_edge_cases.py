@@ -118,6 +118,9 @@ UNFILLED = {
     "policy-serving_default": (  # the policy reads and excludes the last max_len only
         "policy", "serving_default", {},
         [[9, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 0, 0, 2]], [{8, 9, 10, 11}, set(range(3, VOCAB))]),
+    "autoencoder-serving_default": (  # the whole request is excluded, beyond max_len too
+        "autoencoder", "serving_default", {},
+        [list(range(2, 10)), [0] * 7 + [2]], [{10, 11}, set(range(3, VOCAB))]),
 }
 
 
@@ -127,8 +130,8 @@ def test_slots_no_eligible_item_fills_hold_minus_one(loaded, case):
     -inf (the policy: probability 0). History, padding, OOV and non-candidate ids used to fill
     the tail."""
     name, signature, others, rows, eligible = case
-    history = tf.constant(rows, tf.int64)
-    out = loaded(name).signatures[signature](history=history, **others)
+    history = {"items" if name == "autoencoder" else "history": tf.constant(rows, tf.int64)}
+    out = loaded(name).signatures[signature](**history, **others)
     ids = out["item_ids"].numpy()
     values = out["scores" if "scores" in out else "probabilities"]
     assert values.dtype == tf.float32

@@ -97,14 +97,18 @@ class AutoencoderModule(tf.Module):
     order, 0 = padding (ids outside `[0, vocab_size)` are read as OOV, 1; the model reads the
     set as `read_item_sets` builds it) -> `item_ids` int64 `(batch, max_k)` and `scores`
     float32 `(batch, max_k)`, the model's logits, best first. Padding and OOV are never
-    returned, nor (with `exclude_input`) any item of the request, as long as `max_k` real items
-    remain (`vocab_size - 2 - len(set) >= max_k`; beyond that excluded items fill the tail).
+    returned, nor (with `exclude_input`) any item of the request: when fewer than `max_k` real
+    items remain (`vocab_size - 2 - len(set) < max_k`), the slots left over hold id `-1` with
+    score `-inf` with `mark_unfilled` (the SavedModel's contract, as for SASRec's), or excluded
+    items without it (the TFLite file: int8 needs finite scores).
 
     Args:
         model: a trained model from `build_attention_autoencoder`: plain, pruned (after
             `strip_pruning`) or quantization-aware (`make_qat_model`).
         max_k: how many items to return; at most the number of real items (`vocab_size - 2`).
         exclude_input: never return items of the request.
+        mark_unfilled: fill the slots no eligible item fills with id `-1` and score `-inf`
+            (`HistoryTopK`); otherwise excluded items, ranked after every eligible one.
 
     Example:
     >>> from tfrec_attn.models import AttentionAutoencoderConfig, build_attention_autoencoder
@@ -116,7 +120,8 @@ class AutoencoderModule(tf.Module):
     (TensorShape([1, 2]), True)
     """
 
-    def __init__(self, model: keras.Model, max_k: int = 10, exclude_input: bool = True):
+    def __init__(self, model: keras.Model, max_k: int = 10, exclude_input: bool = True,
+                 mark_unfilled: bool = False):
         super().__init__()
         self.max_len, self.vocab_size = autoencoder_sizes(model)
         self.model = model
@@ -126,7 +131,8 @@ class AutoencoderModule(tf.Module):
                              f"Received: max_k={max_k!r}")
         self.max_k = max_k
         self.exclude_input = exclude_input
-        self.top_k = HistoryTopK(k=max_k, exclude_history=exclude_input)
+        self.top_k = HistoryTopK(k=max_k, exclude_history=exclude_input,
+                                 mark_unfilled=mark_unfilled)
 
     def recommend(self, items: tf.Tensor) -> dict:
         """Top-`max_k` of int64 `items (batch, T)`, `T` static (TFLite) or not (SavedModel)."""
@@ -162,7 +168,8 @@ def export_autoencoder(model: keras.Model, export_root: str | os.PathLike,
             `metadata={"config": config.to_dict()}`), `max_len`, `vocab_size`, `positional`,
             `max_k`, `exclude_input` and the signature names).
         warmup: `(n, max_len)` real item sets written as TF Serving warm-up requests.
-        max_k: how many items `serving_default` returns.
+        max_k: how many items `serving_default` returns (id `-1`, score `-inf` in the slots
+            no eligible item fills).
         exclude_input: never return items of the request.
 
     Returns:
@@ -176,7 +183,8 @@ def export_autoencoder(model: keras.Model, export_root: str | os.PathLike,
     >>> export_autoencoder(model, tempfile.mkdtemp(), max_k=2).parts[-2:]
     ('autoencoder', '1')
     """
-    module = AutoencoderModule(model, max_k=max_k, exclude_input=exclude_input)
+    module = AutoencoderModule(model, max_k=max_k, exclude_input=exclude_input,
+                               mark_unfilled=True)
     info = {"config": None, "max_len": module.max_len, "vocab_size": module.vocab_size,
             "positional": is_positional(model), "max_k": max_k,
             "exclude_input": exclude_input, **(metadata or {})}
