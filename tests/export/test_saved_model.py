@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -160,6 +162,19 @@ def test_crash_mid_write_leaves_previous_version_newest(trained, exported, tmp_p
     assert existing_versions(tmp_path / "m") == [1]
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1"]
     tf.saved_model.load(str(tmp_path / "m" / "1"))  # still loadable
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_version_directory_gets_the_umask_mode_not_owner_only(tmp_path, umask):
+    """TF Serving often runs as another user: the version directory must be readable like any
+    new directory (it was mkdtemp's 0700)."""
+    previous = os.umask(umask)
+    try:
+        with atomic_version_dir(tmp_path / "m", 1) as scratch:
+            (scratch / "saved_model.pb").write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "m" / "1").stat().st_mode) == 0o777 & ~umask
 
 
 def test_atomic_dir_refuses_to_overwrite(tmp_path):

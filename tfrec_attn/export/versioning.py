@@ -27,7 +27,9 @@ def atomic_version_dir(model_dir: str | os.PathLike, version: int | None = None)
 
     The scratch directory lives beside the versions (same file system, so `os.rename` is atomic)
     under a name TF Serving ignores (not an integer). If the body raises, the scratch directory
-    is removed and no version appears; existing versions are never touched.
+    is removed and no version appears; existing versions are never touched. The version
+    directory gets the usual mode of a new directory (0777 less the umask), not the scratch
+    directory's owner-only 0700.
 
     Example:
     >>> import tempfile, pathlib
@@ -46,10 +48,20 @@ def atomic_version_dir(model_dir: str | os.PathLike, version: int | None = None)
     scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
         yield scratch
+        # mkdtemp makes the directory owner-only (0700); the version gets the mode any new
+        # directory gets (0777 less the umask), so a TF Serving process running as another
+        # user can read it.
+        os.chmod(scratch, 0o777 & ~_umask())
         os.rename(scratch, final)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def keep_latest(model_dir: str | os.PathLike, keep: int) -> list[int]:
