@@ -110,7 +110,8 @@ def test_unknown_batch_and_length_still_work(make):
 
 @pytest.mark.parametrize("cls", [PositionEmbedding, SinusoidalPositionEmbedding])
 def test_position_embedding_rejects_longer_sequences(cls):
-    with pytest.raises(ValueError, match=r"sequence length \(5\) exceeds max_length \(2\)"):
+    with pytest.raises(ValueError,
+                       match=r"sequence length \(5\) exceeds max_length \(2, the model.s max_len"):
         cls(max_length=2)(tf.ones((2, 5, 8)))
     assert cls(max_length=5)(tf.ones((2, 5, 8))).shape == (2, 5, 8)
 

@@ -32,8 +32,9 @@ class _AddPositions(keras.layers.Layer):
         length = inputs.shape[1] if inputs.shape.rank else None
         if length is not None and length > self.max_length:
             raise ValueError(
-                f"The sequence length ({length}) exceeds max_length ({self.max_length}). "
-                f"Build {type(self).__name__} with a larger max_length.")
+                f"The sequence length ({length}) exceeds max_length ({self.max_length}, the "
+                f"model's max_len): pass at most the last {self.max_length} positions, or "
+                f"build {type(self).__name__} with a larger max_length.")
         table = tf.cast(self._table(), inputs.dtype)
         if length is None:
             # Known only at run time (a functional model's `(None, None)` input, a SavedModel
