@@ -33,6 +33,27 @@ from tfrec_attn.training import run_training
 from tfrec_attn.training.run_options import OutputExistsError
 from tfrec_attn.training.run_options import check_output_dir as check_run_dir
 
+VARIANT_FLAGS = ("--attention", "--output", "--export-root")  # set per variant by the benchmark
+
+
+def check_variant_train_flags(train_argv: list[str]) -> None:
+    """Refuses train flags after `--` that the variants benchmark sets itself for each run
+    (`VARIANT_FLAGS`: one run per `--kinds` entry, under `--output`, not exported).
+
+    Example:
+    >>> check_variant_train_flags(["--epochs", "2", "--attention=local"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: train flags after --: --attention is set by the variants benchmark (use ...
+    """
+    given = [flag for flag in VARIANT_FLAGS
+             if any(arg == flag or arg.startswith(flag + "=") for arg in train_argv)]
+    if given:
+        raise ValueError(f"train flags after --: {', '.join(given)} "
+                         f"{'is' if len(given) == 1 else 'are'} set by the variants benchmark "
+                         "(use --kinds to choose the attention kinds, its --output for the run "
+                         "directories; runs are not exported)")
+
 
 def variant_options(kinds: list[str], output: str, train_argv: list[str]) -> dict:
     """One `TrainOptions` per attention kind (the train flags, the kind, its run directory).
@@ -47,6 +68,7 @@ def variant_options(kinds: list[str], output: str, train_argv: list[str]) -> dic
     unknown = sorted(set(kinds) - set(ATTENTION_KINDS))
     if unknown:
         raise ValueError(f"--kinds: unknown {unknown}; choose from {sorted(ATTENTION_KINDS)}")
+    check_variant_train_flags(train_argv)
     options = {}
     for kind in kinds:
         try:

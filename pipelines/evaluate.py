@@ -26,6 +26,7 @@ from tfrec_attn.training.run_evaluation import (
     evaluate_run,
     evaluation_table,
 )
+from tfrec_attn.validation import check_directory_path
 
 DEFAULT_KS = "5,10,20"
 
@@ -91,6 +92,10 @@ def main(argv=None) -> int:
     try:
         if not Path(args.run_dir).is_dir():
             raise FileNotFoundError(f"--run-dir: no such run directory: {args.run_dir}")
+        if args.output is not None:  # a directory for evaluation.json, checked before any work
+            if not args.output:
+                raise ValueError("--output must be a directory. Received: --output ''")
+            check_directory_path("--output", args.output)
         if args.bootstrap < 0:
             raise ValueError(f"--bootstrap must be >= 0 (0 skips the comparisons). "
                              f"Received: {args.bootstrap}")

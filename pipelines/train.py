@@ -4,13 +4,21 @@ Precedence: built-in defaults < `--config FILE` (YAML) < flags given on the comm
 """
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
 import yaml
 
 from tfrec_attn.data import FORMATS, DataError
 from tfrec_attn.export.serving import ModelsConfigError
 from tfrec_attn.layers import ATTENTION_KINDS
+from tfrec_attn.models import (
+    AttentionAutoencoderConfig,
+    AttentionPolicyConfig,
+    DINConfig,
+    SASRecConfig,
+)
 from tfrec_attn.models.attention_policy import CORRECTIONS
 from tfrec_attn.models.din import POOLINGS
 from tfrec_attn.training import TrainOptions, results_table, run_training
@@ -19,6 +27,7 @@ from tfrec_attn.training.autoencoder_run import (
     autoencoder_results_table,
     run_autoencoder_training,
 )
+from tfrec_attn.training.distribution import StrategyError
 from tfrec_attn.training.policy_run import (
     PolicyOptions,
     policy_results_table,
@@ -77,6 +86,8 @@ MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS + OUTPUT_FLAGS),
                "policy": (POLICY_MODEL_FLAGS, POLICY_RUN_FLAGS + OUTPUT_FLAGS)}
 OPTION_TYPES = {"sasrec": TrainOptions, "din": RankingOptions, "autoencoder": AutoencoderOptions,
                 "policy": PolicyOptions}
+CONFIG_TYPES = {"sasrec": SASRecConfig, "din": DINConfig, "autoencoder": AttentionAutoencoderConfig,
+                "policy": AttentionPolicyConfig}  # the YAML `model:` mapping's fields
 
 
 def parser() -> argparse.ArgumentParser:
@@ -114,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     add("--synthetic-length", type=float, help="mean history length of synthetic users")
     add("--verbose", type=int, help="Keras verbosity (1 = progress bars)")
     add("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-        help="XLA-compile the train step (fixed-shape batches avoid recompiles; not for bce)")
+        help="XLA-compile the train step (fixed-shape batches avoid recompiles)")
     add("--strategy", choices=["default", "mirrored", "multi-worker"],
         help="tf.distribute strategy: one device, all local GPUs, or the machines in TF_CONFIG "
              "(--batch-size is the global batch)")
@@ -213,11 +224,60 @@ def load_config(path: str | None) -> dict:
     return config
 
 
+def _float_fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if "float" in str(f.type)}
+
+
+def coerce_floats(options: dict, cls, where: str) -> dict:
+    """`options` with the string values of `cls`'s float fields converted (PyYAML reads an
+    unquoted `1e-3` as the string '1e-3'); any other string there is a `ValueError` naming
+    `where` (the YAML file) and the key.
+
+    Example:
+    >>> coerce_floats({"learning_rate": "1e-3", "epochs": 2}, TrainOptions, "c.yaml")
+    {'learning_rate': 0.001, 'epochs': 2}
+    >>> coerce_floats({"l2": "high"}, SASRecConfig, "c.yaml")
+    Traceback (most recent call last):
+    ...
+    ValueError: c.yaml: l2 must be a number. Received: l2='high'
+    """
+    converted = dict(options)
+    for key in _float_fields(cls) & set(options):
+        value = options[key]
+        if isinstance(value, str):
+            try:
+                converted[key] = float(value)
+            except ValueError:
+                raise ValueError(f"{where}: {key} must be a number. "
+                                 f"Received: {key}={value!r}") from None
+    return converted
+
+
+def _check_config_keys(config: dict, model_type: str, where: str) -> None:
+    """Refuses keys of the YAML file that are not options of `model_type`, saying where a
+    model field belongs."""
+    _, run_flags = MODEL_TYPES[model_type]
+    unknown = set(config) - set(run_flags)
+    fields = {f.name for f in dataclasses.fields(CONFIG_TYPES[model_type])} - {"vocab_size"}
+    misplaced = sorted(unknown & fields)
+    if misplaced:
+        one = len(misplaced) == 1
+        raise ValueError(f"{where}: {', '.join(misplaced)} "
+                         + ("is a model setting: put it" if one else
+                            "are model settings: put them") + " under model:")
+    if unknown:
+        raise ValueError(f"{where}: unknown options {sorted(unknown)}"
+                         + (f" for model_type {model_type}" if model_type != "sasrec" else ""))
+
+
 def options_from_args(argv=None) -> (TrainOptions | RankingOptions | AutoencoderOptions
                                      | PolicyOptions):
     args = parser().parse_args(argv)
     config = load_config(args.config)
-    model = dict(config.pop("model", {}) or {})
+    model = config.pop("model", None) or {}
+    if not isinstance(model, dict):
+        raise ValueError(f"{args.config}: model must be a mapping of model settings (e.g. "
+                         f"model: {{dim: 64}}). Received: model={model!r}")
     model_type = args.model_type or config.get("model_type", "sasrec")  # the flag wins
     config.pop("model_type", None)
     if model_type not in MODEL_TYPES:
@@ -225,10 +285,9 @@ def options_from_args(argv=None) -> (TrainOptions | RankingOptions | Autoencoder
                          f"got {model_type!r}")
     _reject_other_model_flags(args, model_type)
     model_flags, run_flags = MODEL_TYPES[model_type]
-    unknown = set(config) - set(run_flags)
-    if unknown:
-        raise ValueError(f"{args.config}: unknown options {sorted(unknown)}"
-                         + (f" for model_type {model_type}" if model_type != "sasrec" else ""))
+    _check_config_keys(config, model_type, args.config)
+    config = coerce_floats(config, OPTION_TYPES[model_type], args.config)
+    model = coerce_floats(model, CONFIG_TYPES[model_type], f"{args.config}: model")
     for flag, field in model_flags.items():
         if getattr(args, flag) is not None:
             model[field] = getattr(args, flag)
@@ -238,6 +297,17 @@ def options_from_args(argv=None) -> (TrainOptions | RankingOptions | Autoencoder
     if config.get("export_root") == "":
         config["export_root"] = None
     return OPTION_TYPES[model_type](model=model, **config)
+
+
+def interrupted_message(options) -> str:
+    """What an interrupted run left: a backup to resume from, or no metrics."""
+    backup = options.backup_dir and Path(options.backup_dir)
+    if backup and backup.is_dir() and any(backup.iterdir()):
+        return (f"interrupted; rerun the same command to resume from the backup in {backup} "
+                "(after the last completed epoch)")
+    return (f"interrupted; {options.output}/metrics.json was not written"
+            + (" and no epoch was backed up yet" if backup else
+               " (--backup-dir makes a run resumable)"))
 
 
 def main(argv=None) -> int:
@@ -270,6 +340,12 @@ def main(argv=None) -> int:
         return 2
     except OutputExistsError as err:  # checked before the data are read; nothing is changed
         print(f"tfrec-attn train: --output: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not Keras' traceback
+        print(f"tfrec-attn train: {interrupted_message(options)}", file=sys.stderr)
+        return 130
+    except StrategyError as err:  # TF_CONFIG / --batch-size vs the replicas, before training
+        print(f"tfrec-attn train: {err}", file=sys.stderr)
         return 2
     print(f"\nmetrics: {options.output}/metrics.json")
     if "export_path" in metrics:

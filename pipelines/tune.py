@@ -6,7 +6,7 @@ YAML takes train's run options (`epochs` is per trial, `output` the tuning direc
 `search_space` (e.g. `{dim: [32, 64], dropout: {min: 0.1, max: 0.5}}`).
 Writes `DIR/tuning.json`, `DIR/tuning.png` and `DIR/best_config.yaml`, which
 `tfrec-attn train --config DIR/best_config.yaml` trains as is. Re-running resumes the search,
-with the same data and training options only (other ones need a new `--output`).
+with the same tuner, data and training options only (other ones need a new `--output`).
 """
 
 import argparse
@@ -83,6 +83,10 @@ def main(argv=None) -> int:
     except RuntimeError as err:
         print(f"tfrec-attn tune: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: one line, not Keras' traceback
+        print(f"tfrec-attn tune: interrupted; rerun the same command to resume the search in "
+              f"{options.train.output} (its completed trials are kept)", file=sys.stderr)
+        return 130
     print(tuning_table(report))
     out = options.train.output
     print(f"\nreport: {out}/tuning.json, {out}/tuning.png")

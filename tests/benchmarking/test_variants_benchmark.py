@@ -39,3 +39,20 @@ def test_unknown_kind_is_rejected(tmp_path, capsys):
         benchmark.main(["variants", "--kinds", "full,nope", "--output", str(tmp_path), "--"]
                        + TINY)
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--attention", "local"], ["--attention=local"],
+                                   ["--output", "elsewhere"], ["--export-root", "models"]])
+def test_train_flags_the_variants_benchmark_sets_are_refused(tmp_path, capsys, monkeypatch,
+                                                             flags):
+    def must_not_train(*args):
+        raise AssertionError("variants ran")
+
+    monkeypatch.setattr(benchmark, "variants", must_not_train)
+    argv = ["variants", "--output", str(tmp_path / "v"), "--", "--format", "synthetic",
+            "--epochs", "1", *flags]
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert flags[0].split("=")[0] in err and "set by the variants benchmark" in err

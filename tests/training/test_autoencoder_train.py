@@ -246,7 +246,7 @@ def test_bad_flags_exit_with_a_message_naming_them(argv, message, capsys):
     ("model_type: autoencoder\nmodel:\n  num_layers: 2\n",
      "['num_layers'] are not AttentionAutoencoderConfig fields"),
     ("model_type: autoencoder\nmodel:\n  vocab_size: 9\n", "model.vocab_size comes from the data"),
-    ("model_type: autoencoder\nholdout_fraction: '0.2'\n", "holdout_fraction must be in (0, 1)"),
+    ("model_type: autoencoder\nholdout_fraction: half\n", "holdout_fraction must be a number"),
 ])
 def test_bad_yaml_values_for_the_autoencoder_are_named(tmp_path, capsys, yaml_text, message):
     config = tmp_path / "c.yaml"

@@ -82,7 +82,7 @@ def test_training_continues_instead_of_restarting(runs):
 def test_backup_holds_the_checkpoint_and_run_state_then_is_deleted(runs):
     tmp, _, resumed, (left, state) = runs
     best = state["EarlyStopping"]["best_epoch"] + 1
-    assert left == [f"best_weights-{best}.npz", "chief", "run_state-2.json"]
+    assert left == [f"best_weights-{best}.npz", "chief", "run_identity.json", "run_state-2.json"]
     assert [r["epoch"] for r in state["RankingEvaluation"]["records"]] == [1, 2]
     assert len(state["EpochTimer"]["seconds"]) == 2 and state["TimeBudget"]["elapsed"] > 0
     assert [logs["loss"] for logs in state["logs"]] == resumed["history"]["loss"][:2]

@@ -196,3 +196,16 @@ def test_runs_evaluate_cannot_rerank_are_named(kind, options, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"is a `--model {kind}` run; evaluate re-ranks SASRec and DIN runs" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # nothing written
+
+
+@pytest.mark.parametrize("output", ["report.json", "report.json/sub", ""])
+def test_output_that_cannot_be_a_directory_is_refused_first(tmp_path, capsys, output):
+    # checked before the run is loaded: the (empty) run directory is never read
+    (tmp_path / "report.json").write_text("{}")
+    run = tmp_path / "run"
+    run.mkdir()
+    target = str(tmp_path / output) if output else ""
+    assert evaluate_pipeline.main(["--run-dir", str(run), "--output", target]) == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and "directory" in err and "Traceback" not in err
+    assert (tmp_path / "report.json").read_text() == "{}"

@@ -80,7 +80,7 @@ def test_backup_holds_the_run_state_then_is_deleted(resumed):
     model, tmp, left, state, _, _ = resumed
     name, _ = EVALUATIONS[model]
     best = state["EarlyStopping"]["best_epoch"] + 1
-    assert left == [f"best_weights-{best}.npz", "chief", "run_state-2.json"]
+    assert left == [f"best_weights-{best}.npz", "chief", "run_identity.json", "run_state-2.json"]
     assert [r["epoch"] for r in state[name]["records"]] == [1, 2]
     assert len(state["EpochTimer"]["seconds"]) == 2 and state["TimeBudget"]["elapsed"] > 0
     assert not any((tmp / "backup").iterdir())  # a completed run deletes the backup

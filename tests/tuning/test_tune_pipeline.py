@@ -133,3 +133,22 @@ def test_resume_needs_the_same_data_and_training_settings(tmp_path, capsys):
     assert tune_pipeline.main([*tiny, *common, "--max-trials", "2"]) == 0
     trials = json.loads((out / "tuning.json").read_text())["trials"]
     assert len(trials) == 2 and trials[0] == first["trials"][0]  # reloaded, not trained again
+
+
+def test_a_rerun_with_another_tuner_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["--max-trials", "1", "--epochs", "1", "--output", str(out), *TINY_FLAGS]
+    assert tune_pipeline.main([*common, "--tuner", "bayesian"]) == 0
+    before = _files(out)
+    capsys.readouterr()
+    # Another tuner on the same output: refused, the first search and its report untouched.
+    assert tune_pipeline.main([*common, "--tuner", "random"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tfrec-attn tune: {out} holds a bayesian search")
+    assert "tuner: 'bayesian' there, 'random' now" in err and "--tuner bayesian" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _files(out) == before and not (out / "random").exists()
+    # --overwrite discards it: the output then holds the random search only.
+    assert tune_pipeline.main([*common, "--tuner", "random", "--overwrite"]) == 0
+    assert json.loads((out / "tuning.json").read_text())["tuner"] == "random"
+    assert not (out / "bayesian").exists()

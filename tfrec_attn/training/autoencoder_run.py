@@ -46,6 +46,7 @@ from tfrec_attn.training.run_options import (
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
+    check_synthetic_sizes,
     model_config,
     require_full_batch,
 )
@@ -97,13 +98,13 @@ class AutoencoderOptions(RunOptions):
 
     def __post_init__(self):
         check_data_source(self)
-        check_positive_ints(self, ("epochs", "batch_size", "k", "synthetic_users",
-                                   "synthetic_items"))
+        check_positive_ints(self, ("epochs", "batch_size", "k"))
+        check_synthetic_sizes(self)
         for name in ("valid_users", "test_users"):
             check_optional_positive_int(name, getattr(self, name))
         for name, low in (("patience", 0), ("seed", 0), ("min_events", 2)):
             check_int_at_least(self, name, low)
-        check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
+        check_positive_numbers(self, ("learning_rate", "max_train_minutes"))
         super().__post_init__()
         value = self.holdout_fraction
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:

@@ -20,9 +20,16 @@ import numpy as np
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.training.distribution import is_chief
+from tfrec_attn.validation import DataOptionError
 
 _STATE = "run_state-{epochs}.json"
 _BEST_WEIGHTS = "best_weights-{epoch}.npz"
+_IDENTITY = "run_identity.json"
+
+
+class BackupMismatchError(DataOptionError):
+    """A backup made by a run with other settings than the run resuming from it. Raised before
+    anything is restored or written; the train command reports it as a usage error (exit 2)."""
 
 
 def check_backup_dir(path: str | os.PathLike) -> None:
@@ -58,6 +65,11 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         backup_dir: directory for the backup; must not be shared with another run.
         tracked: callbacks whose state survives a restart: ones with `get_state()` and
             `set_state(state)` (JSON-able dicts), and `keras.callbacks.EarlyStopping`.
+        identity: JSON-able `{section: {setting: value}}` a restart must repeat (e.g. the
+            run's model and options), or `None`. Written to `run_identity.json` with the first
+            backup; a `RunBackup` made later on the same `backup_dir` with another identity
+            raises `BackupMismatchError` at once (naming what differs), before Keras restores
+            anything or the backup changes.
 
     Attributes:
         resumed_epochs: epochs restored from the backup at the start of `fit` (0 when fresh).
@@ -77,8 +89,11 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     (0, 2, 2)
     """
 
-    def __init__(self, backup_dir: str | os.PathLike, tracked=()):
+    def __init__(self, backup_dir: str | os.PathLike, tracked=(), identity: dict | None = None):
         check_backup_dir(backup_dir)
+        self.identity = (None if identity is None
+                         else json.loads(json.dumps(identity, default=_json_value)))  # as saved
+        _check_identity(Path(backup_dir), self.identity)  # before Keras reads the checkpoint
         super().__init__(os.fspath(backup_dir))
         names = [type(c).__name__ for c in tracked]
         if len(set(names)) != len(names):
@@ -147,10 +162,12 @@ class RunBackup(keras.callbacks.BackupAndRestore):
                     else callback.get_state())
             from tfrec_attn.training.run import write_json  # lazy: run.py imports this module
 
+            if self.identity is not None and not (Path(self.backup_dir) / _IDENTITY).exists():
+                write_json(Path(self.backup_dir) / _IDENTITY, self.identity)
             write_json(Path(self.backup_dir) / _STATE.format(epochs=epochs), state)
         self._backup(epoch=epochs - 1)  # every worker: Keras' save syncs variables
         if self._chief():  # older files stay until the checkpoint that supersedes them exists
-            self._prune(keep=(_STATE.format(epochs=epochs), self._best_file))
+            self._prune(keep=(_STATE.format(epochs=epochs), self._best_file, _IDENTITY))
 
     def _early_stopping_state(self, stopping) -> dict:
         if stopping.best_weights is not None:
@@ -191,10 +208,24 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     def _prune(self, keep) -> None:
         """Deletes this callback's files in `backup_dir` except `keep`."""
-        for pattern in ("run_state-*.json", "best_weights-*.npz"):
+        for pattern in ("run_state-*.json", "best_weights-*.npz", _IDENTITY):
             for path in Path(self.backup_dir).glob(pattern):
                 if path.name not in keep:
                     path.unlink(missing_ok=True)
+
+
+def _check_identity(backup_dir: Path, identity: dict | None) -> None:
+    """Raises `BackupMismatchError` if `backup_dir` holds a backup of a run whose recorded
+    identity differs from `identity` (nothing to check without either)."""
+    path = backup_dir / _IDENTITY
+    if identity is None or not path.exists():
+        return
+    differences = _differences(json.loads(path.read_text()), identity)
+    if differences:
+        raise BackupMismatchError(
+            f"backup_dir={str(backup_dir)!r} holds the backup of an interrupted run with other "
+            f"settings ({'; '.join(differences)}). Rerun with the settings it was made with to "
+            "resume that run, or delete the directory to start over.")
 
 
 def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
@@ -214,8 +245,9 @@ class CompletedStage:
     with the run's `identity` (`state.json`) on the chief only, atomically: into a temporary
     directory renamed to `name` when complete. `load` returns them, or `None` when the stage was
     not saved, after checking that the saved identity is this run's: a stage of a run with other
-    settings raises a `ValueError` naming `backup_dir` and what differs, rather than being
-    reused. The run deletes the stage when it is done (`remove_backup`).
+    settings raises a `BackupMismatchError` (a `ValueError`) naming `backup_dir` and what
+    differs, rather than being reused. The run deletes the stage when it is done
+    (`remove_backup`).
 
     Args:
         backup_dir: the run's backup directory (readable by every worker).
@@ -236,7 +268,7 @@ class CompletedStage:
     >>> CompletedStage(backup, "fitted", {"model": {"dim": 16}}).load()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: backup_dir=... stage of a run with other settings (model.dim: 8 there, 16 now)...
+    tfrec_attn...BackupMismatchError: backup_dir=...other settings (model.dim: 8 there, 16 now)...
     """
 
     def __init__(self, backup_dir: str | os.PathLike, name: str, identity: dict):
@@ -252,7 +284,7 @@ class CompletedStage:
         state = json.loads((self.path / "state.json").read_text())
         differences = _differences(state["identity"], self.identity)
         if differences:
-            raise ValueError(
+            raise BackupMismatchError(
                 f"backup_dir={str(self.backup_dir)!r} holds the completed {self.name!r} stage of "
                 f"a run with other settings ({'; '.join(differences)}). Rerun with the settings "
                 "it was made with to resume that run, or delete the directory to start over.")
@@ -291,3 +323,8 @@ def _differences(saved: dict, current: dict) -> list[str]:
             for section in dict.fromkeys([*saved, *current])
             for key in dict.fromkeys([*saved.get(section, {}), *current.get(section, {})])
             if saved.get(section, {}).get(key) != current.get(section, {}).get(key)]
+
+
+def _json_value(value):
+    """A numpy scalar as its Python value, anything else JSON lacks as its string."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -25,10 +25,15 @@ _TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                       '"task": {"type": "worker", "index": 0}}')
 
 
-def _tf_config_error(problem: str) -> ValueError:
-    return ValueError(f"--strategy multi-worker: the {TF_CONFIG} environment variable {problem}. "
-                      f"Expected JSON like {_TF_CONFIG_EXAMPLE} (the same cluster on every "
-                      "machine, its own task on each).")
+class StrategyError(ValueError):
+    """`--strategy` cannot run as asked (a missing or malformed `TF_CONFIG`, a global batch
+    that does not split over the replicas); the train command reports it as a usage error."""
+
+
+def _tf_config_error(problem: str) -> StrategyError:
+    return StrategyError(f"--strategy multi-worker: the {TF_CONFIG} environment variable "
+                         f"{problem}. Expected JSON like {_TF_CONFIG_EXAMPLE} (the same "
+                         "cluster on every machine, its own task on each).")
 
 
 def read_tf_config(environ=None) -> dict:
@@ -144,7 +149,7 @@ def replica_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> int
     """
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
-        raise ValueError(
+        raise StrategyError(
             f"batch_size is the global batch and must be divisible by the {replicas} replicas "
             f"in sync. Received: batch_size={batch_size}")
     return batch_size // replicas

@@ -14,6 +14,10 @@ from tfrec_attn.training.backup import RunBackup
 from tfrec_attn.training.callbacks import EpochEvaluation, EpochTimer, TimeBudget
 from tfrec_attn.training.weight_averaging import WeightAveraging
 
+# Options a run resumed from its backup may change; any other change makes it another run.
+RESUMABLE_CHANGES = ("output", "export_root", "name", "verbose", "overwrite", "backup_dir",
+                     "max_train_minutes")
+
 
 class FitOptions(Protocol):
     """The options `fit_with_run_callbacks` reads (`TrainOptions`, `RankingOptions` and
@@ -49,6 +53,8 @@ def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
     epochs end on the averaged weights), `evaluation`, `EarlyStopping` on
     `evaluation.prefix + monitor` (mode max, `options.patience`, best weights restored),
     `TimeBudget(options.max_train_minutes)`, `TensorBoard(log_dir)`, then `extra_callbacks`.
+    The backup records the run's `resume_identity`: resuming it with other settings raises a
+    `backup.BackupMismatchError` before anything is restored.
 
     Args:
         model: a compiled model.
@@ -83,7 +89,8 @@ def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
     stopping = keras.callbacks.EarlyStopping(monitor=evaluation.prefix + monitor, mode="max",
                                              patience=options.patience,
                                              restore_best_weights=True)
-    backup = (RunBackup(options.backup_dir, tracked=[timer, evaluation, stopping, budget])
+    backup = (RunBackup(options.backup_dir, tracked=[timer, evaluation, stopping, budget],
+                        identity=resume_identity(model, options))
               if options.backup_dir else None)
     averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
     callbacks = [
@@ -105,3 +112,22 @@ def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
         record["epoch_seconds"] = round(float(seconds), 2)
         record["elapsed_seconds"] = round(float(at), 2)
     return FitResult(history, records, budget, backup.resumed_epochs if backup else 0)
+
+
+def resume_identity(model: keras.Model, options: FitOptions) -> dict:
+    """What a run resumed from its backup must repeat: its options but `RESUMABLE_CHANGES`
+    (output paths, verbosity, the time budget), and the size of its model (which also
+    depends on the data, e.g. the vocabulary).
+
+    Example:
+    >>> import types
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> resume_identity(model, types.SimpleNamespace(epochs=3, verbose=0, model={"dim": 8}))
+    {'options': {'epochs': 3, 'model': {'dim': 8}}, 'model': {'parameters': 3, 'weights': 2}}
+    """
+    values = (dataclasses.asdict(options) if dataclasses.is_dataclass(options)
+              else dict(vars(options)))
+    return {"options": {key: value for key, value in values.items()
+                        if key not in RESUMABLE_CHANGES},
+            "model": {"parameters": int(sum(np.prod(w.shape) for w in model.weights)),
+                      "weights": len(model.weights)}}

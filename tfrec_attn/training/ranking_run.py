@@ -36,6 +36,7 @@ from tfrec_attn.training.run_options import (
     check_data_source,
     check_int_at_least,
     check_positive_numbers,
+    check_synthetic_sizes,
     model_config,
     require_full_batch,
 )
@@ -76,11 +77,12 @@ class RankingOptions(RunOptions):
     def __post_init__(self):
         check_data_source(self)
         check_positive_ints(self, ("epochs", "batch_size", "negatives", "valid_negatives",
-                                   "test_negatives", "synthetic_users", "synthetic_items"))
+                                   "test_negatives"))
+        check_synthetic_sizes(self)
         check_int_at_least(self, "patience", 0)
         check_int_at_least(self, "min_events", 3,
                            " (leave-one-out holds out two events a user)")
-        check_positive_numbers(self, ("learning_rate", "synthetic_length", "max_train_minutes"))
+        check_positive_numbers(self, ("learning_rate", "max_train_minutes"))
         super().__post_init__()
         self.model = dict(self.model or {})
         self.din_config(vocab_size=FIRST_VOCAB)  # checks the model fields before any data loads

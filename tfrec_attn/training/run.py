@@ -19,7 +19,9 @@ from tfrec_attn.data import (
     read_interactions,
 )
 from tfrec_attn.evaluation import evaluate, evaluate_baselines
+from tfrec_attn.evaluation._ids import FIRST_ITEM_ID
 from tfrec_attn.evaluation.oracle import SyntheticOracle
+from tfrec_attn.evaluation.protocols import parse_protocol
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
@@ -37,14 +39,23 @@ from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run_options import (
     RunOptions,
     check_data_source,
+    check_int_at_least,
+    check_non_negative_number,
     check_output_dir,
+    check_positive_numbers,
+    check_synthetic_sizes,
     model_config,
     require_full_batch,
 )
 from tfrec_attn.training.scoring import make_score_fn
-from tfrec_attn.validation import check_positive_ints
+from tfrec_attn.validation import (
+    DataOptionError,
+    check_optional_positive_int,
+    check_positive_ints,
+)
 
 MONITOR = "ndcg@10"
+SAMPLED_NEGATIVES = 100  # `evaluate`'s default: "sampled" is "sampled-100"
 
 
 @dataclasses.dataclass
@@ -73,10 +84,12 @@ class TrainOptions(RunOptions):
     def __post_init__(self):
         check_data_source(self)
         check_model_options(self.model)
-        if self.max_train_minutes is not None and self.max_train_minutes <= 0:
-            raise ValueError(
-                f"max_train_minutes must be positive. Received: {self.max_train_minutes}")
         check_positive_ints(self, ("epochs", "batch_size"))
+        check_int_at_least(self, "patience", 0)
+        check_int_at_least(self, "min_events", 3, " (leave-one-out holds out two events a user)")
+        check_optional_positive_int("valid_users", self.valid_users)
+        check_positive_numbers(self, ("learning_rate", "max_train_minutes"))
+        check_synthetic_sizes(self)
         super().__post_init__()
 
 
@@ -94,6 +107,8 @@ def check_model_options(model: dict) -> None:
     ValueError: dim (30) must be divisible by num_heads (4)
     """
     fields = {name: value for name, value in model.items() if value is not None}
+    if "l2" in fields:
+        check_non_negative_number(fields, "l2")
     if fields.get("loss", "auto") == "auto":
         fields["loss"] = "sampled" if fields.get("uniform_negatives") else "softmax"
     model_config(SASRecConfig, fields, vocab_size=3)
@@ -125,6 +140,47 @@ def synthetic_oracle(options: TrainOptions, frame, vocab) -> SyntheticOracle | N
     if options.format != "synthetic":
         return None
     return SyntheticOracle.from_frame(frame, vocab)
+
+
+def _data_flag(options: TrainOptions) -> str:
+    """The flags that chose the run's data, for messages."""
+    if options.format == "synthetic":
+        return (f"--synthetic-users {options.synthetic_users} --synthetic-items "
+                f"{options.synthetic_items} --synthetic-length {options.synthetic_length}")
+    return f"--data {options.data}"
+
+
+def check_trainable(options: TrainOptions, data, split) -> None:
+    """Before training: some user's training part (its events but the last two, which are the
+    validation and test targets) has the 2 items a training example needs; otherwise a
+    `DataOptionError` naming the data and how many users `min_events` and the split kept."""
+    trainable = sum(len(s) >= 2 for s in split.train)
+    if trainable:
+        return
+    raise DataOptionError(
+        f"{_data_flag(options)}: no user to train on: {data.num_users} users kept and "
+        f"{len(data.dropped_users)} dropped by --min-events {options.min_events}, and none of "
+        "the kept has a training sequence of 2 items after leave-one-out holds out its last 2 "
+        "events (a user needs at least 4 events, counted after duplicate rows are removed).")
+
+
+def check_eval_protocol(protocol: str, split, vocab_size: int) -> None:
+    """Before training: a sampled protocol's negatives fit the catalogue for every validation
+    and test user (`protocols.sample_negatives`' condition: that many real items outside the
+    user's history and target); otherwise a `DataOptionError` naming `--eval-protocol`."""
+    count = parse_protocol(protocol, SAMPLED_NEGATIVES)
+    if count is None:
+        return
+    rows = [*zip(split.valid_histories, split.valid_targets),
+            *zip(split.test_histories, split.test_targets)]
+    smallest = min((vocab_size - FIRST_ITEM_ID - np.unique(np.append(
+        history[history >= FIRST_ITEM_ID], target)).size for history, target in rows),
+        default=count)
+    if smallest < count:
+        raise DataOptionError(
+            f"--eval-protocol {protocol} samples {count} negatives a user, but the catalogue "
+            f"has {vocab_size - FIRST_ITEM_ID} items and some validation / test user has only "
+            f"{smallest} outside its history: use --eval-protocol full.")
 
 
 def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
@@ -268,6 +324,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     frame = load_data(options)
     data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size
+    check_trainable(options, data, split)
+    check_eval_protocol(options.eval_protocol, split, vocab_size)
     fields, chosen = choose_data_defaults(options.model, split.train)
     options = dataclasses.replace(options, model=fields)
     if options.verbose and chosen:

@@ -210,6 +210,34 @@ def check_int_at_least(options, name: str, low: int, why: str = "") -> None:
         raise ValueError(f"{name} must be an int >= {low}{why}. Received: {name}={value!r}")
 
 
+def check_synthetic_sizes(options) -> None:
+    """The synthetic generator's sizes (`data.generate_synthetic`: at least one user, two
+    items, a mean history length of at least one event), checked up front under the option
+    names; they are fields of every run type, and checked whatever the format.
+
+    Example:
+    >>> import types
+    >>> check_synthetic_sizes(types.SimpleNamespace(synthetic_users=5, synthetic_items=1,
+    ...                                             synthetic_length=4.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: synthetic_items must be an int >= 2. Received: synthetic_items=1
+    """
+    check_int_at_least(options, "synthetic_users", 1)
+    check_int_at_least(options, "synthetic_items", 2)
+    value = options.synthetic_length
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
+        raise ValueError("synthetic_length (the mean events a synthetic user) must be a number "
+                         f">= 1. Received: synthetic_length={value!r}")
+
+
+def check_non_negative_number(options, name: str) -> None:
+    """`options.<name>` is an int or float (not a bool) `>= 0` (e.g. an L2 penalty)."""
+    value = getattr(options, name) if not isinstance(options, dict) else options.get(name, 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0. Received: {name}={value!r}")
+
+
 def check_positive_numbers(options, names) -> None:
     """Each `options.<name>` is `None` or a positive int or float (not a bool)."""
     for name in names:

@@ -25,7 +25,13 @@ from tfrec_attn.tuning.report import (
     write_best_config,
 )
 from tfrec_attn.tuning.search_space import SearchSpace
-from tfrec_attn.tuning.settings import check_resume, record_settings, trial_settings
+from tfrec_attn.tuning.settings import (
+    check_resume,
+    check_tuner,
+    discard_other_searches,
+    record_settings,
+    trial_settings,
+)
 from tfrec_attn.tuning.tuners import TUNERS, SearchStopped, make_tuner
 from tfrec_attn.validation import check_positive_int
 
@@ -72,18 +78,21 @@ def run_tuning(options: TuneOptions) -> dict:
     until `max_trials` exist or `max_tune_minutes` of search pass (a running trial stops at the
     end of its current batch; a fresh search always runs at least part of one trial).
     Re-running on the same output resumes the search unless `overwrite`; a resume must keep
-    the data and training options its trials ran with (`settings.trial_settings`).
+    the tuner and the data and training options its trials ran with (`settings.check_tuner`,
+    `settings.trial_settings`); `overwrite` discards the earlier search, whatever its tuner.
 
     Returns:
         The report written to `tuning.json`.
 
     Raises:
-        TuneSettingsError: on a resume with other trial settings, before anything is written.
+        TuneSettingsError: on a resume with another tuner or other trial settings, before
+            anything is written.
     """
     train = options.train
     out = Path(train.output)
     settings = trial_settings(train)
     if not options.overwrite:
+        check_tuner(out, options.tuner)  # one search per output: another tuner's is refused
         check_resume(out / options.tuner, settings)  # keras-tuner's project directory
     keras.utils.set_random_seed(train.seed)
     space = options.space()
@@ -105,6 +114,8 @@ def run_tuning(options: TuneOptions) -> dict:
         valid_targets=split.valid_targets[rows], protocol=train.eval_protocol,
         patience=train.patience, deadline=deadline, trial_minutes=train.max_train_minutes,
         seed=train.seed)
+    if options.overwrite:  # the output holds this search only
+        discard_other_searches(out, options.tuner)
     tuner = make_tuner(options.tuner, hypermodel, out, max_trials=options.max_trials,
                        max_epochs=train.epochs, seed=train.seed, overwrite=options.overwrite,
                        deadline=deadline)

@@ -3,16 +3,20 @@
 A trial's score depends on the data, the split, the validation protocol and how it trains. A
 search records these options next to its trials (`DIR/<tuner>/trial_settings.json`) and a
 resume with other values is refused: its trials would not be comparable with the earlier ones,
-and the best config would pair an old trial with the new options. The search space,
-`max_trials`, the time budgets and the verbosity may change between resumes.
+and the best config would pair an old trial with the new options. A search is also one
+tuner's: a rerun with another `--tuner` on the same output is refused (`check_tuner`), not
+started beside the first one to overwrite its report. The search space, `max_trials`, the time
+budgets and the verbosity may change between resumes.
 """
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
 from tfrec_attn.training.run import TrainOptions
+from tfrec_attn.tuning.tuners import TUNERS
 
 SETTINGS_FILE = "trial_settings.json"
 # Every trial depends on these `TrainOptions`; the data source adds its own (see below).
@@ -67,6 +71,40 @@ def check_resume(project_dir: str | Path, settings: dict) -> None:
             f"{Path(project_dir).parent} holds a search run with other data or training "
             f"settings ({'; '.join(differ)}); its trials are not comparable with new ones. "
             f"Use a new --output (or --overwrite to discard that search).")
+
+
+def other_searches(out: str | Path, tuner: str) -> list[str]:
+    """The tuners other than `tuner` whose search (keras-tuner's `out/<tuner>`) is in `out`."""
+    return [kind for kind in TUNERS if kind != tuner
+            and (Path(out) / kind).is_dir() and any((Path(out) / kind).iterdir())]
+
+
+def check_tuner(out: str | Path, tuner: str) -> None:
+    """Raises `TuneSettingsError` if `out` holds the search of another tuner than `tuner`
+    (reads only).
+
+    Example:
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> (out / "bayesian" / "trial_0").mkdir(parents=True)
+    >>> check_tuner(out, "bayesian")
+    >>> check_tuner(out, "random")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tfrec_attn...TuneSettingsError: ... holds a bayesian search (tuner: 'bayesian' there, ...
+    """
+    others = other_searches(out, tuner)
+    if others:
+        raise TuneSettingsError(
+            f"{out} holds a {others[0]} search (tuner: {others[0]!r} there, {tuner!r} now); "
+            f"rerun with --tuner {others[0]} to resume it, or use a new --output (or "
+            "--overwrite to discard that search).")
+
+
+def discard_other_searches(out: str | Path, tuner: str) -> None:
+    """Deletes the searches of tuners other than `tuner` in `out` (what `--overwrite` means)."""
+    for kind in other_searches(out, tuner):
+        shutil.rmtree(Path(out) / kind)
 
 
 def record_settings(project_dir: str | Path, settings: dict) -> None:

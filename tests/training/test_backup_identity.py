@@ -1,0 +1,99 @@
+"""A backup resumes only the run that made it: restarting from `--backup-dir` with another
+setting (`--dim`, ...) is refused before anything is restored (exit 2, the backup untouched),
+while output paths, verbosity and the time budget may change."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines import train as train_pipeline
+from tfrec_attn._keras import keras
+from tfrec_attn.testing.multi_worker import InterruptAt, Preempted
+from tfrec_attn.training.backup import BackupMismatchError, RunBackup
+from tfrec_attn.training.policy_run import PolicyOptions, run_policy_training
+
+COMMON = ["--format", "synthetic", "--synthetic-items", "40", "--synthetic-length", "8",
+          "--max-len", "8", "--dim", "8", "--verbose", "0", "--epochs", "3", "--patience", "10",
+          "--lr", "0.01", "--export-root", ""]
+TINY = {
+    "sasrec": ["--synthetic-users", "120", "--blocks", "1", "--batch-size", "32"],
+    "din": ["--model", "din", "--synthetic-users", "80", "--valid-negatives", "5",
+            "--test-negatives", "5", "--batch-size", "128"],
+    "autoencoder": ["--model", "autoencoder", "--synthetic-users", "120", "--k", "5",
+                    "--valid-users", "20", "--test-users", "20", "--batch-size", "32",
+                    "--blocks", "1"],
+}
+
+
+def _files(directory: Path) -> dict:
+    """Every file under `directory`: relative path -> (mtime, contents)."""
+    return {p.relative_to(directory): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _interrupt(argv, monkeypatch) -> None:
+    """Runs `tfrec-attn train argv` until a callback interrupts it after epoch 1."""
+    runs = {name: getattr(train_pipeline, name) for name in
+            ("run_training", "run_ranking_training", "run_autoencoder_training")}
+    for name, run in runs.items():
+        monkeypatch.setattr(train_pipeline, name,
+                            lambda options, run=run: run(options, callbacks=[InterruptAt(1)]))
+    with pytest.raises(Preempted):
+        train_pipeline.main(argv)
+    monkeypatch.undo()
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("model", ["sasrec", "din", "autoencoder"])
+def test_a_restart_with_another_setting_is_refused_and_keeps_the_backup(
+        model, tmp_path, monkeypatch, capsys):
+    backup = tmp_path / "backup"
+    argv = TINY[model] + COMMON + ["--output", str(tmp_path / "out"), "--backup-dir",
+                                   str(backup)]
+    _interrupt(argv, monkeypatch)
+    before = _files(backup)
+    assert "run_identity.json" in {p.name for p in before}
+    capsys.readouterr()
+    assert train_pipeline.main(argv + ["--dim", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tfrec-attn train: backup_dir={str(backup)!r}")
+    assert "'dim': 8" in err and "'dim': 16" in err and "delete the directory" in err
+    assert len(err.strip().splitlines()) == 1  # no traceback
+    assert _files(backup) == before
+
+
+def test_a_restart_with_other_output_and_verbosity_resumes(tmp_path, monkeypatch, capsys):
+    backup = tmp_path / "backup"
+    argv = TINY["sasrec"] + COMMON + ["--backup-dir", str(backup)]
+    _interrupt(argv + ["--output", str(tmp_path / "first")], monkeypatch)
+    assert train_pipeline.main(argv + ["--output", str(tmp_path / "second"), "--verbose", "2",
+                                       "--max-train-minutes", "30"]) == 0
+    metrics = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    assert metrics["resumed_epochs"] == 1 and metrics["epochs"] == 3
+    assert not any(backup.iterdir())  # the completed run deleted its backup, identity included
+
+
+def test_the_policys_fit_is_refused_with_another_setting(tmp_path):
+    def options(dim):
+        return PolicyOptions(synthetic_users=80, synthetic_items=10, events_per_user=2,
+                             valid_users=10, test_users=10, epochs=3, patience=10, batch_size=32,
+                             k=2, verbose=0, export_root=None, output=str(tmp_path / "out"),
+                             backup_dir=str(tmp_path / "backup"), behaviour_refit_epochs=0,
+                             model={"max_len": 4, "dim": dim})
+
+    with pytest.raises(Preempted):
+        run_policy_training(options(8), callbacks=[InterruptAt(1)])
+    keras.backend.clear_session()
+    before = _files(tmp_path / "backup")
+    with pytest.raises(BackupMismatchError, match="'dim': 8.*there.*'dim': 16.*now"):
+        run_policy_training(options(16))
+    assert _files(tmp_path / "backup") == before
+
+
+def test_run_backup_checks_the_identity_before_keras_restores(tmp_path):
+    (tmp_path / "run_identity.json").write_text(json.dumps({"options": {"epochs": 3}}))
+    RunBackup(tmp_path, identity={"options": {"epochs": 3}})  # the same run: resumes
+    RunBackup(tmp_path)  # nothing to check against
+    with pytest.raises(BackupMismatchError, match=r"options.epochs: 3 there, 4 now"):
+        RunBackup(tmp_path, identity={"options": {"epochs": 4}})

@@ -1,0 +1,49 @@
+"""Ctrl-C in `tfrec-attn train` / `tune`: one line saying what was left, exit code 130."""
+
+import pytest
+
+from pipelines import train as train_pipeline
+from pipelines import tune as tune_pipeline
+
+TINY = ["--format", "synthetic", "--export-root", ""]
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("model, run", [("sasrec", "run_training"),
+                                        ("din", "run_ranking_training"),
+                                        ("autoencoder", "run_autoencoder_training"),
+                                        ("policy", "run_policy_training")])
+def test_an_interrupted_train_says_how_to_resume(model, run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_pipeline, run, _interrupted)
+    backup = tmp_path / "backup"
+    (backup / "chief").mkdir(parents=True)  # an epoch was backed up
+    argv = [*TINY, "--model", model, "--output", str(tmp_path / "out")]
+    assert train_pipeline.main([*argv, "--backup-dir", str(backup)]) == 130
+    err = capsys.readouterr().err
+    assert err == (f"tfrec-attn train: interrupted; rerun the same command to resume from the "
+                   f"backup in {backup} (after the last completed epoch)\n")
+    assert train_pipeline.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("tfrec-attn train: interrupted; ") and err.count("\n") == 1
+    assert f"{tmp_path / 'out'}/metrics.json was not written" in err
+    assert "--backup-dir makes a run resumable" in err
+
+
+def test_an_interrupt_before_the_first_backup_does_not_promise_a_resume(tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr(train_pipeline, "run_training", _interrupted)
+    argv = [*TINY, "--output", str(tmp_path / "out"), "--backup-dir", str(tmp_path / "backup")]
+    assert train_pipeline.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "resume" not in err and "no epoch was backed up yet" in err
+
+
+def test_an_interrupted_tune_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tune_pipeline, "run_tuning", _interrupted)
+    assert tune_pipeline.main(["--format", "synthetic", "--output", str(tmp_path / "t")]) == 130
+    assert capsys.readouterr().err == (
+        f"tfrec-attn tune: interrupted; rerun the same command to resume the search in "
+        f"{tmp_path / 't'} (its completed trials are kept)\n")
