@@ -29,7 +29,11 @@ def softmax_run(chain_sequences):
     "kwargs, message",
     [({"loss": "hinge"}, "loss"), ({"dim": 0}, "dim"), ({"positional": "rope"}, "positional"),
      ({"dim": 10, "num_heads": 3}, "divisible"), ({"input_dropout": 1.0}, "input_dropout"),
-     ({"input_dropout": True}, "input_dropout")],
+     ({"input_dropout": True}, "input_dropout"),
+     ({"attention": "linear", "attention_options": {"window": 8}},
+      r"attention_options \['window'\] are not options of attention='linear'"),
+     ({"attention": "local", "attention_options": {"windw": 8}},
+      r"\['windw'\] are not options of attention='local' \(its options: .*'window'")],
 )
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,6 +1,7 @@
 """SASRec-style sequential recommender: functional towers, wired to TFRS tasks by `SASRec`."""
 
 import dataclasses
+import inspect
 
 import tensorflow_recommenders as tfrs
 
@@ -128,6 +129,15 @@ class SASRecConfig:
         if self.attention_options is not None and not isinstance(self.attention_options, dict):
             raise ValueError("attention_options must be a dict or None. "
                              f"Received: attention_options={self.attention_options!r}")
+        if self.attention_options:  # named now, not as a Keras "argument not understood"
+            accepted = inspect.signature(ATTENTION_KINDS[self.attention].__init__).parameters
+            unknown = sorted(set(self.attention_options) - set(accepted))
+            if unknown:
+                own = sorted(name for name, p in accepted.items() if name != "self"
+                             and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+                raise ValueError(f"attention_options {unknown} are not options of "
+                                 f"attention={self.attention!r} (its options: {own}). "
+                                 f"Received: attention_options={self.attention_options!r}")
         if self.exclude_seen and self.loss == "bce":
             raise ValueError("exclude_seen applies to the softmax losses ('sampled', 'softmax'); "
                              "Received: loss='bce'")
