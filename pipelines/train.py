@@ -6,6 +6,7 @@ Precedence: built-in defaults < `--config FILE` (YAML) < flags given on the comm
 import argparse
 import dataclasses
 import sys
+from collections.abc import Hashable
 from pathlib import Path
 
 import yaml
@@ -207,6 +208,22 @@ def _reject_other_model_flags(args, model_type: str) -> None:
         raise ValueError(f"{names}: not an option of --model {model_type}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last
+    value silently, so a config's earlier setting would be ignored without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            if isinstance(key, Hashable):
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | None) -> dict:
     """The YAML options file as a dict (`{}` without one); a `ValueError` naming the file when
     it is missing, not YAML, or not a mapping."""
@@ -214,7 +231,7 @@ def load_config(path: str | None) -> dict:
         return {}
     try:
         with open(path) as f:
-            config = yaml.safe_load(f) or {}
+            config = yaml.load(f, Loader=_UniqueKeyLoader) or {}  # a SafeLoader
     except FileNotFoundError:
         raise ValueError(f"--config {path}: no such file") from None
     except yaml.YAMLError as err:

@@ -158,6 +158,15 @@ def test_bad_data_leaves_no_empty_run_directory(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("text, key", [("epochs: 3\nepochs: 5\n", "epochs"),
+                                       ("model:\n  dim: 32\n  dim: 64\n", "dim")])
+def test_yaml_key_given_twice_is_refused(tmp_path, text, key):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=f"not valid YAML: .*duplicate key '{key}'"):
+        train_pipeline.options_from_args(["--config", str(config)])
+
+
 def test_unknown_yaml_option_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("epoch: 3\n")
