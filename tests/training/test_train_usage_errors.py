@@ -110,13 +110,18 @@ def test_yaml_numeric_strings_become_floats(tmp_path, yaml_text, field, value):
     ("{cluster", "is not valid JSON"),
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
      "task index 2"),
+    # a valid cluster whose peers never start: refused before waiting for them
+    ('{"cluster": {"worker": ["localhost:1", "localhost:2"]}, '
+     '"task": {"type": "worker", "index": 0}}', "divisible by the 2 machines"),
 ])
 def test_bad_tf_config_is_a_usage_error(tmp_path, capsys, monkeypatch, tf_config, message):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    err = _usage_error([*TINY, "--strategy", "multi-worker"], tmp_path, capsys)
+    # an odd global batch: the valid cluster's case must fail its check, never reach the wait
+    err = _usage_error([*TINY, "--strategy", "multi-worker", "--batch-size", "33"], tmp_path,
+                       capsys)
     assert "TF_CONFIG" in err and message in err
 
 

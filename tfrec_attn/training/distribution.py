@@ -111,6 +111,30 @@ def make_strategy(name: str = "default") -> tf.distribute.Strategy:
     raise ValueError(f"strategy must be one of {STRATEGIES}. Received: strategy={name!r}")
 
 
+def check_cluster_batch(batch_size: int, strategy_name: str, environ=None) -> None:
+    """Before a multi-worker strategy is made (its start-up waits for every peer): the global
+    `batch_size` must split over the cluster's machines (`TF_CONFIG`'s workers and chief), a
+    necessary condition of `replica_batch_size`, which checks the replicas once they exist.
+
+    Example:
+    >>> env = {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}, '
+    ...                     '"task": {"type": "worker", "index": 0}}'}
+    >>> check_cluster_batch(255, "multi-worker", env)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tfrec_attn.training.distribution.StrategyError: batch_size is the global batch and must ...
+    """
+    if strategy_name != "multi-worker":
+        return
+    cluster = read_tf_config(environ)["cluster"]
+    machines = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    if batch_size % machines:
+        raise StrategyError(
+            f"batch_size is the global batch and must be divisible by the {machines} machines "
+            f"of {TF_CONFIG}'s cluster (checked before waiting for them). "
+            f"Received: batch_size={batch_size}")
+
+
 def num_workers(strategy: tf.distribute.Strategy) -> int:
     """Machines taking part in `strategy` (1 unless it is multi-worker)."""
     resolver = getattr(strategy, "cluster_resolver", None)

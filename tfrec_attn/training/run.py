@@ -28,6 +28,7 @@ from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.callbacks import RankingEvaluation
 from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.distribution import (
+    check_cluster_batch,
     is_chief,
     make_strategy,
     output_dir,
@@ -295,6 +296,7 @@ def run_under_strategy(options: RunOptions, run: Callable, callbacks=()) -> dict
     Returns:
         What `run` returns (the run's metrics dict).
     """
+    check_cluster_batch(options.batch_size, options.strategy)  # before waiting for peers
     strategy = make_strategy(options.strategy)
     replica_batch_size(options.batch_size, strategy)
     keras.utils.set_random_seed(options.seed)
