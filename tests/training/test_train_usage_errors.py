@@ -39,18 +39,31 @@ def test_sampled_protocol_on_a_small_catalogue_is_refused_before_training(tmp_pa
     assert "--eval-protocol full" in err
 
 
+@pytest.mark.parametrize("model", ["sasrec", "din", "autoencoder"])
 @pytest.mark.parametrize("events, extra, kept", [
-    (2, [], "0 users kept and 5 dropped by --min-events 3"),  # all dropped by min_events
-    (6, ["--min-events", "100"], "0 users kept and 5 dropped by --min-events 100"),
-    (3, [], "5 users kept and 0 dropped"),  # kept, but 1 training item each after the split
+    (2, [], "no user has the 3 events --min-events asks for (5 users, all dropped)"),
+    (6, ["--min-events", "100"], "no user has the 100 events --min-events asks for (5 users"),
 ])
-def test_data_without_trainable_users_names_the_file(tmp_path, capsys, events, extra, kept):
+def test_data_whose_users_min_events_drops_names_the_file(tmp_path, capsys, model, events,
+                                                           extra, kept):
+    """Once a raw concatenate error (SASRec) or a message about -1 items (DIN) / 0 items
+    (autoencoder)."""
     data = tmp_path / "log.txt"
     data.write_text("".join(f"u{u} i{u * 10 + e}\n" for u in range(5) for e in range(events)))
+    err = _usage_error(["--model", model, "--data", str(data), "--format", "sasrec",
+                        "--max-len", "5", "--dim", "8", "--epochs", "1", "--verbose", "0",
+                        "--export-root", "", *extra], tmp_path, capsys)
+    assert f"--data {data}" in err and kept in err
+
+
+def test_data_without_trainable_users_names_the_file(tmp_path, capsys):
+    data = tmp_path / "log.txt"  # kept, but 1 training item each after the split
+    data.write_text("".join(f"u{u} i{u * 10 + e}\n" for u in range(5) for e in range(3)))
     err = _usage_error(["--data", str(data), "--format", "sasrec", "--max-len", "5", "--dim",
-                        "8", "--epochs", "1", "--verbose", "0", "--export-root", "", *extra],
+                        "8", "--epochs", "1", "--verbose", "0", "--export-root", ""],
                        tmp_path, capsys)
-    assert f"--data {data}" in err and "no user to train on" in err and kept in err
+    assert f"--data {data}" in err and "no user to train on" in err
+    assert "5 users kept and 0 dropped" in err
 
 
 @pytest.mark.parametrize("model", ["sasrec", "din", "autoencoder", "policy"])

@@ -40,7 +40,13 @@ from tfrec_attn.models import (
 from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import load_data, record_export, run_under_strategy, write_json
+from tfrec_attn.training.run import (
+    check_users_kept,
+    load_data,
+    record_export,
+    run_under_strategy,
+    write_json,
+)
 from tfrec_attn.training.run_options import (
     RunOptions,
     check_data_source,
@@ -248,6 +254,7 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
 def _run(options: AutoencoderOptions, strategy: tf.distribute.Strategy, out: Path,
          export_root: str | Path | None, callbacks=()) -> dict:
     data = build_sequences(load_data(options), min_events=options.min_events)
+    check_users_kept(options, data)
     if options.k > data.vocab_size - 2:
         raise DataOptionError(f"k must be at most the number of items ({data.vocab_size - 2}). "
                               f"Received: k={options.k}")

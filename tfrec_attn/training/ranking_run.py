@@ -30,7 +30,13 @@ from tfrec_attn.training.ctr_evaluation import CTREvaluation, evaluate_ranker, p
 from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
-from tfrec_attn.training.run import load_data, record_export, run_under_strategy, write_json
+from tfrec_attn.training.run import (
+    check_users_kept,
+    load_data,
+    record_export,
+    run_under_strategy,
+    write_json,
+)
 from tfrec_attn.training.run_options import (
     RunOptions,
     check_data_source,
@@ -182,6 +188,7 @@ def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
          export_root: str | Path | None, callbacks=()) -> dict:
     frame = load_data(options)
     data = build_sequences(frame, min_events=options.min_events)
+    check_users_kept(options, data)
     config = options.din_config(data.vocab_size)
     for flag in ("negatives", "valid_negatives", "test_negatives"):
         if getattr(options, flag) > data.vocab_size - 3:  # every item but the positive

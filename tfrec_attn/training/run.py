@@ -143,12 +143,23 @@ def synthetic_oracle(options: TrainOptions, frame, vocab) -> SyntheticOracle | N
     return SyntheticOracle.from_frame(frame, vocab)
 
 
-def _data_flag(options: TrainOptions) -> str:
-    """The flags that chose the run's data, for messages."""
+def data_flags(options: RunOptions) -> str:
+    """The flags that chose the run's data, for messages (any run type's options)."""
     if options.format == "synthetic":
         return (f"--synthetic-users {options.synthetic_users} --synthetic-items "
                 f"{options.synthetic_items} --synthetic-length {options.synthetic_length}")
     return f"--data {options.data}"
+
+
+def check_users_kept(options: RunOptions, data) -> None:
+    """Right after `build_sequences`: some user has the `min_events` events it asks for;
+    otherwise a `DataOptionError` naming the data and how many users were dropped (every run
+    type's, before its own checks would report an empty catalogue in other words)."""
+    if data.num_users:
+        return
+    raise DataOptionError(
+        f"{data_flags(options)}: no user has the {options.min_events} events --min-events "
+        f"asks for ({len(data.dropped_users)} users, all dropped)")
 
 
 def check_trainable(options: TrainOptions, data, split) -> None:
@@ -159,7 +170,7 @@ def check_trainable(options: TrainOptions, data, split) -> None:
     if trainable:
         return
     raise DataOptionError(
-        f"{_data_flag(options)}: no user to train on: {data.num_users} users kept and "
+        f"{data_flags(options)}: no user to train on: {data.num_users} users kept and "
         f"{len(data.dropped_users)} dropped by --min-events {options.min_events}, and none of "
         "the kept has a training sequence of 2 items after leave-one-out holds out its last 2 "
         "events (a user needs at least 4 events, counted after duplicate rows are removed).")
@@ -326,6 +337,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     frame = load_data(options)
     data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size
+    check_users_kept(options, data)
     check_trainable(options, data, split)
     check_eval_protocol(options.eval_protocol, split, vocab_size)
     fields, chosen = choose_data_defaults(options.model, split.train)
