@@ -8,13 +8,17 @@ from pipelines import train as train_pipeline
 from tfrec_attn.data import Vocabulary
 from tfrec_attn.models import AttentionPolicy, AttentionPolicyConfig
 from tfrec_attn.training.bandit_simulator import BanditSimulator
-from tfrec_attn.training.logged_feedback import LoggedFeedback, held_out_events, logged_events
+from tfrec_attn.training.logged_feedback import (
+    LoggedFeedback,
+    held_out_events,
+    logged_events,
+    round_positions,
+)
 from tfrec_attn.training.off_policy_evaluation import behaviour_propensities
 from tfrec_attn.training.policy_history import (
     FIELD,
     action_repeat_rate,
     choose_behaviour_mask,
-    round_positions,
     seen_dataset,
 )
 

@@ -113,6 +113,22 @@ def feedback_from_frame(frame: pd.DataFrame, column: str, min_events: int = 2,
                           data.users, data.vocab)
 
 
+def round_positions(sequences: list[np.ndarray], rows: np.ndarray) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+    """`(row, end)` of every logged round of `rows` (one per event after each user's first, in
+    `logged_events`' order, which it builds its rounds from): the round's action is
+    `sequences[row][end]`, its full history `sequences[row][:end]`.
+
+    Example:
+    >>> round_positions([np.array([2, 3, 4]), np.array([5, 6])], np.array([1, 0]))
+    (array([1, 0, 0]), array([1, 1, 2]))
+    """
+    rows = np.asarray(rows, np.int64)
+    lengths = [len(sequences[r]) - 1 for r in rows]
+    return (np.repeat(rows, lengths),
+            np.concatenate([np.arange(1, n + 1) for n in lengths] or [np.zeros(0, np.int64)]))
+
+
 def logged_events(feedback: LoggedFeedback, rows: np.ndarray, max_len: int) -> dict:
     """One logged round per event after each user's first, for `rows` (user indices).
 
@@ -122,12 +138,7 @@ def logged_events(feedback: LoggedFeedback, rows: np.ndarray, max_len: int) -> d
         previous items, "action" (n,) item ids, "reward" (n,) float32, "propensity" (n,) NaN:
         unknown}`, the input of `training.bandit_simulator.logged_dataset`.
     """
-    rows = np.asarray(rows, np.int64)
-    empty = [np.zeros(0, np.int64)]  # no rows, or users with one event: no round
-    users = np.concatenate([np.full(len(feedback.items[r]) - 1, r, np.int64) for r in rows]
-                           + empty)
-    ends = np.concatenate([np.arange(1, len(feedback.items[r]), dtype=np.int64) for r in rows]
-                          + empty)
+    users, ends = round_positions(feedback.items, rows)
     histories = [feedback.items[r][max(0, end - max_len):end] for r, end in zip(users, ends)]
     return {"user": users, "end": ends, "history": pad_left(histories, max_len),
             "action": np.asarray([feedback.items[r][e] for r, e in zip(users, ends)], np.int64),

@@ -68,22 +68,6 @@ def choose_behaviour_mask(model: dict, rate: float, measured: str) -> tuple[dict
                                   f"user ({'<' if value else '>='} {MAX_REPEAT_RATE:.0%})"}}
 
 
-def round_positions(sequences: list[np.ndarray], rows: np.ndarray) -> tuple[np.ndarray,
-                                                                            np.ndarray]:
-    """`(row, end)` of every logged round of `rows` in `logged_feedback.logged_events`' order
-    (one per event after each user's first): the round's action is `sequences[row][end]`, its
-    full history `sequences[row][:end]`.
-
-    Example:
-    >>> round_positions([np.array([2, 3, 4]), np.array([5, 6])], np.array([1, 0]))
-    (array([1, 0, 0]), array([1, 1, 2]))
-    """
-    rows = np.asarray(rows, np.int64)
-    lengths = [len(sequences[r]) - 1 for r in rows]
-    return (np.repeat(rows, lengths),
-            np.concatenate([np.arange(1, n + 1) for n in lengths] or [np.zeros(0, np.int64)]))
-
-
 def seen_dataset(logs: dict, sequences: list[np.ndarray], rows: np.ndarray, vocab_size: int,
                  batch_size: int = 256, shuffle: bool = True, seed: int = 0,
                  drop_remainder: bool = False) -> tf.data.Dataset:

@@ -305,7 +305,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
                                         data.monitor, out / "tensorboard", callbacks)
         fit = {"history": fitted.history, "records": fitted.records,
                "train_seconds": time.monotonic() - started + fitted.budget.previous,
-               "previous": fitted.budget.previous, "stopped": fitted.budget.stopped,
+               "stopped": fitted.budget.stopped,
                "resumed_epochs": fitted.resumed_epochs}  # seconds: + before a restart
         if stage:
             stage.save(policy.get_weights(), fit, strategy)
