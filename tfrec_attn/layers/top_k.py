@@ -102,10 +102,6 @@ class HistoryTopK(keras.layers.Layer):
                              tf.stack([batch, vocab]))
         return tf.logical_and(allowed, seen < 1)
 
-    def mask_scores(self, scores, history):
-        """`scores` with excluded ids (history, padding, OOV) set to a large negative value."""
-        return fill_masked(tf.cast(scores, tf.float32), self.eligible(scores, history), 1.0)
-
     def get_prunable_weights(self) -> list:
         return []
 
