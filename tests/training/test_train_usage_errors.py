@@ -56,11 +56,16 @@ def test_data_whose_users_min_events_drops_names_the_file(tmp_path, capsys, mode
     assert f"--data {data}" in err and kept in err
 
 
-def test_data_without_trainable_users_names_the_file(tmp_path, capsys):
+@pytest.mark.parametrize("extra", [
+    [],
+    # DIN's was a traceback from its dataset ("sequences gave no examples")
+    ["--model", "din", "--negatives", "1", "--valid-negatives", "5", "--test-negatives", "5"],
+])
+def test_data_without_trainable_users_names_the_file(tmp_path, capsys, extra):
     data = tmp_path / "log.txt"  # kept, but 1 training item each after the split
     data.write_text("".join(f"u{u} i{u * 10 + e}\n" for u in range(5) for e in range(3)))
     err = _usage_error(["--data", str(data), "--format", "sasrec", "--max-len", "5", "--dim",
-                        "8", "--epochs", "1", "--verbose", "0", "--export-root", ""],
+                        "8", "--epochs", "1", "--verbose", "0", "--export-root", "", *extra],
                        tmp_path, capsys)
     assert f"--data {data}" in err and "no user to train on" in err
     assert "5 users kept and 0 dropped" in err

@@ -31,6 +31,7 @@ from tfrec_attn.training.distribution import shard_by_data
 from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run import (
+    check_trainable,
     check_users_kept,
     load_data,
     record_export,
@@ -198,6 +199,7 @@ def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
                 "are drawn with replacement, so most would repeat)")
     split = ranking_split(data, config.max_len, options.valid_negatives, options.test_negatives,
                           options.seed)
+    check_trainable(options, data, split)
     model = build_ranker(config, options.learning_rate, jit_compile=options.jit_compile,
                          strategy=strategy)
     started = time.monotonic()

@@ -162,10 +162,11 @@ def check_users_kept(options: RunOptions, data) -> None:
         f"asks for ({len(data.dropped_users)} users, all dropped)")
 
 
-def check_trainable(options: TrainOptions, data, split) -> None:
+def check_trainable(options: RunOptions, data, split) -> None:
     """Before training: some user's training part (its events but the last two, which are the
-    validation and test targets) has the 2 items a training example needs; otherwise a
-    `DataOptionError` naming the data and how many users `min_events` and the split kept."""
+    validation and test targets) has the 2 items a training example needs (SASRec's and DIN's
+    runs; `split.train` holds those parts); otherwise a `DataOptionError` naming the data and
+    how many users `min_events` and the split kept."""
     trainable = sum(len(s) >= 2 for s in split.train)
     if trainable:
         return
