@@ -136,9 +136,12 @@ def build_ranker(config: DINConfig, learning_rate: float, run_eagerly: bool = Fa
                  strategy: tf.distribute.Strategy | None = None) -> DIN:
     """A `DIN` compiled with Adam at `learning_rate`, its variables created under `strategy`
     (default: the current one); the one place a ranking run's model is made (the families
-    benchmark calls it too)."""
+    benchmark calls it too). Called once, on padding, so that it is built, as `BackupAndRestore`
+    (`--backup-dir`) asks."""
     with (strategy or tf.distribute.get_strategy()).scope():
         model = DIN(config)
+        model({"history": tf.zeros((1, config.max_len), tf.int64),
+               "candidate": tf.zeros((1,), tf.int64)})
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), run_eagerly=run_eagerly,
                       jit_compile=jit_compile)
     return model

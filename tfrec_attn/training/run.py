@@ -209,10 +209,13 @@ def compile_sasrec(config: SASRecConfig, learning_rate: float, probabilities=Non
     """A `SASRec` compiled with Adam at `learning_rate`, its variables created under `strategy`
     (default: the current one); `probabilities` are `item_probabilities` (sampled loss).
 
-    The one place a run's model is made: `build_model` and the tuning hypermodel call it.
+    The one place a run's model is made: `build_model` and the tuning hypermodel call it. The
+    model is called once, on padding, so that it is built: Keras' `BackupAndRestore` (the run's
+    `--backup-dir`) warns that an unbuilt model "must be built before you call fit()".
     """
     with (strategy or tf.distribute.get_strategy()).scope():
         model = SASRec(config, item_probabilities=probabilities)
+        model(tf.zeros((1, config.max_len), tf.int64))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
     return model
 
