@@ -64,6 +64,22 @@ def test_best_config_trains_as_is(search, tmp_path):
     assert metrics["model"]["dim"] == best["dim"] and metrics["model"]["loss"] == best["loss"]
 
 
+def test_every_trial_retrains_to_its_own_score(search, tmp_path):
+    """The trials once shared one dataset, so trial 2 trained on its reshuffles 2+: retraining
+    its settings with `train` gave another validation score."""
+    path = search / "best_config.yaml"
+    for trial in json.loads((search / "tuning.json").read_text())["trials"]:
+        hp = trial["hyperparameters"]
+        out = tmp_path / trial["trial_id"]
+        argv = ["--config", str(path), "--output", str(out), "--export-root", "",
+                "--dim", str(hp["dim"]), "--blocks", str(hp["num_blocks"]),
+                "--heads", str(hp["num_heads"]), "--dropout", repr(hp["dropout"]),
+                "--loss", hp["loss"], "--lr", repr(hp["learning_rate"])]
+        assert train_pipeline.main(argv) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["valid"]["ndcg@10"] == pytest.approx(trial["val_ndcg@10"], rel=1e-5)
+
+
 def test_cli_knows_tune():
     assert COMMANDS["tune"] == "pipelines.tune"
 

@@ -84,8 +84,15 @@ class SASRecHyperModel(keras_tuner.HyperModel):
             callbacks=(), verbose: int = 0) -> dict:
         """Trains `model` on `dataset`; returns `val_*` metrics of its best epoch and its cost.
 
+        `dataset` is a `tf.data.Dataset` or a function of no argument that makes one. Pass the
+        function (`tfrec-attn tune` does): each trial then shuffles as a `train` run does. A
+        dataset shared by the trials reshuffles on, so trial n would see epochs a retrain of
+        its settings never sees.
+
         `callbacks` run after the evaluation, so they see `val_ndcg@10` in the logs.
         """
+        if callable(dataset):
+            dataset = dataset()
         evaluation = RankingEvaluation(
             make_score_fn(model.scorer, model.config.max_len), self.valid_histories,
             self.valid_targets, self.vocab_size, protocol=self.protocol, seed=self.seed)

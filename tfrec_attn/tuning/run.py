@@ -101,8 +101,11 @@ def run_tuning(options: TuneOptions) -> dict:
     vocab_size = data.vocab_size
     base, _ = choose_data_defaults(train.model, split.train)  # as `tfrec-attn train` does
     max_len = SASRecConfig(vocab_size=vocab_size, **base).max_len
-    dataset = make_training_dataset(split.train, max_len, train.batch_size, seed=train.seed,
-                                    sliding=train.sliding)
+
+    def dataset():  # one per trial: every trial shuffles as `tfrec-attn train` does
+        return make_training_dataset(split.train, max_len, train.batch_size, seed=train.seed,
+                                     sliding=train.sliding)
+
     started = time.monotonic()  # the budget covers the search, not loading the data
     minutes = options.max_tune_minutes
     deadline = None if minutes is None else started + 60.0 * minutes
