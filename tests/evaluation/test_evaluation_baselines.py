@@ -104,3 +104,57 @@ def test_baseline_validation(make, match):
 def test_score_before_fit_raises(cls):
     with pytest.raises(RuntimeError, match="before fit"):
         cls(VOCAB).score([np.array([2])])
+
+
+# 4 and 7 are never followed by another item; the smallest transition probability is 2 -> 4's
+# 1/3, so each item seen once gets the tie-breaker 1e-3 * (1/3) * recency_decay ** (5 - 1).
+COLD_TRAIN = [np.array([2, 3, 4]), np.array([5, 6, 7])]
+COLD_TIEBREAK = 1e-3 / 3 * 0.5**4
+
+
+@pytest.mark.parametrize(
+    "history",
+    [np.array([4]), np.array([7, 4]), np.array([], np.int64), np.array([]), np.array([0, 1])],
+    ids=["no-successor", "two-without-successor", "empty", "empty-float", "pad-and-oov"],
+)
+def test_cooccurrence_history_without_successor_scores_the_tiebreak_alone(history):
+    model = ev.CooccurrenceRecommender(8).fit(COLD_TRAIN)
+    for batch in ([history], [history, history]):  # alone, and a batch of such histories
+        scores = model.score(batch)
+        assert scores.dtype == np.float64 and scores.shape == (len(batch), 8)
+        np.testing.assert_allclose(scores[:, 2:], COLD_TIEBREAK)
+        assert np.isneginf(scores[:, :2]).all()
+
+
+def test_evaluate_baselines_with_a_cold_user_in_the_last_batch():
+    # batch_size 2: the second batch holds only the user whose item 4 has no successor. Its
+    # candidates 2, 3, 5, 6, 7 all tie, so target 5 ranks 4th (ties count against it): RR 1/5.
+    out = ev.evaluate_baselines(COLD_TRAIN, [np.array([2]), np.array([5]), np.array([4])],
+                                np.array([3, 6, 5]), 8, ks=(1,), batch_size=2)
+    assert out["cooccurrence"]["hr@1"] == pytest.approx(2 / 3)  # 2 -> 3 and 5 -> 6 rank first
+    assert out["cooccurrence"]["mrr"] == pytest.approx((1 + 1 + 1 / 5) / 3)
+    assert out["popularity"]["hr@1"] == 0.0  # every item seen once: all five candidates tie
+    assert out["popularity"]["mrr"] == pytest.approx(1 / 5)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"normalize": False}, {"directed": False}])
+def test_cooccurrence_without_any_transition_falls_back_to_popularity(kwargs):
+    # no sequence holds two real items; counts 2: 1, 3: 2. With no transition the tie-breaker's
+    # scale is 1e-3 * 0.5 ** 4 and it is divided by the top count, 2.
+    train = [np.array([2]), np.array([3, 0]), np.array([1, 3])]
+    model = ev.CooccurrenceRecommender(VOCAB, **kwargs).fit(train)
+    assert model.data.dtype == np.float64 and model.data.size == 0
+    scores = model.score([np.array([2]), np.array([3, 9])])
+    expected = np.zeros(VOCAB - 2)
+    expected[:2] = 1e-3 * 0.5**4 * np.array([1, 2]) / 2
+    np.testing.assert_allclose(scores[:, 2:], [expected, expected])
+    assert ev.topk_from_scores(scores, 2).tolist() == [[3, 2], [3, 2]]
+
+
+@pytest.mark.parametrize("cls", [ev.PopularityRecommender, ev.CooccurrenceRecommender])
+@pytest.mark.parametrize(
+    "train", [[np.array([2, 3])], [np.array([], np.int64), np.array([0, 1])]],
+    ids=["items", "no-real-item"])
+def test_baselines_score_an_empty_batch(cls, train):
+    scores = cls(VOCAB).fit(train).score([])
+    assert scores.shape == (0, VOCAB) and scores.dtype == np.float64

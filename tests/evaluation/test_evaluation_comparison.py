@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfrec_attn.evaluation import paired_bootstrap, verdict
+from tfrec_attn.evaluation import evaluate, metrics, paired_bootstrap, verdict
 
 
 def test_identical_arrays_give_a_zero_interval_and_a_tie():
@@ -67,3 +67,34 @@ def test_relative_difference_is_none_when_the_baseline_scores_zero():
 def test_bad_input_is_named(a, b, kwargs, match):
     with pytest.raises(ValueError, match=match):
         paired_bootstrap(a, b, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "per_user, metric, gain_b",  # user 1's value for `down` (rank 1); `up` (rank 0) gets 1
+    [
+        (metrics.hits, "hr@2", 1.0),
+        (metrics.ndcg_gains, "ndcg@2", 1 / np.log2(3)),
+        (lambda ranks, k: metrics.reciprocal_ranks(ranks), "mrr", 1 / 2),
+    ],
+)
+def test_per_user_metrics_of_a_removed_repeat_target_are_misses(per_user, metric, gain_b):
+    # Users 0 and 2 repeat a history item (misses whatever the scores); user 1's target 5 ranks
+    # first for `up`, second (behind 6) for `down`, which also scores both repeats on top.
+    def up(batch):
+        return np.tile([0, 0, 1, 2, 3, 9, 4.0], (len(batch), 1))
+
+    def down(batch):
+        return np.tile([0, 0, 9, 0, 0, 5, 9.0], (len(batch), 1))
+
+    histories = [np.array([2]), np.array([4, 2]), np.array([3, 6])]
+    targets = np.array([2, 5, 6])
+    (sum_a, ranks_a), (sum_b, ranks_b) = (
+        evaluate(s, histories, targets, 7, ks=(2,), return_ranks=True) for s in (up, down))
+    assert ranks_a.tolist() == [metrics.MISS_RANK, 0, metrics.MISS_RANK]
+    assert ranks_b.tolist() == [metrics.MISS_RANK, 1, metrics.MISS_RANK]
+    a, b = per_user(ranks_a, 2), per_user(ranks_b, 2)
+    assert a.tolist() == [0.0, 1.0, 0.0] and b.tolist() == pytest.approx([0.0, gain_b, 0.0])
+    result = paired_bootstrap(a, b, num_samples=50)
+    assert result["mean_a"] == sum_a[metric] == 1 / 3
+    assert result["mean_b"] == pytest.approx(sum_b[metric])
+    assert sum_b[metric] == pytest.approx(gain_b / 3)

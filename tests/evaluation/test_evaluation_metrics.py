@@ -120,3 +120,31 @@ def test_summarize_keys_and_types():
 def test_metric_validation(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "fn, k, expected",
+    [
+        (metrics.hit_rate, 5, 0.5),
+        (metrics.ndcg, 5, 0.5),
+        (metrics.recall, 5, 0.5),
+        (metrics.precision, 5, 0.5 / 5),
+        (metrics.f1, 5, (2 / 6) / 2),
+        (lambda ranks, k: metrics.mrr(ranks), None, 0.5),  # not 1 / (MISS_RANK + 1) > 0
+    ],
+)
+def test_a_never_ranked_target_earns_nothing(fn, k, expected):
+    assert fn(np.array([0, metrics.MISS_RANK]), k) == expected
+
+
+@pytest.mark.parametrize("per_user", [metrics.hits, metrics.ndcg_gains,
+                                      lambda ranks, k: metrics.reciprocal_ranks(ranks)])
+def test_per_user_values_of_a_never_ranked_target_are_zero(per_user):
+    values = per_user(np.array([0, metrics.MISS_RANK, 3]), 4)
+    assert values.dtype == np.float64 and values[:2].tolist() == [1.0, 0.0] and values[2] > 0.0
+
+
+def test_reciprocal_ranks_average_to_mrr():
+    ranks = np.array([0, 1, 3, metrics.MISS_RANK])
+    assert metrics.reciprocal_ranks(ranks).tolist() == [1.0, 0.5, 0.25, 0.0]
+    assert metrics.mrr(ranks) == pytest.approx(1.75 / 4)

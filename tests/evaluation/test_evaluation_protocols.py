@@ -264,3 +264,30 @@ def test_sampled_ranks_of_two_scorers_use_the_same_negatives(users):
         row = scorer([None])[0]
         expected = [int((row[n] >= row[t]).sum()) for n, t in zip(negatives, targets)]
         assert ranks.tolist() == expected
+
+
+# Two users over 5 real items (ids 2..6): user 0 repeats its history item 2 (a miss), user 1
+# has history [4] and target 5, beaten by one candidate. Per table, by hand: the top-2 lists,
+# and the MRR when history items stay candidates (user 0's target 2 then ranks again).
+_REPEAT_TABLES = {
+    "by-id": (np.arange(7.0), [[6, 5], [6, 5]], (1 / 5 + 1 / 2) / 2),  # 6 beats 5; 2 is last
+    "repeat-target-on-top": (np.array([0, 0, 10, 0, 0, 5, 0.0]), [[5, 3], [2, 5]], (1 + 1 / 2) / 2),
+}
+
+
+@pytest.mark.parametrize("table", sorted(_REPEAT_TABLES))
+def test_removed_repeat_target_is_a_miss_in_every_metric(table):
+    scores, top2, mrr_kept = _REPEAT_TABLES[table]
+    histories, targets = [np.array([2]), np.array([4])], np.array([2, 5])
+    out, ranks = ev.evaluate(_fixed_scorer(scores), histories, targets, 7, ks=(1, 2),
+                             return_ranks=True)
+    assert ranks.tolist() == [ev.metrics.MISS_RANK, 1]
+    assert out["mrr"] == 0.25  # (0 + 1/2) / 2; the repeat earned 1/8 before
+    assert out["hr@1"] == out["ndcg@1"] == out["f1@1"] == out["precision@1"] == 0.0
+    assert out["hr@2"] == out["recall@2"] == 0.5 and out["precision@2"] == 0.25
+    assert out["ndcg@2"] == pytest.approx(0.5 / np.log2(3))
+    assert out["f1@2"] == pytest.approx(1 / 3)
+    assert out["coverage@1"] == len({top2[0][0], top2[1][0]}) / 5
+    assert out["coverage@2"] == len(set(top2[0]) | set(top2[1])) / 5
+    kept = ev.evaluate(_fixed_scorer(scores), histories, targets, 7, ks=(1,), exclude_history=False)
+    assert kept["mrr"] == pytest.approx(mrr_kept)

@@ -18,6 +18,7 @@ from tfrec_attn.evaluation.baselines import (
 from tfrec_attn.evaluation.comparison import paired_bootstrap, verdict
 from tfrec_attn.evaluation.ctr_metrics import group_auc, roc_auc
 from tfrec_attn.evaluation.metrics import (
+    MISS_RANK,
     check_cutoffs,
     coverage,
     f1,
@@ -29,6 +30,7 @@ from tfrec_attn.evaluation.metrics import (
     precision,
     ranks_from_scores,
     recall,
+    reciprocal_ranks,
     summarize,
 )
 from tfrec_attn.evaluation.off_policy import off_policy_value, top_k_probabilities
@@ -42,6 +44,7 @@ from tfrec_attn.evaluation.set_metrics import set_ranking_metrics
 
 __all__ = [
     "FIRST_ITEM_ID",
+    "MISS_RANK",
     "OOV_ID",
     "PAD_ID",
     "CooccurrenceRecommender",
@@ -64,6 +67,7 @@ __all__ = [
     "precision",
     "ranks_from_scores",
     "recall",
+    "reciprocal_ranks",
     "roc_auc",
     "sample_negatives",
     "set_ranking_metrics",

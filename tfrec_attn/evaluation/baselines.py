@@ -141,7 +141,8 @@ class CooccurrenceRecommender:
             src, dst = np.concatenate([src, dst]), np.concatenate([dst, src])
             weight = np.concatenate([weight, weight])
         keys, inverse = np.unique(src * self.vocab_size + dst, return_inverse=True)
-        self.data = np.bincount(inverse, weights=weight, minlength=keys.size)
+        # float64 even with no transition at all (bincount of no ids returns int64)
+        self.data = np.bincount(inverse, weights=weight, minlength=keys.size).astype(np.float64)
         rows, self.indices = np.divmod(keys, self.vocab_size)
         self.indptr = np.searchsorted(rows, np.arange(self.vocab_size + 1))
         if self.normalize:
@@ -165,7 +166,9 @@ class CooccurrenceRecommender:
 
         Returns:
             Decayed sum of the transition rows of each history's last `num_recent` items, plus
-            the popularity tie-breaker.
+            the popularity tie-breaker. A history with no known successor (empty, only padding
+            or OOV, or items never followed by another in training) gets the tie-breaker alone,
+            i.e. popularity order.
         """
         if self.indptr is None:
             raise RuntimeError("CooccurrenceRecommender.score called before fit().")
@@ -188,7 +191,8 @@ class CooccurrenceRecommender:
         values = self.data[positions] * np.repeat(weights, lengths)
         size = len(histories_batch) * self.vocab_size
         scores = np.bincount(flat, weights=values, minlength=size).reshape(-1, self.vocab_size)
-        scores += self._tiebreak
+        # float64 also when no history item has a successor: bincount of no ids returns int64
+        scores = scores.astype(np.float64) + self._tiebreak
         scores[:, :FIRST_ITEM_ID] = -np.inf
         return scores
 

@@ -4,7 +4,10 @@ Both scorers are ranked on the same test users (and, under a sampled protocol, a
 negatives: `evaluate` draws them from `seed` alone), so their per-user metrics are paired. The
 bootstrap resamples users: each sample's statistic is the mean per-user difference `a - b` over
 users drawn with replacement, which keeps every user's pair together (`scipy.stats.bootstrap`
-with the percentile method).
+with the percentile method). Per-user metrics come from target ranks through
+`metrics.hits`, `metrics.ndcg_gains` or `metrics.reciprocal_ranks`, never from raw ranks: those
+give a target that was never ranked (`metrics.MISS_RANK`, a removed repeat target) 0, as the
+summary metrics do, so `mean_a` / `mean_b` equal `evaluate`'s figures.
 
 Example:
 >>> a = np.array([1.0, 0.5, 0.5, 1.0])  # NDCG@10 per user of a model ...
@@ -67,7 +70,8 @@ def paired_bootstrap(
     """Bootstrap confidence interval of `mean(a) - mean(b)` over paired per-user metrics.
 
     Args:
-        a: float `(n,)` per-user metric of the first scorer (e.g. `metrics.ndcg_gains`).
+        a: float `(n,)` per-user metric of the first scorer (`metrics.hits`,
+            `metrics.ndcg_gains` or `metrics.reciprocal_ranks` of `evaluate`'s ranks).
         b: float `(n,)` the same metric of the second scorer, for the same users in the same
             order.
         num_samples: bootstrap resamples of the users. Defaults to `1000`.

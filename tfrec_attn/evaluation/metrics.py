@@ -5,6 +5,11 @@ A rank is the number of candidates that beat the target. Ties are counted *again
 that gives every item the same score ranks each target last and earns no credit, and a model
 cannot gain from emitting constant or saturated scores.
 
+A target that was never ranked (the full protocol removes a target that repeats a history item
+from the candidates) has rank `MISS_RANK`: beyond every cut-off, and no reciprocal-rank credit,
+so it earns 0 in every metric and in every per-user value (`hits`, `ndcg_gains`,
+`reciprocal_ranks`).
+
 Example:
 >>> ranks = ranks_from_scores(np.array([[0.1, 0.9, 0.5], [0.3, 0.3, 0.3]]), np.array([2, 0]))
 >>> ranks.tolist()
@@ -20,6 +25,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from tfrec_attn.evaluation._ids import FIRST_ITEM_ID
+
+# Rank of a target that was not ranked at all: a miss at every cut-off with reciprocal rank 0.
+# Above any real rank (a catalogue of 2**31 items cannot be scored as dense rows), yet far enough
+# below the int64 limit that `rank + 1` cannot overflow.
+MISS_RANK = 2**31 - 1
 
 
 def ranks_from_scores(scores: np.ndarray, target_index: np.ndarray) -> np.ndarray:
@@ -140,15 +150,34 @@ def ndcg(ranks: np.ndarray, k: int) -> float:
     return float(np.mean(ndcg_gains(ranks, k)))
 
 
+def reciprocal_ranks(ranks: np.ndarray) -> np.ndarray:
+    """Per-user reciprocal rank `1 / (rank + 1)`, and 0.0 for a never-ranked target.
+
+    Args:
+        ranks: int `(n,)` 0-based target ranks; `MISS_RANK` (or above) marks a target that
+            was not ranked (a removed repeat target), which earns no credit.
+
+    Returns:
+        float64 `(n,)`, in the order of `ranks` (the per-user values `mrr` averages).
+
+    Example:
+    >>> reciprocal_ranks(np.array([0, 3, MISS_RANK])).tolist()
+    [1.0, 0.25, 0.0]
+    """
+    ranks = _check_ranks(ranks)
+    return np.where(ranks >= MISS_RANK, 0.0, 1.0 / (ranks + 1.0))
+
+
 def mrr(ranks: np.ndarray) -> float:
-    """Mean reciprocal rank over the full ranking (no cut-off): mean of `1 / (rank + 1)`.
+    """Mean reciprocal rank over the full ranking (no cut-off): the mean of `reciprocal_ranks`.
 
     Example:
     >>> mrr(np.array([0, 1, 3]))
     0.5833333333333334
+    >>> mrr(np.array([0, MISS_RANK]))  # a never-ranked target is a miss
+    0.5
     """
-    ranks = _check_ranks(ranks)
-    return float(np.mean(1.0 / (ranks + 1.0)))
+    return float(np.mean(reciprocal_ranks(ranks)))
 
 
 def recall(ranks: np.ndarray, k: int) -> float:
@@ -219,7 +248,7 @@ def summarize(
     """All metrics in one flat dict of Python floats.
 
     Args:
-        ranks: int `(n,)` 0-based target ranks.
+        ranks: int `(n,)` 0-based target ranks; `MISS_RANK` is a miss in every metric.
         ks: cut-offs; each adds `hr@k`, `ndcg@k`, `recall@k`, `precision@k`, `f1@k`.
         topk: optional `(n, K)` recommended ids (best first) with `K >= max(ks)`; adds
             `coverage@k` computed from the first `k` columns.

@@ -3,7 +3,8 @@
 - `"full"`: the target competes with every real item (ids `2 .. vocab_size - 1`). With
   `exclude_history`, items already in the user's history are removed from the candidates, as
   the exported recommender removes them from its top-k. A target that is itself in the history
-  (a repeat) is then removed too and counts as a miss at every cutoff: keeping it (the earlier
+  (a repeat) is then removed too and counts as a miss in every metric (its rank is
+  `metrics.MISS_RANK`: no hit at any cut-off, reciprocal rank 0): keeping it (the earlier
   rule) leaked the answer, since a scorer that ranks all history items first would find the
   target alone among them at rank 1. On data without repeats (MovieLens ratings) both rules
   agree.
@@ -33,7 +34,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from tfrec_attn.evaluation._ids import FIRST_ITEM_ID, PAD_ID
-from tfrec_attn.evaluation.metrics import check_cutoffs, ranks_from_scores, summarize
+from tfrec_attn.evaluation.metrics import (
+    MISS_RANK,
+    check_cutoffs,
+    ranks_from_scores,
+    summarize,
+)
 
 ScoreFn = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -251,7 +257,7 @@ def evaluate(
         `coverage@k` (full protocol only), `mrr`, `users`, `repeat_targets` (the fraction of
         targets already in their history); all Python floats. With `return_ranks`,
         `(summary, ranks)` with int64 `ranks` of shape `(n,)`; a removed repeat target has
-        rank `vocab_size` (a miss at every cut-off).
+        rank `metrics.MISS_RANK` (a miss at every cut-off, reciprocal rank 0).
 
     Example:
     >>> const = lambda batch: np.ones((len(batch), 6))
@@ -259,6 +265,8 @@ def evaluate(
     0.3333333333333333
     >>> evaluate(const, [np.array([2])], np.array([3]), 6, ks=(1,), return_ranks=True)[1]
     array([2])
+    >>> evaluate(const, [np.array([2])], np.array([2]), 6, ks=(1,))["mrr"]  # a repeat: a miss
+    0.0
     """
     histories, targets = _validate_inputs(histories, targets, vocab_size, batch_size)
     count = parse_protocol(protocol, num_negatives)
@@ -300,7 +308,7 @@ def _rank_full(
     rows = np.arange(len(batch))
     target_scores = scores[rows, targets]
     ranks = ((scores >= target_scores[:, None]) & ~excluded).sum(axis=1) - 1
-    ranks[excluded[rows, targets]] = scores.shape[1]  # a removed repeat target: never ranked
+    ranks[excluded[rows, targets]] = MISS_RANK  # a removed repeat target: never ranked
     return ranks.astype(np.int64), _topk(scores, excluded, kmax)
 
 
