@@ -163,6 +163,34 @@ def test_missing_column_names_it_and_present_columns(tmp_path, name, content, kw
         assert "present columns" in str(info.value) and name in str(info.value)
 
 
+# (file name, content, read kwargs, duplicated column, header line). The header is resolved
+# before either parser runs: the clean file and the one with a trailing blank line both raise.
+DUPLICATED = [
+    ("log.csv", "user,item,timestamp,item\nu,a,1,z\nu,b,2,y\n", {}, "item", 1),
+    ("log.tsv", "user\titem\ttimestamp\tuser\nu\ta\t1\tv\n", {}, "user", 1),
+    ("log.csv", "\nuser,item, timestamp,timestamp\nu,a,1,2\n", {}, "timestamp", 2),
+    ("log.csv", "user,item,timestamp,r,r\nu,a,1,0,1\n", {"reward_col": "r"}, "r", 1),
+    ("ratings.csv", "userId,movieId,rating,timestamp,movieId\n1,2,3,4,5\n", {}, "movieId", 1),
+]
+
+
+@pytest.mark.parametrize("name,content,kwargs,column,line", DUPLICATED)
+@pytest.mark.parametrize("tail", ["", "\n"])
+def test_duplicated_column_names_file_line_and_column(tmp_path, name, content, kwargs, column,
+                                                      line, tail):
+    path = _write(tmp_path, name, content + tail)
+    fmt = "movielens" if name == "ratings.csv" else "csv"
+    for on_error in ("raise", "skip"):
+        with pytest.raises(DataError, match=f"duplicated column '{column}'") as info:
+            read_interactions(path, fmt, on_error=on_error, **kwargs)
+        assert str(info.value).startswith(f"{path}, line {line}: ")
+
+
+def test_duplicated_column_that_is_not_read_is_allowed(tmp_path):
+    path = _write(tmp_path, "log.csv", "user,item,timestamp,note,note,,\nu,a,1,x,y,,\n")
+    assert read_table(path).values.tolist() == [["u", "a", 1]]
+
+
 def test_parquet_missing_column(tmp_path):
     path = tmp_path / "log.parquet"
     pd.DataFrame({"user": ["a"], "item": ["b"]}).to_parquet(path)

@@ -58,6 +58,21 @@ def test_build_sequences_max_events_and_on_short(interactions):
         build_sequences(interactions.drop(columns="timestamp"))
 
 
+@pytest.mark.parametrize("column,values,count", [
+    ("timestamp", [np.nan, 2, 1, 4], 1),  # would sort last
+    ("item", ["a", None, np.nan, "b"], 2),  # would both become an item "nan"
+    ("user", ["u", "u", None, "u"], 1),
+    ("timestamp", pd.to_datetime(["2020-01-01", None, "2020-01-02", "2020-01-03"]), 1),
+    ("item", pd.array(["a", pd.NA, "b", "c"], dtype="string"), 1),
+])
+@pytest.mark.parametrize("split", [build_sequences, temporal_split])
+def test_missing_values_name_the_column_and_count(column, values, count, split):
+    frame = pd.DataFrame({"user": ["u"] * 4, "item": list("abcd"), "timestamp": [1, 2, 3, 4]})
+    frame[column] = values
+    with pytest.raises(DataError, match=f"column '{column}' has {count} missing value"):
+        split(frame)
+
+
 def test_leave_one_out_hand_checked():
     vocab = Vocabulary(list("abcdefgh"))
     data = SequenceData(_arrays([2, 3, 4, 5, 6], [7, 8, 9]), ["u", "v"], vocab)

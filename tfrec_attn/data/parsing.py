@@ -2,7 +2,13 @@
 
 Clean files take a fast path (pandas' C parser); any irregularity sends the file through a
 line-by-line parser that names the first bad line (`on_error="raise"`) or skips and counts bad
-lines (`on_error="skip"`). Line numbers are 1-based and assume one record per physical line.
+lines (`on_error="skip"`). Both paths give the same frame: ids are kept as written (no
+whitespace stripping; an id of only whitespace is empty) and integer ids and timestamps are
+parsed exactly (never through float64; beyond int64 is an error). Line numbers are 1-based and
+assume one record per physical line: lines end with `\n` or `\r\n`, nothing else.
+
+Files are UTF-8 (a leading byte order mark is ignored). Other bytes, a lone `\r` and compressed
+files (gzip, bzip2, xz, zstd, zip) always raise `DataError`, whatever `on_error` says.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import csv
 import dataclasses
 import io
 import os
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +27,13 @@ import pandas as pd
 
 ON_ERROR = ("raise", "skip")
 _MAX_PROBLEMS = 20
+_BOM = b"\xef\xbb\xbf"
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
+               b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+_INTEGER = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*")  # what pandas reads as int64
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_ODD_SPACES = "\x0b\x0c\x1c\x1d\x1e\x1f"  # ASCII whitespace to str.split(), not to pandas
+_OK, _NOT_A_NUMBER, _OUT_OF_RANGE, _NOT_AN_INTEGER = range(4)
 
 
 class DataError(ValueError):
@@ -130,26 +144,121 @@ def check_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def refuse_compressed(path: Path, head: bytes) -> None:
+    """Raises `DataError` if `head` (the file's first bytes) starts a compressed file."""
+    for magic, kind in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise DataError(path, f"file is {kind}-compressed; decompress it and pass the "
+                            "uncompressed file")
+
+
 def read_text(path: Path) -> str:
-    """Reads a text file (undecodable bytes replaced); raises `DataError` if it is blank."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    """Reads a UTF-8 text file; raises `DataError` if it is blank, compressed or not UTF-8.
+
+    A leading byte order mark is dropped. Lines must end with `\\n` or `\\r\\n`: a lone `\\r`
+    (old Mac line ends) is refused, naming its line.
+
+    Example:
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "f.txt"
+    >>> _ = path.write_bytes(b"\\xef\\xbb\\xbfu a\\nu caf\\xe9\\n")
+    >>> read_text(path)
+    Traceback (most recent call last):
+    ...
+    tfrec_attn.data.parsing.DataError: ...f.txt, line 2: not valid UTF-8 (byte 0xe9 at byte \
+offset 12); save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)
+    """
+    data = path.read_bytes()
+    refuse_compressed(path, data[:8])
+    skipped = len(_BOM) if data.startswith(_BOM) else 0
+    try:
+        text = data[skipped:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skipped + err.start
+        raise DataError(path, f"not valid UTF-8 (byte 0x{data[offset]:02x} at byte offset "
+                        f"{offset}); save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+                        line=data.count(b"\n", 0, offset) + 1) from None
+    if "\r" in text and text.count("\r") != text.count("\r\n"):
+        offset = re.search("\r(?!\n)", text).start()
+        raise DataError(path, "carriage return (\\r) not followed by \\n; lines must end with "
+                        "\\n or \\r\\n", line=text.count("\n", 0, offset) + 1)
     if not text.strip():
         raise DataError(path, "file is empty")
     return text
 
 
+def first_line(text: str) -> tuple[str, int]:
+    """The first non-blank line of `text` and its 1-based number (`""` if `text` is blank)."""
+    start, number = 0, 1
+    while True:
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if line.strip() or end < 0:
+            return line.removesuffix("\r") if line.strip() else "", number
+        start, number = end + 1, number + 1
+
+
+def split_lines(text: str) -> list[str]:
+    """Physical lines: split on `\\n` only (not on U+2028, form feed, ...), `\\r\\n` ends dropped.
+
+    Example:
+    >>> split_lines("u a\\u2028b\\r\\nu c\\x0c\\n\\n")
+    ['u a\\u2028b', 'u c\\x0c', '']
+    """
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if "\r" in text:
+        lines = [line.removesuffix("\r") for line in lines]
+    return lines
+
+
+def _plain_spaces(text: str) -> bool:
+    """`text` has no whitespace but spaces, tabs and line ends (`isascii` is O(1))."""
+    return text.isascii() and not any(c in text for c in _ODD_SPACES)
+
+
+def _csv_rows(lines: list[str], sep: str) -> list[list[str]]:
+    """`csv` rows, one per line: a quoted field never runs on into the next line."""
+    rows: list[list[str]] = []
+    reader = csv.reader(lines, delimiter=sep)
+    for row in reader:
+        if reader.line_num == len(rows) + 1:
+            rows.append(row)
+            continue
+        for line in lines[len(rows):reader.line_num]:  # an unclosed quote: each line alone
+            rows.append(next(csv.reader([line], delimiter=sep), []))
+    return rows
+
+
 def split_rows(text: str, sep: str) -> list[list[str]]:
-    """One list of fields per physical line; blank lines give `[]`."""
+    """One list of fields per physical line (see `split_lines`); blank lines give `[]`.
+
+    `" "` splits on runs of spaces and tabs (as pandas' `sep=r"\\s+"` does); `","` and `"\\t"`
+    honour double quotes. Fields are not stripped.
+
+    Example:
+    >>> split_rows(" u\\ta  b\\n\\n", " ")
+    [['u', 'a', 'b'], []]
+    >>> split_rows('u, a,"b,c"\\n', ",")
+    [['u', ' a', 'b,c']]
+    """
+    lines = split_lines(text)
     if sep in (",", "\t") and "\"" in text:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-        return [row if any(v.strip() for v in row) else [] for row in reader]
+        return [row if any(v.strip() for v in row) else [] for row in _csv_rows(lines, sep)]
+    if sep == " " and _plain_spaces(text):  # str.split() splits on spaces and tabs only
+        return [line.split() for line in lines]
     if sep == " ":
-        return [line.split() for line in text.splitlines()]
-    return [line.strip().split(sep) if line.strip() else [] for line in text.splitlines()]
+        return [[f for f in line.replace("\t", " ").split(" ") if f] for line in lines]
+    return [line.split(sep) if line.strip() else [] for line in lines]
 
 
 def _to_numeric(values: np.ndarray) -> np.ndarray:
     return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(float)
+
+
+def _shown(value) -> str:
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _bad_value(name: str, value) -> str:
@@ -157,12 +266,102 @@ def _bad_value(name: str, value) -> str:
     if (value is None or (isinstance(value, str) and not value.strip())
             or (isinstance(value, float | np.floating) and np.isnan(value))):
         return f"missing {name}"
-    return f"non-numeric {name} {value.item() if isinstance(value, np.generic) else value!r}"
+    return f"non-numeric {name} {_shown(value)}"
 
 
 def _value_names(columns) -> list[str]:
     """The numeric value columns (e.g. `rating`, `reward`): every key but the three ids/time."""
     return [name for name in columns if name not in ("user", "item", "timestamp")]
+
+
+def _blank(values: np.ndarray) -> np.ndarray:
+    """Which ids are missing (None, NaN) or only whitespace; each distinct value checked once."""
+    codes, uniques = pd.factorize(values)  # missing values get code -1
+    blank = np.fromiter((not str(u).strip() for u in uniques), dtype=bool, count=len(uniques))
+    return np.append(blank, True)[codes]
+
+
+def _integers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer literals (`" -12"`) and integer objects, converted exactly (never via float64).
+
+    Returns:
+        `(numbers, exact, too_big)`: `int64` numbers (0 elsewhere), which values are int64
+        integers and which are integers beyond the int64 range.
+    """
+    if values.dtype.kind in "iu":
+        too_big = values > _INT64_MAX
+        return np.where(too_big, 0, values).astype(np.int64), ~too_big, too_big
+    if values.dtype != object:
+        return (np.zeros(len(values), np.int64), np.zeros(len(values), bool),
+                np.zeros(len(values), bool))
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)  # each distinct value once
+    numbers, status = [], []  # status: 0 not an integer, 1 int64, 2 beyond int64
+    match = _INTEGER.fullmatch
+    for value in uniques:
+        if isinstance(value, str):
+            value = int(value) if match(value) else None
+        elif not isinstance(value, int | np.integer) or isinstance(value, bool):
+            value = None
+        if value is None:
+            numbers.append(0)
+            status.append(0)
+        elif _INT64_MIN <= value <= _INT64_MAX:
+            numbers.append(value)
+            status.append(1)
+        else:
+            numbers.append(0)
+            status.append(2)
+    status = np.asarray(status, dtype=np.int8)[codes]
+    return np.asarray(numbers, dtype=np.int64)[codes], status == 1, status == 2
+
+
+def exact_numbers(values: np.ndarray, integers_only: bool = False) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """Parses ids or timestamps, integers exactly: `(numbers, status)`.
+
+    Integers stay exact `int64`; other values go through float64 (`"1.5"`, `"1e3"`). `numbers`
+    is `int64` unless some accepted value is fractional (then float64). `status` per value:
+    `_OK`, `_NOT_A_NUMBER` (text, NaN, inf), `_OUT_OF_RANGE` (beyond int64) or, with
+    `integers_only`, `_NOT_AN_INTEGER` (fractional, or a float too large to be exact).
+
+    Example:
+    >>> numbers, status = exact_numbers(np.array(["9007199254740993", "2.0", "1e20", "x"],
+    ...                                          dtype=object))
+    >>> numbers.tolist(), status.tolist()
+    ([9007199254740993, 2, 0, 0], [0, 0, 2, 1])
+    """
+    numbers, exact, too_big = _integers(values)
+    status = np.where(too_big, _OUT_OF_RANGE, _OK).astype(np.int8)
+    others = np.flatnonzero(~exact & ~too_big)
+    if not len(others):
+        return numbers, status
+    floats = _to_numeric(values[others])
+    finite = np.isfinite(floats)
+    big = finite & (np.abs(floats) >= 2.0 ** 63)
+    inexact = finite & ~big & ((floats != np.round(floats)) | (np.abs(floats) >= 2.0 ** 53))
+    status[others[~finite]] = _NOT_A_NUMBER
+    status[others[big]] = _OUT_OF_RANGE
+    if integers_only:
+        status[others[inexact]] = _NOT_AN_INTEGER
+    accepted = status[others] == _OK
+    if np.all(floats[accepted] == np.round(floats[accepted])):
+        numbers[others[accepted]] = floats[accepted].astype(np.int64)
+        return numbers, status
+    numbers = numbers.astype(np.float64)
+    numbers[others] = floats
+    return numbers, status
+
+
+def _flag_numbers(problems: ProblemLog, status: np.ndarray, keep: np.ndarray, lines: np.ndarray,
+                  values: np.ndarray, what: str) -> np.ndarray:
+    """Flags the kept values `exact_numbers` refused; returns the new `keep`."""
+    reasons = {_NOT_A_NUMBER: "non-numeric {what} {value}",
+               _OUT_OF_RANGE: "{what} {value} is outside the int64 range",
+               _NOT_AN_INTEGER: "{what} {value} is not an exact integer"}
+    bad = keep & (status != _OK)
+    problems.flag(bad, lines, lambda i: reasons[int(status[i])].format(
+        what=what, value=_shown(values[i])))
+    return keep & ~bad
 
 
 def validated_frame(problems: ProblemLog, columns: dict[str, np.ndarray], lines: np.ndarray,
@@ -172,25 +371,17 @@ def validated_frame(problems: ProblemLog, columns: dict[str, np.ndarray], lines:
     out = {}
     for name in ("user", "item"):
         values = columns[name]
-        text = pd.Series(values, dtype=object).astype(str).str.strip()
-        bad = keep & (pd.isna(values) | (text == "").to_numpy())
+        bad = keep & _blank(values)
         problems.flag(bad, lines, lambda i, n=name: f"empty {n} id")
         keep &= ~bad
+        out[name] = values
         if numeric_ids:
-            numbers = _to_numeric(values)
-            bad = keep & ~(np.isfinite(numbers) & (numbers == np.round(numbers)))
-            problems.flag(bad, lines, lambda i, n=name, v=values: f"non-numeric {n} id {v[i]!r}")
-            keep &= ~bad
-            out[name] = np.where(keep, numbers, 0).astype(np.int64)
-        else:
-            out[name] = text.to_numpy(dtype=object)
+            out[name], status = exact_numbers(values, integers_only=True)
+            keep = _flag_numbers(problems, status, keep, lines, values, f"{name} id")
     times = columns["timestamp"]
-    if times.dtype.kind not in "iu":
-        numbers = _to_numeric(times)
-        bad = keep & ~np.isfinite(numbers)
-        problems.flag(bad, lines, lambda i: f"non-numeric timestamp {times[i]!r}")
-        keep &= ~bad
-        times = numbers
+    if times.dtype.kind != "i":
+        times, status = exact_numbers(times)
+        keep = _flag_numbers(problems, status, keep, lines, columns["timestamp"], "timestamp")
     values = {}
     for name in _value_names(columns):
         numbers = _to_numeric(columns[name])
@@ -205,9 +396,19 @@ def validated_frame(problems: ProblemLog, columns: dict[str, np.ndarray], lines:
                        {name: v[keep] for name, v in values.items()})
 
 
+def _may_have_blank_ids(text: str, sep: str) -> bool:
+    """Cheap pre-check: could a field of `text` be only whitespace (which pandas keeps)?"""
+    return not _plain_spaces(text) or (sep != " " and (" " in text or "\t" in text))
+
+
 def _fast_parse(text: str, layout: Layout) -> pd.DataFrame | None:
-    """Strict C-parser read of a clean file; `None` sends the caller to the line parser."""
-    if not text.split("\n", 1)[0].strip():
+    """Strict C-parser read of a clean file; `None` sends the caller to the line parser.
+
+    Numeric ids and timestamps are read with inferred types: `int64` means every field was an
+    integer literal within range (exact); anything else (`"1.0"`, `"1e3"`, beyond int64) is left
+    to the line parser, which reads integers exactly.
+    """
+    if first_line(text)[1] != 1:
         return None  # leading blank line: line numbers and header position need the slow path
     sep = {" ": r"\s+", "::": "\t"}.get(layout.sep, layout.sep)
     if layout.sep == "::":
@@ -215,26 +416,33 @@ def _fast_parse(text: str, layout: Layout) -> pd.DataFrame | None:
             return None
         text = text.replace("::", "\t")
     positions = {k: p for k, p in layout.fields.items() if p is not None}
-    id_type = "int64" if layout.numeric_ids else str
-    dtype = {p: ("int64" if k == "timestamp" else id_type if k in ("user", "item") else "float64")
-             for k, p in positions.items()}
+    integral = [p for k, p in positions.items()
+                if k == "timestamp" or (k in ("user", "item") and layout.numeric_ids)]
+    dtype = {p: str if k in ("user", "item") else "float64"
+             for k, p in positions.items() if p not in integral}
+    quoting = csv.QUOTE_MINIMAL if layout.sep in (",", "\t") else csv.QUOTE_NONE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             raw = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=dtype, engine="c",
                               skiprows=int(layout.header), skip_blank_lines=False,
-                              keep_default_na=False, na_values=[""], on_bad_lines="error")
+                              keep_default_na=False, na_values=[""], on_bad_lines="error",
+                              quoting=quoting)
     except Exception:  # any irregularity: the line parser reports it precisely
         return None
-    if raw.shape[1] != layout.n_fields or not len(raw) or raw.isna().to_numpy().any():
-        return None
+    n_lines = text.count("\n") + (not text.endswith("\n"))
+    if (raw.shape[1] != layout.n_fields or not len(raw) or len(raw) + layout.header != n_lines
+            or any(raw[p].dtype != np.int64 for p in integral) or raw.isna().to_numpy().any()):
+        return None  # a record over several lines, a non-integer, NaN: the line parser decides
     lines = np.arange(len(raw), dtype=np.int64) + 1 + int(layout.header)
     columns = {k: lines if p is None else raw[p].to_numpy() for k, p in layout.fields.items()}
+    if not layout.numeric_ids and _may_have_blank_ids(text, layout.sep) and any(
+            _blank(columns[name]).any() for name in ("user", "item")):
+        return None  # whitespace-only ids: the line parser names the line
     values = {name: columns[name] for name in _value_names(columns)}
     if any(not np.isfinite(v).all() for v in values.values()):
         return None  # "inf" / "nan" values: the line parser names the line
-    return build_frame(columns["user"], columns["item"], columns["timestamp"].astype(np.int64),
-                       values)
+    return build_frame(columns["user"], columns["item"], columns["timestamp"], values)
 
 
 def _slow_parse(path: Path, text: str, layout: Layout, problems: ProblemLog) -> pd.DataFrame:
@@ -310,8 +518,8 @@ def _sort_order(users: np.ndarray, times: np.ndarray) -> np.ndarray:
     codes, uniques = pd.factorize(users)
     uniques = np.asarray([str(u) for u in uniques], dtype=object)
     numbers = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce")
-    if numbers.notna().all():
-        by_user = np.argsort(numbers.to_numpy(dtype=float), kind="stable")
+    if numbers.notna().all():  # int64 when every id is an integer: exact beyond 2**53
+        by_user = np.argsort(numbers.to_numpy(), kind="stable")
     else:
         by_user = np.argsort(uniques.astype(str), kind="stable")
     rank = np.empty(len(uniques), dtype=np.int64)

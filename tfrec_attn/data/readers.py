@@ -7,8 +7,13 @@ Every reader returns a `pandas.DataFrame` with columns `user` (str), `item` (str
 `training.logged_feedback`), sorted stably by (user, timestamp), with a `ReadReport`
 in `frame.attrs["report"]`. Problems raise `DataError` naming the file, the 1-based line (or
 Parquet row) and the problem. With `on_error="skip"`, malformed lines are dropped, counted in the
-report and summarized in one `DataWarning`; a missing file, missing column or empty file always
-raise, and so does a file whose every line is malformed.
+report and summarized in one `DataWarning`; a missing file, missing or duplicated column or
+empty file always raise, and so does a file whose every line is malformed.
+
+Text files must be UTF-8 (a leading byte order mark, as Excel writes, is ignored); bytes that are
+not UTF-8 and compressed files (gzip, ...: decompress them first) always raise. Ids are kept as
+written (`" a"` and `"a"` are two items); integer ids and timestamps are read exactly (beyond
+int64 is an error). Lines end with `\n` or `\r\n` only (U+2028, form feed ... are data).
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from tfrec_attn.data.parsing import (
     ReadReport,
     check_file,
     finish,
+    first_line,
     parse_delimited,
     read_text,
+    refuse_compressed,
     sort_interactions,
     split_rows,
     validated_frame,
@@ -51,6 +58,7 @@ FORMATS = ("sasrec", "sequences", "movielens", "csv", "parquet")
 _MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+_HEAD_BYTES = 8
 
 
 def _check_on_error(on_error: str) -> None:
@@ -127,15 +135,29 @@ def _movielens_file(path: Path) -> Path:
     raise DataError(path, f"no MovieLens ratings file ({', '.join(_MOVIELENS_FILES)}) in directory")
 
 
-def _header(path: Path, text: str, sep: str) -> list[str]:
-    first = next(row for row in split_rows(text.lstrip().split("\n", 1)[0], sep) if row)
-    return [name.strip() for name in first]
+def _refuse_compressed(path: str | os.PathLike) -> None:
+    """Raises `DataError` if `path` is a compressed file, whatever its extension."""
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as file:
+            refuse_compressed(path, file.read(_HEAD_BYTES))
 
 
-def _position(path: Path, header: list[str], name: str) -> int:
-    if name not in header:
-        raise DataError(path, f"missing column {name!r}; present columns: {header}", line=1)
-    return header.index(name)
+def _header(text: str, sep: str) -> tuple[list[str], int]:
+    """Column names of the first non-blank line, and its line number."""
+    line, number = first_line(text)
+    return [name.strip() for name in split_rows(line, sep)[0]], number
+
+
+def _position(path: Path, header: tuple[list[str], int], name: str) -> int:
+    names, line = header
+    if name not in names:
+        raise DataError(path, f"missing column {name!r}; present columns: {names}", line=line)
+    positions = [i + 1 for i, other in enumerate(names) if other == name]
+    if len(positions) > 1:
+        raise DataError(path, f"duplicated column {name!r} (columns {positions} of the header); "
+                        "rename all but one", line=line)
+    return positions[0] - 1
 
 
 def read_movielens(path: str | os.PathLike, on_error: str = "raise",
@@ -167,18 +189,18 @@ def read_movielens(path: str | os.PathLike, on_error: str = "raise",
     _check_on_error(on_error)
     path = _movielens_file(Path(path))
     text = read_text(path)
-    first = text.lstrip().split("\n", 1)[0]
+    first = first_line(text)[0]
     fields: dict[str, int | None] = {"user": 0, "item": 1, "timestamp": 3}
     if with_rating:
         fields["rating"] = 2
     if "::" in first:
         layout = Layout("::", 4, fields, numeric_ids=True)
     elif "," in first:
-        header = _header(path, text, ",")
+        header = _header(text, ",")
         wanted = {"user": "userId", "item": "movieId", "timestamp": "timestamp",
                   **({"rating": "rating"} if with_rating else {})}
         fields = {key: _position(path, header, name) for key, name in wanted.items()}
-        layout = Layout(",", len(header), fields, header=True, numeric_ids=True)
+        layout = Layout(",", len(header[0]), fields, header=True, numeric_ids=True)
     else:
         layout = Layout(" ", 4, fields, numeric_ids=True)
     return parse_delimited(path, text, layout, on_error)
@@ -219,21 +241,24 @@ def read_table(path: str | os.PathLike, user_col: str = "user", item_col: str = 
         return _read_parquet(check_file(path), user_col, item_col, time_col, on_error,
                              reward_col)
     if suffix not in _CSV_SUFFIXES:
+        _refuse_compressed(path)
         raise DataError(path, f"unknown table extension {suffix!r}; use .csv, .tsv or .parquet")
     path = check_file(path)
     text = read_text(path)
     sep = "\t" if suffix == ".tsv" else ","
-    header = _header(path, text, sep)
+    header = _header(text, sep)
     wanted = {"user": user_col, "item": item_col, "timestamp": time_col}
     fields = {key: None if name is None else _position(path, header, name)
               for key, name in wanted.items()}
     if reward_col is not None:
         fields["reward"] = _position(path, header, reward_col)
-    return parse_delimited(path, text, Layout(sep, len(header), fields, header=True), on_error)
+    return parse_delimited(path, text, Layout(sep, len(header[0]), fields, header=True),
+                           on_error)
 
 
 def _read_parquet(path: Path, user_col: str, item_col: str, time_col: str | None,
                   on_error: str, reward_col: str | None = None) -> pd.DataFrame:
+    _refuse_compressed(path)
     try:
         table = pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
@@ -304,6 +329,7 @@ def read_interactions(path: str | os.PathLike, format: str, on_error: str = "rai
     if format in ("csv", "parquet"):
         expected = _PARQUET_SUFFIXES if format == "parquet" else _CSV_SUFFIXES
         if Path(path).suffix.lower() not in expected:
+            _refuse_compressed(path)
             raise DataError(path, f"format={format!r} expects a {' or '.join(expected)} file")
         return read_table(path, on_error=on_error, **kwargs)
     raise ValueError(f"format must be one of {FORMATS}. Received: format={format!r}")

@@ -80,10 +80,20 @@ class Split:
 
 
 def _check_frame(df: pd.DataFrame) -> None:
+    """Refuses a frame without `user`, `item`, `timestamp` or with missing values in them.
+
+    A NaN timestamp would sort last and a None / NaN item would become an item `"nan"`.
+    """
     missing = [c for c in ("user", "item", "timestamp") if c not in df.columns]
     if missing:
         raise DataError("<DataFrame>", f"missing column(s) {missing}; present columns: "
                         f"{[str(c) for c in df.columns]}")
+    for column in ("user", "item", "timestamp"):
+        empty = df[column].isna().to_numpy()
+        if empty.any():
+            raise DataError("<DataFrame>", f"column {column!r} has {int(empty.sum())} missing "
+                            f"value(s) (None / NaN / NaT), first at index "
+                            f"{df.index[np.argmax(empty)]!r}; drop or fill them first")
 
 
 def _group(df: pd.DataFrame, vocab: Vocabulary) -> tuple[list[str], list[np.ndarray], list]:
