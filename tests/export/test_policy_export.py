@@ -102,6 +102,22 @@ def test_padding_length_and_oov(histories, exported):
                                   serve(history=tf.constant(oov))["item_ids"])
 
 
+def test_history_longer_than_max_len_is_read_in_its_window_and_excluded_whole(histories,
+                                                                              exported):
+    """The network reads the last `max_len` ids; ids before them are excluded too, as SASRec's
+    signatures and offline evaluation exclude the whole history (they used to be returned)."""
+    serve = exported[1].signatures["serving_default"]
+    window = serve(history=tf.constant(histories))
+    top = window["item_ids"].numpy()
+    longer = np.concatenate([top[:, :2], histories], axis=1)  # two top actions, before it
+    got = serve(history=tf.constant(longer))
+    ids = got["item_ids"].numpy()
+    assert not any(set(before) & set(row) for before, row in zip(top[:, :2], ids))
+    np.testing.assert_array_equal(ids[:, :K - 2], top[:, 2:])  # the same state and order
+    np.testing.assert_allclose(got["probabilities"].numpy()[:, :K - 2],
+                               window["probabilities"].numpy()[:, 2:], rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("history, match", [
     (np.zeros(MAX_LEN, np.int64), "tensor history"),
     (np.zeros((1, MAX_LEN), np.float32), "int64"),
@@ -116,6 +132,9 @@ def test_signature_rejects_bad_input(exported, history, match):
     ({"max_k": 0}, "max_k must be an int in \\[1, 28\\]"),
     ({"max_k": VOCAB - 1}, "max_k must be an int in"),
     ({"warmup": np.zeros((2, MAX_LEN), np.float32)}, "warmup must be an integer array"),
+    ({"exclude_history": "no"}, "exclude_history must be a bool. Received: "
+                                "exclude_history='no'"),
+    ({"version": -3}, r"version must be an int >= 0 \(TF Serving"),
 ])
 def test_bad_export_arguments_name_the_argument(policy, tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -206,6 +206,12 @@ def test_bad_export_arguments_name_the_argument(data, tmp_path):
         export_ranker(keras.Sequential([keras.layers.Dense(1)]), tmp_path)
     with pytest.raises(ValueError, match="warmup must be a dict"):
         export_ranker(din, tmp_path, warmup=history)
+    floats = {"history": history.astype(np.float32), "candidates": np.full((len(history), 2), 2)}
+    with pytest.raises(ValueError, match=r"warmup\['history'\] must be an integer array"):
+        export_ranker(din, tmp_path, warmup=floats)  # used to be cast to int silently
+    floats = {"history": history, "candidates": np.full((len(history), 2), 2.5)}
+    with pytest.raises(ValueError, match=r"warmup\['candidates'\] must be an integer array"):
+        export_ranker(din, tmp_path, warmup=floats)
     for name in ("a/b", "../escaped", ""):
         with pytest.raises(ValueError, match="name must be one directory name"):
             export_ranker(din, tmp_path / "models", name)

@@ -115,9 +115,9 @@ UNFILLED = {
         [list(range(3, 11)), [0, 0, 0, 4, 5, 6, 7, 8]], [{2, 11}, {2, 3, 9, 10, 11}]),
     "sasrec-candidate_set": (
         "sasrec_candidates", "serving_default", {}, [[0, 5, 9], [0, 2, 3]], [{6, 7}, {5, 6, 7}]),
-    "policy-serving_default": (  # the policy reads and excludes the last max_len only
+    "policy-serving_default": (  # the whole request is excluded, beyond max_len too
         "policy", "serving_default", {},
-        [[9, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 0, 0, 2]], [{8, 9, 10, 11}, set(range(3, VOCAB))]),
+        [[9, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 0, 0, 2]], [{8, 10, 11}, set(range(3, VOCAB))]),
     "autoencoder-serving_default": (  # the whole request is excluded, beyond max_len too
         "autoencoder", "serving_default", {},
         [list(range(2, 10)), [0] * 7 + [2]], [{10, 11}, set(range(3, VOCAB))]),
@@ -179,3 +179,27 @@ def test_policy_tflite_marks_unfilled_slots_too(quantization, tmp_path):
     assert set(out["item_ids"][0, :4]) == {8, 9, 10, 11}
     assert out["item_ids"][0, 4] == -1 and out["probabilities"][0, 4] == 0.0
     assert (out["item_ids"][1] >= 3).all() and (out["probabilities"][1] > 0).all()
+
+
+VERSIONED_EXPORTS = {
+    "sasrec": lambda root, version: export_saved_model(_sasrec(), root, "m", k=K,
+                                                       version=version),
+    "policy": lambda root, version: export_policy(_policy(), root, "m", version=version),
+    "din": lambda root, version: export_ranker(
+        DIN(DINConfig(vocab_size=VOCAB, max_len=MAX_LEN, dim=4, attention_units=(4,),
+                      mlp_units=(4,))), root, "m", version=version),
+    "autoencoder": lambda root, version: export_autoencoder(
+        build_attention_autoencoder(AttentionAutoencoderConfig(
+            VOCAB, max_len=MAX_LEN, dim=8, num_blocks=0)), root, "m", version=version),
+}
+
+
+@pytest.mark.parametrize("export", VERSIONED_EXPORTS.values(), ids=VERSIONED_EXPORTS.keys())
+@pytest.mark.parametrize("version", [-3, 2.5])
+def test_every_export_refuses_a_version_tf_serving_cannot_load(export, version, tmp_path):
+    """TF Serving loads only non-negative integer version directories (`din/-3` used to be
+    written, and `keep=N` ignored it); a float used to be truncated."""
+    with pytest.raises(ValueError, match=rf"version must be an int >= 0 \(TF Serving loads "
+                                         rf"only .*\)\. Received: version={version}"):
+        export(tmp_path, version)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

@@ -182,3 +182,24 @@ def test_atomic_dir_refuses_to_overwrite(tmp_path):
     with pytest.raises(FileExistsError, match="Version 1"):
         with atomic_version_dir(tmp_path / "m", 1):
             pass
+
+
+@pytest.mark.parametrize("version", [-1, 1.0, True, "2", None])
+def test_atomic_dir_refuses_a_version_that_is_not_a_non_negative_int(tmp_path, version):
+    if version is None:  # the default: the next version
+        with atomic_version_dir(tmp_path / "m", version):
+            pass
+        assert existing_versions(tmp_path / "m") == [1]
+        return
+    with pytest.raises(ValueError, match=r"version must be an int >= 0 \(TF Serving loads only "
+                                         r"non-negative integer version directories\)"):
+        with atomic_version_dir(tmp_path / "m", version):
+            pass
+    assert not (tmp_path / "m").exists()
+
+
+def test_atomic_dir_takes_version_zero_and_numpy_ints(tmp_path):
+    for version in (0, np.int64(3)):
+        with atomic_version_dir(tmp_path / "m", version):
+            pass
+    assert existing_versions(tmp_path / "m") == [0, 3]

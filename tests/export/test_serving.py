@@ -72,6 +72,74 @@ def test_score_signature_scores_given_candidates(model, histories, export):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("history_rows, candidate_rows", [(1, 2), (2, 1)])
+def test_score_signature_refuses_different_batch_sizes(histories, export, history_rows,
+                                                       candidate_rows):
+    """As DIN's signatures do; a batch of 1 used to broadcast against the other input."""
+    score = tf.saved_model.load(str(export)).signatures["score"]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="history and candidate_ids must have the same batch size"):
+        score(history=tf.constant(histories[:history_rows]),
+              candidate_ids=tf.constant([[5, 6]] * candidate_rows, tf.int64))
+
+
+def _one_output_answer(export, body: str) -> str:
+    """TF Serving's answer to a one-output signature: the output's name is omitted (row format:
+    `{"predictions": [value, ...]}`; columnar: `{"outputs": value}`)."""
+    _, value = json.loads(predict_like_tf_serving(export, body)).popitem()
+    if isinstance(value, dict):  # `{"outputs": {name: value}}`
+        (value,) = value.values()
+    else:  # `{"predictions": [{name: row}, ...]}`
+        value = [next(iter(row.values())) for row in value]
+    return json.dumps({"predictions" if "instances" in body else "outputs": value})
+
+
+@pytest.mark.parametrize("columnar", [False, True])
+def test_one_output_answers_parse_under_the_given_name(model, histories, export, columnar):
+    """The columnar answer used to raise AttributeError; the row answer came back as
+    'output' (the README's score example)."""
+    candidates = np.array([[2, 3, 4]] * len(histories))
+    body = rest_request(histories, signature_name="score", columnar=columnar,
+                        candidate_ids=candidates)
+    answer = _one_output_answer(export, body)
+    got = parse_rest_response(answer, output_name="scores")
+    assert list(got) == ["scores"]
+    np.testing.assert_allclose(got["scores"], _keras_scores(model, histories)[:, [2, 3, 4]],
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no output names .* pass output_name"):
+        parse_rest_response(answer)
+
+
+def test_named_answers_ignore_output_name():
+    body = {"outputs": {"item_ids": [[4, 2]], "scores": [[0.5, 0.25]]}}
+    assert sorted(parse_rest_response(body, output_name="scores")) == ["item_ids", "scores"]
+    with pytest.raises(ValueError, match="body must be TF Serving's :predict answer"):
+        parse_rest_response({"prediction": [1.0]})
+
+
+@pytest.mark.parametrize("columnar", [False, True])
+def test_ragged_extra_rows_are_right_padded_with_the_padding_id(columnar):
+    """Ragged `candidates` lists used to fail inside NumPy."""
+    body = json.loads(rest_request([[3, 4], [5]], columnar=columnar,
+                                   candidates=[[7, 8, 9], [6]]))
+    want = [[7, 8, 9], [6, 0, 0]]
+    if columnar:
+        assert body["inputs"] == {"history": [[3, 4], [0, 5]], "candidates": want}
+    else:
+        assert [row["candidates"] for row in body["instances"]] == want
+    request = grpc_request([[3, 4], [5]], "din", candidates=[[7, 8, 9], [6]])
+    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["candidates"]), want)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"candidates": [[7, 8], [6.5]]}, "candidates must be an array, or one list of integer ids"),
+    ({"candidates": [[7, 8]]}, r"candidates must have one row per history \(2\)"),
+])
+def test_extra_inputs_that_cannot_be_rows_are_named(extra, message):
+    with pytest.raises(ValueError, match=message):
+        rest_request([[3, 4], [5]], **extra)
+
+
 def test_embeddings_reproduce_scores(model, histories, export):
     loaded = tf.saved_model.load(str(export))
     user = loaded.signatures["user_embedding"](history=tf.constant(histories))["embedding"]

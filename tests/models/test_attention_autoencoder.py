@@ -9,6 +9,7 @@ from tfrec_attn.data import build_sequences, generate_synthetic, pad_left
 from tfrec_attn.data.item_sets import make_item_set_dataset, multi_hot, split_item_sets
 from tfrec_attn.evaluation.baselines import PopularityRecommender
 from tfrec_attn.export import (
+    AutoencoderModule,
     LiteRTRecommender,
     assert_builtin_only,
     convert_to_tflite,
@@ -135,6 +136,42 @@ def test_recommend_excludes_every_input_item_and_ranks_by_score():
         recommend_from_item_sets(model, histories, k=0)
     with pytest.raises(ValueError, match="histories is empty"):
         recommend_from_item_sets(model, [], k=5)
+
+
+def test_recommend_fills_slots_no_eligible_item_fills_with_minus_one_as_the_saved_model():
+    """25 own items of 28 leave 3 eligible: then -1 with score -inf, never padding, OOV or an
+    own item (they used to fill the tail), the answer of the export's `serving_default`."""
+    model = tiny()
+    histories = [list(range(2, 27)), [2], []]
+    out = recommend_from_item_sets(model, histories, k=5)
+    assert set(out["item_ids"][0, :3]) == {27, 28, 29} and np.isfinite(out["scores"][0, :3]).all()
+    assert (out["item_ids"][0, 3:] == -1).all() and (out["scores"][0, 3:] == -np.inf).all()
+    assert (out["item_ids"][1:] >= 2).all() and 2 not in out["item_ids"][1]
+    module = AutoencoderModule(model, max_k=5, mark_unfilled=True)
+    want = module.serve(tf.constant(pad_left(histories, 25)))
+    np.testing.assert_array_equal(out["item_ids"], want["item_ids"].numpy())
+    np.testing.assert_allclose(out["scores"], want["scores"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_recommend_reads_out_of_range_ids_as_oov_as_the_saved_model():
+    """They used to fail inside the embedding lookup (ResourceGather)."""
+    model = tiny()
+    got = recommend_from_item_sets(model, [[2, VOCAB, -4, 10**9], [5, -1]], k=4)
+    want = recommend_from_item_sets(model, [[2, 1], [5, 1]], k=4)
+    np.testing.assert_array_equal(got["item_ids"], want["item_ids"])
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6)
+    assert (got["item_ids"] >= 2).all()
+
+
+@pytest.mark.parametrize("histories, k, message", [
+    ([[2, 3]], VOCAB - 1, rf"k must be a positive int of at most {VOCAB - 2} \(the number of "
+                          rf"real items\). Received: k={VOCAB - 1}"),
+    ([np.array([2.0, 3.7])], 3, "histories must hold integer item ids. Received dtype float64"),
+], ids=["k_above_the_catalogue", "float_ids"])
+def test_recommend_refuses_what_it_cannot_answer(histories, k, message):
+    """k above the catalogue used to fail inside TopKV2; float ids were truncated silently."""
+    with pytest.raises(ValueError, match=message):
+        recommend_from_item_sets(tiny(), histories, k=k)
 
 
 def test_recommend_reads_histories_as_the_item_sets_training_saw(monkeypatch):

@@ -161,7 +161,7 @@ def export_autoencoder(model: keras.Model, export_root: str | os.PathLike,
         model: a trained autoencoder model (see `AutoencoderModule`).
         export_root: the model base path TF Serving watches.
         name: the model name (a directory).
-        version: integer version; defaults to one more than the newest.
+        version: integer version `>= 0`; defaults to one more than the newest.
         keep: if set, delete all but the `keep` newest versions afterwards.
         metadata: JSON-serializable dict merged into `assets.extra/tfrec_attn.json` (which holds
             `config` (`None`: a functional model does not carry its config, so pass

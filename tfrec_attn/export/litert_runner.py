@@ -17,6 +17,17 @@ FILE_KINDS = {SIGNATURE: ("a top-k recommender file (convert_to_tflite)", "LiteR
               "score": ("a ranker file (convert_ranker_to_tflite)", "LiteRTRanker")}
 
 
+# The `recommend` signatures the converters write, by `(input, sorted outputs)`: what each marks
+# a file as, and its runner. Named when a file is opened by the runner of another kind.
+RECOMMEND_FILES = {
+    ("history", ("item_ids", "scores")): FILE_KINDS[SIGNATURE],
+    ("history", ("item_ids", "probabilities")): ("a policy file (convert_policy_to_tflite)",
+                                                 "LiteRTPolicy"),
+    ("items", ("item_ids", "scores")): ("an autoencoder file (convert_autoencoder_to_tflite)",
+                                        "LiteRTAutoencoder"),
+}
+
+
 def signature_runner(interpreter: Interpreter, path: str | os.PathLike, signature: str):
     """`interpreter`'s runner of `signature`, or a `ValueError` saying the file at `path` is
     not the kind that signature marks: the signatures it has, and the runner for them."""
@@ -53,11 +64,26 @@ class LiteRTRecommender:
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         self._runner = signature_runner(self._interpreter, path, SIGNATURE)
+        self._check_layout(path)
         shape = self._runner.get_input_details()[self.input_name]["shape_signature"]
         self.max_len = int(shape[1])
         # A dynamic batch (-1) is resized per call by the signature runner; else one row a call.
         self.dynamic_batch = int(shape[0]) == -1
         self.k = int(self._runner.get_output_details()["item_ids"]["shape_signature"][1])
+
+    def _check_layout(self, path: str | os.PathLike) -> None:
+        """A `ValueError` naming the file's kind and runner unless its `recommend` signature has
+        this runner's input and outputs (policy and autoencoder files also have `recommend`)."""
+        inputs = sorted(self._runner.get_input_details())
+        outputs = sorted(self._runner.get_output_details())
+        expected = (self.input_name, tuple(sorted(self.output_names)))
+        if (tuple(inputs), tuple(outputs)) == ((expected[0],), expected[1]):
+            return
+        kind = RECOMMEND_FILES.get(expected, (f"a {type(self).__name__} file",))[0]
+        found = RECOMMEND_FILES.get((inputs[0], tuple(outputs))) if len(inputs) == 1 else None
+        hint = f"; open it with {found[1]}" if found else ""
+        raise ValueError(f"{os.fspath(path)} is not {kind}: its {SIGNATURE!r} signature takes "
+                         f"{inputs} and returns {outputs}{hint}.")
 
     def _check(self, histories) -> np.ndarray:
         histories, name = np.asarray(histories), self.argument

@@ -10,7 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
+from tfrec_attn.export.versioning import (
+    atomic_version_dir,
+    check_version,
+    keep_latest,
+    next_version,
+)
 from tfrec_attn.validation import check_model_name
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -43,7 +48,7 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
         signatures: `{signature name: tf.function}` (one must be `"serving_default"`).
         export_root: the model base path TF Serving watches.
         name: the model name: one directory (`validation.check_model_name`).
-        version: integer version; defaults to one more than the newest.
+        version: integer version `>= 0`; defaults to one more than the newest.
         keep: if set, delete all but the `keep` newest versions afterwards.
         info: JSON-serializable dict written to `assets.extra/tfrec_attn.json` (the signature
             names are added under `"signatures"`).
@@ -63,13 +68,15 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
     '1'
     """
     check_model_name(name)
+    if version is not None:
+        check_version(version)
     if "serving_default" not in signatures:
         raise ValueError("signatures must include 'serving_default'. "
                          f"Received: {sorted(signatures)}")
     if keep is not None and keep < 1:
         raise ValueError(f"keep must be at least 1. Received: keep={keep}")
     model_dir = Path(export_root) / name
-    version = next_version(model_dir) if version is None else int(version)
+    version = next_version(model_dir) if version is None else check_version(version)
     with atomic_version_dir(model_dir, version) as scratch:
         tf.saved_model.save(module, str(scratch), signatures=signatures)
         extra = scratch / "assets.extra"

@@ -57,10 +57,11 @@ class PolicyModule(tf.Module):
     """The exported policy: the network plus a TF Serving `serving_default` signature.
 
     Signature `serving_default`: `history` int64 `(batch, any length >= 0)` item ids,
-    left-padded with 0 (the last `max_len` are read; ids outside `[0, vocab_size)` are read as
-    OOV, 1; an empty history gets the policy's action for a history of padding only) ->
+    left-padded with 0 (the network reads the last `max_len`; ids outside `[0, vocab_size)` are
+    read as OOV, 1; an empty history gets the policy's action for a history of padding only) ->
     `item_ids` int64 `(batch, max_k)`, the policy's `max_k` most likely actions (never padding
-    or OOV; never history items with `exclude_history`), and `probabilities` float32
+    or OOV; with `exclude_history`, never an item anywhere in the request, including those
+    before the last `max_len`: send the whole history), and `probabilities` float32
     `(batch, max_k)`: `pi(a|s)`, the policy's softmax over all actions (ids `>= 2`), not
     renormalized after the exclusions. When the history leaves fewer than `max_k` actions, the
     slots left over hold id `-1` with probability 0.
@@ -69,7 +70,7 @@ class PolicyModule(tf.Module):
         policy_or_network: a trained `AttentionPolicy`, or its network (plain,
             `strip_pruning`'d or quantization-aware).
         max_k: how many actions to return; at most the number of actions (`vocab_size - 2`).
-        exclude_history: never return items already in the history.
+        exclude_history: bool. Never return items of the request's history.
 
     Example:
     >>> from tfrec_attn.models import AttentionPolicyConfig
@@ -90,6 +91,9 @@ class PolicyModule(tf.Module):
         if isinstance(max_k, bool) or not isinstance(max_k, int) or not 1 <= max_k <= actions:
             raise ValueError(f"max_k must be an int in [1, {actions}] (the number of actions). "
                              f"Received: max_k={max_k!r}")
+        if not isinstance(exclude_history, bool):
+            raise ValueError("exclude_history must be a bool. "
+                             f"Received: exclude_history={exclude_history!r}")
         self.max_k = max_k
         self.exclude_history = exclude_history
         self.top_k = HistoryTopK(k=max_k, exclude_history=exclude_history, mark_unfilled=True)
@@ -98,9 +102,12 @@ class PolicyModule(tf.Module):
     def serve(self, history):
         # Signatures do not check ranks at run time; `EnsureShape` does, naming the input.
         history = tf.ensure_shape(history, [None, None], name="check_history_rank")
-        history = ids_to_oov(at_least_one_position(history[:, -self.max_len:]), self.vocab_size)
-        logits = tf.cast(self.network(history, training=False)["logits"], tf.float32)
-        item_ids, _ = self.top_k([logits, history])
+        # The network reads the last `max_len` ids; every id of the request is excluded (as
+        # SASRec's `RecommenderModule._top_k` does): a longer history is not truncated.
+        every_id = ids_to_oov(history, self.vocab_size)
+        state = at_least_one_position(every_id[:, -self.max_len:])
+        logits = tf.cast(self.network(state, training=False)["logits"], tf.float32)
+        item_ids, _ = self.top_k([logits, every_id])
         filled = item_ids >= FIRST_ITEM_ID  # unfilled slots hold -1 (`mark_unfilled`)
         log_norm = tf.reduce_logsumexp(logits[:, FIRST_ITEM_ID:], axis=-1, keepdims=True)
         chosen = tf.gather(logits, tf.where(filled, item_ids, 0), batch_dims=1)
@@ -122,14 +129,15 @@ def export_policy(policy_or_network: AttentionPolicy | keras.Model,
         policy_or_network: a trained `AttentionPolicy` or its network (see `PolicyModule`).
         export_root: the model base path TF Serving watches.
         name: the model name (a directory).
-        version: integer version; defaults to one more than the newest.
+        version: integer version `>= 0`; defaults to one more than the newest.
         keep: if set, delete all but the `keep` newest versions afterwards.
         metadata: JSON-serializable dict merged into `assets.extra/tfrec_attn.json` (which holds
             `config` (`None` for a bare network), `max_len`, `vocab_size`, `max_k`,
             `exclude_history` and the signature names).
         warmup: `(n, max_len)` real histories written as TF Serving warm-up requests.
         max_k: how many actions `serving_default` returns.
-        exclude_history: never return items already in the history.
+        exclude_history: bool. Never return items of the request's history (all of it, not
+            only the last `max_len` the network reads).
 
     Returns:
         The path of the new version directory.

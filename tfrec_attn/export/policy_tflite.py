@@ -8,6 +8,11 @@ OOV (1), the network, the top-k actions (never padding or OOV; never history ite
 `exclude_history`) and `pi(a|s)`, the softmax over all actions (ids `>= 2`), not renormalized
 after the exclusions. `max_len` is fixed (left-pad with `tfrec_attn.data.pad_left`); the batch
 stays dynamic.
+
+The fixed-length input also bounds the exclusion: the file sees, and so excludes, only the
+`max_len` ids it is given. For a user with a longer history, items before the last `max_len`
+can be returned; drop them on device (the SavedModel's `serving_default` takes any length and
+excludes every id of the request).
 """
 
 import os
@@ -49,7 +54,8 @@ def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
             `representative_data`; input and outputs keep int64/float32).
         representative_data: `(n, max_len)` int array of real histories; required for
             `"int8"`, ignored otherwise.
-        exclude_history: never return items already in the history.
+        exclude_history: never return items of the `(n, max_len)` input (older items of a
+            longer history are not seen, so not excluded: see the module docstring).
         allow_select_tf_ops: allow Flex (TF) ops, which need the Flex delegate on device.
 
     Returns:
@@ -72,10 +78,8 @@ def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
                          f"Received: quantization={quantization!r}")
-    if not isinstance(exclude_history, bool):
-        raise ValueError("exclude_history must be a bool. "
-                         f"Received: exclude_history={exclude_history!r}")
-    module = PolicyModule(policy_or_network, max_k=k, exclude_history=exclude_history)
+    module = PolicyModule(  # checks exclude_history
+        policy_or_network, max_k=k, exclude_history=exclude_history)
     representative = None
     if quantization == "int8":
         representative = representative_dataset(representative_data, module.max_len,
@@ -98,6 +102,8 @@ class LiteRTPolicy(LiteRTRecommender):
 
     Reads the file's `recommend` signature and checks the input as `LiteRTRecommender` does
     (integer ids, `(n, max_len)`); ids outside `[0, vocab)` are read as OOV inside the model.
+    Only the `max_len` ids given are excluded: filter a longer history's older items from the
+    answer yourself.
 
     Args:
         path: the `.tflite` file.

@@ -164,7 +164,11 @@ def _warmup_writer(warmup, name: str):
     if not isinstance(warmup, dict) or set(warmup) != {"history", "candidates"}:
         raise ValueError("warmup must be a dict {'history': (n, max_len), 'candidates': (n, C)} "
                          f"of real request rows. Received: {type(warmup).__name__}")
-    history, candidates = (np.asarray(warmup[key], np.int64) for key in ("history", "candidates"))
+    history, candidates = (np.asarray(warmup[key]) for key in ("history", "candidates"))
+    for key, rows in (("history", history), ("candidates", candidates)):
+        if rows.ndim != 2 or rows.dtype.kind not in "iu":
+            raise ValueError(f"warmup[{key!r}] must be an integer array (n, ...) of real ids. "
+                             f"Received dtype {rows.dtype}, shape {rows.shape}")
     return lambda path: write_warmup_requests(path, history, model_name=name,
                                               candidates=candidates)
 
@@ -179,7 +183,7 @@ def export_ranker(model_or_tower: DIN | keras.Model, export_root: str | os.PathL
         model_or_tower: a trained `DIN` or its tower (see `RankerModule`).
         export_root: the model base path TF Serving watches.
         name: the model name (a directory).
-        version: integer version; defaults to one more than the newest.
+        version: integer version `>= 0`; defaults to one more than the newest.
         keep: if set, delete all but the `keep` newest versions afterwards.
         metadata: JSON-serializable dict merged into `assets.extra/tfrec_attn.json` (which holds
             `config` (`None` for a bare tower: pass `metadata={"config": ...}`), `max_len`,

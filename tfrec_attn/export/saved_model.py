@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.export.versioning import atomic_version_dir, keep_latest, next_version
+from tfrec_attn.export.versioning import (
+    atomic_version_dir,
+    check_version,
+    keep_latest,
+    next_version,
+)
 from tfrec_attn.layers import HistoryTopK, ItemEmbedding, LastPosition
 from tfrec_attn.layers.masking import ids_to_oov
 from tfrec_attn.models.sasrec import SASRec
@@ -89,7 +94,8 @@ class RecommenderModule(tf.Module):
             when a request leaves fewer than `max_k` eligible items, the slots left over hold
             id `-1` with score `-inf` (after the eligible items).
         `recommend`: `history`, `k` int32 scalar (`1 <= k <= max_k`) -> the same with `k` items.
-        `score`: `history`, `candidate_ids` int64 `(batch, C)` -> `scores` float32 `(batch, C)`.
+        `score`: `history`, `candidate_ids` int64 `(batch, C)` (the same `batch`, else an
+            `InvalidArgumentError`) -> `scores` float32 `(batch, C)`.
         `user_embedding`: `history` -> `embedding` float32 `(batch, dim)` (for an external ANN
             index; dot product with `item_embeddings` gives the model's scores).
         `item_embeddings`: `item_ids` int64 `(n,)` -> `embedding` float32 `(n, dim)`.
@@ -162,6 +168,13 @@ class RecommenderModule(tf.Module):
     @tf.function(input_signature=[HISTORY,
                                   tf.TensorSpec([None, None], tf.int64, name="candidate_ids")])
     def score(self, history, candidate_ids):
+        # Signatures do not check that the batches match; without this a batch of 1 would
+        # broadcast against the other input (as `RankerModule._checked` refuses for DIN).
+        same_batch = tf.debugging.assert_equal(
+            tf.shape(history)[0], tf.shape(candidate_ids)[0],
+            message="history and candidate_ids must have the same batch size")
+        with tf.control_dependencies([same_batch]):
+            history = tf.identity(history)
         state = self._state(self.sanitize(history))
         table = item_table(self.item_layer)
         candidates = tf.gather(table, ids_to_oov(candidate_ids, self.vocab_size))
@@ -193,7 +206,7 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
         model: a trained `SASRec`.
         export_root: the model base path TF Serving watches (e.g. `saved_models`).
         name: the model name: one directory (`validation.check_model_name`).
-        version: integer version; defaults to one more than the newest.
+        version: integer version `>= 0`; defaults to one more than the newest.
         k: the most items a request can get (`serving_default` returns exactly `k`, id `-1`
             with score `-inf` in the slots no eligible item fills); at most the number of
             items, or of distinct `candidate_ids` (a `ValueError` otherwise).
@@ -209,9 +222,11 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
     from tfrec_attn.export.serving import write_warmup_requests  # serving imports this module
 
     check_model_name(name)
+    if version is not None:
+        check_version(version)
     module = RecommenderModule(model, max_k=k, candidate_ids=candidate_ids)
     model_dir = Path(export_root) / name
-    version = next_version(model_dir) if version is None else int(version)
+    version = next_version(model_dir) if version is None else check_version(version)
     with atomic_version_dir(model_dir, version) as scratch:
         tf.saved_model.save(module, str(scratch), signatures=module.signatures())
         extra = scratch / "assets.extra"

@@ -2,7 +2,8 @@
 
 The REST helpers build exactly the JSON TF Serving's `:predict` endpoint takes: the row format
 (`{"instances": [{"history": [...]}, ...]}`) and the columnar format (`{"inputs": {...}}`),
-and parse its responses (`{"predictions": [...]}` / `{"outputs": {...}}`).
+and parse its responses (`{"predictions": [...]}` / `{"outputs": {...}}`, or the nameless
+answers of a one-output signature).
 """
 
 import json
@@ -24,6 +25,29 @@ def _history_rows(histories, max_len: int | None) -> np.ndarray:
     return pad_left([np.asarray(h, np.int64) for h in histories], max_len)
 
 
+def _extra_input(name: str, value) -> np.ndarray:
+    """An extra input as an array; ragged rows of ids (lists of different lengths, e.g.
+    `candidates`) are right-padded with 0, the padding id, so position `j` of a row stays the
+    `j`-th id sent."""
+    try:
+        return np.asarray(value)
+    except ValueError:  # NumPy refuses ragged nested lists
+        pass
+    try:
+        rows = [np.asarray(row) for row in value]
+    except (TypeError, ValueError):
+        rows = None
+    if rows is None or not rows or any(
+            row.ndim != 1 or (row.size and row.dtype.kind not in "iu") for row in rows):
+        raise ValueError(f"{name} must be an array, or one list of integer ids per history "
+                         "(ragged lists are right-padded with 0). "
+                         f"Received: {name}={value!r:.200}")
+    padded = np.zeros((len(rows), max(len(row) for row in rows)), np.int64)
+    for i, row in enumerate(rows):
+        padded[i, :len(row)] = row
+    return padded
+
+
 def rest_request(histories, signature_name: str = "serving_default", columnar: bool = False,
                  max_len: int | None = None, input_name: str = "history", **extra_inputs) -> str:
     """The JSON body of a TF Serving REST `:predict` request.
@@ -35,37 +59,88 @@ def rest_request(histories, signature_name: str = "serving_default", columnar: b
             `{"instances": [...]}`.
         max_len: pad lists to this length (default: the longest).
         input_name: the signature's name for `histories` (the autoencoder's is `"items"`).
-        **extra_inputs: other named inputs, e.g. `k=5` or `candidate_ids=[[...]]`.
+        **extra_inputs: other named inputs, e.g. `k=5` or `candidate_ids=[[...]]`: a scalar,
+            or one row per history. Lists of ids of different lengths (ragged `candidates`)
+            are right-padded with 0, the padding id (DIN ranks padding candidates last).
 
     Example:
     >>> rest_request([[3, 4]], max_len=3)
     '{"signature_name": "serving_default", "instances": [{"history": [0, 3, 4]}]}'
+    >>> rest_request([[3], [4]], candidates=[[5, 6], [7]])  # doctest: +NORMALIZE_WHITESPACE
+    '{"signature_name": "serving_default", "instances": [{"history": [3], "candidates": [5, 6]},
+     {"history": [4], "candidates": [7, 0]}]}'
     """
     rows = _history_rows(histories, max_len)
-    if columnar or any(np.ndim(v) == 0 for v in extra_inputs.values()):
+    extra = {key: _extra_input(key, value) for key, value in extra_inputs.items()}
+    if columnar or any(value.ndim == 0 for value in extra.values()):
         inputs = {input_name: rows.tolist()}
-        inputs.update({k: np.asarray(v).tolist() for k, v in extra_inputs.items()})
+        inputs.update({key: value.tolist() for key, value in extra.items()})
         return json.dumps({"signature_name": signature_name, "inputs": inputs})
+    for key, value in extra.items():
+        if len(value) != len(rows):
+            raise ValueError(f"{key} must have one row per history ({len(rows)}). "
+                             f"Received shape {value.shape}")
     instances = []
     for i, row in enumerate(rows):
         instance = {input_name: row.tolist()}
-        instance.update({k: np.asarray(v)[i].tolist() for k, v in extra_inputs.items()})
+        instance.update({key: value[i].tolist() for key, value in extra.items()})
         instances.append(instance)
     return json.dumps({"signature_name": signature_name, "instances": instances})
 
 
-def parse_rest_response(body: str | dict) -> dict[str, np.ndarray]:
-    """TF Serving's `{"predictions": [...]}` or `{"outputs": {...}}` -> arrays by output name."""
+def parse_rest_response(body: str | dict, output_name: str | None = None
+                        ) -> dict[str, np.ndarray]:
+    """TF Serving's `:predict` answer -> arrays by output name.
+
+    TF Serving names the outputs of a signature with several (`{"predictions": [{name: value,
+    ...}, ...]}` in the row format, `{"outputs": {name: value, ...}}` in the columnar one), but
+    omits the name when the signature has one output: `{"predictions": [value, ...]}` and
+    `{"outputs": value}`. Such an answer is returned as `{output_name: array}`, so pass the
+    signature's output name (`"scores"` for DIN's `serving_default` and SASRec's `score`,
+    `"embedding"` for `user_embedding` / `item_embeddings`).
+
+    Args:
+        body: the response JSON, as a string or parsed.
+        output_name: the name of the output of a one-output signature; required when the
+            answer carries no output names, ignored when it does.
+
+    Raises:
+        RuntimeError: TF Serving answered `{"error": ...}`.
+        ValueError: the answer carries no output names and `output_name` is not given, or it
+            is neither TF Serving's row nor columnar answer.
+
+    Example:
+    >>> parse_rest_response('{"outputs": {"item_ids": [[4, 2]], "scores": [[0.5, 0.25]]}}')
+    {'item_ids': array([[4, 2]]), 'scores': array([[0.5 , 0.25]])}
+    >>> parse_rest_response('{"outputs": [[0.5, 0.25]]}', output_name="scores")
+    {'scores': array([[0.5 , 0.25]])}
+    >>> parse_rest_response('{"predictions": [[0.5, 0.25]]}', output_name="scores")
+    {'scores': array([[0.5 , 0.25]])}
+    """
     body = json.loads(body) if isinstance(body, str) else body
+    if not isinstance(body, dict) or not {"error", "outputs", "predictions"} & set(body):
+        raise ValueError("body must be TF Serving's :predict answer, an object with "
+                         f"'predictions', 'outputs' or 'error'. Received: {body!r:.200}")
     if "error" in body:
         raise RuntimeError(f"TF Serving returned an error: {body['error']}")
     if "outputs" in body:
         outputs = body["outputs"]
-        return {k: np.asarray(v) for k, v in outputs.items()}
+        if isinstance(outputs, dict):
+            return {k: np.asarray(v) for k, v in outputs.items()}
+        return {_unnamed_output(output_name, "outputs"): np.asarray(outputs)}
     predictions = body["predictions"]
     if predictions and isinstance(predictions[0], dict):
         return {k: np.asarray([p[k] for p in predictions]) for k in predictions[0]}
-    return {"output": np.asarray(predictions)}
+    return {_unnamed_output(output_name, "predictions"): np.asarray(predictions)}
+
+
+def _unnamed_output(output_name: str | None, key: str) -> str:
+    if not isinstance(output_name, str) or not output_name:
+        raise ValueError(
+            f"The answer's {key!r} holds no output names (TF Serving omits the name when the "
+            "signature has one output): pass output_name, the signature's output (e.g. "
+            f"'scores'). Received: output_name={output_name!r}")
+    return output_name
 
 
 def grpc_request(histories, model_name: str, signature_name: str = "serving_default",
@@ -80,7 +155,8 @@ def grpc_request(histories, model_name: str, signature_name: str = "serving_defa
     request.inputs[input_name].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.int64))
     for key, value in extra_inputs.items():
         dtype = tf.int32 if key == "k" else tf.int64
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(_extra_input(key, value),
+                                                          dtype=dtype))
     return request
 
 
@@ -102,7 +178,7 @@ def write_warmup_requests(path: str | os.PathLike, histories, model_name: str,
     from tensorflow_serving.apis import prediction_log_pb2
 
     rows = _history_rows(histories, None)
-    extra = {key: np.asarray(value) for key, value in extra_inputs.items()}
+    extra = {key: _extra_input(key, value) for key, value in extra_inputs.items()}
     for key, value in extra.items():
         if value.ndim == 0 or len(value) != len(rows):
             raise ValueError(f"{key} must have one row per history ({len(rows)}). "

@@ -1,6 +1,7 @@
 """TF Serving's versioned layout `<root>/<name>/<version>/`, written atomically."""
 
 import contextlib
+import numbers
 import os
 import shutil
 import tempfile
@@ -21,9 +22,30 @@ def next_version(model_dir: str | os.PathLike) -> int:
     return versions[-1] + 1 if versions else 1
 
 
+def check_version(version) -> int:
+    """`version` as an `int`, or a `ValueError` unless it is an integer `>= 0` (TF Serving loads
+    only version directories named by a non-negative integer; `keep_latest` sees only those).
+
+    Example:
+    >>> check_version(3)
+    3
+    >>> check_version(-3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: version must be an int >= 0 (...). Received: version=-3
+    """
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 0:
+        raise ValueError("version must be an int >= 0 (TF Serving loads only non-negative "
+                         f"integer version directories). Received: version={version!r}")
+    return int(version)
+
+
 @contextlib.contextmanager
 def atomic_version_dir(model_dir: str | os.PathLike, version: int | None = None):
     """Yields a scratch directory; on success renames it to `model_dir/<version>`.
+
+    `version` defaults to one more than the newest; any other must be an int `>= 0`
+    (`check_version`: a `ValueError` before anything is written).
 
     The scratch directory lives beside the versions (same file system, so `os.rename` is atomic)
     under a name TF Serving ignores (not an integer). If the body raises, the scratch directory
@@ -39,9 +61,10 @@ def atomic_version_dir(model_dir: str | os.PathLike, version: int | None = None)
     >>> existing_versions(root / "m")
     [1]
     """
+    version = None if version is None else check_version(version)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_dir) if version is None else int(version)
+    version = next_version(model_dir) if version is None else version
     final = model_dir / str(version)
     if final.exists():
         raise FileExistsError(f"Version {version} already exists at {final}; not overwriting.")

@@ -24,7 +24,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data.item_sets import item_set
 from tfrec_attn.data.sequences import pad_left
-from tfrec_attn.data.vocabulary import FIRST_ITEM_ID
+from tfrec_attn.data.vocabulary import FIRST_ITEM_ID, OOV_ID
 from tfrec_attn.layers import (
     HistoryTopK,
     ItemDropout,
@@ -195,16 +195,37 @@ def build_topk_autoencoder(model: keras.Model, k: int = 10,
     return keras.Model(model.input, outputs, name="attention_autoencoder_topk")
 
 
+def _item_set_rows(histories, vocab_size: int) -> list[np.ndarray]:
+    """One int64 array of distinct ids per user, as `export.read_item_sets` reads a request:
+    ids outside `[0, vocab_size)` become OOV (1), padding (0) is dropped, repeats collapse to
+    the most recent occurrence. Non-integer ids are refused (a float would be truncated)."""
+    rows = []
+    for user, history in enumerate(histories):
+        row = np.asarray(history).ravel()
+        if row.size and (row.dtype.kind not in "iu"):
+            raise ValueError(f"histories must hold integer item ids. Received dtype {row.dtype} "
+                             f"for user {user}")
+        row = row.astype(np.int64)
+        row = np.where((row < 0) | (row >= vocab_size), OOV_ID, row)
+        rows.append(item_set(row[row != 0]))
+    return rows
+
+
 def recommend_from_item_sets(model: keras.Model, histories, k: int = 10) -> dict[str, np.ndarray]:
     """Top-`k` items for each user, never one of the user's input items.
 
+    The same answer as the exported model's `serving_default` (`export.export_autoencoder`):
+    ids outside `[0, vocab_size)` are read as OOV (1), and when a user leaves fewer than `k`
+    eligible items (real ids not in the history), the slots left over hold id `-1` with score
+    `-inf` (after the eligible items); padding, OOV and the user's items are never returned.
+
     Args:
         model: from `build_attention_autoencoder` (trained), or any functional model from
-            left-padded ids `(batch, T)` to catalogue scores `(batch, vocab)`.
-        histories: one array of item ids per user (chronological or a set), or an `(n, T)`
-            int array padded with 0. The model reads the most recent `max_len` items; every
-            item of the history is excluded, including those beyond `max_len`.
-        k: how many items to return.
+            left-padded ids `(batch, T)` to catalogue scores `(batch, vocab)`, `vocab` fixed.
+        histories: one array of integer item ids per user (chronological or a set), or an
+            `(n, T)` int array padded with 0. The model reads the most recent `max_len` items;
+            every item of the history is excluded, including those beyond `max_len`.
+        k: how many items to return, at most the number of real items (`vocab - 2`).
 
     Returns:
         `{"item_ids": int64 (n, k), "scores": float32 (n, k)}`, best first.
@@ -214,18 +235,25 @@ def recommend_from_item_sets(model: keras.Model, histories, k: int = 10) -> dict
     >>> out = recommend_from_item_sets(model, [np.array([2, 3, 4, 5, 6])], k=3)
     >>> out["item_ids"].shape, bool(np.isin(out["item_ids"], [0, 1, 2, 3, 4, 5, 6]).any())
     ((1, 3), False)
+    >>> out = recommend_from_item_sets(model, [np.arange(2, 11)], k=3)  # one item left: 11
+    >>> out["item_ids"].tolist(), bool(np.isinf(out["scores"][0, 1:]).all())
+    ([[11, -1, -1]], True)
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"k must be a positive int. Received: k={k!r}")
-    rows = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
+    vocab_size = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    if vocab_size is None:
+        raise ValueError("model must output catalogue scores (batch, vocab) with a fixed vocab. "
+                         f"Received output shape {model.output_shape}")
+    items = vocab_size - FIRST_ITEM_ID
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= items:
+        raise ValueError(f"k must be a positive int of at most {items} (the number of real "
+                         f"items). Received: k={k!r}")
+    rows = _item_set_rows(histories, vocab_size)
     if not rows:
         raise ValueError("histories is empty: give at least one user's item ids.")
-    # Real ids only, as the distinct items training saw (`make_item_set_dataset` reads sets).
-    rows = [item_set(row[row != 0]) for row in rows]
     full = pad_left(rows, max(1, max((len(r) for r in rows), default=1)))
     max_len = model.input.shape[1]
     inputs = full if max_len is None else pad_left(rows, max_len)
-    top_k = HistoryTopK(k=k)
+    top_k = HistoryTopK(k=int(k), mark_unfilled=True)
     ids, scores = [], []
     for start in range(0, len(rows), RECOMMEND_BATCH):  # bounded memory: (batch, vocab) scores
         batch = slice(start, start + RECOMMEND_BATCH)
