@@ -93,7 +93,7 @@ def test_rest_payloads_match_keras_tower(data, exported, signature, columnar):
     body = rest_request(history, signature_name=signature, columnar=columnar,
                         candidates=candidates)
     assert ('"inputs"' in body) == columnar and '"candidates"' in body
-    got = parse_rest_response(predict_like_tf_serving(path, body))
+    got = parse_rest_response(predict_like_tf_serving(path, body), output_name="scores")
     want = keras_scores(din.tower, history, candidates)
     if signature == "serving_default":
         np.testing.assert_allclose(got["scores"], want, rtol=1e-5, atol=1e-5)

@@ -3,7 +3,8 @@
 No TF Serving binary can be installed on the build machines, so tests send the exact JSON body
 to this function instead: it loads the SavedModel with `tf.saved_model.load`, converts the JSON
 to tensors by the signature's declared dtypes (as TF Serving does), calls the signature and
-answers in TF Serving's response format.
+answers in TF Serving's response format (a signature with one output: its values without the
+output's name, as TF Serving answers).
 """
 
 import json
@@ -28,8 +29,12 @@ def predict_like_tf_serving(export_dir: str, body: str) -> str:
         return json.dumps({"error": f"unknown inputs {sorted(unknown)}"})
     tensors = {n: tf.constant(v, dtype=specs[n].dtype) for n, v in inputs.items()}
     outputs = {k: v.numpy().tolist() for k, v in signature(**tensors).items()}
+    # TF Serving drops the output's name when the signature has only one
+    single = next(iter(outputs.values())) if len(outputs) == 1 else None
     if "instances" in request:
+        if single is not None:
+            return json.dumps({"predictions": single})
         rows = len(next(iter(outputs.values())))
         return json.dumps({"predictions": [{k: v[i] for k, v in outputs.items()}
                                            for i in range(rows)]})
-    return json.dumps({"outputs": outputs})
+    return json.dumps({"outputs": outputs if single is None else single})
