@@ -30,8 +30,10 @@ from tfrec_attn.benchmarking.families import families_settings, format_table, ru
 from tfrec_attn.data import DataError
 from tfrec_attn.layers import ATTENTION_KINDS
 from tfrec_attn.training import run_training
+from tfrec_attn.training.distribution import StrategyError
 from tfrec_attn.training.run_options import OutputExistsError
 from tfrec_attn.training.run_options import check_output_dir as check_run_dir
+from tfrec_attn.validation import DataOptionError
 
 VARIANT_FLAGS = ("--attention", "--output", "--export-root")  # set per variant by the benchmark
 
@@ -182,6 +184,22 @@ def _checked(parser: argparse.ArgumentParser, check, *args):
         parser.error(str(err))
 
 
+def _run_variants(parser: argparse.ArgumentParser, options: dict, output: str,
+                  train_argv: list[str]) -> dict:
+    """`variants(...)`; what the train command reports as a usage error (a malformed --data
+    file, an option that does not fit the data, the strategy) exits 2 the same way here. A
+    failure leaves no `output` directory the benchmark created and nothing was written to."""
+    created = not Path(output).exists()
+    try:
+        return variants(options, output, train_argv)
+    except (DataError, DataOptionError, StrategyError) as err:  # usage errors of `train`
+        flag = "--data: " if isinstance(err, DataError) else ""
+        parser.error(f"train flags after --: {flag}{err}")
+    finally:
+        if created and Path(output).is_dir() and not any(Path(output).iterdir()):
+            Path(output).rmdir()
+
+
 def main(argv=None) -> int:
     p, subs = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -193,7 +211,7 @@ def main(argv=None) -> int:
     if args.command == "variants":
         _checked(sub, check_output_dir, args.output)
         options = _checked(sub, variant_options, args.kinds.split(","), args.output, train_argv)
-        variants(options, args.output, train_argv)
+        _run_variants(sub, options, args.output, train_argv)
         return 0
     if args.command == "families":
         _checked(sub, check_output_dir, args.output)
@@ -209,6 +227,7 @@ def main(argv=None) -> int:
         return attention_cli.run_cli(args)
     if args.epochs < 0:
         sub.error(f"--epochs must be >= 0. Received: {args.epochs}")
+    _checked(sub, speed.check_speed_args, args)
     if args.output:
         _checked(sub, check_output_dir, args.output)
     record = speed.measure_speed(args)

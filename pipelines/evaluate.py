@@ -25,6 +25,7 @@ from tfrec_attn.training.run_evaluation import (
     check_protocols,
     evaluate_run,
     evaluation_table,
+    run_check_warnings,
 )
 from tfrec_attn.validation import check_directory_path
 
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
             report = evaluate_run(args.run_dir, protocols, ks=ks, bootstrap=args.bootstrap,
                                   seed=args.seed, output=args.output)
             print(evaluation_table(report))
+            for line in run_check_warnings(report):
+                print(f"tfrec-attn evaluate: warning: {line}", file=sys.stderr)
     except (ValueError, FileNotFoundError) as err:
         print(f"tfrec-attn evaluate: {err}", file=sys.stderr)
         return 2

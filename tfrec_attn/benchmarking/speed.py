@@ -30,6 +30,42 @@ from tfrec_attn.training import EpochTimer
 RECORD_FILE = "speed.json"
 
 
+def check_speed_args(args) -> None:
+    """Raises `ValueError` naming the bad flag of the `speed` command, before anything runs:
+    the synthetic sizes (`--users` >= 1, `--items` >= 2, `--length` >= 1), the positive
+    `--batch-size` and `--throughput-steps`, and a valid model (`--max-len`, `--dim`,
+    `--blocks`, `--loss`, as `SASRecConfig` checks them).
+
+    Example:
+    >>> import types
+    >>> args = types.SimpleNamespace(users=0, items=10, length=9.3, batch_size=8,
+    ...                              throughput_steps=1, max_len=5, dim=8, blocks=1,
+    ...                              loss="softmax")
+    >>> check_speed_args(args)
+    Traceback (most recent call last):
+    ...
+    ValueError: --users must be an int >= 1. Received: --users 0
+    >>> check_speed_args(types.SimpleNamespace(**{**vars(args), "users": 1, "blocks": 0}))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --max-len / --dim / --blocks: num_blocks must be a positive int. Received: ...
+    """
+    for flag, low in (("users", 1), ("items", 2), ("batch_size", 1), ("throughput_steps", 1)):
+        value = getattr(args, flag)
+        if value < low:
+            name = "--" + flag.replace("_", "-")
+            raise ValueError(f"{name} must be an int >= {low}. Received: {name} {value}")
+    if not args.length >= 1:
+        raise ValueError(f"--length (mean events per user) must be >= 1. Received: --length "
+                         f"{args.length}")
+    try:
+        SASRecConfig(vocab_size=4, max_len=args.max_len, dim=args.dim, num_blocks=args.blocks,
+                     loss=args.loss)
+    except ValueError as err:
+        raise ValueError(f"--max-len / --dim / --blocks: {err}") from None
+
+
 def measure_speed(args) -> dict:
     """Trains `args.epochs` epochs on synthetic data and times them; returns the JSON record.
 

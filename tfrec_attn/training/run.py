@@ -45,7 +45,9 @@ from tfrec_attn.training.run_options import (
     check_output_dir,
     check_positive_numbers,
     check_synthetic_sizes,
+    data_source,
     model_config,
+    replacing_run,
     require_full_batch,
 )
 from tfrec_attn.training.scoring import make_score_fn
@@ -174,7 +176,8 @@ def check_trainable(options: RunOptions, data, split) -> None:
         f"{data_flags(options)}: no user to train on: {data.num_users} users kept and "
         f"{len(data.dropped_users)} dropped by --min-events {options.min_events}, and none of "
         "the kept has a training sequence of 2 items after leave-one-out holds out its last 2 "
-        "events (a user needs at least 4 events, counted after duplicate rows are removed).")
+        "events (a user needs at least 4 events; every row is one event, repeats of an item "
+        "included).")
 
 
 def check_eval_protocol(protocol: str, split, vocab_size: int) -> None:
@@ -297,10 +300,14 @@ def run_under_strategy(options: RunOptions, run: Callable, callbacks=()) -> dict
     replicas; the seed (`keras.utils.set_random_seed(options.seed)`); a `models.config` under
     `options.export_root` the export could not merge into fails now (`read_models_config`),
     not after training; a finished run already in `out` is refused unless `options.overwrite`
-    (`check_output_dir`); `out`, the run's directory, is created (and removed again if the
-    run fails before writing to it): the chief's `options.output`,
+    (`check_output_dir`, which only checks); `out`, the run's directory, is created (and
+    removed again if the run fails before writing to it): the chief's `options.output`,
     elsewhere a temporary directory deleted afterwards (`output_dir`); `export_root` is where
-    this process exports (`export_dir`).
+    this process exports (`export_dir`). While `run` runs, the files derived from a finished
+    run it replaces (`DERIVED_RUN_FILES`: evaluate / optimize reports, TensorBoard logs) are
+    kept aside, deleted once `run` returns (it wrote its `metrics.json`) and put back if it
+    fails, so a failed `--overwrite` (bad data, a check after the data are read, a crash)
+    loses nothing (`replacing_run`).
 
     Args:
         options: the run's options (a `RunOptions` subclass with `output` and
@@ -323,7 +330,8 @@ def run_under_strategy(options: RunOptions, run: Callable, callbacks=()) -> dict
         out.mkdir(parents=True, exist_ok=True)
         export_root = export_dir(options.export_root, strategy, out)
         try:
-            return run(options, strategy, out, export_root, callbacks)
+            with replacing_run(out):
+                return run(options, strategy, out, export_root, callbacks)
         except BaseException:
             if created and not any(out.iterdir()):  # e.g. bad data: leave no empty directory
                 out.rmdir()
@@ -339,6 +347,7 @@ def export_dir(export_root: str | None, strategy: tf.distribute.Strategy, out: P
 def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
          export_root: str | Path | None, callbacks=()) -> dict:
     frame = load_data(options)
+    source = data_source(options)  # the bytes just read
     data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size
     check_users_kept(options, data)
@@ -377,7 +386,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
         # epochs restored from --backup-dir (0: trained from scratch)
         "resumed_epochs": fitted.resumed_epochs,
         "protocol": protocol,
-        "dataset": {"name": options.data or "synthetic", "format": options.format,
+        # name: --data as given; path, fingerprint: what `load_run` reloads and checks
+        "dataset": {"name": options.data or "synthetic", **source, "format": options.format,
                     "users": data.num_users, "items": vocab_size - 2,
                     "interactions": data.num_interactions},
         "model": model.config.to_dict(),

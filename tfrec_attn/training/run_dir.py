@@ -4,7 +4,10 @@ A run directory (written by `run_training`) holds `metrics.json` (with `"model"`
 `SASRecConfig` fields, and `"options"`, the `TrainOptions` fields except `model`),
 `checkpoint/weights` (a TF checkpoint from `model.save_weights`) and `item_vocabulary.json`.
 `load_run` rebuilds everything from those, re-creating the split deterministically the way
-`run_training` does, so later steps (optimization, export) evaluate on the same test users.
+`run_training` does, so later steps (optimization, export) evaluate on the same test users. The
+data file is the one `metrics.json` `"dataset"` records (`"path"`, absolute, so any working
+directory will do), and must still be the file the run read (`"fingerprint"`, its size and
+SHA-256); runs written before these were recorded are reloaded from `--data` as given.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from tfrec_attn.data import Vocabulary, pad_left
 from tfrec_attn.data.sequences import Split
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.run import TrainOptions, item_probabilities, load_data, load_sequences
+from tfrec_attn.training.run_options import data_fingerprint
 
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint/weights"
@@ -31,7 +35,8 @@ class RunArtifacts:
 
     Attributes:
         path: the run directory.
-        options: the run's `TrainOptions` (`model` holds the `SASRecConfig` fields).
+        options: the run's `TrainOptions` (`model` holds the `SASRecConfig` fields; `data`
+            the data file's recorded absolute path, see `run_data`).
         model: the trained `SASRec` with its checkpoint restored.
         split: the leave-one-out split the run trained and was evaluated on.
         vocab_size: id-space size (padding and OOV included).
@@ -85,13 +90,54 @@ def restore_model(config: SASRecConfig | dict, checkpoint: str | os.PathLike,
     return model
 
 
+def run_data(options: TrainOptions, dataset: dict, run_dir: str | os.PathLike) -> TrainOptions:
+    """`options` reading the data file the run in `run_dir` trained on: the absolute `"path"`
+    its metrics' `dataset` records (else `options.data`, as given), checked against the
+    recorded `"fingerprint"` when there is one.
+
+    Raises:
+        FileNotFoundError: the data file is missing or moved (named).
+        ValueError: the file's size or SHA-256 is not the recorded one (named, with both).
+    """
+    if not options.data:
+        return options  # synthetic: the generator settings in `options` identify the data
+    path = dataset.get("path") or options.data
+    given = "" if path == options.data else f" (--data {options.data})"
+    if not Path(path).exists():
+        hint = "" if os.path.isabs(path) else (
+            "; --data was recorded as given, relative to the directory train ran in")
+        raise FileNotFoundError(f"The data the run in {run_dir} was trained on is missing or "
+                                f"was moved: {path}{given}{hint}.")
+    recorded = dataset.get("fingerprint")
+    if recorded is not None:
+        current = data_fingerprint(path, options.format)
+        if current != recorded:
+            raise ValueError(f"The data the run in {run_dir} was trained on changed since: "
+                             f"{path}{given}: {_changes(recorded, current)}. Its split cannot "
+                             "be re-created; restore that file or train a new run.")
+    return dataclasses.replace(options, data=path)
+
+
+def _changes(recorded: dict, current: dict) -> str:
+    """What differs between two `data_fingerprint`s, for `run_data`'s message."""
+    if set(recorded) != set(current):
+        return f"it reads {sorted(current)} now, {sorted(recorded)} then"
+    return "; ".join(f"{name} is {_describe(current[name])} now, {_describe(recorded[name])} "
+                     "then" for name in recorded if recorded[name] != current[name])
+
+
+def _describe(record: dict) -> str:
+    return f"{record['bytes']} bytes (sha256 {record['sha256'][:12]}...)"
+
+
 def load_run(run_dir: str | os.PathLike) -> RunArtifacts:
     """Reloads the run in `run_dir` (see the module docstring for what it must hold).
 
     Raises:
         FileNotFoundError: `run_dir`, its metrics, checkpoint, vocabulary or the run's data file
             is missing (the message names the path).
-        ValueError: the re-created data no longer matches the run (another vocabulary).
+        ValueError: the data file changed since the run trained (`run_data`), or the
+            re-created data no longer matches the run (another vocabulary).
     """
     run_dir = Path(run_dir)
     _require(run_dir, "Run directory")
@@ -99,9 +145,8 @@ def load_run(run_dir: str | os.PathLike) -> RunArtifacts:
     _require(run_dir / "checkpoint" / "checkpoint", "Checkpoint")
     vocab_path = _require(run_dir / VOCABULARY, "Item vocabulary")
     metrics = json.loads(metrics_path.read_text())
-    options = options_from_metrics(metrics, metrics_path)
-    if options.data:
-        _require(Path(options.data), "Training data")
+    options = run_data(options_from_metrics(metrics, metrics_path),
+                       metrics.get("dataset", {}), run_dir)
     frame = load_data(options)
     data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size

@@ -195,6 +195,29 @@ def _run_check(run, protocol: str, seed: int, model_metrics: dict) -> dict | Non
     return {"metrics_compared": keys, "max_abs_difference": gap}
 
 
+def run_check_warnings(report: dict) -> list[str]:
+    """One line per protocol whose `run_check` found the reloaded model's metrics away from the
+    run's `metrics.json` (a non-zero `max_abs_difference`): the reload is not faithful, so the
+    report may not describe the model that was trained.
+
+    Example:
+    >>> report = {"run_dir": "runs/a", "protocols": {
+    ...     "full": {"run_check": {"max_abs_difference": 0.02}},
+    ...     "sampled-100": {"run_check": None}}}
+    >>> print(*run_check_warnings(report))  # doctest: +ELLIPSIS
+    full protocol: the reloaded model of runs/a differs from its metrics.json by up to 0.02 ...
+    """
+    lines = []
+    for protocol, section in report["protocols"].items():
+        gap = (section.get("run_check") or {}).get("max_abs_difference")
+        if gap:
+            lines.append(f"{protocol} protocol: the reloaded model of {report['run_dir']} "
+                         f"differs from its metrics.json by up to {gap:.4g} (run_check in "
+                         f"{EVALUATION}): the reload is not faithful, so these numbers may not "
+                         "be the trained model's.")
+    return lines
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     protocols: Sequence[str] = PROTOCOLS,

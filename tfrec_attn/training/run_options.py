@@ -15,12 +15,16 @@ ValueError: model options ['blocks'] are not DINConfig fields; known: ['attentio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import os
 import shutil
 from pathlib import Path
 
 from tfrec_attn._keras import tf
 from tfrec_attn.data import FORMATS
+from tfrec_attn.data.readers import _movielens_file  # the reader's own choice of file
 from tfrec_attn.training.backup import check_backup_dir
 from tfrec_attn.training.distribution import STRATEGIES
 from tfrec_attn.validation import (
@@ -61,8 +65,9 @@ class RunOptions:
             of the weights with this decay per step (`weight_averaging.py`); `None`: the
             weights as trained. Defaults to `None`.
         overwrite: bool. Replace the finished run already in `output` (its `metrics.json`)
-            and the files derived from it; without it such a run is refused
-            (`check_output_dir`). Defaults to `False`.
+            and the files derived from it, which are deleted only once the new run has
+            written its `metrics.json` and put back if it fails (`replacing_run`); without it
+            such a run is refused (`check_output_dir`). Defaults to `False`.
 
     Example:
     >>> RunOptions(jit_compile=True).export_root
@@ -113,9 +118,51 @@ def check_data_source(options) -> None:
                          f"default): name the file's format, one of {FORMATS}.")
 
 
+def data_source(options) -> dict:
+    """What identifies the data file(s) a run reads, for its `metrics.json` `"dataset"`:
+    `"path"`, `options.data` made absolute (the run can be reloaded from any directory), and
+    `"fingerprint"` (`data_fingerprint`); `{}` for synthetic data, which the generator
+    settings in the run's options identify.
+
+    Example:
+    >>> import pathlib, tempfile, types
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "seq.txt"
+    >>> _ = path.write_text("1 5\\n")
+    >>> source = data_source(types.SimpleNamespace(format="sasrec", data=str(path)))
+    >>> source["path"] == str(path), source["fingerprint"]["seq.txt"]["bytes"]
+    (True, 4)
+    >>> data_source(types.SimpleNamespace(format="synthetic", data=None))
+    {}
+    """
+    if options.format == "synthetic":
+        return {}
+    path = os.path.abspath(options.data)
+    return {"path": path, "fingerprint": data_fingerprint(path, options.format)}
+
+
+def data_fingerprint(path: str | os.PathLike, format: str) -> dict:
+    """`{name: {"bytes": size, "sha256": hex digest}}` of each file the `format` reader reads
+    for `path` (the file itself, or the ratings file a MovieLens directory holds), by its name
+    inside `path` (a file: its own name)."""
+    path = Path(path)
+    files = [_movielens_file(path)] if format == "movielens" and path.is_dir() else [path]
+    fingerprint = {}
+    for file in files:
+        digest = hashlib.sha256()
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        name = file.name if file == path else file.relative_to(path).as_posix()
+        fingerprint[name] = {"bytes": file.stat().st_size, "sha256": digest.hexdigest()}
+    return fingerprint
+
+
 # What a finished run directory holds besides the run's own files, derived from that run by
 # `tfrec-attn evaluate` / `optimize`, and its TensorBoard logs: stale once the run is replaced.
 DERIVED_RUN_FILES = ("evaluation.json", "optimize.json", "optimize.png", "optimized", "tensorboard")
+# Where `replacing_run` keeps the replaced run's derived files (and a copy of its metrics.json)
+# while the new run trains: a hidden directory inside the run directory.
+REPLACED_RUN_DIR = ".replaced-run"
 
 
 class OutputExistsError(FileExistsError):
@@ -124,9 +171,8 @@ class OutputExistsError(FileExistsError):
 
 def check_output_dir(output, overwrite: bool) -> None:
     """Refuses to train into a directory holding a finished run (its `metrics.json`), unless
-    `overwrite`, which removes the files derived from that run (`DERIVED_RUN_FILES`) so none
-    is left describing another model. An interrupted run (no `metrics.json` yet) may be
-    resumed into (`backup_dir`).
+    `overwrite`. Only checks: `replacing_run` sets the replaced run's files aside. An
+    interrupted run (no `metrics.json` yet) may be resumed into (`backup_dir`).
 
     Raises:
         OutputExistsError: a finished run is there and `overwrite` is false.
@@ -140,19 +186,95 @@ def check_output_dir(output, overwrite: bool) -> None:
     Traceback (most recent call last):
     ...
     tfrec_attn.training.run_options.OutputExistsError: ... holds a finished run ...
+    >>> check_output_dir(out, overwrite=True)  # allowed, and nothing is removed
+    >>> sorted(p.name for p in out.iterdir())
+    ['metrics.json']
     """
     out = Path(output)
-    if not (out / "metrics.json").exists():
-        return
-    if not overwrite:
+    if (out / "metrics.json").exists() and not overwrite:
         raise OutputExistsError(f"{out} holds a finished run (metrics.json); choose another "
                                 "--output, or pass --overwrite to replace it")
-    for name in DERIVED_RUN_FILES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+
+
+@contextlib.contextmanager
+def replacing_run(output):
+    """Around a run training into `output`: the files derived from the finished run already
+    there (`DERIVED_RUN_FILES`), which would describe another model, are moved aside into
+    `output/REPLACED_RUN_DIR` (with a copy of its `metrics.json`) when the run starts, and
+    deleted once the new run has returned (it wrote its `metrics.json`). If the run fails, they
+    are put back, so a failed `--overwrite` leaves the old run as it was: where the failed run
+    recreated one of those names (its `tensorboard/` logs), the old run's version replaces it.
+    Nothing happens without a finished run in `output`. A set-aside left by a process that was
+    killed first is settled when the next run starts (`settle_replaced_run`).
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (out / "metrics.json").write_text("old")
+    >>> _ = (out / "evaluation.json").write_text("of the old run")
+    >>> try:
+    ...     with replacing_run(out):
+    ...         sorted(p.name for p in out.iterdir())
+    ...         raise RuntimeError("the new run failed")
+    ... except RuntimeError:
+    ...     pass
+    ['.replaced-run', 'metrics.json']
+    >>> sorted(p.name for p in out.iterdir())  # put back
+    ['evaluation.json', 'metrics.json']
+    >>> with replacing_run(out):
+    ...     _ = (out / "metrics.json").write_text("new")
+    >>> sorted(p.name for p in out.iterdir())  # deleted: it described the replaced run
+    ['metrics.json']
+    """
+    out = Path(output)
+    settle_replaced_run(out)
+    aside = out / REPLACED_RUN_DIR
+    names = [name for name in DERIVED_RUN_FILES if (out / name).exists()]
+    if not (out / "metrics.json").exists() or not names:
+        yield
+        return
+    aside.mkdir()
+    shutil.copy2(out / "metrics.json", aside / "metrics.json")  # which run they belong to
+    for name in names:
+        os.replace(out / name, aside / name)
+    try:
+        yield
+    except BaseException:
+        _restore_replaced_run(out)
+        raise
+    shutil.rmtree(aside)
+
+
+def settle_replaced_run(output) -> None:
+    """Settles `output/REPLACED_RUN_DIR` left by a run killed before `replacing_run` finished:
+    deleted if a newer run has written `output/metrics.json` since (the files described the
+    replaced run), else put back (the replaced run is still the one in `output`)."""
+    out = Path(output)
+    aside = out / REPLACED_RUN_DIR
+    if not aside.is_dir():
+        return
+    current, replaced = out / "metrics.json", aside / "metrics.json"
+    if current.exists() and replaced.exists() and current.read_bytes() != replaced.read_bytes():
+        shutil.rmtree(aside)
+    else:
+        _restore_replaced_run(out)
+
+
+def _restore_replaced_run(out: Path) -> None:
+    aside = out / REPLACED_RUN_DIR
+    for path in aside.iterdir():
+        if path.name == "metrics.json":
+            continue
+        _remove(out / path.name)  # what the failed run wrote under that name
+        os.replace(path, out / path.name)
+    shutil.rmtree(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def check_backup_and_ema(options) -> None:

@@ -1,0 +1,136 @@
+"""`train --overwrite` that fails (bad data, a check after the data are read, a crash while
+training) leaves the finished run it was to replace as it was, the files derived from it
+included (`run_options.replacing_run`, around every run type's body in `run_under_strategy`)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines import train as train_pipeline
+from tfrec_attn._keras import keras
+from tfrec_attn.training import TrainOptions, run_training
+from tfrec_attn.training.run import run_under_strategy
+from tfrec_attn.training.run_options import (
+    DERIVED_RUN_FILES,
+    REPLACED_RUN_DIR,
+    settle_replaced_run,
+)
+
+# 40 items: too few for the 100 negatives of --eval-protocol sampled-100.
+TINY = ["--format", "synthetic", "--synthetic-users", "60", "--synthetic-items", "40",
+        "--synthetic-length", "8", "--max-len", "8", "--dim", "8", "--blocks", "1",
+        "--epochs", "1", "--verbose", "0", "--export-root", ""]
+
+
+def _snapshot(out: Path) -> dict:
+    return {p.relative_to(out).as_posix(): p.read_bytes()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _add_derived_files(out: Path) -> None:
+    """What `tfrec-attn evaluate` / `optimize` write into a finished run."""
+    (out / "evaluation.json").write_text('{"of": "the old run"}')
+    (out / "optimize.json").write_text("{}")
+    (out / "optimize.png").write_bytes(b"png")
+    (out / "optimized" / "pruned").mkdir(parents=True)
+    (out / "optimized" / "pruned" / "weights").write_bytes(b"w")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("overwrite") / "run"
+    assert train_pipeline.main(TINY + ["--output", str(out)]) == 0
+    _add_derived_files(out)
+    assert (out / "tensorboard").is_dir()
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    return out
+
+
+def _bad_data(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 5\n1\n1 7\n")
+    return ["--format", "sasrec", "--data", str(bad), "--epochs", "1", "--verbose", "0",
+            "--export-root", ""], "expected 2 fields, got 1"
+
+
+def _sampled_protocol_too_large(tmp_path):
+    return TINY + ["--eval-protocol", "sampled-100"], "--eval-protocol sampled-100 samples 100"
+
+
+@pytest.mark.parametrize("failure", [_bad_data, _sampled_protocol_too_large])
+def test_a_failed_overwrite_keeps_the_old_run_and_its_derived_files(run_copy, tmp_path, capsys,
+                                                                   failure):
+    before = _snapshot(run_copy)
+    argv, message = failure(tmp_path)
+    assert train_pipeline.main(argv + ["--output", str(run_copy), "--overwrite"]) == 2
+    assert message in capsys.readouterr().err
+    assert _snapshot(run_copy) == before
+    assert not (run_copy / REPLACED_RUN_DIR).exists()
+
+
+class Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise RuntimeError("crashed while training")
+
+
+def test_a_crash_while_training_puts_the_old_tensorboard_logs_back(run_copy):
+    """The failed run wrote its own `tensorboard/` before it crashed; the old run's logs,
+    which describe the `metrics.json` still there, replace them."""
+    before = _snapshot(run_copy)
+    options = TrainOptions(output=str(run_copy), overwrite=True, synthetic_users=60,
+                           synthetic_items=40, synthetic_length=8.0, epochs=1, verbose=0,
+                           export_root=None, model={"max_len": 8, "dim": 8, "num_blocks": 1})
+    with pytest.raises(RuntimeError, match="crashed while training"):
+        run_training(options, callbacks=[Crash()])
+    assert _snapshot(run_copy) == before
+    assert not (run_copy / REPLACED_RUN_DIR).exists()
+
+
+def _write_metrics(out: Path, run: str) -> None:
+    (out / "metrics.json").write_text(json.dumps({"run": run}))
+
+
+@pytest.mark.parametrize("model_type", list(train_pipeline.MODEL_TYPES))
+def test_every_run_type_deletes_the_derived_files_only_once_it_wrote_metrics(tmp_path,
+                                                                             model_type):
+    out = tmp_path / "run"
+    out.mkdir()
+    _write_metrics(out, "old")
+    _add_derived_files(out)
+    (out / "tensorboard").mkdir()
+    seen = {}
+
+    def run(options, strategy, out, export_root, callbacks):
+        seen["during"] = sorted(p.name for p in out.iterdir())
+        _write_metrics(out, "new")
+        return {"run": "new"}
+
+    options = train_pipeline.options_from_args(
+        ["--model", model_type, "--output", str(out), "--overwrite", "--export-root", ""])
+    assert run_under_strategy(options, run) == {"run": "new"}
+    assert seen["during"] == [REPLACED_RUN_DIR, "metrics.json"]  # set aside, not deleted
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    assert not set(DERIVED_RUN_FILES) & {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("newer_run_finished", [False, True])
+def test_a_set_aside_left_by_a_killed_run_is_settled(tmp_path, newer_run_finished):
+    """A process killed while training cannot put the files back; the next run (or
+    `settle_replaced_run`) does, unless a newer run wrote its metrics.json since."""
+    out = tmp_path / "run"
+    (out / REPLACED_RUN_DIR).mkdir(parents=True)
+    _write_metrics(out / REPLACED_RUN_DIR, "old")
+    (out / REPLACED_RUN_DIR / "evaluation.json").write_text("of the old run")
+    _write_metrics(out, "new" if newer_run_finished else "old")
+    settle_replaced_run(out)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == (["metrics.json"] if newer_run_finished
+                     else ["evaluation.json", "metrics.json"])
