@@ -146,3 +146,13 @@ def test_bad_tf_config_is_a_usage_error(tmp_path, capsys, monkeypatch, tf_config
 def test_jit_compile_help_has_no_false_caveat():
     help_text = train_pipeline.parser().format_help()
     assert "not for bce" not in help_text
+
+
+def test_catalogue_smaller_than_the_largest_cutoff_names_the_file(tmp_path, capsys):
+    """12 items trained an epoch, then failed in the evaluation: max(ks)=20 exceeds 12."""
+    data = tmp_path / "log.txt"
+    data.write_text("".join(f"u{u} i{(u + e) % 12}\n" for u in range(30) for e in range(6)))
+    err = _usage_error(["--data", str(data), "--format", "sasrec", "--max-len", "5", "--dim",
+                        "8", "--epochs", "1", "--verbose", "0", "--export-root", ""],
+                       tmp_path, capsys)
+    assert f"--data {data}: 12 items" in err and "at least 20 items" in err

@@ -63,6 +63,10 @@ class EpochEvaluation(keras.callbacks.Callback):
         self.records = [dict(r) for r in state["records"]]
 
 
+# The cut-offs a run ranks its validation users at (`RankingEvaluation`'s default).
+RANKING_CUTOFFS = (1, 5, 10, 20)
+
+
 class RankingEvaluation(EpochEvaluation):
     """Computes ranking metrics on held-out rows at the end of every epoch into `logs`.
 
@@ -80,7 +84,7 @@ class RankingEvaluation(EpochEvaluation):
     """
 
     def __init__(self, score_fn, histories, targets, vocab_size: int, protocol: str = "full",
-                 ks=(1, 5, 10, 20), prefix: str = "val_", seed: int = 0,
+                 ks=RANKING_CUTOFFS, prefix: str = "val_", seed: int = 0,
                  logged=("ndcg@10", "hr@10", "mrr")):
         super().__init__(prefix=prefix, logged=logged)
         self.score_fn = score_fn

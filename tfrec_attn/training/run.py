@@ -25,7 +25,7 @@ from tfrec_attn.evaluation.protocols import parse_protocol
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig
-from tfrec_attn.training.callbacks import RankingEvaluation
+from tfrec_attn.training.callbacks import RANKING_CUTOFFS, RankingEvaluation
 from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.distribution import (
     check_cluster_batch,
@@ -178,6 +178,17 @@ def check_trainable(options: RunOptions, data, split) -> None:
         "the kept has a training sequence of 2 items after leave-one-out holds out its last 2 "
         "events (a user needs at least 4 events; every row is one event, repeats of an item "
         "included).")
+
+
+def check_catalogue(options: RunOptions, vocab_size: int) -> None:
+    """Before training: the catalogue has the `max(RANKING_CUTOFFS)` items the per-epoch
+    ranking reports metrics at; otherwise a `DataOptionError` naming the data (a smaller one
+    trained an epoch, then failed in the evaluation)."""
+    items, needed = vocab_size - FIRST_ITEM_ID, max(RANKING_CUTOFFS)
+    if items < needed:
+        raise DataOptionError(
+            f"{data_flags(options)}: {items} items; a run ranks the catalogue at cut-offs up to "
+            f"{needed} (HR@{needed}, NDCG@{needed}), so it needs at least {needed} items")
 
 
 def check_eval_protocol(protocol: str, split, vocab_size: int) -> None:
@@ -352,6 +363,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     vocab_size = data.vocab_size
     check_users_kept(options, data)
     check_trainable(options, data, split)
+    check_catalogue(options, vocab_size)
     check_eval_protocol(options.eval_protocol, split, vocab_size)
     fields, chosen = choose_data_defaults(options.model, split.train)
     options = dataclasses.replace(options, model=fields)
