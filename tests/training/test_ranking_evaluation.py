@@ -238,3 +238,26 @@ def test_cluster_bootstrap_names_bad_arguments(kwargs, match):
 def test_bootstrap_must_be_non_negative(run_dir):
     with pytest.raises(ValueError, match="bootstrap must be a non-negative integer"):
         evaluate_ranking_run(run_dir, bootstrap=-1)
+
+
+def test_a_data_file_changed_since_training_is_refused(tmp_path):
+    """Each user's events reversed: same users, items and sizes, another split. The reload
+    compared only sizes and the vocabulary, so it re-created other test rows silently."""
+    data = tmp_path / "log.txt"
+    rows = [(u, (u * 7 + e * 3) % 40) for u in range(40) for e in range(8)]
+    data.write_text("".join(f"u{u} i{i}\n" for u, i in rows))
+    options = RankingOptions(
+        output=str(tmp_path / "run"), export_root=None, data=str(data), format="sasrec",
+        epochs=1, batch_size=128, valid_negatives=5, test_negatives=5, verbose=0,
+        model={"max_len": 8, "dim": 8, "attention_units": [8], "mlp_units": [8]})
+    metrics = run_ranking_training(options)
+    assert metrics["dataset"]["path"] == str(data)
+    assert set(metrics["dataset"]["fingerprint"]) == {"log.txt"}
+    load_ranking_run(tmp_path / "run")  # unchanged: reloads
+    by_user = {}
+    for u, i in rows:
+        by_user.setdefault(u, []).append(i)
+    data.write_text("".join(f"u{u} i{i}\n" for u, items in by_user.items()
+                            for i in reversed(items)))
+    with pytest.raises(ValueError, match=f"trained on changed since: {data}"):
+        load_ranking_run(tmp_path / "run")

@@ -34,6 +34,7 @@ from tfrec_attn.training.run_dir import (
     VOCABULARY,
     _require,
     options_from_metrics,
+    run_data,
 )
 from tfrec_attn.training.run_evaluation import CONFIDENCE, EVALUATION, _check_bootstrap
 
@@ -145,7 +146,8 @@ def load_ranking_run(run_dir: str | os.PathLike) -> RankingRun:
     Raises:
         FileNotFoundError: `run_dir`, its metrics, checkpoint, vocabulary or the run's data file
             is missing (the message names the path).
-        ValueError: not a DIN run, or the rebuilt data no longer match the run's
+        ValueError: not a DIN run, the data file changed since the run trained (`run_data`:
+            its recorded size and SHA-256), or the rebuilt data no longer match the run's
             `metrics.json` sizes or vocabulary (the message names the run directory).
     """
     run_dir = Path(run_dir)
@@ -156,9 +158,8 @@ def load_ranking_run(run_dir: str | os.PathLike) -> RankingRun:
                          f"{METRICS} records no negatives).")
     _require(run_dir / "checkpoint" / "checkpoint", "Checkpoint")
     vocab_path = _require(run_dir / VOCABULARY, "Item vocabulary")
-    options = ranking_options_from_metrics(metrics, run_dir / METRICS)
-    if options.data:
-        _require(Path(options.data), "Training data")
+    options = run_data(ranking_options_from_metrics(metrics, run_dir / METRICS),
+                       metrics["dataset"], run_dir)
     data = build_sequences(load_data(options), min_events=options.min_events)
     config = DINConfig(**metrics["model"])
     split = ranking_split(data, config.max_len, options.valid_negatives, options.test_negatives,

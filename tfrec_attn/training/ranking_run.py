@@ -44,6 +44,7 @@ from tfrec_attn.training.run_options import (
     check_int_at_least,
     check_positive_numbers,
     check_synthetic_sizes,
+    data_source,
     model_config,
     require_full_batch,
 )
@@ -191,6 +192,7 @@ def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
 def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
          export_root: str | Path | None, callbacks=()) -> dict:
     frame = load_data(options)
+    source = data_source(options)  # the bytes just read
     data = build_sequences(frame, min_events=options.min_events)
     check_users_kept(options, data)
     config = options.din_config(data.vocab_size)
@@ -223,7 +225,8 @@ def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
         "epochs": len(history.get("loss", [])),
         "stopped_by_time_budget": fitted.budget.stopped,
         "resumed_epochs": fitted.resumed_epochs,  # epochs restored from --backup-dir
-        "dataset": {"name": options.data or "synthetic", "format": options.format,
+        # name: --data as given; path, fingerprint: what `load_ranking_run` reloads and checks
+        "dataset": {"name": options.data or "synthetic", **source, "format": options.format,
                     "users": data.num_users, "items": data.vocab_size - 2,
                     "interactions": data.num_interactions,
                     "test_rows": len(split.test["label"]),

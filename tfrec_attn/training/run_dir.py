@@ -22,7 +22,7 @@ from tfrec_attn.data import Vocabulary, pad_left
 from tfrec_attn.data.sequences import Split
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.run import TrainOptions, item_probabilities, load_data, load_sequences
-from tfrec_attn.training.run_options import data_fingerprint
+from tfrec_attn.training.run_options import RunOptions, data_fingerprint
 
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint/weights"
@@ -90,10 +90,10 @@ def restore_model(config: SASRecConfig | dict, checkpoint: str | os.PathLike,
     return model
 
 
-def run_data(options: TrainOptions, dataset: dict, run_dir: str | os.PathLike) -> TrainOptions:
-    """`options` reading the data file the run in `run_dir` trained on: the absolute `"path"`
-    its metrics' `dataset` records (else `options.data`, as given), checked against the
-    recorded `"fingerprint"` when there is one.
+def run_data(options: RunOptions, dataset: dict, run_dir: str | os.PathLike) -> RunOptions:
+    """`options` (a SASRec or DIN run's) reading the data file the run in `run_dir` trained on:
+    the absolute `"path"` its metrics' `dataset` records (else `options.data`, as given),
+    checked against the recorded `"fingerprint"` when there is one.
 
     Raises:
         FileNotFoundError: the data file is missing or moved (named).
