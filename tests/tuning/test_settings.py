@@ -10,7 +10,11 @@ from tfrec_attn.tuning import TuneSettingsError, trial_settings
 from tfrec_attn.tuning.settings import SETTINGS_FILE, check_resume, record_settings
 
 
-def test_trial_settings_name_what_a_trial_measures():
+def test_trial_settings_name_what_a_trial_measures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("x.csv", "y.csv"):
+        (tmp_path / "data" / name).write_text(f"user,item,timestamp\n1,{name[0]},1\n")
     base = TrainOptions(format="csv", data="data/x.csv", epochs=2, model={"max_len": 5})
     settings = trial_settings(base)
     assert settings["data"] == os.path.abspath("data/x.csv")  # the same file from any cwd
@@ -45,3 +49,24 @@ def test_resume_of_trials_without_recorded_settings_warns(tmp_path, recwarn):
     (tmp_path / "random" / "trial_00").mkdir(parents=True)
     with pytest.warns(UserWarning, match="trials without recorded settings"):
         check_resume(tmp_path / "random", settings)
+
+
+def test_a_resume_on_a_changed_data_file_is_refused(tmp_path):
+    """The same path with other bytes: the search's earlier trials measured other data."""
+    data = tmp_path / "x.csv"
+    data.write_text("user,item,timestamp\n1,a,1\n")
+    options = TrainOptions(format="csv", data=str(data), epochs=1)
+    record_settings(tmp_path / "random", trial_settings(options))
+    check_resume(tmp_path / "random", trial_settings(options))  # unchanged: resumes
+    data.write_text("user,item,timestamp\n1,b,1\n")
+    with pytest.raises(TuneSettingsError, match="data_fingerprint"):
+        check_resume(tmp_path / "random", trial_settings(options))
+
+
+def test_settings_recorded_before_fingerprints_resume_on_the_path(tmp_path):
+    data = tmp_path / "x.csv"
+    data.write_text("user,item,timestamp\n1,a,1\n")
+    settings = trial_settings(TrainOptions(format="csv", data=str(data), epochs=1))
+    record_settings(tmp_path / "random", {k: v for k, v in settings.items()
+                                          if k != "data_fingerprint"})
+    check_resume(tmp_path / "random", settings)

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from tfrec_attn.training.run import TrainOptions
+from tfrec_attn.training.run_options import data_fingerprint
 from tfrec_attn.tuning.tuners import TUNERS
 
 SETTINGS_FILE = "trial_settings.json"
@@ -40,8 +41,10 @@ def trial_settings(train: TrainOptions) -> dict:
     settings = {"format": train.format}
     if train.format == "synthetic":
         settings.update((name, getattr(train, name)) for name in SYNTHETIC_OPTIONS)
-    else:
+    else:  # the file's bytes too: the same path with other contents gives other trials
         settings["data"] = os.path.abspath(train.data)
+        if os.path.exists(settings["data"]):  # else loading the data names it
+            settings["data_fingerprint"] = data_fingerprint(settings["data"], train.format)
     settings.update((name, getattr(train, name)) for name in TRIAL_OPTIONS)
     return json.loads(json.dumps(settings))  # as read back from the file (tuples -> lists)
 
@@ -62,6 +65,8 @@ def check_resume(project_dir: str | Path, settings: dict) -> None:
                           stacklevel=2)
         return
     recorded = json.loads(path.read_text())
+    if "data_fingerprint" not in recorded:  # recorded before fingerprints were: path only
+        settings = {k: v for k, v in settings.items() if k != "data_fingerprint"}
     missing = "(not set)"
     differ = [f"{name}: {recorded.get(name, missing)!r} there, {settings.get(name, missing)!r} now"
               for name in sorted(set(recorded) | set(settings))
