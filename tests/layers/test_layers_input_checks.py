@@ -99,6 +99,22 @@ def test_attention_mask_of_wrong_shape_raises(attention_mask_shape):
                                         attention_mask=tf.ones(attention_mask_shape, tf.bool))
 
 
+@pytest.mark.parametrize("inputs", [
+    [tf.ones((2, 3, 8)), tf.ones((2, 5, 6))],  # key = value, 6 wide
+    [tf.ones((2, 3, 8)), tf.ones((2, 5, 8)), tf.ones((2, 5, 6))],
+], ids=["query_value", "query_value_key"])
+def test_dot_product_of_different_query_and_key_widths_raises_naming_both(inputs):
+    """Without projections the logits are raw `q . k`: a ValueError, not a BatchMatMul error."""
+    message = r"ScaledDotProductAttention .* Received: query dim 8, key dim 6"
+    with pytest.raises(ValueError, match=message):
+        ScaledDotProductAttention()(inputs)
+
+
+def test_dot_product_values_may_be_wider_than_queries_and_keys():
+    query, value, key = tf.ones((2, 3, 8)), tf.ones((2, 5, 6)), tf.ones((2, 5, 8))
+    assert ScaledDotProductAttention()([query, value, key]).shape == (2, 3, 6)
+
+
 @pytest.mark.parametrize("make", SEQUENCE_LAYERS.values(), ids=SEQUENCE_LAYERS.keys())
 def test_unknown_batch_and_length_still_work(make):
     """Checks use static shapes only: a functional model over `(None, None, 8)` still runs."""

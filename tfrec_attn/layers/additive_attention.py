@@ -2,7 +2,7 @@
 
 from tfrec_attn._keras import tf
 from tfrec_attn.layers.base_attention import BaseAttention
-from tfrec_attn.layers.utils import clone_initializer
+from tfrec_attn.layers.utils import clone_initializer, expand_axes
 from tfrec_attn.registry import register
 
 
@@ -49,6 +49,6 @@ class AdditiveAttention(BaseAttention):
 
     def _compute_scores(self, query, key):
         # (B, H, T, 1, d) + (B, H, 1, S, d) -> tanh -> reduce over d with the score vector.
-        hidden = tf.tanh(query[:, :, :, None, :] + key[:, :, None, :, :])
+        hidden = tf.tanh(expand_axes(query, 3) + expand_axes(key, 2))
         vector = tf.cast(self.score_vector, hidden.dtype)[None]
         return tf.reduce_sum(hidden * vector, axis=-1)

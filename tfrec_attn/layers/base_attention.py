@@ -6,6 +6,7 @@ from tfrec_attn.layers.utils import (
     build_sublayer,
     check_rank,
     clone_initializer,
+    expand_axes,
     prunable_kernels,
 )
 from tfrec_attn.validation import check_optional_positive_int, check_positive_int, check_rate
@@ -138,6 +139,11 @@ class BaseAttention(keras.layers.Layer):
                 self.output_dim or query_dim, "attention_output", heads * self._head_value_dim
             )
         else:
+            if None not in (query_dim, key_dim_in) and query_dim != key_dim_in:
+                raise ValueError(
+                    f"{type(self).__name__} attends over the raw inputs (no projections): query "
+                    f"and key last dimensions must match. Received: query dim {query_dim}, key "
+                    f"dim {key_dim_in}")
             self._head_key_dim = query_dim
             self._head_value_dim = value_dim_in
         self._dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
@@ -207,7 +213,7 @@ class BaseAttention(keras.layers.Layer):
 
     def _project(self, query, value, key):
         if not self.use_projections:
-            return query[:, None], key[:, None], value[:, None]
+            return expand_axes(query, 1), expand_axes(key, 1), expand_axes(value, 1)
         q = self._split_heads(self.query_dense(query), self._head_key_dim)
         k = self._split_heads(self.key_dense(key), self._head_key_dim)
         v = self._split_heads(self.value_dense(value), self._head_value_dim)

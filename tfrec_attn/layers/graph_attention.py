@@ -2,7 +2,12 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import masking
-from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
+from tfrec_attn.layers.utils import (
+    build_sublayer,
+    clone_initializer,
+    expand_axes,
+    prunable_kernels,
+)
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
     check_choice,
@@ -167,11 +172,11 @@ class GraphAttention(keras.layers.Layer):
             def project(vector):  # (batch, heads, N): a . h_n for every node n
                 return tf.reduce_sum(source * tf.cast(vector, source.dtype)[None, :, None, :], -1)
 
-            logits = (project(self.attention_target)[:, :, :, None]
-                      + project(self.attention_source)[:, :, None, :])
+            logits = (expand_axes(project(self.attention_target), 3)
+                      + expand_axes(project(self.attention_source), 2))
             return tf.nn.leaky_relu(logits, alpha=self.negative_slope)
         target = self._split_heads(self.target_dense(nodes))
-        hidden = tf.nn.leaky_relu(target[:, :, :, None, :] + source[:, :, None, :, :],
+        hidden = tf.nn.leaky_relu(expand_axes(target, 3) + expand_axes(source, 2),
                                   alpha=self.negative_slope)
         vector = tf.cast(self.attention_vector, hidden.dtype)[None, :, None, None, :]
         return tf.reduce_sum(hidden * vector, axis=-1)
@@ -181,8 +186,8 @@ class GraphAttention(keras.layers.Layer):
         edges = tf.not_equal(adjacency, tf.zeros_like(adjacency))
         if self.add_self_loops:
             count = tf.shape(adjacency)[-1]
-            eye = tf.equal(tf.range(count)[:, None], tf.range(count)[None, :])
-            edges = tf.logical_or(edges, eye[None])
+            eye = tf.equal(expand_axes(tf.range(count), 1), expand_axes(tf.range(count), 0))
+            edges = tf.logical_or(edges, expand_axes(eye, 0))
         return masking.merge_masks(query_mask=node_mask, value_mask=node_mask,
                                    attention_mask=edges)
 

@@ -6,6 +6,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import masking
 from tfrec_attn.layers.base_attention import BaseAttention
 from tfrec_attn.layers.prefix_sum import exclusive_prefix_sum
+from tfrec_attn.layers.utils import expand_axes
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_int, check_positive_int
 
@@ -120,7 +121,7 @@ class LinearAttention(BaseAttention):
                              f"must be equal. Received T={q.shape[2]}, S={k.shape[2]}.")
         q_features = self._features(q, is_query=True)
         if value_mask is not None:
-            valid = tf.cast(value_mask, tf.bool)[:, None, :, None]
+            valid = expand_axes(tf.cast(value_mask, tf.bool), 1, 3)
             k = tf.where(valid, k, tf.zeros_like(k))  # no exp() of padded content
             k_features = tf.where(valid, self._features(k, False), 0.0)
         else:
@@ -134,7 +135,7 @@ class LinearAttention(BaseAttention):
             heads, weights = self._causal_chunked(q_features, k_features, values), None
         else:
             state = tf.matmul(k_features, values, transpose_a=True)  # (B, H, m, dv)
-            normalizer = tf.reduce_sum(k_features, axis=2)[..., None]  # (B, H, m, 1)
+            normalizer = expand_axes(tf.reduce_sum(k_features, axis=2), -1)  # (B, H, m, 1)
             heads = _normalize(tf.matmul(q_features, state), tf.matmul(q_features, normalizer))
             weights = None
         return tf.cast(heads, v.dtype), weights
@@ -167,7 +168,7 @@ class LinearAttention(BaseAttention):
         denominator = tf.reduce_sum(inner, axis=-1, keepdims=True)
         # State of all earlier chunks: one (m, dv) matrix per chunk (not per position).
         state = exclusive_prefix_sum(tf.matmul(kc, vc, transpose_a=True), axis=2)
-        normalizer = exclusive_prefix_sum(tf.reduce_sum(kc, axis=3), axis=2)[..., None]
+        normalizer = expand_axes(exclusive_prefix_sum(tf.reduce_sum(kc, axis=3), axis=2), -1)
         numerator += tf.matmul(qc, state)
         denominator += tf.matmul(qc, normalizer)
         heads_out = _normalize(numerator, denominator)

@@ -5,6 +5,7 @@ import numpy as np
 from tfrec_attn._keras import tf
 from tfrec_attn.layers import masking
 from tfrec_attn.layers.base_attention import BaseAttention
+from tfrec_attn.layers.utils import expand_axes
 from tfrec_attn.registry import register
 
 
@@ -21,7 +22,7 @@ def band_selection(num_blocks, block: int, span: int, first_offset: int, length)
     Used only to scatter block weights into a dense matrix (or gather a dense mask's band).
     """
     starts = (tf.range(num_blocks) + first_offset) * block
-    positions = starts[:, None] + tf.range(span * block)[None, :]
+    positions = expand_axes(starts, 1) + expand_axes(tf.range(span * block), 0)
     return tf.one_hot(positions, length, dtype=tf.float32)
 
 
@@ -94,8 +95,8 @@ class LocalAttention(BaseAttention):
 
     def _global_key_mask(self, length, num_global) -> tf.Tensor:
         """`(L, G)`: query `i` may use global key `j` (not already in its band, not future)."""
-        rows = tf.range(length)[:, None]
-        cols = (length - num_global + tf.range(num_global))[None, :]
+        rows = expand_axes(tf.range(length), 1)
+        cols = expand_axes(length - num_global + tf.range(num_global), 0)
         rel = cols - rows
         in_band = tf.logical_and(rel >= -self.window, rel <= (0 if self.causal else self.window))
         keep = tf.logical_not(in_band)
@@ -138,8 +139,8 @@ class LocalAttention(BaseAttention):
 
         q_blocks = tf.reshape(q, [batch, heads, num_blocks, w, -1])
         logits = self._compute_scores(q_blocks, blocks(k, True))  # (B, H, nb, w, span*w)
-        keep = tf.logical_and(tf.constant(self._band())[None, None],
-                              blocks(k_valid, False)[:, :, None, :] > 0.5)
+        keep = tf.logical_and(tf.constant(self._band()[None, None]),
+                              expand_axes(blocks(k_valid, False), 2) > 0.5)
         keep = tf.logical_and(keep, tf.reshape(q_valid, [batch, num_blocks, w, 1]) > 0.5)
         selection = None
         if dense_mask is not None or return_weights:
@@ -148,7 +149,7 @@ class LocalAttention(BaseAttention):
             rows = tf.reshape(dense_mask, [batch, num_blocks, w, padded])
             band = tf.matmul(rows, selection, transpose_b=True) > 0.5
             keep = tf.logical_and(keep, band)
-        keep = keep[:, None]  # (B, 1, nb, w, span*w)
+        keep = expand_axes(keep, 1)  # (B, 1, nb, w, span*w)
         values = blocks(v, True)
         local_width = span * w
         g = self.num_global
@@ -157,9 +158,9 @@ class LocalAttention(BaseAttention):
             num_global = tf.shape(k_global)[2]
             g_logits = tf.reshape(self._compute_scores(q, k_global),
                                   [batch, heads, num_blocks, w, num_global])
-            g_keep = self._global_key_mask(padded, num_global)[None]
-            g_keep = tf.logical_and(g_keep, k_valid[:, -g:][:, None, :] > 0.5)
-            g_keep = tf.logical_and(g_keep, q_valid[:, :, None] > 0.5)
+            g_keep = expand_axes(self._global_key_mask(padded, num_global), 0)
+            g_keep = tf.logical_and(g_keep, expand_axes(k_valid[:, -g:], 1) > 0.5)
+            g_keep = tf.logical_and(g_keep, expand_axes(q_valid, 2) > 0.5)
             if dense_mask is not None:
                 g_keep = tf.logical_and(g_keep, dense_mask[:, :, -g:] > 0.5)
             logits = tf.concat([logits, g_logits], axis=-1)
@@ -191,12 +192,12 @@ class LocalAttention(BaseAttention):
         g = self.num_global
         q_global = q[:, :, -g:]
         length, num_global = tf.shape(k)[2], tf.shape(q_global)[2]
-        keep = tf.logical_and(k_valid[:, None, None, :] > 0.5,
-                              q_valid[:, -g:][:, None, :, None] > 0.5)
+        keep = tf.logical_and(expand_axes(k_valid, 1, 2) > 0.5,
+                              expand_axes(q_valid[:, -g:], 1, 3) > 0.5)
         if self.causal:
-            keep = tf.logical_and(keep, masking.causal_mask(num_global, length)[:, None])
+            keep = tf.logical_and(keep, expand_axes(masking.causal_mask(num_global, length), 1))
         if dense_mask is not None:
-            keep = tf.logical_and(keep, dense_mask[:, None, -g:, :] > 0.5)
+            keep = tf.logical_and(keep, expand_axes(dense_mask[:, -g:, :], 1) > 0.5)
         weights = masking.masked_softmax(self._compute_scores(q_global, k), keep)
         dropped = tf.cast(self._dropout_layer(weights, training=training), v.dtype)
         return tf.matmul(dropped, v), weights

@@ -7,7 +7,7 @@ from tfrec_attn.layers import masking
 from tfrec_attn.layers.base_attention import BaseAttention
 from tfrec_attn.layers.local_attention import band_selection
 from tfrec_attn.layers.prefix_sum import exclusive_prefix_sum
-from tfrec_attn.layers.utils import clone_initializer
+from tfrec_attn.layers.utils import clone_initializer, expand_axes
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_optional_positive_int
 
@@ -102,15 +102,15 @@ class LowRankAttention(BaseAttention):
                 f"The key length ({k.shape[2]}) exceeds max_length ({self.max_length}). "
                 "Build LowRankAttention with a larger max_length.")
         if value_mask is not None:
-            valid = tf.cast(value_mask, tf.bool)[:, None, :, None]
+            valid = expand_axes(tf.cast(value_mask, tf.bool), 1, 3)
             k = tf.where(valid, k, tf.zeros_like(k))
             v = tf.where(valid, v, tf.zeros_like(v))
         if self.causal:
             return self._causal_blocks(q, k, v, query_mask, value_mask, training, return_weights)
         e, f = self._projections(tf.shape(k)[2], k.dtype)
-        keys = tf.matmul(e[None, None], k, transpose_a=True)  # (B, H, r, d)
-        values = tf.matmul(f[None, None], v, transpose_a=True)
-        keep = None if query_mask is None else tf.cast(query_mask, tf.bool)[:, None, :, None]
+        keys = tf.matmul(expand_axes(e, 0, 0), k, transpose_a=True)  # (B, H, r, d)
+        values = tf.matmul(expand_axes(f, 0, 0), v, transpose_a=True)
+        keep = None if query_mask is None else expand_axes(tf.cast(query_mask, tf.bool), 1, 3)
         heads, weights = self._apply_scores(self._compute_scores(q, keys), values, keep, training)
         return heads, weights
 
@@ -137,16 +137,18 @@ class LowRankAttention(BaseAttention):
         keys = exclusive_prefix_sum(tf.matmul(e_blocks, k_blocks, transpose_a=True), axis=2)
         values = exclusive_prefix_sum(tf.matmul(f_blocks, v_blocks, transpose_a=True), axis=2)
         ones = tf.ones([batch, length, 1], tf.float32)
-        k_valid = blocks(ones if value_mask is None else tf.cast(value_mask, tf.float32)[..., None])
-        q_valid = blocks(ones if query_mask is None else tf.cast(query_mask, tf.float32)[..., None])
+        k_valid = blocks(ones if value_mask is None
+                         else expand_axes(tf.cast(value_mask, tf.float32), 2))
+        q_valid = blocks(ones if query_mask is None
+                         else expand_axes(tf.cast(query_mask, tf.float32), 2))
         earlier = tf.cumsum(tf.reduce_max(k_valid, axis=[2, 3]), axis=1, exclusive=True) > 0.5
         inner_keep = tf.logical_and(tf.constant(np.tril(np.ones((size, size), bool))),
                                     tf.transpose(k_valid, [0, 1, 3, 2]) > 0.5)  # (B, nb, s, s)
-        summary_keep = tf.tile(earlier[:, :, None, None], [1, 1, size, r])
+        summary_keep = tf.tile(expand_axes(earlier, 2, 3), [1, 1, size, r])
         keep = tf.logical_and(tf.concat([inner_keep, summary_keep], axis=-1), q_valid > 0.5)
         logits = tf.concat([self._compute_scores(q_blocks, k_blocks),
                             self._compute_scores(q_blocks, keys)], axis=-1)
-        weights = masking.masked_softmax(logits, keep[:, None])
+        weights = masking.masked_softmax(logits, expand_axes(keep, 1))
         dropped = tf.cast(self._dropout_layer(weights, training=training), v.dtype)
         out = tf.matmul(dropped[..., :size], v_blocks) + tf.matmul(dropped[..., size:], values)
         out = tf.reshape(out, [batch, heads, padded, -1])[:, :, pad:]

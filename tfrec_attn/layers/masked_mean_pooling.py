@@ -2,7 +2,7 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.masking import check_mask_shape
-from tfrec_attn.layers.utils import check_rank
+from tfrec_attn.layers.utils import check_rank, expand_axes
 from tfrec_attn.registry import register
 
 
@@ -23,9 +23,9 @@ class MaskedMeanPooling(keras.layers.Layer):
 
     Call arguments:
         inputs: `(batch, T, dim)`.
-        mask: boolean padding mask `(batch, T)`, `True` for real positions. Pass it explicitly
-            (`layer(x, mask=padding)`): it then survives TFMOT's wrappers. `None` averages every
-            position.
+        mask: boolean padding mask `(batch, T)`, `True` for real positions, passed explicitly
+            (`layer(x, mask=padding)`) or by Keras (`Embedding(mask_zero=True)`, `Masking`; both
+            survive `prune_model` and `make_qat_model`). `None` averages every position.
 
     Returns:
         `(batch, dim)`.
@@ -46,12 +46,12 @@ class MaskedMeanPooling(keras.layers.Layer):
         check_mask_shape(type(self).__name__, "mask", mask, inputs.shape[:2], "(batch, T)")
         if mask is None:
             mask = tf.ones(tf.shape(inputs)[:2], tf.bool)
-        total = tf.reduce_sum(inputs * tf.cast(mask, inputs.dtype)[:, :, None], axis=1)
+        total = tf.reduce_sum(inputs * expand_axes(tf.cast(mask, inputs.dtype), 2), axis=1)
         count = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # (batch,), exact
         length = inputs.shape[1] if inputs.shape[1] is not None else tf.shape(inputs)[1]
         # 1 / max(n, 1) for n = 0..T, a constant when T is static.
         reciprocals = 1.0 / tf.maximum(tf.cast(tf.range(length + 1), inputs.dtype), 1.0)
-        return total * tf.gather(reciprocals, count)[:, None]
+        return total * expand_axes(tf.gather(reciprocals, count), 1)
 
     def compute_output_shape(self, input_shape):
         input_shape = tf.TensorShape(input_shape)

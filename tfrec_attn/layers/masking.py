@@ -2,10 +2,11 @@
 
 Every attention variant builds its boolean `(batch, 1 | heads, T, S)` mask here, so padding and
 causality behave identically across the family. All ops are TFLite builtins (comparisons, casts,
-`where`, `softmax`).
+`where`, `softmax`), also with dynamic batch and length: new axes come from `expand_axes`.
 """
 
 from tfrec_attn._keras import tf
+from tfrec_attn.layers.utils import expand_axes
 
 # A score no real item reaches, for float paths that need a constant (e.g. evaluation).
 # Graphs use `fill_masked` instead: a huge constant would set the int8 quantization range of
@@ -39,9 +40,9 @@ def causal_mask(query_length, key_length) -> tf.Tensor:
     >>> causal_mask(3, 3).numpy()[0].astype(int).tolist()
     [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
     """
-    rows = tf.range(query_length)[:, None] + (key_length - query_length)
-    cols = tf.range(key_length)[None, :]
-    return tf.greater_equal(rows, cols)[None, :, :]
+    rows = expand_axes(tf.range(query_length), 1) + (key_length - query_length)
+    cols = expand_axes(tf.range(key_length), 0)
+    return expand_axes(tf.greater_equal(rows, cols), 0)
 
 
 def check_mask_shape(owner: str, name: str, mask, expected, layout: str) -> None:
@@ -97,13 +98,13 @@ def merge_masks(
         return b if a is None else tf.logical_and(a, b)
 
     if value_mask is not None:
-        mask = _and(mask, tf.cast(value_mask, tf.bool)[:, None, None, :])
+        mask = _and(mask, expand_axes(tf.cast(value_mask, tf.bool), 1, 2))
     if query_mask is not None:
-        mask = _and(mask, tf.cast(query_mask, tf.bool)[:, None, :, None])
+        mask = _and(mask, expand_axes(tf.cast(query_mask, tf.bool), 1, 3))
     if attention_mask is not None:
-        mask = _and(mask, tf.cast(attention_mask, tf.bool)[:, None, :, :])
+        mask = _and(mask, expand_axes(tf.cast(attention_mask, tf.bool), 1))
     if causal:
-        mask = _and(mask, causal_mask(query_length, key_length)[:, None, :, :])
+        mask = _and(mask, expand_axes(causal_mask(query_length, key_length), 1))
     return mask
 
 
@@ -162,5 +163,5 @@ def apply_sequence_mask(outputs: tf.Tensor, mask=None) -> tf.Tensor:
         return outputs
     mask = tf.cast(mask, outputs.dtype)
     for _ in range(outputs.shape.rank - 2):
-        mask = mask[..., None]
+        mask = expand_axes(mask, -1)
     return outputs * mask

@@ -2,7 +2,12 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.multi_head_attention import MultiHeadAttention
-from tfrec_attn.layers.utils import build_sublayer, clone_initializer, prunable_kernels
+from tfrec_attn.layers.utils import (
+    build_sublayer,
+    clone_initializer,
+    expand_axes,
+    prunable_kernels,
+)
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
     check_choice,
@@ -138,7 +143,7 @@ class MultimodalFusion(keras.layers.Layer):
                              f"modality). Received shape {mask.shape}")
         if self._sequence and mask.shape.rank == 2:
             target = tf.concat([tf.shape(reference)[:-1], [self._num_modalities]], 0)
-            mask = tf.broadcast_to(mask[:, None, :], target)
+            mask = tf.broadcast_to(expand_axes(mask, 1), target)
         return mask
 
     def call(self, inputs, mask=None, training=None, return_attention_scores=False):

@@ -9,6 +9,7 @@ TFLite builtins (BATCH_MATMUL, CUMSUM on the short second level).
 import numpy as np
 
 from tfrec_attn._keras import tf
+from tfrec_attn.layers.utils import expand_axes
 
 CHUNK = 16
 
@@ -45,5 +46,5 @@ def exclusive_prefix_sum(x: tf.Tensor, axis: int, chunk: int = CHUNK) -> tf.Tens
     strictly_lower = tf.constant(np.tril(np.ones((chunk, chunk)), -1), x.dtype)
     within = tf.matmul(strictly_lower, blocks)
     before = tf.cumsum(tf.reduce_sum(blocks, axis=2), axis=1, exclusive=True)
-    summed = tf.reshape(within + before[:, :, None, :], tf.shape(flat))[:, pad:]
+    summed = tf.reshape(within + expand_axes(before, 2), tf.shape(flat))[:, pad:]
     return tf.reshape(summed, shape)

@@ -2,7 +2,7 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.base_attention import BaseAttention
-from tfrec_attn.layers.utils import build_sublayer, clone_initializer
+from tfrec_attn.layers.utils import build_sublayer, clone_initializer, expand_axes
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_choice, check_positive_int_tuple
 
@@ -99,15 +99,15 @@ class TargetAttention(BaseAttention):
     def _compute_scores(self, query, key):
         # (B, 1, T, d) / (B, 1, S, d) -> (B, T, 1, d) / (B, 1, S, d): rank-4 broadcasts, which
         # every TFLite kernel supports.
-        q = query[:, 0][:, :, None, :]
-        k = key[:, 0][:, None, :, :]
+        q = expand_axes(query[:, 0], 2)
+        k = expand_axes(key[:, 0], 1)
         difference, product = q - k, q * k
         shape = tf.shape(difference)
         hidden = tf.concat([tf.broadcast_to(q, shape), tf.broadcast_to(k, shape), difference,
                             product], axis=-1)  # (B, T, S, 4d)
         for name in self._score_layer_names:
             hidden = getattr(self, name)(hidden)
-        return hidden[:, None, :, :, 0]  # (B, 1, T, S)
+        return expand_axes(hidden[:, :, :, 0], 1)  # (B, 1, T, S)
 
     def _apply_scores(self, scores, value, mask, training):
         if self.normalize == "softmax":

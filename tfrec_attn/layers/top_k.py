@@ -2,6 +2,7 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.masking import fill_masked
+from tfrec_attn.layers.utils import expand_axes
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_int, check_positive_int
 
@@ -91,7 +92,7 @@ class HistoryTopK(keras.layers.Layer):
             return allowed
         history = tf.cast(history, tf.int32)
         batch, length = tf.shape(history)[0], tf.shape(history)[1]
-        rows = tf.tile(tf.range(batch)[:, None], [1, length])
+        rows = tf.tile(expand_axes(tf.range(batch), 1), [1, length])
         # Out-of-range ids become padding (0, never returned anyway); clipping them to
         # `vocab - 1` would silently exclude the last real item.
         in_range = tf.logical_and(history >= 0, history < vocab)

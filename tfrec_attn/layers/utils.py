@@ -1,4 +1,5 @@
-"""Helpers shared by the layer family: initializer cloning, sublayer builds, prunable weights."""
+"""Helpers shared by the layer family: initializer cloning, sublayer builds, prunable weights,
+new axes."""
 
 from tfrec_attn._keras import keras, tf
 
@@ -50,3 +51,19 @@ def check_rank(layer: keras.layers.Layer, argument: str, shape, rank: int = 3,
     if shape.rank is not None and shape.rank != rank:
         raise ValueError(f"{type(layer).__name__} expects {argument} of rank {rank} {layout}. "
                          f"Received: shape {tuple(shape.as_list())}")
+
+
+def expand_axes(x: tf.Tensor, *axes: int) -> tf.Tensor:
+    """`x` with a size-1 axis inserted at each of `axes`, in order (`tf.expand_dims` each).
+
+    Use it instead of `x[:, None]`-style indexing on tensors with dynamic shapes: TFLite lowers
+    `EXPAND_DIMS` for any shape, but a `StridedSlice` with a new axis only when at most one
+    dimension is unknown (a `(None, None)` input needs the `StridedSlice` select op).
+
+    Example:
+    >>> expand_axes(tf.ones((2, 3)), 1, 3).shape
+    TensorShape([2, 1, 3, 1])
+    """
+    for axis in axes:
+        x = tf.expand_dims(x, axis)
+    return x

@@ -6,8 +6,10 @@ their `get_prunable_weights()` (sublayer kernels and embedding tables), Keras `D
 norms, dropout, position encodings) stay unwrapped. The pruned model shares its layers and
 variables with `model`, as TFMOT's `prune_low_magnitude(model)` does.
 
-TFMOT's wrapper drops Keras' implicit mask, so our towers pass padding masks explicitly
-(`block(x, mask=padding)`); the wrapper forwards that keyword to the layer.
+The wrapper is `PruneLowMagnitude` below, TFMOT's with Keras' implicit masks propagated
+(`wrapper_masks.PropagateMask`): a model masked by `Embedding(mask_zero=True)` or `Masking`
+stays masked while it is pruned, as it is before and after. Explicit masks
+(`block(x, mask=padding)`, as our towers pass them) are forwarded as before.
 """
 
 from __future__ import annotations
@@ -18,14 +20,26 @@ import tempfile
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfrec_attn._keras import keras
+from tfrec_attn.optimization.wrapper_masks import PropagateMask
+from tfrec_attn.registry import register
 
 sparsity = tfmot.sparsity.keras
 
 SCHEDULES = ("polynomial", "constant")
 _KERNEL_LAYERS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D,
                   keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+@register()
+class PruneLowMagnitude(PropagateMask, pruning_wrapper.PruneLowMagnitude):
+    """TFMOT's pruning wrapper whose output carries the wrapped layer's Keras mask.
+
+    Registered as `tfrec_attn>PruneLowMagnitude`, so saved pruned models load without a scope;
+    TFMOT's `strip_pruning`, `UpdatePruningStep` and `PruningSummaries` treat it as theirs.
+    """
 
 
 def _is_pruning_wrapper(layer) -> bool:
@@ -100,7 +114,9 @@ def make_schedule(target_sparsity: float = 0.8, schedule: str = "polynomial",
 def prune_model(model: keras.Model, target_sparsity: float = 0.8, schedule: str = "polynomial",
                 begin_step: int = 0, end_step: int | None = None,
                 frequency: int = 100) -> keras.Model:
-    """`model` with a `prune_low_magnitude` wrapper around every layer with prunable weights.
+    """`model` with a pruning wrapper around every layer with prunable weights.
+
+    The wrappers are `PruneLowMagnitude` (TFMOT's, propagating Keras' implicit masks).
 
     Args:
         model: a functional or Sequential model (nested ones are pruned too).
@@ -127,7 +143,7 @@ def prune_model(model: keras.Model, target_sparsity: float = 0.8, schedule: str 
             return prune_model(layer, target_sparsity, schedule, begin_step, end_step, frequency)
         if _is_pruning_wrapper(layer) or not prunable_weights(layer):
             return layer
-        return sparsity.prune_low_magnitude(layer, pruning_schedule=pruning_schedule)
+        return PruneLowMagnitude(layer, pruning_schedule=pruning_schedule)
 
     return keras.models.clone_model(model, clone_function=clone)
 

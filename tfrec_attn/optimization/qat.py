@@ -3,15 +3,27 @@
 `make_qat_model` annotates every layer with its `QuantizeConfig` (see `quantize_configs.py`) and
 applies TFMOT's 8-bit scheme, with one change: only *float* model inputs get an input quantizer.
 TFMOT's default layout transform fake-quantizes every input layer, which would turn item ids
-into 8-bit floats.
+into 8-bit floats. The wrappers are `quantize_configs.QuantizeWrapperV2`, which propagate Keras'
+implicit masks (`Embedding(mask_zero=True)`, `Masking`) as the float model does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import types
+from unittest import mock
+
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.quantization.keras import quantize as tfmot_quantize
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.optimization.quantize_configs import quantize_config_for, quantize_scope
+from tfrec_attn.optimization.quantize_configs import (
+    QuantizeAnnotate,
+    QuantizeWrapperV2,
+    quantize_config_for,
+    quantize_scope,
+)
 
 _qkeras = tfmot.quantization.keras
 _default_8bit = _qkeras.default_8bit
@@ -47,14 +59,13 @@ def quantize_annotate(model: keras.Model) -> keras.Model:
     """A clone of `model` (sharing its layers) with every layer annotated with its config.
 
     Our layers get the config of their family; Keras layers TFMOT knows get its default (config
-    `None`); parameter-free unknown layers get `NoOpQuantizeConfig`.
+    `None`); parameter-free unknown layers get `NoOpQuantizeConfig`. The annotations (and the
+    wrappers `make_qat_model` puts in their place) propagate Keras' implicit masks.
     """
-    annotate = _qkeras.quantize_annotate_layer
-
     def clone(layer):
         if isinstance(layer, keras.layers.InputLayer):
             return layer
-        return annotate(layer, quantize_config_for(layer))
+        return QuantizeAnnotate(layer, quantize_config_for(layer))
 
     with quantize_scope():
         return keras.models.clone_model(model, clone_function=clone)
@@ -82,6 +93,22 @@ def make_qat_model(model: keras.Model) -> keras.Model:
             "Quantization-aware training needs float32 layers (TFMOT's fake-quant ops are "
             f"float32-only); build the model under the 'float32' policy. Received: {mixed}")
     annotated = quantize_annotate(model)
-    with quantize_scope():
+    with quantize_scope(), _wrapping_with(QuantizeWrapperV2):
         return _qkeras.quantize_apply(annotated, scheme=FloatInputsQuantizeScheme(),
                                       quantized_layer_name_prefix="")
+
+
+@contextlib.contextmanager
+def _wrapping_with(wrapper_class):
+    """`quantize_apply` wraps layers in `wrapper_class` rather than TFMOT's `QuantizeWrapperV2`.
+
+    `quantize_apply` constructs the wrapper through its module's `quantize_wrapper` reference
+    and has no hook for another class, so that one reference is swapped for the duration (TFMOT's
+    own wrapper module is left alone: its `super(QuantizeWrapperV2, self)` calls need the
+    original). `wrapper_class` subclasses TFMOT's and keeps its name and config, so models save
+    and load as before.
+    """
+    proxy = types.SimpleNamespace(QuantizeWrapper=quantize_wrapper.QuantizeWrapper,
+                                  QuantizeWrapperV2=wrapper_class)
+    with mock.patch.object(tfmot_quantize, "quantize_wrapper", proxy):
+        yield

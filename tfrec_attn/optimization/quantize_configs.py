@@ -32,6 +32,9 @@ from __future__ import annotations
 import contextlib
 
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quantize_annotate as quantize_annotate_module,
+)
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import (
@@ -58,6 +61,7 @@ from tfrec_attn.layers import (
     TopKAttention,
     TransformerEncoderBlock,
 )
+from tfrec_attn.optimization.wrapper_masks import PropagateMask
 from tfrec_attn.registry import register
 
 quantizers = tfmot.quantization.keras.quantizers
@@ -203,7 +207,8 @@ class TransformerBlockQuantizeConfig(WeightPathsQuantizeConfig):
 
 @register()
 class EmbeddingTableQuantizeConfig(WeightPathsQuantizeConfig):
-    """`ItemEmbedding` / `PositionEmbedding`: the table only.
+    """`ItemEmbedding` / `PositionEmbedding` / Keras' `Embedding` (which TFMOT does not
+    quantize): the table only.
 
     No output quantizer: a lookup of a quantized table is already on the table's grid, and the
     shared `ItemEmbedding` also produces catalogue scores (`mode="score"`), whose range has
@@ -275,6 +280,7 @@ LAYER_CONFIGS = (
     (MultimodalFusion, MultimodalFusionQuantizeConfig),
     (ItemEmbedding, EmbeddingTableQuantizeConfig),
     (PositionEmbedding, EmbeddingTableQuantizeConfig),
+    (keras.layers.Embedding, EmbeddingTableQuantizeConfig),
     (SinusoidalPositionEmbedding, NoOpQuantizeConfig),
     (PaddingMask, NoOpQuantizeConfig),
     (ItemDropout, NoOpQuantizeConfig),
@@ -336,12 +342,15 @@ def quantize_config_for(layer: keras.layers.Layer):
     if not layer.weights:
         return NoOpQuantizeConfig()
     raise ValueError(
-        f"No QuantizeConfig for layer {layer.name!r} ({type(layer).__name__}) with weights. "
-        "Add one to tfrec_attn/optimization/quantize_configs.py.")
+        f"No QuantizeConfig for layer {layer.name!r} ({type(layer).__name__}) with weights: "
+        "make_qat_model quantizes tfrec_attn layers, Keras' Embedding and the Keras layers "
+        "TFMOT supports (Dense, Conv, ...). Replace the layer by one of those, or keep it out "
+        "of the model you quantize.")
 
 
-class QuantizeWrapperV2(tfmot.quantization.keras.QuantizeWrapperV2):
-    """TFMOT's `QuantizeWrapperV2` that builds the wrapped layer before itself.
+class QuantizeWrapperV2(PropagateMask, tfmot.quantization.keras.QuantizeWrapperV2):
+    """TFMOT's `QuantizeWrapperV2` that builds the wrapped layer before itself and propagates
+    Keras' implicit masks (`wrapper_masks.PropagateMask`; `make_qat_model` wraps with it).
 
     TFMOT's `build` lists the wrapped layer's trainable weights first (their order is what an
     HDF5 file stores) and only then builds that layer. A loaded `.h5` has no build configs, so
@@ -356,13 +365,22 @@ class QuantizeWrapperV2(tfmot.quantization.keras.QuantizeWrapperV2):
         super().build(input_shape)
 
 
+class QuantizeAnnotate(PropagateMask, quantize_annotate_module.QuantizeAnnotate):
+    """TFMOT's annotation wrapper propagating Keras' implicit masks, like `QuantizeWrapperV2`.
+
+    `quantize_apply` clones the annotated model before wrapping it, and TFMOT's annotation hands
+    the mask to the wrapped layer's `call` even when it takes none (a `Dense` after `Masking`
+    failed with a TypeError). Same class name and config as TFMOT's.
+    """
+
+
 @contextlib.contextmanager
 def quantize_scope():
     """Context manager with every tfrec_attn config, quantizer and layer class, for cloning and
     loading quantization-aware models (`.h5` included: see `QuantizeWrapperV2`)."""
     objects = {cls.__name__: cls for cls in CONFIG_CLASSES + LAYER_CLASSES}
     objects["SublayerWeightQuantizer"] = SublayerWeightQuantizer
-    # Entered second, so its `QuantizeWrapperV2` wins over the one TFMOT's scope maps.
+    # Entered second, so its wrappers win over the ones TFMOT's scope maps.
     with tfmot.quantization.keras.quantize_scope(objects), keras.utils.custom_object_scope(
-            {"QuantizeWrapperV2": QuantizeWrapperV2}):
+            {"QuantizeWrapperV2": QuantizeWrapperV2, "QuantizeAnnotate": QuantizeAnnotate}):
         yield
