@@ -3,7 +3,11 @@
 Writes `RUN_DIR/optimize.json`, `RUN_DIR/optimize.png` and the exports under
 `RUN_DIR/optimized/` (see `tfrec_attn.optimization.report.optimize_run`) for a SASRec or a DIN
 run (`tfrec-attn train --model din`: `optimization.ranker_report.optimize_ranker_run`). A re-run
-regenerates them as a whole: exports of methods not chosen this time are removed.
+regenerates them as a whole: exports of methods not chosen this time are removed and
+`optimized/saved_models/models.config` lists exactly the SavedModels left. The earlier
+`optimize.json`, `optimize.png` and `models.config` are removed before any export is replaced
+and the new ones written once every export is finished, so an interrupted run (Ctrl-C) leaves
+no report describing files it replaced or deleted.
 """
 
 import argparse

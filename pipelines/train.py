@@ -28,7 +28,7 @@ from tfrec_attn.training.autoencoder_run import (
     autoencoder_results_table,
     run_autoencoder_training,
 )
-from tfrec_attn.training.distribution import StrategyError
+from tfrec_attn.training.distribution import StrategyError, read_tf_config
 from tfrec_attn.training.policy_run import (
     PolicyOptions,
     policy_results_table,
@@ -327,6 +327,19 @@ def interrupted_message(options) -> str:
                " (--backup-dir makes a run resumable)"))
 
 
+def chief_task(options) -> str | None:
+    """`None` if this process wrote the run's outputs (always, except on a multi-worker run's
+    other workers: `distribution.is_chief`'s rule, read from `TF_CONFIG`), else its task
+    (`"worker:1"`)."""
+    if getattr(options, "strategy", "default") != "multi-worker":
+        return None
+    config = read_tf_config()
+    kind, index = config["task"]["type"], config["task"]["index"]
+    chief = kind == "chief" or (kind == "worker" and index == 0
+                                and "chief" not in config["cluster"])
+    return None if chief else f"{kind}:{index}"
+
+
 def main(argv=None) -> int:
     try:
         options = options_from_args(argv)
@@ -364,6 +377,11 @@ def main(argv=None) -> int:
     except StrategyError as err:  # TF_CONFIG / --batch-size vs the replicas, before training
         print(f"tfrec-attn train: {err}", file=sys.stderr)
         return 2
+    task = chief_task(options)
+    if task is not None:  # its metrics.json and export went to a deleted temporary directory
+        print(f"\n{task} is not the chief: it wrote no outputs (the chief writes "
+              f"{options.output}/metrics.json and the export)")
+        return 0
     print(f"\nmetrics: {options.output}/metrics.json")
     if "export_path" in metrics:
         print(f"SavedModel (TF Serving layout): {metrics['export_path']}")

@@ -14,6 +14,7 @@ from pipelines import train as train_pipeline
 from tfrec_attn._keras import tf
 from tfrec_attn.cli import main as cli_main
 from tfrec_attn.export import LiteRTRanker, assert_builtin_only
+from tfrec_attn.export.serving import read_models_config
 from tfrec_attn.optimization import optimize_run, optimize_table, prunable_weights
 from tfrec_attn.optimization import ranker_report as optimize_ranker_report
 from tfrec_attn.optimization.methods import METHODS
@@ -203,7 +204,10 @@ def test_rerun_with_fewer_methods_leaves_only_what_its_report_lists(report, run_
     assert tflite == {record["path"] for record in rerun["variants"].values()}
     assert {p.name for p in (copy / "optimized" / "saved_models").iterdir()} == {
         "float32", "models.config"}
+    config = read_models_config(copy / "optimized" / "saved_models" / "models.config")
+    assert [entry.name for entry in config.model_config_list.config] == ["float32"]
     assert json.loads((copy / "optimize.json").read_text()) == rerun
+    assert all(v["quality_source"] == "deployed" for v in rerun["variants"].values())
 
 
 def test_qat_of_a_mean_pooling_run_follows_its_qat_model(tmp_path):

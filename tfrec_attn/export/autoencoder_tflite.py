@@ -17,6 +17,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.autoencoder import AutoencoderModule
 from tfrec_attn.export.litert_runner import LiteRTRecommender
+from tfrec_attn.export.module_export import reject_mixed_precision
 from tfrec_attn.export.tflite import (
     QUANTIZATIONS,
     SIGNATURE,
@@ -62,6 +63,7 @@ def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
                          f"Received: quantization={quantization!r}")
     module = AutoencoderModule(model, max_k=k, exclude_input=exclude_input)  # checks model, k
+    reject_mixed_precision(module.model, "model")
     representative = None
     if quantization == "int8":
         representative = representative_dataset(representative_data, module.max_len,

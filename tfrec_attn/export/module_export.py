@@ -90,9 +90,53 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
     return model_dir / str(version)
 
 
+def is_pruning_wrapper(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` is a TFMOT pruning wrapper: TFMOT's `PruneLowMagnitude` or a subclass
+    (`tfrec_attn.optimization.pruning.PruneLowMagnitude`), found by its `pruning_vars` or its
+    class name, so export modules need not import TFMOT.
+
+    Example:
+    >>> is_pruning_wrapper(keras.layers.Dense(2))
+    False
+    """
+    return hasattr(layer, "pruning_vars") or any(
+        cls.__name__ == "PruneLowMagnitude" for cls in type(layer).__mro__)
+
+
 def reject_pruning_wrappers(model: keras.Model, argument: str, what: str) -> None:
-    """Raises a `ValueError` naming `argument` when `model` still has TFMOT pruning wrappers
-    (their masks and step counters are training state; export the stripped model `what`)."""
-    if any(hasattr(layer, "pruning_vars") for layer in model.layers):
+    """Raises a `ValueError` naming `argument` when `model` (at any depth, e.g. a SASRec's
+    encoder) still has TFMOT pruning wrappers (their masks and step counters are training
+    state; export the stripped model `what`)."""
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    if any(is_pruning_wrapper(layer) for layer in layers):
         raise ValueError(f"{argument} still has TFMOT pruning wrappers: export "
                          f"tfrec_attn.optimization.strip_pruning({what}) instead.")
+
+
+def mixed_precision_layers(model: keras.Model) -> list[str]:
+    """Names of the layers of `model` (at any depth) computing in float16 / bfloat16 (built
+    under a `mixed_float16` / `mixed_bfloat16` policy).
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="d")])
+    >>> mixed_precision_layers(model)
+    []
+    """
+    return sorted({layer.name for layer in model._flatten_layers(include_self=False,
+                                                                 recursive=True)
+                   if getattr(layer, "compute_dtype", None) in ("float16", "bfloat16")})
+
+
+def reject_mixed_precision(model: keras.Model, argument: str) -> None:
+    """Raises a short `ValueError` naming `argument` and its mixed-precision layers, instead of
+    the converter's long `ConverterError` (TFLite's builtin kernels do not take the float16 /
+    float32 mixes such a graph holds)."""
+    mixed = mixed_precision_layers(model)
+    if mixed:
+        raise ValueError(
+            f"{argument} was built under a mixed precision policy (float16/bfloat16 compute "
+            f"in {mixed[:5]}{' ...' if len(mixed) > 5 else ''}), which TFLite cannot convert "
+            "with builtin ops: build the same model under the 'float32' policy "
+            "(keras.mixed_precision.set_global_policy('float32')), copy the weights into it "
+            "(set_weights(get_weights())) and convert that (quantization='float16' then "
+            "gives float16 weights).")

@@ -22,6 +22,7 @@ import numpy as np
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.litert_runner import LiteRTRecommender
+from tfrec_attn.export.module_export import reject_mixed_precision
 from tfrec_attn.export.policy import PolicyModule, policy_network
 from tfrec_attn.export.tflite import (
     QUANTIZATIONS,
@@ -71,6 +72,7 @@ def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
     ((1, 2), dtype('float32'))
     """
     network, _ = policy_network(policy_or_network)
+    reject_mixed_precision(network, "policy_or_network")
     actions = int(network.output["logits"].shape[-1]) - FIRST_ITEM_ID
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= actions:
         raise ValueError(f"k must be an int in [1, {actions}] (the number of actions). "

@@ -18,6 +18,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.litert_runner import signature_runner
+from tfrec_attn.export.module_export import reject_mixed_precision
 from tfrec_attn.export.ranker import din_tower, score_candidates, tower_sizes
 from tfrec_attn.export.tflite import QUANTIZATIONS, check_id_range, convert_module
 from tfrec_attn.models.din import DIN
@@ -87,6 +88,7 @@ def convert_ranker_to_tflite(model_or_tower: DIN | keras.Model, path: str | os.P
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
                          f"Received: quantization={quantization!r}")
     tower, _ = din_tower(model_or_tower)
+    reject_mixed_precision(tower, "model_or_tower")
     max_len, vocab_size = tower_sizes(tower)
     representative = None
     if quantization == "int8":

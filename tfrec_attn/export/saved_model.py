@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
+from tfrec_attn.export.module_export import reject_pruning_wrappers
 from tfrec_attn.export.versioning import (
     atomic_version_dir,
     check_version,
@@ -104,7 +105,8 @@ class RecommenderModule(tf.Module):
     signature computes with the fake-quantized item table (see `item_table`).
 
     Args:
-        model: a trained `SASRec` (float, pruned or quantization-aware).
+        model: a trained `SASRec` (float, pruned and `strip_pruning`'d, or
+            quantization-aware); an encoder still holding pruning wrappers is a `ValueError`.
         max_k: the largest `k` a request may ask for; at most the number of items
             (`vocab_size - 2`), or of distinct `candidate_ids`.
         candidate_ids: optional ids the recommendations are restricted to (e.g. items in stock);
@@ -113,6 +115,7 @@ class RecommenderModule(tf.Module):
 
     def __init__(self, model: SASRec, max_k: int = 10, candidate_ids=None):
         super().__init__()
+        reject_pruning_wrappers(model.encoder, "model.encoder", "model.encoder")
         self.max_len = model.config.max_len
         self.vocab_size = model.config.vocab_size
         if not 1 <= max_k < self.vocab_size - 1:

@@ -231,9 +231,10 @@ def read_models_config(path: str | os.PathLike):
 
 
 def write_models_config(path: str | os.PathLike, models: dict[str, str],
-                        num_versions: int = 1) -> Path:
+                        num_versions: int = 1, merge: bool = True) -> Path:
     """Adds or updates `name: base_path` models in the TF Serving `--model_config_file` at
-    `path`, keeping every other model it lists (so SASRec and DIN runs can share one file).
+    `path`, keeping every other model it lists (so SASRec and DIN runs can share one file);
+    with `merge=False` the file lists exactly `models` (whatever it held is dropped).
 
     An entry with the same name is replaced; new ones are appended. The file is rewritten
     atomically (temporary file + `os.replace`); one that cannot be parsed (`read_models_config`)
@@ -244,6 +245,8 @@ def write_models_config(path: str | os.PathLike, models: dict[str, str],
         models: model name -> `base_path` (the directory holding its numbered versions).
         num_versions: the latest versions of each given model kept loaded (for canaries and
             rollbacks).
+        merge: keep the other models the file lists (`False`: replace the whole list, e.g.
+            `optimize`'s config of exactly the SavedModels it leaves).
 
     Returns:
         `path`.
@@ -255,6 +258,9 @@ def write_models_config(path: str | os.PathLike, models: dict[str, str],
     >>> _ = write_models_config(path, {"din": "/models/din"})
     >>> [e.name for e in read_models_config(path).model_config_list.config]
     ['sasrec', 'din']
+    >>> _ = write_models_config(path, {"din": "/models/din"}, merge=False)
+    >>> [e.name for e in read_models_config(path).model_config_list.config]
+    ['din']
     """
     check_positive_int("num_versions", num_versions)
     if not isinstance(models, dict) or not all(
@@ -265,7 +271,7 @@ def write_models_config(path: str | os.PathLike, models: dict[str, str],
     from tensorflow_serving.config import model_server_config_pb2
 
     path = Path(path)
-    config = read_models_config(path)
+    config = read_models_config(path) if merge else None
     if config is None:
         config = model_server_config_pb2.ModelServerConfig()
     entries = config.model_config_list.config

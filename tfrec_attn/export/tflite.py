@@ -21,6 +21,7 @@ consumers are `GATHER`s of one int8 buffer (see `docs/BENCHMARKS.md` section 5).
 two gathers still mean two copies.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -32,7 +33,12 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.export.module_export import find_layer
+from tfrec_attn.export.module_export import (
+    find_layer,
+    mixed_precision_layers,
+    reject_mixed_precision,
+    reject_pruning_wrappers,
+)
 from tfrec_attn.export.saved_model import encoder_item_layer, item_table
 from tfrec_attn.layers import (
     HistoryTopK,
@@ -58,6 +64,7 @@ def _serving_parts(model: SASRec | keras.Model, k: int, exclude_history: bool = 
                    ) -> tuple[keras.Model, int, int]:
     """`(top-k model, max_len, vocab_size)` from a `SASRec` or a functional top-k model."""
     if isinstance(model, SASRec):
+        reject_pruning_wrappers(model.encoder, "model.encoder", "model.encoder")
         return (build_topk_model(model.encoder, k=k, exclude_history=exclude_history),
                 model.config.max_len, model.config.vocab_size)
     if not isinstance(model, keras.Model) or not isinstance(model.output, dict) or not {
@@ -67,6 +74,8 @@ def _serving_parts(model: SASRec | keras.Model, k: int, exclude_history: bool = 
     embedding = find_layer(model, ItemEmbedding)
     if embedding is None:
         raise ValueError("The top-k model has no ItemEmbedding layer to read vocab_size from.")
+    reject_pruning_wrappers(model, "model", "model")
+    reject_mixed_precision(model, "model")
     max_len = model.input.shape[1]
     if max_len is None:
         positions = find_layer(model, (PositionEmbedding, SinusoidalPositionEmbedding))
@@ -75,6 +84,41 @@ def _serving_parts(model: SASRec | keras.Model, k: int, exclude_history: bool = 
                              "input shape (batch, max_len) or a position embedding.")
         max_len = positions.max_length
     return model, int(max_len), embedding.vocab_size
+
+
+def float32_copy(model: SASRec) -> SASRec:
+    """`model` itself if every layer computes in float32, else the same `SASRec` rebuilt
+    under the `float32` policy with `model`'s weights (a `mixed_float16` model keeps float32
+    variables, so they copy over exactly), which TFLite converts with builtin ops.
+
+    Example:
+    >>> from tfrec_attn.models import SASRecConfig
+    >>> model = SASRec(SASRecConfig(vocab_size=12, max_len=4, dim=8, num_blocks=1))
+    >>> float32_copy(model) is model
+    True
+    """
+    if not mixed_precision_layers(model.encoder):
+        return model
+    reject_pruning_wrappers(model.encoder, "model.encoder", "model.encoder")
+    if hasattr(model.encoder, "_weight_vars") or any(
+            isinstance(layer, keras.layers.Wrapper) for layer in model.encoder.layers):
+        reject_mixed_precision(model.encoder, "model.encoder")  # QAT / wrapped: not rebuilt
+    with float32_policy():
+        copy = SASRec(model.config)
+    copy.encoder.set_weights(model.encoder.get_weights())
+    return copy
+
+
+@contextlib.contextmanager
+def float32_policy():
+    """Sets the global Keras policy to `float32` inside the block (the serving layers built
+    there, e.g. `build_topk_model`'s, then compute in float32 whatever the caller's policy)."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
 
 
 def _recommend_function(topk: keras.Model, max_len: int, vocab_size: int):
@@ -194,7 +238,9 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
 
     Args:
         model: a trained `SASRec`, or a functional top-k model (`build_topk_model`, whose own
-            `k` is then used and the `k` argument ignored).
+            `k` is then used and the `k` argument ignored). A `SASRec` built under a mixed
+            precision policy is converted from its float32 copy (`float32_copy`); a pruned
+            one must be `strip_pruning`'d first.
         path: the `.tflite` file to write (parent directories are created).
         k: how many items `recommend` returns.
         quantization: `"none"` (float32), `"float16"` (float16 weights), `"dynamic"` (int8
@@ -213,25 +259,29 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
 
     Raises:
         ValueError: an unknown `quantization`, or `"int8"` without `representative_histories`
-            (or with ids outside `[0, vocab_size)`); raised before anything is converted.
+            (or with ids outside `[0, vocab_size)`), a model still holding pruning wrappers,
+            or a mixed precision top-k model; raised before anything is converted.
         tf.lite ConverterError: the graph needs non-builtin ops (and not `allow_select_tf_ops`).
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
                          f"Received: quantization={quantization!r}")
-    topk, max_len, vocab_size = _serving_parts(model, k, exclude_history)
-    representative = None
-    if quantization == "int8":
-        representative = representative_dataset(representative_histories, max_len,
-                                                vocab_size=vocab_size)
-    module = tf.Module()
-    module.topk = topk
-    if quantization == "dynamic" and isinstance(model, SASRec):
-        module.recommend = _shared_table_function(model, k, exclude_history)
-    else:
-        module.recommend = _recommend_function(topk, max_len, vocab_size)
-    return convert_module(module.recommend, SIGNATURE, path, quantization,
-                          representative, allow_select_tf_ops)
+    if isinstance(model, SASRec):
+        model = float32_copy(model)
+    with float32_policy():
+        topk, max_len, vocab_size = _serving_parts(model, k, exclude_history)
+        representative = None
+        if quantization == "int8":
+            representative = representative_dataset(representative_histories, max_len,
+                                                    vocab_size=vocab_size)
+        module = tf.Module()
+        module.topk = topk
+        if quantization == "dynamic" and isinstance(model, SASRec):
+            module.recommend = _shared_table_function(model, k, exclude_history)
+        else:
+            module.recommend = _recommend_function(topk, max_len, vocab_size)
+        return convert_module(module.recommend, SIGNATURE, path, quantization,
+                              representative, allow_select_tf_ops)
 
 
 def convert_module(function, signature: str, path: str | os.PathLike, quantization: str,

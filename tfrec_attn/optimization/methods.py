@@ -35,6 +35,8 @@ LR_SCALE = {"prune": 1.0, "qat": 0.1}  # fine-tuning lr = LR_SCALE * the run's l
 WARMUP = 3  # untimed calls before each latency figure
 OPTIMIZED = "optimized"  # the exports' folder in the output directory
 EXPORT_FOLDERS = ("tflite", "saved_models")
+REPORT_FILES = ("optimize.json", "optimize.png")  # in the output directory
+MODELS_CONFIG = "models.config"  # TF Serving's --model_config_file, in saved_models/
 
 
 def check_methods(methods, name: str = "methods") -> tuple[str, ...]:
@@ -120,6 +122,41 @@ def remove_stale_exports(root: str | os.PathLike, variants: dict) -> list[Path]:
                 continue
             removed.append(path)
     return removed
+
+
+def invalidate_report(out: str | os.PathLike) -> list[Path]:
+    """Removes what describes an earlier `optimize_run`'s exports in `out` (`REPORT_FILES` and
+    `optimized/saved_models/models.config`) before a run replaces any export; returns the
+    removed paths.
+
+    This is how the outputs stay consistent whatever happens to a run: from here on nothing
+    describes the exports until the run ends, removes stale exports, writes a `models.config`
+    listing exactly its SavedModels (`write_serving_config`) and finally `optimize.json`
+    (atomically). An interrupted or failed run thus leaves no report and no `models.config`
+    (the exports it left are not described by anything; re-run to regenerate them), never a
+    report of files that were since replaced or deleted.
+    """
+    out = Path(out)
+    paths = [out / name for name in REPORT_FILES]
+    paths.append(out / OPTIMIZED / "saved_models" / MODELS_CONFIG)
+    removed = [path for path in paths if path.is_file() or path.is_symlink()]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
+def write_serving_config(root: str | os.PathLike, variants: dict) -> Path:
+    """Writes `root/saved_models/models.config` (TF Serving's `--model_config_file`) listing
+    exactly the variants of `variants` with a SavedModel (base path `/models/<name>`, as the
+    folder is mounted in the TF Serving container), replacing the whole file; returns its path.
+    """
+    from tfrec_attn.export.serving import write_models_config
+
+    path = Path(root) / "saved_models" / MODELS_CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_models_config(path, {name: f"/models/{name}" for name, record in
+                                      variants.items() if record.get("saved_model")},
+                               merge=False)
 
 
 def check_common_settings(epochs: int | None, target_sparsity: float, latency_runs: int,

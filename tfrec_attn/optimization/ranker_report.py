@@ -14,8 +14,9 @@ The run is reloaded as `tfrec-attn evaluate` reloads it (`ranking_evaluation.loa
 same data, split seed and sampled negatives), so the AUC / GAUC are over the test rows of
 `metrics.json`: one request a test user, their history and `C = 1 + test_negatives` candidates
 (the held-out item, then the seeded negatives). The deployed `.tflite` scores exactly such a
-request (`num_candidates=C`), so the deployed file itself is evaluated (SASRec needs an
-evaluation twin). Calibration requests are the first `CALIBRATION_USERS` validation users'
+request (`num_candidates=C`), so the deployed file itself is evaluated (each variant's
+`quality_source` is `"deployed"`; a SASRec run under a sampled protocol needs an evaluation
+twin). Calibration requests are the first `CALIBRATION_USERS` validation users'
 (their `1 + valid_negatives` candidates repeated to `C`): never test rows.
 """
 
@@ -30,7 +31,6 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_ranking_dataset
 from tfrec_attn.export import LiteRTRanker, convert_ranker_to_tflite, export_ranker
-from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.models import DIN, DINConfig
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.din import prune_din, qat_din
@@ -44,9 +44,11 @@ from tfrec_attn.optimization.methods import (
     check_output,
     file_size,
     fine_tune_settings,
+    invalidate_report,
     latency_ms,
     remove_stale_exports,
     variant_record,
+    write_serving_config,
 )
 from tfrec_attn.optimization.plots import plot_optimization
 from tfrec_attn.optimization.pruning import gzip_size
@@ -136,7 +138,8 @@ def _tflite_part(ctx: _RankerContext, name: str, tower: keras.Model, quantizatio
     runner = LiteRTRanker(path)
     return {"path": os.fspath(path), "size_bytes": file_size(path),
             "gzip_bytes": gzip_size(path), "tflite_quantization": quantization,
-            **ctx.evaluate(ctx.tflite_scores(runner)), "latency": ctx.latency(runner.score)}
+            **ctx.evaluate(ctx.tflite_scores(runner)), "quality_source": "deployed",
+            "latency": ctx.latency(runner.score)}
 
 
 def _variant(ctx: _RankerContext, name: str, tower: keras.Model, quantization: str,
@@ -189,16 +192,20 @@ def optimize_ranker_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int
         `protocol`, `test_users`, `num_candidates` `C`, `reference`: the run's test AUC /
         GAUC, ...) and `"variants"`, one record per variant with `path`, `size_bytes`,
         `gzip_bytes` (the deployed `.tflite`), `tflite_quantization`, `auc`, `gauc` (that
-        file's quality), `protocol`, `sparsity` (of the prunable weights; 0 for dense
-        variants), `keras` (`auc`, `gauc` of the variant's Keras tower; `None` for
-        post-training quantization, whose tower is `float32`'s), `latency` (`tflite` /
+        file's quality; `quality_source` `"deployed"`), `protocol`, `sparsity` (of the
+        prunable weights; 0 for dense variants), `keras` (`auc`, `gauc` of the variant's
+        Keras tower; `None` for post-training quantization, whose tower is `float32`'s),
+        `latency` (`tflite` /
         `saved_model` -> `single` / `batch_16` -> `p50_ms`, `p99_ms`, a request being one
         history and `C` candidates; `saved_model` is `None` without a SavedModel) and
         `saved_model` (`path`, `size_bytes`, `gzip_bytes`, or `None`); fine-tuned variants
         add `fine_tuning` (`epochs`, `learning_rate`, `batch_size`).
 
     The outputs are regenerated as a whole, as by `optimize_run`: `optimized/` ends up
-    holding exactly the variants this call lists.
+    holding exactly the variants this call lists, `optimized/saved_models/models.config`
+    lists exactly its SavedModels, and an interrupted or failed call leaves no
+    `optimize.json` / `models.config` describing replaced or deleted files (the earlier ones
+    are removed before any export is replaced; `optimize.json` is written last).
 
     Raises:
         ValueError: an unknown or unsupported method, a bad setting or an `output` that is
@@ -214,6 +221,7 @@ def optimize_ranker_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int
     run = load_ranking_run(run_dir)
     fine_tuning = fine_tune_settings(run, methods, epochs, learning_rate)
     ctx = _RankerContext(run, out / OPTIMIZED, k, latency_runs)
+    invalidate_report(out)  # from here until the end nothing describes the exports
     variants = {"float32": _variant(ctx, "float32", run.tower, "none", own_model=True)}
     for method in methods:
         if method in PTQ:
@@ -221,9 +229,7 @@ def optimize_ranker_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int
         else:
             variants[method] = _fine_tune(ctx, method, fine_tuning[method], target_sparsity)
     remove_stale_exports(ctx.root, variants)
-    write_models_config(ctx.root / "saved_models" / "models.config",
-                        {name: f"/models/{name}" for name, v in variants.items()
-                         if v["saved_model"]})
+    write_serving_config(ctx.root, variants)
     report = {
         "run_dir": os.fspath(run_dir), "model_type": "din",
         "protocol": _protocol(run.split.test_negatives), "seed": run.options.seed,
@@ -236,8 +242,8 @@ def optimize_ranker_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int
                       "its 1 + test_negatives candidates); same rows as metrics.json",
         "variants": variants,
     }
-    write_json(out / "optimize.json", report)
     plot_optimization(report, out / "optimize.png", metric="gauc")
+    write_json(out / "optimize.json", report)  # last: it describes only finished files
     return report
 
 

@@ -19,12 +19,19 @@ Fine-tuning (`prune`, `qat`) runs on the run's own training data and batch size,
 learning rate derived from the run's (`methods.fine_tune_learning_rate`, where the rule and
 `FINE_TUNE_EPOCHS` are explained).
 
-Quality uses the same test users, protocol and seed as the run's `metrics.json`. A TFLite
-variant is scored through a second, evaluation-only flatbuffer converted the same way (same
-weights, same quantization) whose top-k spans the whole catalogue without history exclusion:
-its output is every item's score, so the protocol (history exclusion that keeps the target,
-sampled negatives, pessimistic ties) is applied exactly as for the Keras model. The deployed
-file (top-`k`, history excluded) is the one measured for size and latency.
+Quality uses the same test users, protocol and seed as the run's `metrics.json`. Under the
+full protocol a TFLite variant's HR@10 / NDCG@10 come from the deployed file itself (its
+top-`k`, `k >= 10`; `deployed_ranks`): ids of the user's history the file did not exclude
+(those before its last `max_len`) are dropped, and a target pushed beyond the list counts as a
+miss, which is exact when the histories fit `max_len` (each variant records in
+`uncertain_users` how many users' ranks the list could not settle). Under a sampled protocol
+the negatives can fall outside any top-k, so the figure comes from a second,
+evaluation-only flatbuffer converted the same way (same weights and quantization) whose top-k
+spans the whole catalogue without history exclusion (the "twin"): exact for float32,
+float16 and dynamic files, but an int8 twin is calibrated on every item's score instead of the
+top-k's, so its quality can differ from the deployed int8 file's. Each variant records its
+`quality_source` (`"deployed"` or `"twin"`). The deployed file is the one measured for size
+and latency.
 """
 
 from __future__ import annotations
@@ -38,9 +45,8 @@ import numpy as np
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_training_dataset, pad_left
-from tfrec_attn.evaluation import evaluate
+from tfrec_attn.evaluation import MISS_RANK, evaluate, summarize
 from tfrec_attn.export import LiteRTRecommender, convert_to_tflite, export_saved_model
-from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.methods import (
     METHODS,
@@ -52,9 +58,11 @@ from tfrec_attn.optimization.methods import (
     check_output,
     file_size,
     fine_tune_learning_rate,
+    invalidate_report,
     latency_ms,
     remove_stale_exports,
     variant_record,
+    write_serving_config,
 )
 from tfrec_attn.optimization.methods import fine_tune_settings as _fine_tune_settings
 from tfrec_attn.optimization.plots import plot_optimization
@@ -149,19 +157,74 @@ def _saved_model_part(ctx: _Context, name: str, model) -> dict:
 
 
 def _tflite_part(ctx: _Context, name: str, model, quantization: str) -> dict:
-    """The deployed `.tflite` (size, latency) and its quality through the evaluation twin."""
+    """The deployed `.tflite` (size, latency) and its quality: under the full protocol from
+    the deployed file itself (`deployed_ranks`), under a sampled one through the evaluation
+    twin (module docstring); `quality_source` says which."""
     kwargs = {"quantization": quantization, "representative_histories": ctx.calibration}
     path = convert_to_tflite(model, ctx.root / "tflite" / f"{name}.tflite", k=ctx.k, **kwargs)
     runner = LiteRTRecommender(path)
-    # Same graph as the deployed file (`convert_to_tflite` picks it from the SASRec and the
-    # quantization), ranking the whole catalogue.
-    twin = convert_to_tflite(model, ctx.scratch / f"{name}.tflite", k=ctx.run.vocab_size - 2,
-                             exclude_history=False, **kwargs)
-    quality = ctx.evaluate(_tflite_score_fn(LiteRTRecommender(twin), ctx.run.vocab_size))
+    run = ctx.run
+    if run.options.eval_protocol == "full":
+        histories, targets = run.split.test_histories, run.split.test_targets
+        ranks, uncertain = deployed_ranks(runner.recommend(pad_left(histories, ctx.max_len)),
+                                          histories, targets)
+        summary = summarize(ranks, ks=(10,))
+        quality = {metric: summary[metric] for metric in METRICS}
+        source = {"quality_source": "deployed", "uncertain_users": int(uncertain.sum())}
+    else:
+        # Same graph as the deployed file (`convert_to_tflite` picks it from the SASRec and
+        # the quantization), ranking the whole catalogue.
+        twin = convert_to_tflite(model, ctx.scratch / f"{name}.tflite", k=run.vocab_size - 2,
+                                 exclude_history=False, **kwargs)
+        quality = ctx.evaluate(_tflite_score_fn(LiteRTRecommender(twin), run.vocab_size))
+        source = {"quality_source": "twin"}
     return {"path": os.fspath(path), "size_bytes": file_size(path),
             "gzip_bytes": gzip_size(path),
-            "tflite_quantization": quantization, **quality,
+            "tflite_quantization": quantization, **quality, **source,
             "latency": ctx.latency(runner.recommend)}
+
+
+def deployed_ranks(outputs: dict, histories, targets, cutoff: int = 10
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Full-protocol target ranks (`evaluation.evaluate`'s, below `cutoff`) read from a
+    deployed file's top-k `outputs` (`item_ids`, `scores` `(n, k)`, `k >= cutoff`), and a
+    mask of the users whose rank the list cannot settle.
+
+    The protocol excludes the whole history (a target in it is a miss, `MISS_RANK`); the file
+    only its last `max_len` ids, so returned ids in the history (and unfilled `-1` slots) are
+    dropped, and a target not in what is left is a miss. Ties count against the target, as in
+    `evaluate`: its rank is the number of kept items scoring at least as much, minus one. Exact
+    (`uncertain` False) unless dropping left fewer than `cutoff` items and the target is not
+    among them (only possible when the history is longer than `max_len`), or the target ties
+    the file's last score while the list is full and short of `cutoff` (items tied beyond the
+    list are unseen): such ranks are counted as read (the list may be optimistic there).
+
+    Example:
+    >>> out = {"item_ids": np.array([[5, 2, 7, 6]]), "scores": np.array([[4., 3., 2., 2.]])}
+    >>> deployed_ranks(out, [np.array([9, 2])], np.array([7]), cutoff=2)
+    (array([2]), array([False]))
+    >>> deployed_ranks(out, [np.array([9, 2])], np.array([9]), cutoff=2)[0] == MISS_RANK
+    array([ True])
+    """
+    ids, scores = np.asarray(outputs["item_ids"]), np.asarray(outputs["scores"])
+    ranks = np.full(len(ids), MISS_RANK, np.int64)
+    uncertain = np.zeros(len(ids), bool)
+    for row, (history, target) in enumerate(zip(histories, targets, strict=True)):
+        history = np.asarray(history)
+        if target in history:
+            continue  # a repeat target: removed with the history, a miss
+        kept = (ids[row] >= 2) & ~np.isin(ids[row], history)
+        kept_ids, kept_scores = ids[row][kept], scores[row][kept]
+        hit = np.flatnonzero(kept_ids == target)
+        if not hit.size:
+            uncertain[row] = len(kept_ids) < cutoff
+            continue
+        target_score = kept_scores[hit[0]]
+        rank = int((kept_scores >= target_score).sum()) - 1
+        ranks[row] = rank
+        full = bool((ids[row] >= 2).all())
+        uncertain[row] = full and target_score == scores[row][-1] and rank < cutoff
+    return ranks, uncertain
 
 
 def _tflite_score_fn(runner: LiteRTRecommender, vocab_size: int):
@@ -219,9 +282,15 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
     most candidates its `rank` signature returns; AUC / GAUC instead of NDCG@10 / HR@10).
 
     The outputs are regenerated as a whole: `optimize.json` and `optimize.png` are replaced,
-    and `optimized/` ends up holding exactly the variants this call lists (exports an earlier
+    `optimized/` ends up holding exactly the variants this call lists (exports an earlier
     call wrote for methods not chosen now are removed: `methods.remove_stale_exports`; nothing
-    else in the directory is touched).
+    else in the directory is touched) and `optimized/saved_models/models.config` lists exactly
+    its SavedModels. They stay consistent if the call fails or is interrupted: once the
+    settings are checked and the run is loaded, the earlier `optimize.json`, `optimize.png`
+    and `models.config` are removed (`methods.invalidate_report`) before any export is
+    replaced, and the new ones are written only after every export is finished,
+    `optimize.json` last and atomically. An interrupted call therefore leaves no report (the
+    exports it left are described by nothing; re-run to regenerate them).
 
     Args:
         run_dir: a `tfrec-attn train` run directory (see `training.run_dir.load_run`).
@@ -240,7 +309,9 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
     Returns:
         The report written to `optimize.json`: run-level settings and `"variants"`, one record
         per variant with `path`, `size_bytes`, `gzip_bytes` (the deployed `.tflite`),
-        `tflite_quantization`, `ndcg@10`, `hr@10` (that file's quality), `protocol`,
+        `tflite_quantization`, `ndcg@10`, `hr@10` (that file's quality), `quality_source`
+        (`"deployed"`: read from that file, with `uncertain_users`; `"twin"`: from its
+        evaluation twin, sampled protocols; module docstring), `protocol`,
         `sparsity` (of the prunable weights; 0 for dense variants), `keras` (`ndcg@10`,
         `hr@10` of the Keras model the file came from; `None` for post-training
         quantization, whose Keras model is `float32`'s), `latency` (`tflite` /
@@ -274,6 +345,7 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
     run = load_run(run_dir)
     fine_tuning = _fine_tune_settings(run, methods, epochs, learning_rate)
     root = out / OPTIMIZED
+    invalidate_report(out)  # from here until the end nothing describes the exports
     variants = {}
     with tempfile.TemporaryDirectory(prefix="tfrec_attn_optimize_") as scratch:
         ctx = _Context(run, root, k, latency_runs, Path(scratch))
@@ -287,9 +359,7 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
                 variants[method] = _fine_tune(ctx, method, fine_tuning[method],
                                               target_sparsity)
     remove_stale_exports(root, variants)
-    write_models_config(root / "saved_models" / "models.config",
-                        {name: f"/models/{name}" for name, v in variants.items()
-                         if v["saved_model"]})
+    write_serving_config(root, variants)
     report = {
         "run_dir": os.fspath(run_dir), "protocol": run.options.eval_protocol,
         "seed": run.options.seed, "test_users": len(run.split.test_targets), "k": k,
@@ -297,12 +367,17 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
         "latency_runs": latency_runs,
         "device": optimization_device(),
         "reference": {m: run.metrics.get("test", {}).get(m) for m in METRICS},
-        "evaluation": "TFLite quality from an evaluation twin of each file whose top-k spans "
-                      "the catalogue; same protocol, seed and test users as metrics.json",
+        "evaluation": ("TFLite quality from each deployed file's top-k (full protocol; see "
+                       "quality_source); same protocol, seed and test users as metrics.json"
+                       if run.options.eval_protocol == "full" else
+                       "TFLite quality from an evaluation twin of each file whose top-k spans "
+                       "the catalogue (sampled protocol; an int8 twin is calibrated apart from "
+                       "the deployed file); same protocol, seed and test users as "
+                       "metrics.json"),
         "variants": variants,
     }
-    write_json(out / "optimize.json", report)
     plot_optimization(report, out / "optimize.png")
+    write_json(out / "optimize.json", report)  # last: it describes only finished files
     return report
 
 
