@@ -1,5 +1,6 @@
 """Tests for `tfrec_attn.data.readers`: every format, clean and malformed files."""
 
+import json
 import warnings
 from pathlib import Path
 
@@ -343,3 +344,20 @@ def test_movielens_100k_ratings():
     assert len(frame) == 100_000 and set(frame["rating"].unique()) == {1.0, 2.0, 3.0, 4.0, 5.0}
     assert frame["rating"].mean() == pytest.approx(3.52986)  # the ML-100K README's ratings
     pd.testing.assert_frame_equal(frame.drop(columns="rating"), read_movielens(ML_100K))
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".json"])
+def test_a_frame_a_reader_returned_can_be_written(tmp_path, suffix):
+    """pandas writes `attrs` as JSON into Parquet: the dataclass report made
+    `read_sasrec(...).to_parquet(...)` fail with 'not JSON serializable'."""
+    path = tmp_path / "log.txt"
+    path.write_text("u1 a\nu1 b\nu2 a\n")
+    frame = read_sasrec(path)
+    assert frame.attrs["report"].rows == 3 and frame.attrs["report"]["skipped"] == 0
+    if suffix == ".parquet":
+        frame.to_parquet(tmp_path / "log.parquet")
+        again = pd.read_parquet(tmp_path / "log.parquet")
+        pd.testing.assert_frame_equal(again.reset_index(drop=True),
+                                      frame.reset_index(drop=True), check_dtype=False)
+    else:
+        assert json.loads(json.dumps(frame.attrs))["report"]["rows"] == 3

@@ -63,19 +63,28 @@ class DataWarning(UserWarning):
     """Summary of malformed lines skipped with `on_error="skip"`."""
 
 
-@dataclasses.dataclass
-class ReadReport:
+class ReadReport(dict):
     """What a reader did: rows kept, lines skipped and the first (up to 20) problems found.
 
+    A plain `dict` (`path`, `rows`, `skipped`, `problems`) read by key or attribute: readers put
+    it in `frame.attrs["report"]`, and pandas writes a frame's `attrs` as JSON into Parquet
+    files, so `frame.to_parquet(...)` works on a frame a reader returned.
+
     Example:
-    >>> ReadReport(path="x.txt", rows=3).skipped
-    0
+    >>> import json
+    >>> report = ReadReport(path="x.txt", rows=3)
+    >>> report.skipped, report["rows"], json.dumps(report)
+    (0, 3, '{"path": "x.txt", "rows": 3, "skipped": 0, "problems": []}')
     """
 
-    path: str
-    rows: int
-    skipped: int = 0
-    problems: list[str] = dataclasses.field(default_factory=list)
+    def __init__(self, path, rows: int, skipped: int = 0, problems=()):
+        super().__init__(path=os.fspath(path), rows=int(rows), skipped=int(skipped),
+                         problems=list(problems))
+
+    path = property(lambda self: self["path"])
+    rows = property(lambda self: self["rows"])
+    skipped = property(lambda self: self["skipped"])
+    problems = property(lambda self: self["problems"])
 
 
 class ProblemLog:

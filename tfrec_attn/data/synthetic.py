@@ -116,7 +116,8 @@ def generate_synthetic(num_users: int = 2000, num_items: int = 1000, num_groups:
         `group_genres` (group, genre; the preferred genres) and `params` (enough to rebuild the
         generating process: `evaluation.SyntheticOracle` does). (pandas compares `attrs` in
         `pd.concat`, which fails for DataFrame values: clear `attrs` on slices before
-        concatenating them.)
+        concatenating them; `to_parquet` writes `attrs` as JSON, which fails for them too:
+        clear them, `frame.attrs = {}`, before writing the frame to Parquet.)
 
     Example:
     >>> df = generate_synthetic(num_users=5, num_items=20, mean_length=4)
