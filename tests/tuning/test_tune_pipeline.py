@@ -168,3 +168,20 @@ def test_a_rerun_with_another_tuner_is_refused(tmp_path, capsys):
     assert tune_pipeline.main([*common, "--tuner", "random", "--overwrite"]) == 0
     assert json.loads((out / "tuning.json").read_text())["tuner"] == "random"
     assert not (out / "bayesian").exists()
+
+
+@pytest.mark.parametrize("events, items, message", [
+    (6, 12, "12 items; a run ranks the catalogue at cut-offs up to 20"),  # trials crashed
+    (3, 40, "no user to train on"),  # trials failed on an empty dataset
+])
+def test_data_train_refuses_is_refused_before_any_trial(tmp_path, capsys, events, items,
+                                                        message):
+    data = tmp_path / "log.txt"
+    data.write_text("".join(f"u{u} i{(u + e) % items}\n" for u in range(30)
+                            for e in range(events)))
+    out = tmp_path / "out"
+    argv = ["--data", str(data), "--format", "sasrec", "--max-trials", "1", "--epochs", "1",
+            "--output", str(out), "--verbose", "0"]
+    assert tune_pipeline.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--data {data}" in err and message in err and not out.exists()
