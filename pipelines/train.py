@@ -28,7 +28,7 @@ from tfrec_attn.training.autoencoder_run import (
     autoencoder_results_table,
     run_autoencoder_training,
 )
-from tfrec_attn.training.distribution import StrategyError, read_tf_config
+from tfrec_attn.training.distribution import StrategyError, non_chief_task
 from tfrec_attn.training.policy_run import (
     PolicyOptions,
     policy_results_table,
@@ -329,15 +329,10 @@ def interrupted_message(options) -> str:
 
 def chief_task(options) -> str | None:
     """`None` if this process wrote the run's outputs (always, except on a multi-worker run's
-    other workers: `distribution.is_chief`'s rule, read from `TF_CONFIG`), else its task
-    (`"worker:1"`)."""
+    other workers: `distribution.non_chief_task`), else its task (`"worker:1"`)."""
     if getattr(options, "strategy", "default") != "multi-worker":
         return None
-    config = read_tf_config()
-    kind, index = config["task"]["type"], config["task"]["index"]
-    chief = kind == "chief" or (kind == "worker" and index == 0
-                                and "chief" not in config["cluster"])
-    return None if chief else f"{kind}:{index}"
+    return non_chief_task()
 
 
 def main(argv=None) -> int:

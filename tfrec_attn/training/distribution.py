@@ -155,10 +155,29 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    task_type, task_id = resolver.task_type, resolver.task_id
+    return _is_chief_task(resolver.task_type, resolver.task_id,
+                          resolver.cluster_spec().as_dict())
+
+
+def _is_chief_task(task_type: str | None, task_id: int | None, cluster: dict) -> bool:
+    """The chief rule: the `chief` task, else worker 0 of a cluster without one."""
     return task_type in (None, "chief") or (
-        task_type == "worker" and task_id == 0 and not has_chief)
+        task_type == "worker" and task_id == 0 and "chief" not in cluster)
+
+
+def non_chief_task(environ=None) -> str | None:
+    """This machine's task (`"worker:1"`) when `TF_CONFIG` makes it another task than the
+    chief (`is_chief`'s rule), else `None`; read without making a strategy.
+
+    Example:
+    >>> env = {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}, '
+    ...                     '"task": {"type": "worker", "index": 1}}'}
+    >>> non_chief_task(env)
+    'worker:1'
+    """
+    config = read_tf_config(environ)
+    kind, index = config["task"]["type"], config["task"]["index"]
+    return None if _is_chief_task(kind, index, config["cluster"]) else f"{kind}:{index}"
 
 
 def replica_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> int:
