@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfrec_attn.export.serving import write_models_config
 from tfrec_attn.optimization.pruning import check_target_sparsity
 from tfrec_attn.validation import (
     check_directory_path,
@@ -150,8 +151,6 @@ def write_serving_config(root: str | os.PathLike, variants: dict) -> Path:
     exactly the variants of `variants` with a SavedModel (base path `/models/<name>`, as the
     folder is mounted in the TF Serving container), replacing the whole file; returns its path.
     """
-    from tfrec_attn.export.serving import write_models_config
-
     path = Path(root) / "saved_models" / MODELS_CONFIG
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_models_config(path, {name: f"/models/{name}" for name, record in
