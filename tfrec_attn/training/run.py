@@ -191,6 +191,16 @@ def check_catalogue(options: RunOptions, vocab_size: int) -> None:
             f"{needed} (HR@{needed}, NDCG@{needed}), so it needs at least {needed} items")
 
 
+def check_sequence_data(options: TrainOptions, data, split) -> None:
+    """Before training a SASRec (a `train` run, or a `tune` search's trials): the checks of
+    the data and split, in order `check_users_kept`, `check_trainable`, `check_catalogue`,
+    `check_eval_protocol`; a `DataOptionError` names the first that fails."""
+    check_users_kept(options, data)
+    check_trainable(options, data, split)
+    check_catalogue(options, data.vocab_size)
+    check_eval_protocol(options.eval_protocol, split, data.vocab_size)
+
+
 def check_eval_protocol(protocol: str, split, vocab_size: int) -> None:
     """Before training: a sampled protocol's negatives fit the catalogue for every validation
     and test user (`protocols.sample_negatives`' condition: that many real items outside the
@@ -361,10 +371,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     source = data_source(options)  # the bytes just read
     data, split = load_sequences(options, frame)
     vocab_size = data.vocab_size
-    check_users_kept(options, data)
-    check_trainable(options, data, split)
-    check_catalogue(options, vocab_size)
-    check_eval_protocol(options.eval_protocol, split, vocab_size)
+    check_sequence_data(options, data, split)
     fields, chosen = choose_data_defaults(options.model, split.train)
     options = dataclasses.replace(options, model=fields)
     if options.verbose and chosen:

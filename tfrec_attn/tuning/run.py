@@ -11,9 +11,7 @@ from tfrec_attn.models import SASRecConfig
 from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.run import (
     TrainOptions,
-    check_catalogue,
-    check_trainable,
-    check_users_kept,
+    check_sequence_data,
     item_probabilities,
     load_sequences,
     validation_rows,
@@ -100,9 +98,7 @@ def run_tuning(options: TuneOptions) -> dict:
     keras.utils.set_random_seed(train.seed)
     space = options.space()
     data, split = load_sequences(train)
-    check_users_kept(train, data)  # as `tfrec-attn train` does, before any trial
-    check_trainable(train, data, split)
-    check_catalogue(train, data.vocab_size)
+    check_sequence_data(train, data, split)  # as `tfrec-attn train` does, before any trial
     out.mkdir(parents=True, exist_ok=True)
     vocab_size = data.vocab_size
     base, _ = choose_data_defaults(train.model, split.train)  # as `tfrec-attn train` does
