@@ -48,6 +48,7 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "l2": "l2", "attention": "attention", "exclude_seen": "exclude_seen",
     "future_targets": "future_targets", "gated": "gated",
     "uniform_negatives": "uniform_negatives", "input_dropout": "input_dropout",
+    "transition_neighbors": "transition_neighbors",
 }
 RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
@@ -161,6 +162,9 @@ def parser() -> argparse.ArgumentParser:
     add("--input-dropout", type=float,
         help="while training, replace each history item by the unknown-item id with this "
              "probability (0: off, the default)")
+    add("--transition-neighbors", type=int,
+        help="successors per item in the transition prior mixed into the scores after "
+             "training, its weight chosen on validation (default 100; 0: no prior)")
     add("--attention", choices=list(ATTENTION_KINDS),
         help="self-attention variant of every block (options via the YAML "
              "model: {attention_options: {...}})")

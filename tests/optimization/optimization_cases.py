@@ -15,6 +15,7 @@ from tfrec_attn.layers import (
     MaskedMeanPooling,
     PaddingMask,
     StopGradient,
+    TransitionPrior,
 )
 from tfrec_attn.testing import layer_cases as lc
 from tfrec_attn.testing import list_input_cases as lic
@@ -38,6 +39,13 @@ PARAMETER_FREE_INPUTS = {
     MaskedMeanPooling: lambda: np.ones((1, 3, 4), np.float32),
     StopGradient: lambda: np.ones((1, 4), np.float32),
     HistoryTopK: lambda: [np.ones((1, 12), np.float32), np.array([[0, 2]])],
+}
+
+# Registered layers whose weights are fixed tables set outside training (nothing trainable,
+# nothing to prune), with a `() -> (layer, inputs)` each: test_transition_prior_optimization.
+FIXED_WEIGHT_INPUTS = {
+    TransitionPrior: lambda: (TransitionPrior(12, 2), [np.ones((1, 12), np.float32),
+                                                       np.array([[0, 2]])]),
 }
 
 

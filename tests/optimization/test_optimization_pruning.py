@@ -150,6 +150,11 @@ def test_layer_cases_cover_every_registered_weighted_layer():
             layer = cls()
             layer(oc.PARAMETER_FREE_INPUTS[cls]())
             assert not layer.weights, cls
+        elif cls in oc.FIXED_WEIGHT_INPUTS:
+            layer, inputs = oc.FIXED_WEIGHT_INPUTS[cls]()
+            layer(inputs)
+            assert layer.weights and not layer.trainable_weights, cls
+            assert layer.get_prunable_weights() == [], cls
         else:
             case = next((c for c in lc.ATTENTION_CASES if c.cls is cls), None)
             assert case is not None, f"{cls.__name__} has no case in layer_cases or here"

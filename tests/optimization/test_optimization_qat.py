@@ -100,7 +100,8 @@ def test_every_registered_layer_has_a_quantize_config():
     required = {"ItemEmbedding": {"vocab_size": 5, "dim": 2},
                 "PositionEmbedding": {"max_length": 4},
                 "SinusoidalPositionEmbedding": {"max_length": 4},
-                "LowRankAttention": {"max_length": 4}}
+                "LowRankAttention": {"max_length": 4},
+                "TransitionPrior": {"vocab_size": 5, "num_neighbors": 2}}
     for cls in oc.registered_layer_classes():
         layer = cls(**required.get(cls.__name__, {}))
         assert quantize_config_for(layer) is not None, cls

@@ -151,6 +151,37 @@ class CooccurrenceRecommender:
         self._tiebreak = self._popularity_tiebreak(ids)
         return self
 
+    def neighbor_table(self, num_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's `num_neighbors` strongest successors: the fitted transition rows cut to a
+        fixed width (the table of `layers.TransitionPrior`).
+
+        Args:
+            num_neighbors: successors kept per item (the strongest; ties by smaller id).
+
+        Returns:
+            `(ids, weights)`: int32 and float32 `(vocab_size, num_neighbors)`; row `i` holds
+            item `i`'s successors and their transition weights (probabilities when
+            `normalize`), 0 in the slots a row does not fill.
+
+        Example:
+        >>> model = CooccurrenceRecommender(6, window=1).fit([np.array([2, 5, 2, 4, 2, 5])])
+        >>> ids, weights = model.neighbor_table(1)
+        >>> ids[2].tolist(), [round(float(w), 2) for w in weights[2]], ids[3].tolist()
+        ([5], [0.67], [0])
+        """
+        if self.indptr is None:
+            raise RuntimeError("CooccurrenceRecommender.neighbor_table called before fit().")
+        check_positive_int("num_neighbors", num_neighbors)
+        rows = np.repeat(np.arange(self.vocab_size), np.diff(self.indptr))
+        order = np.lexsort((self.indices, -self.data, rows))  # by row, strongest first
+        rank = np.arange(order.size) - self.indptr[rows[order]]
+        keep = order[rank < num_neighbors]
+        ids = np.zeros((self.vocab_size, num_neighbors), np.int32)
+        weights = np.zeros((self.vocab_size, num_neighbors), np.float32)
+        ids[rows[keep], rank[rank < num_neighbors]] = self.indices[keep]
+        weights[rows[keep], rank[rank < num_neighbors]] = self.data[keep]
+        return ids, weights
+
     def _popularity_tiebreak(self, ids: np.ndarray) -> np.ndarray:
         """Popularity in [0, 1] scaled far below the smallest transition contribution."""
         counts = np.bincount(ids, minlength=self.vocab_size).astype(np.float64)

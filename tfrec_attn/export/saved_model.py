@@ -96,9 +96,12 @@ class RecommenderModule(tf.Module):
             id `-1` with score `-inf` (after the eligible items).
         `recommend`: `history`, `k` int32 scalar (`1 <= k <= max_k`) -> the same with `k` items.
         `score`: `history`, `candidate_ids` int64 `(batch, C)` (the same `batch`, else an
-            `InvalidArgumentError`) -> `scores` float32 `(batch, C)`.
+            `InvalidArgumentError`) -> `scores` float32 `(batch, C)`: the scores
+            `serving_default` ranks by (for a model with a transition prior, the mixture's
+            log-probabilities).
         `user_embedding`: `history` -> `embedding` float32 `(batch, dim)` (for an external ANN
-            index; dot product with `item_embeddings` gives the model's scores).
+            index; dot product with `item_embeddings` gives the model's tied scores, without
+            a transition prior's share: an ANN index ranks by the embeddings alone).
         `item_embeddings`: `item_ids` int64 `(n,)` -> `embedding` float32 `(n, dim)`.
 
     A quantization-aware `SASRec` (`optimization.qat_sasrec`) exports the same way: every
@@ -137,6 +140,7 @@ class RecommenderModule(tf.Module):
         self.max_k = max_k
         self.encoder = model.encoder
         self.item_layer = encoder_item_layer(model.encoder)
+        self.prior = model.transition_prior  # None: the scores are the tied dot products
         self.last = LastPosition()
         self.top_k = HistoryTopK(k=max_k, mark_unfilled=True)
         self.top_k.build(None)  # used only for `select` (no weights); a built layer
@@ -154,9 +158,13 @@ class RecommenderModule(tf.Module):
         # offline evaluation excludes the whole history (a longer history is not truncated).
         every_id = ids_to_oov(tf.cast(history, tf.int64), self.vocab_size)
         state = self._state(every_id[:, -self.max_len:])
-        scores = self.item_layer(state, mode="score", training=False)
+        scores = self._mixed(self.item_layer(state, mode="score", training=False), every_id)
         ids, scores = self.top_k.select(scores, every_id, k=k, allowed=self.allowed[None, :])
         return {"item_ids": ids, "scores": scores}
+
+    def _mixed(self, scores, history):
+        """The catalogue scores the model ranks by: with a transition prior, its mixture."""
+        return scores if self.prior is None else self.prior([scores, history])
 
     @tf.function(input_signature=[HISTORY])
     def serve(self, history):
@@ -178,9 +186,14 @@ class RecommenderModule(tf.Module):
             message="history and candidate_ids must have the same batch size")
         with tf.control_dependencies([same_batch]):
             history = tf.identity(history)
-        state = self._state(self.sanitize(history))
+        history = self.sanitize(history)
+        state = self._state(history)
+        candidate_ids = ids_to_oov(candidate_ids, self.vocab_size)
+        if self.prior is not None:  # the mixture needs the whole catalogue's scores
+            full = self._mixed(self.item_layer(state, mode="score", training=False), history)
+            return {"scores": tf.gather(full, candidate_ids, batch_dims=1)}
         table = item_table(self.item_layer)
-        candidates = tf.gather(table, ids_to_oov(candidate_ids, self.vocab_size))
+        candidates = tf.gather(table, candidate_ids)
         scores = tf.reduce_sum(candidates * tf.cast(state, tf.float32)[:, None, :], axis=-1)
         return {"scores": scores}
 

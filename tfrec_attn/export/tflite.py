@@ -46,6 +46,7 @@ from tfrec_attn.layers import (
     LastPosition,
     PositionEmbedding,
     SinusoidalPositionEmbedding,
+    TransitionPrior,
 )
 from tfrec_attn.layers.masking import ids_to_oov
 from tfrec_attn.models.sasrec import SASRec, build_topk_model
@@ -56,6 +57,12 @@ OOV_ID = 1
 # The start of the warning `tensorflow/lite/python/interpreter.py` raises from TF's calibrator.
 _INTERPRETER_DEPRECATION = r"\s*Warning: tf\.lite\.Interpreter is deprecated"
 
+# Op types an int8 file of a model with a `TransitionPrior` keeps in float32: the prior's
+# log-probabilities, sums and ratios span orders of magnitude that one int8 scale cannot hold
+# (fully quantized, the top-10 kept about a quarter of the Keras model's items). The encoder and
+# top-k use none of them in float (`SCATTER_ND` there counts in int32), so they stay int8.
+PRIOR_FLOAT_OPS = ("LOG_SOFTMAX", "LOG", "EXP", "MAXIMUM", "SUM", "DIV", "POW", "SCATTER_ND")
+
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
 
@@ -65,7 +72,8 @@ def _serving_parts(model: SASRec | keras.Model, k: int, exclude_history: bool = 
     """`(top-k model, max_len, vocab_size)` from a `SASRec` or a functional top-k model."""
     if isinstance(model, SASRec):
         reject_pruning_wrappers(model.encoder, "model.encoder", "model.encoder")
-        return (build_topk_model(model.encoder, k=k, exclude_history=exclude_history),
+        return (build_topk_model(model.encoder, k=k, exclude_history=exclude_history,
+                                 prior=model.transition_prior),
                 model.config.max_len, model.config.vocab_size)
     if not isinstance(model, keras.Model) or not isinstance(model.output, dict) or not {
             "item_ids", "scores"} <= set(model.output):
@@ -106,6 +114,8 @@ def float32_copy(model: SASRec) -> SASRec:
     with float32_policy():
         copy = SASRec(model.config)
     copy.encoder.set_weights(model.encoder.get_weights())
+    if model.transition_prior is not None:
+        copy.transition_prior.set_weights(model.transition_prior.get_weights())
     return copy
 
 
@@ -142,6 +152,7 @@ def _shared_table_function(model: SASRec, k: int, exclude_history: bool):
     vocab_size = model.config.vocab_size
     item_layer = encoder_item_layer(encoder)
     last, top_k = LastPosition(), HistoryTopK(k=k, exclude_history=exclude_history)
+    prior = model.transition_prior
 
     @tf.function(input_signature=[tf.TensorSpec([None, max_len], tf.int64, name="history")])
     def recommend(history):
@@ -150,7 +161,10 @@ def _shared_table_function(model: SASRec, k: int, exclude_history: bool):
         # `min(batch, 0) + vocab` is `vocab`, but only known at run time: the gather stays an op.
         ids = tf.range(tf.minimum(tf.shape(history)[0], 0) + vocab_size)
         rows = tf.gather(item_table(item_layer), ids)
-        top_ids, top_scores = top_k([tf.matmul(state, rows, transpose_b=True), history])
+        scores = tf.matmul(state, rows, transpose_b=True)
+        if prior is not None:
+            scores = prior([scores, history])
+        top_ids, top_scores = top_k([scores, history])
         return {"item_ids": top_ids, "scores": top_scores}
 
     return recommend
@@ -280,15 +294,20 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
             module.recommend = _shared_table_function(model, k, exclude_history)
         else:
             module.recommend = _recommend_function(topk, max_len, vocab_size)
+        has_prior = find_layer(topk, TransitionPrior) is not None
         return convert_module(module.recommend, SIGNATURE, path, quantization,
-                              representative, allow_select_tf_ops)
+                              representative, allow_select_tf_ops,
+                              float_ops=PRIOR_FLOAT_OPS if has_prior else ())
 
 
 def convert_module(function, signature: str, path: str | os.PathLike, quantization: str,
-                   representative, allow_select_tf_ops: bool) -> Path:
+                   representative, allow_select_tf_ops: bool, float_ops=()) -> Path:
     """Converts the tf.function `function` (with an input signature) to a `.tflite` file at
     `path` under the signature name `signature` (through a SavedModel, so the signature keeps
     its name and its input/output names); returns the path.
+
+    Under `"int8"`, ops of the types in `float_ops` (TFLite builtin names) stay float32: the
+    file is quantized selectively by TF's `QuantizationDebugger` (its documented use).
 
     The scratch SavedModel holds only `function` and the variables it reads: saving the module
     that owns it would also serialize every Keras layer the module holds, about two thirds of a
@@ -308,7 +327,14 @@ def convert_module(function, signature: str, path: str | os.PathLike, quantizati
             # the process's stderr and stay, as do real errors.
             warnings.filterwarnings("ignore", message=_INTERPRETER_DEPRECATION,
                                     category=UserWarning)
-            flatbuffer = converter.convert()
+            if quantization == "int8" and float_ops:
+                options = tf.lite.experimental.QuantizationDebugOptions(
+                    denylisted_ops=list(float_ops))
+                flatbuffer = tf.lite.experimental.QuantizationDebugger(
+                    converter=converter, debug_dataset=representative,
+                    debug_options=options).get_nondebug_quantized_model()
+            else:
+                flatbuffer = converter.convert()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     path = Path(path)

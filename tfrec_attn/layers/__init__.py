@@ -21,6 +21,7 @@ from tfrec_attn.layers.target_attention import TargetAttention
 from tfrec_attn.layers.top_k import HistoryTopK, top_k_outputs
 from tfrec_attn.layers.top_k_attention import TopKAttention
 from tfrec_attn.layers.transformer_encoder_block import TransformerEncoderBlock
+from tfrec_attn.layers.transition_prior import TransitionPrior
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -46,6 +47,7 @@ __all__ = [
     "TargetAttention",
     "TopKAttention",
     "TransformerEncoderBlock",
+    "TransitionPrior",
     "make_attention",
     "top_k_outputs",
 ]

@@ -16,6 +16,7 @@ from tfrec_attn.layers import (
     PositionEmbedding,
     SinusoidalPositionEmbedding,
     TransformerEncoderBlock,
+    TransitionPrior,
     top_k_outputs,
 )
 from tfrec_attn.models import losses
@@ -83,6 +84,12 @@ class SASRecConfig:
         input_dropout: probability of replacing each history item the encoder reads by the
             unknown-item id while training (`ItemDropout`; positions stay visible, targets and
             `exclude_seen` keep the real items). 0: off.
+        transition_neighbors: width of a `TransitionPrior` table (each item's strongest
+            successors in the training data) mixed into the catalogue scores; 0 (the default
+            here): no prior, the scores are the tied dot products. The layer's table and
+            mixing weight start empty / 0 (scores are then the model's `log_softmax`) and are
+            set after training (`training.transition_prior.fit_transition_prior`, which
+            `tfrec-attn train` runs with 100 neighbours unless the config says otherwise).
     """
 
     vocab_size: int
@@ -105,6 +112,7 @@ class SASRecConfig:
     uniform_negatives: int | None = None
     gated: bool = False
     input_dropout: float = 0.0
+    transition_neighbors: int = 0
 
     def __post_init__(self):
         if self.loss == "auto" and isinstance(self.vocab_size, int):
@@ -120,6 +128,7 @@ class SASRecConfig:
         if self.uniform_negatives is None and isinstance(self.loss, str):
             self.uniform_negatives = DEFAULT_UNIFORM_NEGATIVES if self.loss == "sampled" else 0
         check_non_negative_int("uniform_negatives", self.uniform_negatives)
+        check_non_negative_int("transition_neighbors", self.transition_neighbors)
         if self.uniform_negatives and self.loss != "sampled":
             raise ValueError(f"uniform_negatives > 0 needs loss='sampled'. Received: "
                              f"uniform_negatives={self.uniform_negatives}, loss={self.loss!r}")
@@ -188,16 +197,20 @@ def build_sequence_encoder(config: SASRecConfig) -> keras.Model:
     return keras.Model(ids, x, name="sequence_encoder")
 
 
-def build_scoring_model(encoder: keras.Model) -> keras.Model:
-    """History `(batch, T)` -> scores over the whole catalogue `(batch, vocab)` (last position)."""
+def build_scoring_model(encoder: keras.Model,
+                        prior: TransitionPrior | None = None) -> keras.Model:
+    """History `(batch, T)` -> scores over the whole catalogue `(batch, vocab)` (last position):
+    the tied dot products, or with `prior` their mixture with its transition probabilities."""
     ids = encoder.input
     state = LastPosition(name="user_state")(encoder.output)
     scores = encoder.get_layer("item_embedding")(state, mode="score")
+    if prior is not None:
+        scores = prior([scores, ids])
     return keras.Model(ids, scores, name="catalogue_scores")
 
 
-def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = True
-                     ) -> keras.Model:
+def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = True,
+                     prior: TransitionPrior | None = None) -> keras.Model:
     """History `(batch, T)` -> `{"item_ids": (batch, k) int64, "scores": (batch, k)}`.
 
     The serving/TFLite graph: encoder, tied catalogue scores, history exclusion and top-k, all
@@ -213,8 +226,9 @@ def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = 
     item, with the row's lowest score minus one: the int8 TFLite file needs the scores to keep
     their range (filling with id `-1` and score `-inf`, as `export_saved_model` does, aborts
     its interpreter). Drop such slots by their id when `k` may exceed the eligible items.
+    With `prior` (a `SASRec`'s `transition_prior`) the ranked scores are its mixture.
     """
-    scoring = build_scoring_model(encoder)
+    scoring = build_scoring_model(encoder, prior)
     outputs = top_k_outputs(scoring.output, scoring.input, k=k, exclude_history=exclude_history)
     return keras.Model(scoring.input, outputs, name="recommender")
 
@@ -249,7 +263,8 @@ class SASRec(tfrs.Model):
         inputs: history ids `(batch, T)` or a dict with `"history"`.
 
     Returns:
-        Scores over the catalogue `(batch, vocab)` from the last position.
+        Scores over the catalogue `(batch, vocab)` from the last position (with
+        `config.transition_neighbors`, the `transition_prior` layer's log-probabilities).
 
     Example:
     >>> from tfrec_attn._keras import tf
@@ -263,7 +278,11 @@ class SASRec(tfrs.Model):
         self.config = config if isinstance(config, SASRecConfig) else SASRecConfig(**config)
         self.encoder = build_sequence_encoder(self.config)
         self.item_embedding = self.encoder.get_layer("item_embedding")
-        self.scorer = build_scoring_model(self.encoder)
+        self.transition_prior = None
+        if self.config.transition_neighbors:
+            self.transition_prior = TransitionPrior(
+                self.config.vocab_size, self.config.transition_neighbors, name="transition_prior")
+        self.scorer = build_scoring_model(self.encoder, self.transition_prior)
         self.loss_fn = losses.make_loss(self.config.loss, self.config.vocab_size,
                                         item_probabilities, self.config.max_negatives,
                                         self.config.uniform_negatives)
@@ -312,7 +331,8 @@ class SASRec(tfrs.Model):
     def topk_model(self, k: int = 10, exclude_history: bool = True) -> keras.Model:
         """The functional serving model (see `build_topk_model`: ids in `[0, vocab_size)`,
         length `<= max_len`), sharing this model's weights."""
-        return build_topk_model(self.encoder, k=k, exclude_history=exclude_history)
+        return build_topk_model(self.encoder, k=k, exclude_history=exclude_history,
+                                prior=self.transition_prior)
 
     def get_config(self) -> dict:
         return {"config": self.config.to_dict()}

@@ -60,6 +60,7 @@ from tfrec_attn.layers import (
     TargetAttention,
     TopKAttention,
     TransformerEncoderBlock,
+    TransitionPrior,
 )
 from tfrec_attn.optimization.wrapper_masks import PropagateMask
 from tfrec_attn.registry import register
@@ -288,6 +289,8 @@ LAYER_CONFIGS = (
     (MaskedMeanPooling, NoOpQuantizeConfig),
     (StopGradient, NoOpQuantizeConfig),
     (HistoryTopK, NoOpQuantizeConfig),
+    # fixed counts and a mixing weight chosen after training: nothing to fine-tune
+    (TransitionPrior, NoOpQuantizeConfig),
     (keras.layers.LayerNormalization, NoOpQuantizeConfig),
 )
 
@@ -308,7 +311,7 @@ LAYER_CLASSES = (
     SinusoidalPositionEmbedding, TransformerEncoderBlock, LowRankAttention, LocalAttention,
     LinearAttention, TopKAttention, StopGradient, TargetAttention,
     ItemDropout, MaskedMeanPooling,
-    GraphAttention, MultimodalFusion,
+    GraphAttention, MultimodalFusion, TransitionPrior,
 )
 
 

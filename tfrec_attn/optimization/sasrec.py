@@ -30,16 +30,19 @@ def find_layer(model: keras.Model, cls: type) -> keras.layers.Layer:
     return found[0]
 
 
-def build_scorer(encoder: keras.Model) -> keras.Model:
+def build_scorer(encoder: keras.Model, prior=None) -> keras.Model:
     """History -> catalogue scores, as `models.build_scoring_model`, for wrapped encoders too
     (the pruning wrapper renames layers, so the embedding is found by type, not name).
 
     The possibly wrapped embedding is called, so a QAT encoder scores with its fake-quantized
-    table.
+    table; `prior` (the `SASRec`'s `transition_prior`, never wrapped) mixes into the scores.
     """
     embedding = find_layer(encoder, ItemEmbedding)
     state = LastPosition(name="user_state")(encoder.output)
-    return keras.Model(encoder.input, embedding(state, mode="score"), name="catalogue_scores")
+    scores = embedding(state, mode="score")
+    if prior is not None:
+        scores = prior([scores, encoder.input])
+    return keras.Model(encoder.input, scores, name="catalogue_scores")
 
 
 def install_encoder(sasrec, encoder: keras.Model) -> None:
@@ -51,7 +54,7 @@ def install_encoder(sasrec, encoder: keras.Model) -> None:
     """
     sasrec.encoder = encoder
     sasrec.item_embedding = unwrap(find_layer(encoder, ItemEmbedding))
-    sasrec.scorer = build_scorer(encoder)
+    sasrec.scorer = build_scorer(encoder, sasrec.transition_prior)
 
 
 def prune_sasrec(sasrec, dataset: tf.data.Dataset, epochs: int = 2, target_sparsity: float = 0.8,

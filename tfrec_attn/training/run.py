@@ -24,7 +24,7 @@ from tfrec_attn.evaluation.oracle import SyntheticOracle
 from tfrec_attn.evaluation.protocols import parse_protocol
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import read_models_config, write_models_config
-from tfrec_attn.models import SASRec, SASRecConfig
+from tfrec_attn.models import SASRec, SASRecConfig, build_scoring_model
 from tfrec_attn.training.callbacks import RANKING_CUTOFFS, RankingEvaluation
 from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.distribution import (
@@ -51,6 +51,7 @@ from tfrec_attn.training.run_options import (
     require_full_batch,
 )
 from tfrec_attn.training.scoring import make_score_fn
+from tfrec_attn.training.transition_prior import fit_transition_prior
 from tfrec_attn.validation import (
     DataOptionError,
     check_optional_positive_int,
@@ -59,6 +60,9 @@ from tfrec_attn.validation import (
 
 MONITOR = "ndcg@10"
 SAMPLED_NEGATIVES = 100  # `evaluate`'s default: "sampled" is "sampled-100"
+# A run's `SASRecConfig.transition_neighbors` unless its config sets one (0 turns the prior
+# off): successors kept per item; 100 ranks as the exact rows on ML-100K (BENCHMARKS 3m)
+TRANSITION_NEIGHBORS = 100
 
 
 @dataclasses.dataclass
@@ -373,6 +377,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     vocab_size = data.vocab_size
     check_sequence_data(options, data, split)
     fields, chosen = choose_data_defaults(options.model, split.train)
+    fields.setdefault("transition_neighbors", TRANSITION_NEIGHBORS)
     options = dataclasses.replace(options, model=fields)
     if options.verbose and chosen:
         print("Chosen from the training data: " + "; ".join(
@@ -383,6 +388,13 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     history, records, budget = fitted.history, fitted.records, fitted.budget
     train_seconds = time.monotonic() - started + budget.previous  # + before a restart
     protocol = options.eval_protocol
+    prior = None
+    if model.transition_prior is not None:  # the table from train, its weight on validation
+        prior = fit_transition_prior(model, split.train, split.valid_histories,
+                                     split.valid_targets, protocol, seed=options.seed)
+        prior["test_without_prior"] = evaluate(
+            make_score_fn(build_scoring_model(model.encoder), model.config.max_len),
+            split.test_histories, split.test_targets, vocab_size, protocol, seed=options.seed)
     test = evaluate(score_fn, split.test_histories, split.test_targets, vocab_size, protocol,
                     seed=options.seed)
     best = max(records, key=lambda r: r.get(MONITOR, -1.0)) if records else {}
@@ -396,6 +408,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
         "valid": {k: v for k, v in best.items()
                   if k not in ("epoch", "epoch_seconds", "elapsed_seconds")},
         "best_epoch": best.get("epoch"),
+        **({"transition_prior": prior} if prior else {}),
         "baselines": baselines,
         **({"oracle": evaluate(oracle.score, split.test_histories, split.test_targets,
                                vocab_size, protocol, seed=options.seed)} if oracle else {}),
@@ -448,7 +461,10 @@ def results_table(metrics: dict) -> str:
     """A plain-text table of test metrics: model vs baselines."""
     keys = ["ndcg@10", "hr@10", "mrr", "ndcg@5", "hr@1", "coverage@10"]
     keys = [k for k in keys if k in metrics["test"]]
-    rows = [("model", metrics["test"])] + list(metrics["baselines"].items())
+    rows = [("model", metrics["test"])]
+    if "transition_prior" in metrics:  # the model's own share, before the prior's mixing
+        rows.append(("model, no prior", metrics["transition_prior"]["test_without_prior"]))
+    rows += list(metrics["baselines"].items())
     if "oracle" in metrics:
         rows.append(("oracle (ceiling)", metrics["oracle"]))
     header = f"{'':17s}" + "".join(f"{k:>12s}" for k in keys)

@@ -1,0 +1,141 @@
+"""Catalogue scores mixed with item-to-item transition probabilities of the training data."""
+
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.layers.utils import expand_axes
+from tfrec_attn.registry import register
+from tfrec_attn.validation import check_int, check_positive_int
+
+TINY = 1e-30  # floor of a probability before its log: no -inf reaches top-k or int8 ranges
+
+
+@register()
+class TransitionPrior(keras.layers.Layer):
+    """`[scores (batch, vocab), history (batch, T)]` -> `log((1 - mix) p + mix q)` `(batch, vocab)`.
+
+    `p = softmax(scores)` is the model's distribution over the catalogue; `q` is a transition
+    distribution read from a fixed table: item `i`'s row lists its `num_neighbors` most
+    frequent successors in the training sequences (`neighbor_ids[i]`) and their transition
+    probabilities (`neighbor_weights[i]`, see `CooccurrenceRecommender.neighbor_table`). For
+    each user `q` is the decayed sum of the rows of the last `num_recent` history positions
+    (the latest weighs 1, the one before `recency_decay`, ...), normalized to sum to 1 (all
+    zeros when no recent item has a successor). The item-to-item co-occurrence baseline counts
+    exactly these transitions; mixing them into the model's distribution gives the model the
+    exact counts its embeddings smooth over. `mix` is chosen on validation data after
+    training (`training.transition_prior.fit_transition_prior`); at `mix=0` the output is the
+    model's `log_softmax` (the same ranking as `scores`).
+
+    The table and `mix` are non-trainable weights, so checkpoints, SavedModels and TFLite files
+    carry them. Padding, OOV and ids outside `[first_item_id, vocab_size)` in the history
+    contribute nothing (they still count as positions). TFLite builtin ops only (`GATHER`,
+    `SCATTER_ND`, `LOG_SOFTMAX`, ...); computes in float32 under any dtype policy.
+
+    Args:
+        vocab_size: int. Id-space size, padding and OOV included.
+        num_neighbors: int. Successors kept per item (the table's width).
+        num_recent: int. History positions whose rows are summed. Defaults to `5`.
+        recency_decay: float in `(0, 1]`. Weight ratio between consecutive positions.
+            Defaults to `0.5`.
+        first_item_id: int. Ids below it are padding / OOV. Defaults to `2`.
+
+    Call arguments:
+        inputs: `[scores, history]`: float `(batch, vocab_size)` catalogue scores and int
+            `(batch, T)` left-padded history ids.
+        mix: optional float overriding the `mix` weight for this call (e.g. to compare
+            several on validation data without reassigning it).
+
+    Returns:
+        float32 `(batch, vocab_size)` log-probabilities of the mixture.
+
+    Example:
+    >>> import numpy as np
+    >>> from tfrec_attn._keras import tf
+    >>> prior = TransitionPrior(vocab_size=5, num_neighbors=1)
+    >>> successors = np.array([[0], [0], [3], [0], [0]])  # item 2 is followed by item 3
+    >>> prior.set_table(successors, (successors > 0).astype("float32"))
+    >>> scores, history = tf.constant([[0., 0., 2., 0., 1.]]), tf.constant([[0, 2]])
+    >>> int(tf.argmax(prior([scores, history], mix=0.0)[0]))
+    2
+    >>> int(tf.argmax(prior([scores, history], mix=0.9)[0]))
+    3
+    """
+
+    def __init__(self, vocab_size: int, num_neighbors: int, num_recent: int = 5,
+                 recency_decay: float = 0.5, first_item_id: int = 2, **kwargs):
+        kwargs["dtype"] = "float32"  # log-probabilities of tiny values: never float16
+        super().__init__(**kwargs)
+        check_positive_int("vocab_size", vocab_size)
+        check_positive_int("num_neighbors", num_neighbors)
+        check_positive_int("num_recent", num_recent)
+        check_int("first_item_id", first_item_id)
+        if not 0.0 < float(recency_decay) <= 1.0:
+            raise ValueError(f"recency_decay must be in (0, 1]. Received: {recency_decay!r}")
+        self.vocab_size = int(vocab_size)
+        self.num_neighbors = int(num_neighbors)
+        self.num_recent = int(num_recent)
+        self.recency_decay = float(recency_decay)
+        self.first_item_id = int(first_item_id)
+        shape = (self.vocab_size, self.num_neighbors)
+        self.neighbor_ids = self.add_weight(name="neighbor_ids", shape=shape, dtype="int32",
+                                            initializer="zeros", trainable=False)
+        self.neighbor_weights = self.add_weight(name="neighbor_weights", shape=shape,
+                                                initializer="zeros", trainable=False)
+        self.mix = self.add_weight(name="mix", shape=(), initializer="zeros", trainable=False)
+        self.built = True
+
+    def set_table(self, neighbor_ids, neighbor_weights) -> None:
+        """Assigns the transition table: `(vocab_size, num_neighbors)` successor ids (0 in unused
+        slots) and their weights (0 in unused slots)."""
+        shape = (self.vocab_size, self.num_neighbors)
+        ids = tf.convert_to_tensor(neighbor_ids)
+        weights = tf.convert_to_tensor(neighbor_weights, tf.float32)
+        if tuple(ids.shape) != shape or tuple(weights.shape) != shape:
+            raise ValueError(f"The transition table must have shape {shape} (vocab_size, "
+                             f"num_neighbors). Received: neighbor_ids {tuple(ids.shape)}, "
+                             f"neighbor_weights {tuple(weights.shape)}")
+        self.neighbor_ids.assign(tf.cast(ids, tf.int32))
+        self.neighbor_weights.assign(weights)
+
+    def set_mix(self, mix: float) -> None:
+        """Assigns the weight of the transition distribution, in `[0, 1)`."""
+        if not 0.0 <= float(mix) < 1.0:
+            raise ValueError(f"mix must be in [0, 1). Received: {mix!r}")
+        self.mix.assign(float(mix))
+
+    def transition_probabilities(self, history) -> tf.Tensor:
+        """`q`: float32 `(batch, vocab_size)` (see the class docstring)."""
+        history = tf.cast(history, tf.int32)[:, -self.num_recent:]
+        batch, length = tf.shape(history)[0], tf.shape(history)[1]
+        valid = tf.logical_and(history >= self.first_item_id, history < self.vocab_size)
+        ids = tf.where(valid, history, tf.zeros_like(history))
+        steps_back = tf.cast(tf.range(length - 1, -1, -1), tf.float32)
+        decay = tf.pow(tf.constant(self.recency_decay, tf.float32), steps_back)
+        position_weights = tf.cast(valid, tf.float32) * expand_axes(decay, 0)  # (batch, T)
+        successors = tf.gather(self.neighbor_ids, ids)  # (batch, T, N)
+        weights = tf.gather(self.neighbor_weights, ids) * expand_axes(position_weights, -1)
+        rows = tf.broadcast_to(expand_axes(tf.range(batch), 1, 2), tf.shape(successors))
+        indices = tf.reshape(tf.stack([rows, successors], axis=-1), [-1, 2])
+        totals = tf.scatter_nd(indices, tf.reshape(weights, [-1]),
+                               tf.stack([batch, self.vocab_size]))
+        norm = tf.reduce_sum(totals, axis=1, keepdims=True)
+        return totals / tf.maximum(norm, TINY)
+
+    def call(self, inputs, mix=None):
+        scores, history = inputs
+        mix = self.mix if mix is None else tf.cast(mix, tf.float32)
+        model_part = tf.nn.log_softmax(tf.cast(scores, tf.float32), axis=-1) + tf.math.log(
+            tf.maximum(1.0 - mix, TINY))
+        prior_part = tf.math.log(tf.maximum(self.transition_probabilities(history), TINY)) + (
+            tf.math.log(tf.maximum(mix, TINY)))
+        top = tf.maximum(model_part, prior_part)
+        return top + tf.math.log(tf.exp(model_part - top) + tf.exp(prior_part - top))
+
+    def get_prunable_weights(self) -> list:
+        return []
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.pop("dtype", None)
+        config.update(vocab_size=self.vocab_size, num_neighbors=self.num_neighbors,
+                      num_recent=self.num_recent, recency_decay=self.recency_decay,
+                      first_item_id=self.first_item_id)
+        return config

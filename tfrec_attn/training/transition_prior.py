@@ -1,0 +1,88 @@
+"""Setting a trained `SASRec`'s transition prior: the table from the training data, the mixing
+weight from validation data.
+
+The exact item-to-item transition counts of the training sequences are the co-occurrence
+baseline's signal; the model's embeddings smooth over them. `SASRecConfig(transition_neighbors=N)`
+gives the model a `layers.TransitionPrior` that mixes them into its catalogue distribution;
+`fit_transition_prior` fills its table (`CooccurrenceRecommender.neighbor_table`, the baseline's
+settings) and chooses the mixing weight with the best validation NDCG@10 from `MIXES` (0
+included: the prior is switched off when it does not help). Measured in docs/BENCHMARKS.md
+section 3m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tfrec_attn._keras import tf
+from tfrec_attn.data import pad_left
+from tfrec_attn.evaluation import CooccurrenceRecommender, evaluate
+from tfrec_attn.models.sasrec import SASRec, build_scoring_model
+from tfrec_attn.training.scoring import make_score_fn
+
+MIXES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the weights `fit_transition_prior` tries
+MONITOR = "ndcg@10"
+CHUNK = 2048  # validation users scored at once (their logits are kept for every weight)
+
+
+def fit_transition_prior(
+    model: SASRec,
+    train: Sequence[np.ndarray],
+    valid_histories: Sequence[np.ndarray],
+    valid_targets: np.ndarray,
+    protocol: str = "full",
+    seed: int = 0,
+    mixes: Sequence[float] = MIXES,
+) -> dict:
+    """Fills `model.transition_prior`'s table from `train` and sets its weight on validation.
+
+    Args:
+        model: a trained `SASRec` with `config.transition_neighbors > 0`.
+        train: the training sequences (the run's `split.train`).
+        valid_histories: validation histories (chronological id arrays).
+        valid_targets: their held-out items.
+        protocol: the ranking protocol the weight is chosen under (`"full"`, `"sampled-N"`).
+        seed: seeds a sampled protocol's negatives (the same for every weight).
+        mixes: the weights tried, each in `[0, 1)`.
+
+    Returns:
+        `{"mix": chosen weight, "neighbors": table width, "valid": {weight: NDCG@10}}` (weights
+        as strings, JSON keys); the highest NDCG@10 wins, the smaller weight on a tie.
+
+    Raises:
+        ValueError: the model has no transition prior, no validation row, or a weight outside
+            `[0, 1)`.
+    """
+    prior = model.transition_prior
+    if prior is None:
+        raise ValueError("model has no transition prior: build it with "
+                         "SASRecConfig(transition_neighbors=N), N > 0.")
+    if not len(valid_targets):
+        raise ValueError("fit_transition_prior needs validation rows to choose the weight. "
+                         "Received: 0 validation targets")
+    mixes = [float(m) for m in mixes]
+    bad = [m for m in mixes if not 0.0 <= m < 1.0]
+    if not mixes or bad:
+        raise ValueError(f"mixes must be weights in [0, 1). Received: {mixes}")
+    vocab_size = model.config.vocab_size
+    baseline = CooccurrenceRecommender(vocab_size).fit(train)
+    prior.set_table(*baseline.neighbor_table(prior.num_neighbors))
+    gains = {m: [] for m in mixes}
+    logits_fn = make_score_fn(build_scoring_model(model.encoder), model.config.max_len)
+    for start in range(0, len(valid_targets), CHUNK):
+        histories = list(valid_histories[start:start + CHUNK])
+        targets = np.asarray(valid_targets[start:start + CHUNK])
+        logits = tf.constant(logits_fn(histories))
+        padded = tf.constant(pad_left(histories, model.config.max_len))
+        for mix in mixes:
+            scores = prior([logits, padded], mix=mix).numpy()
+            summary = evaluate(lambda _, scores=scores: scores, histories, targets, vocab_size,
+                               protocol, ks=(10,), seed=seed + start, batch_size=len(histories))
+            gains[mix].append(summary[MONITOR] * len(histories))
+    valid = {m: float(np.sum(g) / len(valid_targets)) for m, g in gains.items()}
+    chosen = max(mixes, key=lambda m: (round(valid[m], 12), -m))
+    prior.set_mix(chosen)
+    return {"mix": chosen, "neighbors": prior.num_neighbors,
+            "valid": {str(m): round(v, 6) for m, v in valid.items()}}
