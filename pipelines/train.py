@@ -164,7 +164,7 @@ def parser() -> argparse.ArgumentParser:
              "probability (0: off, the default)")
     add("--transition-neighbors", type=int,
         help="successors per item in the transition prior mixed into the scores after "
-             "training, its weight chosen on validation (default 100; 0: no prior)")
+             "training, its weight chosen on validation (default 50; 0: no prior)")
     add("--attention", choices=list(ATTENTION_KINDS),
         help="self-attention variant of every block (options via the YAML "
              "model: {attention_options: {...}})")

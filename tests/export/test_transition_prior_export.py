@@ -7,7 +7,12 @@ import pytest
 from tfrec_attn._keras import tf
 from tfrec_attn.data import pad_left
 from tfrec_attn.evaluation import CooccurrenceRecommender
-from tfrec_attn.export import LiteRTRecommender, assert_builtin_only, convert_to_tflite
+from tfrec_attn.export import (
+    LiteRTRecommender,
+    assert_builtin_only,
+    convert_to_tflite,
+    tflite_ops,
+)
 from tfrec_attn.export.saved_model import export_saved_model
 from tfrec_attn.models import SASRec, SASRecConfig, build_scoring_model
 from tfrec_attn.training.scoring import make_score_fn
@@ -93,3 +98,65 @@ def test_scoring_model_without_prior_is_the_tied_scores(prior_model, histories):
     mixed = prior_model.scorer(tf.constant(histories)).numpy()
     assert plain.shape == mixed.shape
     assert not np.allclose(np.argsort(-plain, 1)[:, :K], np.argsort(-mixed, 1)[:, :K])
+
+
+def _prior_only_model(chain_sequences, max_len=MAX_LEN, mix=MIX):
+    """An untrained SASRec whose item table is all zeros: every item scores the same, so its
+    ranking is the prior's alone (any rounding of the prior shows in the top-k)."""
+    sequences, vocab = chain_sequences
+    model = SASRec(SASRecConfig(vocab_size=vocab, max_len=max_len, dim=8, num_blocks=1,
+                                transition_neighbors=NEIGHBORS))
+    model(tf.zeros((1, max_len), tf.int64))
+    table = model.item_embedding.embeddings
+    table.assign(tf.zeros_like(table))
+    baseline = CooccurrenceRecommender(vocab).fit([s[:-1] for s in sequences])
+    model.transition_prior.set_table(*baseline.neighbor_table(NEIGHBORS))
+    model.transition_prior.set_mix(mix)
+    return model
+
+
+@pytest.mark.parametrize("quantization", ["dynamic", "int8"])
+def test_quantized_files_keep_the_prior_exact(chain_sequences, histories, tmp_path,
+                                              quantization):
+    """The prior's table and arithmetic are not quantized: with the model's scores all equal,
+    a quantized file ranks the first items exactly as Keras (a table quantized with one int8
+    scale, or int8 gathers and sums, reorder them)."""
+    model = _prior_only_model(chain_sequences)
+    path = convert_to_tflite(model, tmp_path / f"{quantization}.tflite", k=3,
+                             quantization=quantization, representative_histories=histories)
+    got = LiteRTRecommender(path).recommend(histories)
+    want = model.topk_model(k=3)(tf.constant(histories))
+    # ties (equal q) may come in any order: compare the scores, then ids where scores differ
+    np.testing.assert_allclose(got["scores"], want["scores"].numpy(), rtol=1e-4, atol=1e-4)
+    distinct = np.diff(want["scores"].numpy(), axis=1) < -1e-4
+    np.testing.assert_array_equal(got["item_ids"][:, 0][distinct[:, 0]],
+                                  want["item_ids"].numpy()[:, 0][distinct[:, 0]])
+
+
+def test_a_prior_with_weight_zero_is_left_out_of_the_exports(chain_sequences, histories,
+                                                              tmp_path):
+    model = _prior_only_model(chain_sequences, mix=0.0)
+    assert "LOG_SOFTMAX" not in tflite_ops(convert_to_tflite(model, tmp_path / "m.tflite"))
+    path = export_saved_model(model, tmp_path, "zero", k=K)
+    loaded = tf.saved_model.load(str(path))
+    candidates = np.tile(np.arange(2, 12, dtype=np.int64), (len(histories), 1))
+    scores = loaded.signatures["score"](history=tf.constant(histories),
+                                        candidate_ids=tf.constant(candidates))["scores"]
+    np.testing.assert_array_equal(scores.numpy(), 0.0)  # the tied dot products of zeros
+    assert "transition_prior" not in [layer.name for layer in model.topk_model().layers]
+
+
+def test_saved_model_reads_the_ids_the_keras_model_reads(chain_sequences, tmp_path):
+    """With `max_len` (3) below the prior's `num_recent` (5), a longer request's older ids
+    must not reach the prior in `serving_default` when Keras never sees them."""
+    model = _prior_only_model(chain_sequences, max_len=3)
+    sequences, _ = chain_sequences
+    request = np.array([sequences[0][:6]], np.int64)
+    path = export_saved_model(model, tmp_path, "short", k=K)
+    got = tf.saved_model.load(str(path)).signatures["serving_default"](
+        history=tf.constant(request))
+    want = model.scorer(tf.constant(request[:, -3:])).numpy()
+    want[0, request[0]] = -np.inf  # the whole request is excluded
+    want[0, :2] = -np.inf
+    np.testing.assert_allclose(got["scores"].numpy()[0], np.sort(want[0])[::-1][:K],
+                               rtol=1e-5, atol=1e-5)

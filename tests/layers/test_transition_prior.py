@@ -170,3 +170,27 @@ def test_saved_model_and_tflite_carry_the_table(fitted, tmp_path):
         np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     finally:
         prior.set_mix(0.0)
+
+
+def test_mix_zero_ranks_exactly_as_the_scores_even_far_below_the_floor():
+    """Logits 100 apart put log-softmax values below the log floor (-69): the prior's share
+    (zero at mix 0, or where q is 0) must not lift or tie them."""
+    prior = TransitionPrior(8, 2)
+    prior.set_table(np.tile([[6, 7]], (8, 1)), np.full((8, 2), 0.5, np.float32))
+    scores = np.array([[0.0, 0.0, 200.0, 100.0, 0.0, -50.0, -100.0, -150.0]], np.float32)
+    out = prior([scores, tf.constant([[0, 3]])], mix=0.0).numpy()
+    np.testing.assert_array_equal(np.argsort(-out[0], kind="stable"),
+                                  np.argsort(-scores[0], kind="stable"))
+    out = prior([scores, tf.constant([[0, 3]])], mix=0.5).numpy()[0]
+    np.testing.assert_allclose(out[5], scores[0, 5] - 200.0 + np.log(0.5), rtol=1e-6)
+
+
+def test_table_round_trips_and_is_stored_as_integers(fitted):
+    baseline, prior, _ = fitted
+    ids, weights = baseline.neighbor_table(prior.num_neighbors)
+    got_ids, got_weights = prior.table()
+    np.testing.assert_array_equal(got_ids, ids)
+    np.testing.assert_allclose(got_weights, weights, atol=2.0 ** -25)
+    assert prior.neighbor_weights.dtype == tf.int32
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        prior.set_table(ids, weights + 2.0)

@@ -16,7 +16,7 @@ from tfrec_attn.export.versioning import (
 )
 from tfrec_attn.layers import HistoryTopK, ItemEmbedding, LastPosition
 from tfrec_attn.layers.masking import ids_to_oov
-from tfrec_attn.models.sasrec import SASRec
+from tfrec_attn.models.sasrec import SASRec, active_prior
 from tfrec_attn.validation import check_model_name
 
 HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
@@ -140,7 +140,7 @@ class RecommenderModule(tf.Module):
         self.max_k = max_k
         self.encoder = model.encoder
         self.item_layer = encoder_item_layer(model.encoder)
-        self.prior = model.transition_prior  # None: the scores are the tied dot products
+        self.prior = active_prior(model)  # None: the scores are the tied dot products
         self.last = LastPosition()
         self.top_k = HistoryTopK(k=max_k, mark_unfilled=True)
         self.top_k.build(None)  # used only for `select` (no weights); a built layer
@@ -158,7 +158,8 @@ class RecommenderModule(tf.Module):
         # offline evaluation excludes the whole history (a longer history is not truncated).
         every_id = ids_to_oov(tf.cast(history, tf.int64), self.vocab_size)
         state = self._state(every_id[:, -self.max_len:])
-        scores = self._mixed(self.item_layer(state, mode="score", training=False), every_id)
+        scores = self._mixed(self.item_layer(state, mode="score", training=False),
+                             every_id[:, -self.max_len:])  # the ids the Keras model reads
         ids, scores = self.top_k.select(scores, every_id, k=k, allowed=self.allowed[None, :])
         return {"item_ids": ids, "scores": scores}
 

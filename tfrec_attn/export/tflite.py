@@ -49,7 +49,7 @@ from tfrec_attn.layers import (
     TransitionPrior,
 )
 from tfrec_attn.layers.masking import ids_to_oov
-from tfrec_attn.models.sasrec import SASRec, build_topk_model
+from tfrec_attn.models.sasrec import SASRec, active_prior, build_topk_model
 
 SIGNATURE = "recommend"
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -57,11 +57,11 @@ OOV_ID = 1
 # The start of the warning `tensorflow/lite/python/interpreter.py` raises from TF's calibrator.
 _INTERPRETER_DEPRECATION = r"\s*Warning: tf\.lite\.Interpreter is deprecated"
 
-# Op types an int8 file of a model with a `TransitionPrior` keeps in float32: the prior's
+# Name scopes an int8 file keeps in float32 when the graph has a `TransitionPrior`: the prior's
 # log-probabilities, sums and ratios span orders of magnitude that one int8 scale cannot hold
-# (fully quantized, the top-10 kept about a quarter of the Keras model's items). The encoder and
-# top-k use none of them in float (`SCATTER_ND` there counts in int32), so they stay int8.
-PRIOR_FLOAT_OPS = ("LOG_SOFTMAX", "LOG", "EXP", "MAXIMUM", "SUM", "DIV", "POW", "SCATTER_ND")
+# (fully quantized, the top-10 kept about a quarter of the Keras model's items), and the top-k
+# ranks the mixture it returns. The encoder stays int8.
+PRIOR_FLOAT_SCOPES = ("transition_prior", "top_k")
 
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
@@ -73,7 +73,7 @@ def _serving_parts(model: SASRec | keras.Model, k: int, exclude_history: bool = 
     if isinstance(model, SASRec):
         reject_pruning_wrappers(model.encoder, "model.encoder", "model.encoder")
         return (build_topk_model(model.encoder, k=k, exclude_history=exclude_history,
-                                 prior=model.transition_prior),
+                                 prior=active_prior(model)),
                 model.config.max_len, model.config.vocab_size)
     if not isinstance(model, keras.Model) or not isinstance(model.output, dict) or not {
             "item_ids", "scores"} <= set(model.output):
@@ -152,7 +152,7 @@ def _shared_table_function(model: SASRec, k: int, exclude_history: bool):
     vocab_size = model.config.vocab_size
     item_layer = encoder_item_layer(encoder)
     last, top_k = LastPosition(), HistoryTopK(k=k, exclude_history=exclude_history)
-    prior = model.transition_prior
+    prior = active_prior(model)
 
     @tf.function(input_signature=[tf.TensorSpec([None, max_len], tf.int64, name="history")])
     def recommend(history):
@@ -262,6 +262,9 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
             `representative_histories`; input and outputs keep int64/float32; a QAT `SASRec`
             converts the same way). Top-10 overlap with Keras is tested in
             `tests/export/test_tflite.py`; `"dynamic"` is the smallest file (one int8 table).
+            A `SASRec`'s transition prior (when its weight is above 0) is in every file, its
+            table never quantized (int32); in `"int8"` files it and the final top-k compute
+            in float32 (`PRIOR_FLOAT_SCOPES`).
         representative_histories: `(n, max_len)` int array of real validation histories,
             ids in `[0, vocab_size)`; required for `"int8"`, ignored otherwise.
         allow_select_tf_ops: allow Flex (TF) ops, which need the Flex delegate on device.
@@ -297,17 +300,19 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
         has_prior = find_layer(topk, TransitionPrior) is not None
         return convert_module(module.recommend, SIGNATURE, path, quantization,
                               representative, allow_select_tf_ops,
-                              float_ops=PRIOR_FLOAT_OPS if has_prior else ())
+                              float_scopes=PRIOR_FLOAT_SCOPES if has_prior else ())
 
 
 def convert_module(function, signature: str, path: str | os.PathLike, quantization: str,
-                   representative, allow_select_tf_ops: bool, float_ops=()) -> Path:
+                   representative, allow_select_tf_ops: bool, float_scopes=()) -> Path:
     """Converts the tf.function `function` (with an input signature) to a `.tflite` file at
     `path` under the signature name `signature` (through a SavedModel, so the signature keeps
     its name and its input/output names); returns the path.
 
-    Under `"int8"`, ops of the types in `float_ops` (TFLite builtin names) stay float32: the
-    file is quantized selectively by TF's `QuantizationDebugger` (its documented use).
+    Under `"int8"`, the ops whose output tensors are named inside one of `float_scopes` (Keras
+    layer names, e.g. `"transition_prior"`) stay float32: their names are read from a float
+    conversion of the same graph, and the file is quantized selectively by TF's
+    `QuantizationDebugger` (`denylisted_nodes`, its documented use).
 
     The scratch SavedModel holds only `function` and the variables it reads: saving the module
     that owns it would also serialize every Keras layer the module holds, about two thirds of a
@@ -327,9 +332,10 @@ def convert_module(function, signature: str, path: str | os.PathLike, quantizati
             # the process's stderr and stay, as do real errors.
             warnings.filterwarnings("ignore", message=_INTERPRETER_DEPRECATION,
                                     category=UserWarning)
-            if quantization == "int8" and float_ops:
+            if quantization == "int8" and float_scopes:
+                nodes = _scoped_tensor_names(scratch, signature, float_scopes)
                 options = tf.lite.experimental.QuantizationDebugOptions(
-                    denylisted_ops=list(float_ops))
+                    denylisted_nodes=nodes, denylisted_ops=["TOPK_V2"])
                 flatbuffer = tf.lite.experimental.QuantizationDebugger(
                     converter=converter, debug_dataset=representative,
                     debug_options=options).get_nondebug_quantized_model()
@@ -341,6 +347,22 @@ def convert_module(function, signature: str, path: str | os.PathLike, quantizati
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
     return path
+
+
+def _scoped_tensor_names(saved_model: str, signature: str, scopes) -> list[str]:
+    """The output tensor names of a float conversion of `saved_model` that lie inside one of
+    the name `scopes` (`.../<scope>/...`)."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[signature])
+    _configure(converter, "none", None, False)
+    model = schema.Model.GetRootAs(converter.convert(), 0)
+    names = set()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.TensorsLength()):
+            name = graph.Tensors(i).Name().decode()
+            if any(f"/{scope}/" in f"/{part}" for scope in scopes for part in name.split(";")):
+                names.add(name)
+    return sorted(names)
 
 
 def _operator_codes(path: str | os.PathLike) -> Iterator[tuple[str, bool]]:

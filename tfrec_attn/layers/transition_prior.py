@@ -1,11 +1,18 @@
 """Catalogue scores mixed with item-to-item transition probabilities of the training data."""
 
+import numpy as np
+
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.utils import expand_axes
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_int, check_positive_int
 
-TINY = 1e-30  # floor of a probability before its log: no -inf reaches top-k or int8 ranges
+TINY = 1e-30  # floor of a probability before its log (only where it is positive)
+# Transition weights are stored as integers in units of 2**-24 (a weight of 1 is 2**24): TFLite
+# quantizes float tables with one scale for the whole table (a rare item's single successor,
+# weight 1, set the step to 1/127 and rounded a quarter of the weights to 0); integer tables are
+# kept as they are. `q` is normalized per user, so the unit cancels.
+WEIGHT_UNIT = 2.0 ** 24
 
 
 @register()
@@ -25,9 +32,12 @@ class TransitionPrior(keras.layers.Layer):
     model's `log_softmax` (the same ranking as `scores`).
 
     The table and `mix` are non-trainable weights, so checkpoints, SavedModels and TFLite files
-    carry them. Padding, OOV and ids outside `[first_item_id, vocab_size)` in the history
-    contribute nothing (they still count as positions). TFLite builtin ops only (`GATHER`,
-    `SCATTER_ND`, `LOG_SOFTMAX`, ...); computes in float32 under any dtype policy.
+    carry them (the weights as int32 in units of `2**-24`, see `WEIGHT_UNIT`). Padding, OOV and
+    ids outside `[first_item_id, vocab_size)` in the history contribute nothing (they still
+    count as positions). Items `q` gives no mass, and every item at `mix=0`, keep the model's
+    `log(1 - mix) + log_softmax` exactly, so `mix=0` ranks as `scores` do. TFLite builtin ops
+    only (`GATHER`, `SCATTER_ND`, `LOG_SOFTMAX`, ...); computes in float32 under any dtype
+    policy.
 
     Args:
         vocab_size: int. Id-space size, padding and OOV included.
@@ -78,22 +88,32 @@ class TransitionPrior(keras.layers.Layer):
         self.neighbor_ids = self.add_weight(name="neighbor_ids", shape=shape, dtype="int32",
                                             initializer="zeros", trainable=False)
         self.neighbor_weights = self.add_weight(name="neighbor_weights", shape=shape,
-                                                initializer="zeros", trainable=False)
+                                                dtype="int32", initializer="zeros",
+                                                trainable=False)
         self.mix = self.add_weight(name="mix", shape=(), initializer="zeros", trainable=False)
         self.built = True
 
     def set_table(self, neighbor_ids, neighbor_weights) -> None:
         """Assigns the transition table: `(vocab_size, num_neighbors)` successor ids (0 in unused
-        slots) and their weights (0 in unused slots)."""
+        slots) and their weights in `[0, 1]` (0 in unused slots; stored in units of
+        `2**-24`)."""
         shape = (self.vocab_size, self.num_neighbors)
-        ids = tf.convert_to_tensor(neighbor_ids)
-        weights = tf.convert_to_tensor(neighbor_weights, tf.float32)
-        if tuple(ids.shape) != shape or tuple(weights.shape) != shape:
+        ids = np.asarray(neighbor_ids)
+        weights = np.asarray(neighbor_weights, np.float64)
+        if ids.shape != shape or weights.shape != shape:
             raise ValueError(f"The transition table must have shape {shape} (vocab_size, "
-                             f"num_neighbors). Received: neighbor_ids {tuple(ids.shape)}, "
-                             f"neighbor_weights {tuple(weights.shape)}")
-        self.neighbor_ids.assign(tf.cast(ids, tf.int32))
-        self.neighbor_weights.assign(weights)
+                             f"num_neighbors). Received: neighbor_ids {ids.shape}, "
+                             f"neighbor_weights {weights.shape}")
+        if not np.all((weights >= 0.0) & (weights <= 1.0)):
+            raise ValueError("neighbor_weights must lie in [0, 1] (transition probabilities).")
+        self.neighbor_ids.assign(ids.astype(np.int32))
+        self.neighbor_weights.assign(np.rint(weights * WEIGHT_UNIT).astype(np.int32))
+
+    def table(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(neighbor_ids int32, neighbor_weights float64)` as `set_table` took them (the
+        weights to within `2**-25`)."""
+        return (self.neighbor_ids.numpy(),
+                self.neighbor_weights.numpy().astype(np.float64) / WEIGHT_UNIT)
 
     def set_mix(self, mix: float) -> None:
         """Assigns the weight of the transition distribution, in `[0, 1)`."""
@@ -111,7 +131,8 @@ class TransitionPrior(keras.layers.Layer):
         decay = tf.pow(tf.constant(self.recency_decay, tf.float32), steps_back)
         position_weights = tf.cast(valid, tf.float32) * expand_axes(decay, 0)  # (batch, T)
         successors = tf.gather(self.neighbor_ids, ids)  # (batch, T, N)
-        weights = tf.gather(self.neighbor_weights, ids) * expand_axes(position_weights, -1)
+        weights = tf.cast(tf.gather(self.neighbor_weights, ids), tf.float32) * expand_axes(
+            position_weights, -1)
         rows = tf.broadcast_to(expand_axes(tf.range(batch), 1, 2), tf.shape(successors))
         indices = tf.reshape(tf.stack([rows, successors], axis=-1), [-1, 2])
         totals = tf.scatter_nd(indices, tf.reshape(weights, [-1]),
@@ -124,10 +145,12 @@ class TransitionPrior(keras.layers.Layer):
         mix = self.mix if mix is None else tf.cast(mix, tf.float32)
         model_part = tf.nn.log_softmax(tf.cast(scores, tf.float32), axis=-1) + tf.math.log(
             tf.maximum(1.0 - mix, TINY))
-        prior_part = tf.math.log(tf.maximum(self.transition_probabilities(history), TINY)) + (
-            tf.math.log(tf.maximum(mix, TINY)))
-        top = tf.maximum(model_part, prior_part)
-        return top + tf.math.log(tf.exp(model_part - top) + tf.exp(prior_part - top))
+        q = self.transition_probabilities(history)
+        # Both terms are probabilities (at most 1, no overflow), and where it is used the
+        # prior's is positive, so the sum cannot underflow to 0. Elsewhere (no mass in q, or
+        # no weight) log(a + 0) is the model's own value, kept exactly.
+        mixed = tf.math.log(tf.exp(model_part) + mix * q)
+        return tf.where(tf.logical_and(q > 0.0, mix > 0.0), mixed, model_part)
 
     def get_prunable_weights(self) -> list:
         return []

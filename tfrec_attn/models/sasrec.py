@@ -89,7 +89,7 @@ class SASRecConfig:
             here): no prior, the scores are the tied dot products. The layer's table and
             mixing weight start empty / 0 (scores are then the model's `log_softmax`) and are
             set after training (`training.transition_prior.fit_transition_prior`, which
-            `tfrec-attn train` runs with 100 neighbours unless the config says otherwise).
+            `tfrec-attn train` runs with 50 neighbours unless the config says otherwise).
     """
 
     vocab_size: int
@@ -233,6 +233,19 @@ def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = 
     return keras.Model(scoring.input, outputs, name="recommender")
 
 
+def active_prior(model) -> TransitionPrior | None:
+    """`model.transition_prior` when its weight is above 0, else `None`.
+
+    The graphs built for serving (`SASRec.topk_model`, `export_saved_model`,
+    `convert_to_tflite`) leave out a prior whose weight is 0 (the run found that it does not
+    help): it would change no ranking and only cost time, size and, in int8 files, precision.
+    """
+    prior = getattr(model, "transition_prior", None)
+    if prior is None or float(prior.mix.numpy()) == 0.0:
+        return None
+    return prior
+
+
 def later_targets(targets: tf.Tensor, k: int) -> tf.Tensor:
     """`(batch, T, k - 1)`: for each position the targets 1..k-1 positions later (0: none).
 
@@ -330,9 +343,10 @@ class SASRec(tfrs.Model):
 
     def topk_model(self, k: int = 10, exclude_history: bool = True) -> keras.Model:
         """The functional serving model (see `build_topk_model`: ids in `[0, vocab_size)`,
-        length `<= max_len`), sharing this model's weights."""
+        length `<= max_len`), sharing this model's weights (and its transition prior when
+        its weight is above 0, `active_prior`)."""
         return build_topk_model(self.encoder, k=k, exclude_history=exclude_history,
-                                prior=self.transition_prior)
+                                prior=active_prior(self))
 
     def get_config(self) -> dict:
         return {"config": self.config.to_dict()}

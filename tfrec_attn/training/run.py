@@ -61,8 +61,9 @@ from tfrec_attn.validation import (
 MONITOR = "ndcg@10"
 SAMPLED_NEGATIVES = 100  # `evaluate`'s default: "sampled" is "sampled-100"
 # A run's `SASRecConfig.transition_neighbors` unless its config sets one (0 turns the prior
-# off): successors kept per item; 100 ranks as the exact rows on ML-100K (BENCHMARKS 3m)
-TRANSITION_NEIGHBORS = 100
+# off): successors kept per item. 50 ranked as 100 and the whole rows on ML-100K, and 20 as 100
+# on Amazon Toys (BENCHMARKS 3m); the table costs vocab x width x 8 bytes in every export.
+TRANSITION_NEIGHBORS = 50
 
 
 @dataclasses.dataclass

@@ -25,6 +25,7 @@ from tfrec_attn.training.scoring import make_score_fn
 MIXES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the weights `fit_transition_prior` tries
 MONITOR = "ndcg@10"
 CHUNK = 2048  # validation users scored at once (their logits are kept for every weight)
+SCORE_BUDGET = 2 ** 24  # at most this many (user, item) scores a chunk: 64 MB a float matrix
 
 
 def fit_transition_prior(
@@ -71,9 +72,10 @@ def fit_transition_prior(
     prior.set_table(*baseline.neighbor_table(prior.num_neighbors))
     gains = {m: [] for m in mixes}
     logits_fn = make_score_fn(build_scoring_model(model.encoder), model.config.max_len)
-    for start in range(0, len(valid_targets), CHUNK):
-        histories = list(valid_histories[start:start + CHUNK])
-        targets = np.asarray(valid_targets[start:start + CHUNK])
+    chunk = max(1, min(CHUNK, SCORE_BUDGET // vocab_size))
+    for start in range(0, len(valid_targets), chunk):
+        histories = list(valid_histories[start:start + chunk])
+        targets = np.asarray(valid_targets[start:start + chunk])
         logits = tf.constant(logits_fn(histories))
         padded = tf.constant(pad_left(histories, model.config.max_len))
         for mix in mixes:
