@@ -60,8 +60,10 @@ _INTERPRETER_DEPRECATION = r"\s*Warning: tf\.lite\.Interpreter is deprecated"
 # Name scopes an int8 file keeps in float32 when the graph has a `TransitionPrior`: the prior's
 # log-probabilities, sums and ratios span orders of magnitude that one int8 scale cannot hold
 # (fully quantized, the top-10 kept about a quarter of the Keras model's items), and the top-k
-# ranks the mixture it returns. The encoder stays int8.
+# ranks the mixture it returns (its `TOPK_V2`, whose fused name the scope misses, is kept float
+# by op type). The encoder stays int8.
 PRIOR_FLOAT_SCOPES = ("transition_prior", "top_k")
+PRIOR_FLOAT_OPS = ("TOPK_V2",)
 
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
@@ -310,9 +312,10 @@ def convert_module(function, signature: str, path: str | os.PathLike, quantizati
     its name and its input/output names); returns the path.
 
     Under `"int8"`, the ops whose output tensors are named inside one of `float_scopes` (Keras
-    layer names, e.g. `"transition_prior"`) stay float32: their names are read from a float
-    conversion of the same graph, and the file is quantized selectively by TF's
-    `QuantizationDebugger` (`denylisted_nodes`, its documented use).
+    layer names, e.g. `"transition_prior"`), and every `PRIOR_FLOAT_OPS` op, stay float32: the
+    names are read from a float conversion of the same graph, and the file is quantized
+    selectively by TF's `QuantizationDebugger` (`denylisted_nodes` / `denylisted_ops`, its
+    documented use).
 
     The scratch SavedModel holds only `function` and the variables it reads: saving the module
     that owns it would also serialize every Keras layer the module holds, about two thirds of a
@@ -333,9 +336,10 @@ def convert_module(function, signature: str, path: str | os.PathLike, quantizati
             warnings.filterwarnings("ignore", message=_INTERPRETER_DEPRECATION,
                                     category=UserWarning)
             if quantization == "int8" and float_scopes:
-                nodes = _scoped_tensor_names(scratch, signature, float_scopes)
+                nodes = _scoped_tensor_names(scratch, signature, float_scopes,
+                                             allow_select_tf_ops)
                 options = tf.lite.experimental.QuantizationDebugOptions(
-                    denylisted_nodes=nodes, denylisted_ops=["TOPK_V2"])
+                    denylisted_nodes=nodes, denylisted_ops=list(PRIOR_FLOAT_OPS))
                 flatbuffer = tf.lite.experimental.QuantizationDebugger(
                     converter=converter, debug_dataset=representative,
                     debug_options=options).get_nondebug_quantized_model()
@@ -349,11 +353,12 @@ def convert_module(function, signature: str, path: str | os.PathLike, quantizati
     return path
 
 
-def _scoped_tensor_names(saved_model: str, signature: str, scopes) -> list[str]:
+def _scoped_tensor_names(saved_model: str, signature: str, scopes,
+                         allow_select_tf_ops: bool) -> list[str]:
     """The output tensor names of a float conversion of `saved_model` that lie inside one of
     the name `scopes` (`.../<scope>/...`)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[signature])
-    _configure(converter, "none", None, False)
+    _configure(converter, "none", None, allow_select_tf_ops)
     model = schema.Model.GetRootAs(converter.convert(), 0)
     names = set()
     for g in range(model.SubgraphsLength()):
