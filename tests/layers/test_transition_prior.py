@@ -194,3 +194,14 @@ def test_table_round_trips_and_is_stored_as_integers(fitted):
     assert prior.neighbor_weights.dtype == tf.int32
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         prior.set_table(ids, weights + 2.0)
+
+
+@pytest.mark.parametrize("bad_id", [1, VOCAB, -3])
+def test_successor_ids_outside_the_catalogue_are_refused(bad_id):
+    """Else the table is stored and the first call fails inside a TensorFlow scatter."""
+    prior = TransitionPrior(VOCAB, 2)
+    ids = np.zeros((VOCAB, 2), np.int64)
+    ids[4, 1] = bad_id
+    with pytest.raises(ValueError, match=rf"neighbor_ids must be 0 .* Received: {bad_id} "
+                                         r"at index \(4, 1\)"):
+        prior.set_table(ids, np.full((VOCAB, 2), 0.5))

@@ -106,6 +106,12 @@ class TransitionPrior(keras.layers.Layer):
                              f"neighbor_weights {weights.shape}")
         if not np.all((weights >= 0.0) & (weights <= 1.0)):
             raise ValueError("neighbor_weights must lie in [0, 1] (transition probabilities).")
+        bad = (ids != 0) & ((ids < self.first_item_id) | (ids >= self.vocab_size))
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"neighbor_ids must be 0 (an unused slot) or item ids in "
+                             f"[{self.first_item_id}, {self.vocab_size}). Received: "
+                             f"{ids[index]} at index {index}")
         self.neighbor_ids.assign(ids.astype(np.int32))
         self.neighbor_weights.assign(np.rint(weights * WEIGHT_UNIT).astype(np.int32))
 
