@@ -83,6 +83,12 @@ def check_rate(name: str, value) -> None:
         raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}")
 
 
+def check_decay(name: str, value) -> None:
+    """`value` is in `(0, 1]` (a weight ratio between consecutive steps; 1: no decay)."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1]. Received: {value!r}")
+
+
 def check_heads_divide(dim: int, num_heads: int) -> None:
     """`dim` splits evenly over `num_heads` attention heads."""
     if dim % num_heads:

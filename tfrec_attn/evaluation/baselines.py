@@ -26,7 +26,7 @@ import numpy as np
 
 from tfrec_attn.evaluation._ids import FIRST_ITEM_ID
 from tfrec_attn.evaluation.protocols import evaluate
-from tfrec_attn.validation import check_positive_int
+from tfrec_attn.validation import check_decay, check_positive_int
 
 
 def _flatten(sequences: Iterable[np.ndarray], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +114,7 @@ class CooccurrenceRecommender:
     ) -> None:
         check_positive_int("window", window)
         check_positive_int("num_recent", num_recent)
-        if not 0.0 < recency_decay <= 1.0:
-            raise ValueError(f"recency_decay must be in (0, 1]. Received: {recency_decay!r}")
+        check_decay("recency_decay", recency_decay)
         self.vocab_size = _check_vocab_size(vocab_size)
         self.window = int(window)
         self.num_recent = int(num_recent)

@@ -5,7 +5,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.utils import expand_axes
 from tfrec_attn.registry import register
-from tfrec_attn.validation import check_int, check_positive_int
+from tfrec_attn.validation import check_decay, check_int, check_positive_int, check_rate
 
 TINY = 1e-30  # floor of a probability before its log (only where it is positive)
 # Transition weights are stored as integers in units of 2**-24 (a weight of 1 is 2**24): TFLite
@@ -77,8 +77,7 @@ class TransitionPrior(keras.layers.Layer):
         check_positive_int("num_neighbors", num_neighbors)
         check_positive_int("num_recent", num_recent)
         check_int("first_item_id", first_item_id)
-        if not 0.0 < float(recency_decay) <= 1.0:
-            raise ValueError(f"recency_decay must be in (0, 1]. Received: {recency_decay!r}")
+        check_decay("recency_decay", float(recency_decay))
         self.vocab_size = int(vocab_size)
         self.num_neighbors = int(num_neighbors)
         self.num_recent = int(num_recent)
@@ -123,9 +122,9 @@ class TransitionPrior(keras.layers.Layer):
 
     def set_mix(self, mix: float) -> None:
         """Assigns the weight of the transition distribution, in `[0, 1)`."""
-        if not 0.0 <= float(mix) < 1.0:
-            raise ValueError(f"mix must be in [0, 1). Received: {mix!r}")
-        self.mix.assign(float(mix))
+        mix = float(mix)
+        check_rate("mix", mix)
+        self.mix.assign(mix)
 
     def transition_probabilities(self, history) -> tf.Tensor:
         """`q`: float32 `(batch, vocab_size)` (see the class docstring)."""
