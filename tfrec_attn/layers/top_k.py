@@ -2,7 +2,7 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.masking import fill_masked
-from tfrec_attn.layers.utils import expand_axes
+from tfrec_attn.layers.utils import scatter_rows
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_int, check_positive_int
 
@@ -91,16 +91,12 @@ class HistoryTopK(keras.layers.Layer):
         if not self.exclude_history:
             return allowed
         history = tf.cast(history, tf.int32)
-        batch, length = tf.shape(history)[0], tf.shape(history)[1]
-        rows = tf.tile(expand_axes(tf.range(batch), 1), [1, length])
         # Out-of-range ids become padding (0, never returned anyway); clipping them to
         # `vocab - 1` would silently exclude the last real item.
         in_range = tf.logical_and(history >= 0, history < vocab)
         ids = tf.where(in_range, history, tf.zeros_like(history))
-        indices = tf.reshape(tf.stack([rows, ids], axis=-1), [-1, 2])
         # int32 counts: TFLite's int8 SCATTER_ND would turn float ones into quantized noise.
-        seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.int32),
-                             tf.stack([batch, vocab]))
+        seen = scatter_rows(ids, tf.ones_like(ids), vocab)
         return tf.logical_and(allowed, seen < 1)
 
     def get_prunable_weights(self) -> list:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.layers.utils import expand_axes
+from tfrec_attn.layers.utils import expand_axes, scatter_rows
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_decay, check_int, check_positive_int, check_rate
 
@@ -129,7 +129,7 @@ class TransitionPrior(keras.layers.Layer):
     def transition_probabilities(self, history) -> tf.Tensor:
         """`q`: float32 `(batch, vocab_size)` (see the class docstring)."""
         history = tf.cast(history, tf.int32)[:, -self.num_recent:]
-        batch, length = tf.shape(history)[0], tf.shape(history)[1]
+        length = tf.shape(history)[1]
         valid = tf.logical_and(history >= self.first_item_id, history < self.vocab_size)
         ids = tf.where(valid, history, tf.zeros_like(history))
         steps_back = tf.cast(tf.range(length - 1, -1, -1), tf.float32)
@@ -138,10 +138,7 @@ class TransitionPrior(keras.layers.Layer):
         successors = tf.gather(self.neighbor_ids, ids)  # (batch, T, N)
         weights = tf.cast(tf.gather(self.neighbor_weights, ids), tf.float32) * expand_axes(
             position_weights, -1)
-        rows = tf.broadcast_to(expand_axes(tf.range(batch), 1, 2), tf.shape(successors))
-        indices = tf.reshape(tf.stack([rows, successors], axis=-1), [-1, 2])
-        totals = tf.scatter_nd(indices, tf.reshape(weights, [-1]),
-                               tf.stack([batch, self.vocab_size]))
+        totals = scatter_rows(successors, weights, self.vocab_size)
         norm = tf.reduce_sum(totals, axis=1, keepdims=True)
         return totals / tf.maximum(norm, TINY)
 

@@ -67,3 +67,24 @@ def expand_axes(x: tf.Tensor, *axes: int) -> tf.Tensor:
     for axis in axes:
         x = tf.expand_dims(x, axis)
     return x
+
+
+def scatter_rows(ids: tf.Tensor, values: tf.Tensor, width) -> tf.Tensor:
+    """`(batch, width)` sums of `values` by id, per row: `out[b, j]` adds every
+    `values[b, ...]` whose `ids[b, ...]` is `j` (`SCATTER_ND`, which sums duplicates in TF and
+    TFLite alike).
+
+    Args:
+        ids: int32 `(batch, ...)`, each in `[0, width)`.
+        values: the same shape as `ids`.
+        width: the output's second dimension (int or scalar tensor).
+
+    Example:
+    >>> scatter_rows(tf.constant([[1, 1, 0]]), tf.constant([[2, 3, 4]]), 3).numpy().tolist()
+    [[4, 5, 0]]
+    """
+    batch = tf.shape(ids)[0]
+    rows = tf.broadcast_to(expand_axes(tf.range(batch), *range(1, ids.shape.rank)),
+                           tf.shape(ids))
+    indices = tf.reshape(tf.stack([rows, ids], axis=-1), [-1, 2])
+    return tf.scatter_nd(indices, tf.reshape(values, [-1]), tf.stack([batch, width]))
