@@ -24,6 +24,7 @@ from tfrec_attn.training.run_evaluation import (
     PROTOCOLS,
     check_protocols,
     evaluate_run,
+    evaluate_runs,
     evaluation_table,
     run_check_warnings,
 )
@@ -36,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfrec-attn evaluate",
                                 description=__doc__.splitlines()[0])
     add = p.add_argument
-    add("--run-dir", required=True, help="a `tfrec-attn train` run directory")
+    add("--run-dir", required=True, action="append",
+        help="a `tfrec-attn train` run directory; repeat it to pool SASRec runs of the same "
+        "data (e.g. seeds): per-user metrics averaged over the runs (needs --output)")
     add("--protocols", help="comma-separated protocols: full, sampled, sampled-N (default: "
         f"{','.join(PROTOCOLS)}; SASRec runs only)")
     add("--k", help=f"comma-separated metric cut-offs (default: {DEFAULT_KS}; SASRec runs only)")
@@ -88,11 +91,39 @@ def parse_ks(value: str) -> tuple[int, ...]:
             f"--k must be comma-separated positive integers. Received: {value!r}") from None
 
 
+def _sasrec_options(args) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The `--protocols` and `--k` of a SASRec evaluation, checked."""
+    names = ",".join(PROTOCOLS) if args.protocols is None else args.protocols
+    try:
+        protocols = check_protocols(_split(names))
+    except ValueError as err:
+        raise ValueError(f"--protocols: {err}") from None
+    return protocols, parse_ks(DEFAULT_KS if args.k is None else args.k)
+
+
+def _evaluate_pooled(args) -> dict:
+    """Several `--run-dir`: SASRec runs of the same data, pooled (`evaluate_runs`)."""
+    if args.output is None:
+        raise ValueError("--output: a directory for the pooled evaluation.json is required "
+                         "with several --run-dir (each run's own report is left as it is)")
+    if args.against is not None:
+        raise ValueError("--against compares two DIN runs; it does not take several --run-dir")
+    for run_dir in args.run_dir:
+        kind = _run_type(run_dir)
+        if kind != "sasrec":
+            raise ValueError(f"{run_dir} is a `--model {kind}` run; several --run-dir pool "
+                             "SASRec runs only")
+    protocols, ks = _sasrec_options(args)
+    return evaluate_runs(args.run_dir, args.output, protocols, ks=ks,
+                         bootstrap=args.bootstrap, seed=args.seed)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        if not Path(args.run_dir).is_dir():
-            raise FileNotFoundError(f"--run-dir: no such run directory: {args.run_dir}")
+        for run_dir in args.run_dir:
+            if not Path(run_dir).is_dir():
+                raise FileNotFoundError(f"--run-dir: no such run directory: {run_dir}")
         if args.output is not None:  # a directory for evaluation.json, checked before any work
             if not args.output:
                 raise ValueError("--output must be a directory. Received: --output ''")
@@ -100,6 +131,14 @@ def main(argv=None) -> int:
         if args.bootstrap < 0:
             raise ValueError(f"--bootstrap must be >= 0 (0 skips the comparisons). "
                              f"Received: {args.bootstrap}")
+        if len(args.run_dir) > 1:
+            report = _evaluate_pooled(args)
+            print(evaluation_table(report))
+            for line in run_check_warnings(report):
+                print(f"tfrec-attn evaluate: warning: {line}", file=sys.stderr)
+            print(f"\nreport: {args.output}/{EVALUATION}")
+            return 0
+        args.run_dir = args.run_dir[0]
         kind = _run_type(args.run_dir)
         if kind in ("autoencoder", "policy"):
             raise ValueError(f"{args.run_dir} is a `--model {kind}` run; evaluate re-ranks "
@@ -111,12 +150,7 @@ def main(argv=None) -> int:
             if args.against is not None:
                 raise ValueError(f"--against compares two DIN runs; {args.run_dir} is not a "
                                  "`tfrec-attn train --model din` run.")
-            names = ",".join(PROTOCOLS) if args.protocols is None else args.protocols
-            try:
-                protocols = check_protocols(_split(names))
-            except ValueError as err:
-                raise ValueError(f"--protocols: {err}") from None
-            ks = parse_ks(DEFAULT_KS if args.k is None else args.k)
+            protocols, ks = _sasrec_options(args)
             report = evaluate_run(args.run_dir, protocols, ks=ks, bootstrap=args.bootstrap,
                                   seed=args.seed, output=args.output)
             print(evaluation_table(report))

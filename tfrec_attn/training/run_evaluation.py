@@ -152,7 +152,9 @@ def compare_to_baselines(
     """Paired bootstrap of the model's per-user NDCG@10 and HR@10 against each baseline.
 
     Args:
-        ranks: `{name: (n,) target ranks}` from `rank_scorers`, with a `"model"` entry.
+        ranks: `{name: (n,) target ranks}` from `rank_scorers`, with a `"model"` entry; that
+            entry may also hold several runs' ranks (`(runs, n)`, the same users), whose
+            per-user metrics are averaged over the runs before the comparison.
         baselines: names in `ranks` to compare the model with.
         num_samples: bootstrap samples per comparison.
         seed: seeds the bootstrap.
@@ -168,13 +170,16 @@ def compare_to_baselines(
     >>> out["pop"]["verdict"], out["pop"]["hr@10"]["mean_difference"]
     ('better', 1.0)
     """
+    model_ranks = ranks[MODEL]
+    runs = (list(model_ranks) if isinstance(model_ranks, list | tuple) or np.ndim(model_ranks) == 2
+            else [model_ranks])
     out = {}
     for name in baselines:
         record = {}
         for metric, per_user in PER_USER.items():
-            result = paired_bootstrap(per_user(ranks[MODEL], COMPARE_K),
-                                      per_user(ranks[name], COMPARE_K), num_samples, seed,
-                                      CONFIDENCE)
+            model_gains = np.mean([per_user(r, COMPARE_K) for r in runs], axis=0)
+            result = paired_bootstrap(model_gains, per_user(ranks[name], COMPARE_K),
+                                      num_samples, seed, CONFIDENCE)
             record[metric] = {**result, "verdict": verdict(result)}
         record["verdict"] = record[VERDICT_METRIC]["verdict"]
         out[name] = record
@@ -209,12 +214,16 @@ def run_check_warnings(report: dict) -> list[str]:
     """
     lines = []
     for protocol, section in report["protocols"].items():
-        gap = (section.get("run_check") or {}).get("max_abs_difference")
-        if gap:
-            lines.append(f"{protocol} protocol: the reloaded model of {report['run_dir']} "
+        checks = section.get("run_check")
+        for check in checks if isinstance(checks, list) else [checks or {}]:
+            gap = check.get("max_abs_difference")
+            if not gap:
+                continue
+            run_dir = check.get("run_dir", report.get("run_dir"))
+            lines.append(f"{protocol} protocol: the reloaded model of {run_dir} "
                          f"differs from its metrics.json by up to {gap:.4g} (run_check in "
-                         f"{EVALUATION}): the reload is not faithful, so these numbers may not "
-                         "be the trained model's.")
+                         f"{EVALUATION}): the reload is not faithful, so these numbers may "
+                         "not be the trained model's.")
     return lines
 
 
@@ -274,6 +283,110 @@ def evaluate_run(
     return report
 
 
+def _check_same_split(first, run) -> None:
+    """Refuses a run whose data or split differ from `first`'s: pooled runs must rank the same
+    test users against baselines fitted on the same training sequences."""
+    a, b = first.split, run.split
+    same = (first.vocab_size == run.vocab_size and len(a.train) == len(b.train)
+            and len(a.test_histories) == len(b.test_histories)
+            and np.array_equal(a.test_targets, b.test_targets)
+            and all(np.array_equal(x, y) for x, y in zip(a.test_histories, b.test_histories))
+            and all(np.array_equal(x, y) for x, y in zip(a.train, b.train)))
+    if not same:
+        raise ValueError(f"{run.path}: its data or split differ from {first.path}'s; pooled runs "
+                         "must be trained on the same data and split (e.g. one config trained "
+                         "with different --seed values)")
+
+
+def evaluate_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    protocols: Sequence[str] = PROTOCOLS,
+    ks: Sequence[int] = (5, 10, 20),
+    bootstrap: int = 1000,
+    seed: int | None = None,
+) -> dict:
+    """Pools several runs of the same data (e.g. seeds) and compares them with the baselines.
+
+    One run's verdict mixes two kinds of luck: which users happen to be in the test set, and
+    the training seed. Pooling separates the second: each test user's NDCG@10 and HR@10 are
+    averaged over the runs (the expected value of one training run for that user), and the
+    paired bootstrap over users then asks whether *the training procedure* beats a baseline.
+    It does not replace the per-run verdicts (`evaluate_run`), which say whether one trained
+    model does.
+
+    Args:
+        run_dirs: two or more `tfrec-attn train` SASRec run directories trained on the same data
+            and split (the first one's baselines and, for synthetic data, oracle are used).
+        output: directory for `evaluation.json` (required: each run's own report is left as is).
+        protocols: as in `evaluate_run`.
+        ks: metric cut-offs of the reported metrics.
+        bootstrap: bootstrap samples of each comparison; `0` reports metrics only.
+        seed: seeds the sampled negatives and the bootstrap; `None` uses the first run's seed.
+            Every run is ranked against the same negatives.
+
+    Returns:
+        The report written to `output/evaluation.json`: as `evaluate_run`'s, with `run_dirs`
+        instead of `run_dir`; per protocol `metrics["model"]` is the mean of the runs' metrics,
+        `metrics["run i"]` run i's (1-based, in `run_dirs` order), `comparisons` are made on
+        the per-user metrics averaged over the runs, and `run_check` is a list, one
+        `{"run_dir", ...}` per run (the `evaluate_run` check's keys where it applies).
+
+    Raises:
+        FileNotFoundError: a run directory or one of its files is missing (named).
+        ValueError: fewer than two runs, a run given twice, `output` one of the runs, runs on
+            different data or splits, or a bad argument (named).
+    """
+    run_dirs = [os.fspath(d) for d in run_dirs]
+    if len(run_dirs) < 2:
+        raise ValueError(f"evaluate_runs pools two or more runs. Received: {run_dirs}")
+    if len({os.path.realpath(d) for d in run_dirs}) < len(run_dirs):
+        raise ValueError(f"run_dirs must be distinct runs. Received: {run_dirs}")
+    if os.path.realpath(output) in {os.path.realpath(d) for d in run_dirs}:
+        raise ValueError(f"output must not be one of the pooled runs (its own {EVALUATION} "
+                         f"would be replaced). Received: output={os.fspath(output)!r}")
+    protocols = check_protocols(protocols)
+    ks = check_cutoffs(ks)
+    bootstrap = _check_bootstrap(bootstrap)
+    runs = [load_run(d) for d in run_dirs]
+    for run in runs[1:]:
+        _check_same_split(runs[0], run)
+    seed = runs[0].options.seed if seed is None else int(seed)
+    scorers = run_scorers(runs[0])
+    models = [make_score_fn(r.model.scorer, r.model.config.max_len) for r in runs]
+    others = {name: fn for name, fn in scorers.items() if name != MODEL}
+    baselines = [name for name in others if name != ORACLE]
+    split = runs[0].split
+    report = {
+        "run_dirs": run_dirs, "run_protocols": [r.options.eval_protocol for r in runs],
+        "test_users": len(split.test_targets), "seed": seed, "ks": list(ks),
+        "bootstrap": {"num_samples": bootstrap, "confidence": CONFIDENCE,
+                      "metrics": list(PER_USER), "verdict_metric": VERDICT_METRIC,
+                      "pooled": "per-user metrics averaged over the runs"},
+        "protocols": {},
+    }
+    for protocol in protocols:
+        per_run, model_ranks = [], []
+        for fn in models:
+            metrics, ranks = rank_scorers({MODEL: fn}, split.test_histories, split.test_targets,
+                                          runs[0].vocab_size, protocol, ks, seed)
+            per_run.append(metrics[MODEL])
+            model_ranks.append(ranks[MODEL])
+        metrics, ranks = rank_scorers(others, split.test_histories, split.test_targets,
+                                      runs[0].vocab_size, protocol, ks, seed)
+        mean = {key: float(np.mean([m[key] for m in per_run])) for key in per_run[0]}
+        report["protocols"][protocol] = {
+            "metrics": {MODEL: mean, **{f"run {i}": m for i, m in enumerate(per_run, 1)},
+                        **metrics},
+            "comparisons": (compare_to_baselines({MODEL: model_ranks, **ranks}, baselines,
+                                                 bootstrap, seed) if bootstrap else {}),
+            "run_check": [{"run_dir": d, **(_run_check(r, protocol, seed, m) or {})}
+                          for d, r, m in zip(run_dirs, runs, per_run)],
+        }
+    write_json(Path(output) / EVALUATION, report)
+    return report
+
+
 def _signed(value: float) -> str:
     return f"{value:+.4f}"
 
@@ -282,28 +395,36 @@ def evaluation_table(report: dict) -> str:
     """A plain-text table per protocol: metrics of every scorer, then the verdicts.
 
     Args:
-        report: an `evaluate_run` result (or the `evaluation.json` it wrote).
+        report: an `evaluate_run` or `evaluate_runs` result (or the `evaluation.json` written).
 
     Returns:
         The table as one string, lines separated by newlines.
     """
+    pooled = report.get("run_dirs")
     lines = [f"test: {report['test_users']} users, seed {report['seed']}"]
+    if pooled:
+        lines += [f"run {i}: {run_dir}" for i, run_dir in enumerate(pooled, 1)]
+    model = f"model (mean of {len(pooled)} runs)" if pooled else MODEL
     for protocol, section in report["protocols"].items():
         metrics = section["metrics"]
         keys = [f"{m}@{k}" for k in report["ks"] for m in ("ndcg", "hr")] + ["mrr"]
+        width = max(17, len(model) + 1)
         lines += ["", f"{protocol} protocol",
-                  f"{'':17s}" + "".join(f"{k:>10s}" for k in keys)]
+                  f"{'':{width}s}" + "".join(f"{k:>10s}" for k in keys)]
         for name, values in metrics.items():
-            label = "oracle (ceiling)" if name == ORACLE else name
-            lines.append(f"{label:17s}" + "".join(f"{values[k]:10.4f}" for k in keys))
+            label = {ORACLE: "oracle (ceiling)", MODEL: model}.get(name, name)
+            lines.append(f"{label:{width}s}" + "".join(f"{values[k]:10.4f}" for k in keys))
         for name, record in section["comparisons"].items():
             parts = [f"{metric} {_signed(r['mean_difference'])} "
                      f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
                      for metric, r in record.items() if metric != "verdict"]
-            lines.append(f"model vs {name}: " + "; ".join(parts) + f" -> {record['verdict']}")
+            lines.append(f"{model} vs {name}: " + "; ".join(parts) + f" -> {record['verdict']}")
     samples = report["bootstrap"]["num_samples"]
     if samples:
         lines += ["", f"[low, high]: {report['bootstrap']['confidence']:.0%} paired bootstrap "
                       f"interval of model - baseline ({samples} samples); verdict on "
                       f"{report['bootstrap']['verdict_metric']}"]
+        if pooled:
+            lines.append("pooled: each user's metrics averaged over the runs, then paired "
+                         "with the baseline's")
     return "\n".join(lines)
