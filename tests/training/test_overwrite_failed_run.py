@@ -94,6 +94,41 @@ def test_a_crash_while_training_puts_the_old_tensorboard_logs_back(run_copy):
     assert not (run_copy / REPLACED_RUN_DIR).exists()
 
 
+def test_a_failure_after_the_new_weights_are_saved_puts_the_old_run_back(run_copy, tmp_path,
+                                                                        monkeypatch):
+    """The export runs after the new checkpoint, vocabulary and curves are written and before
+    metrics.json: failing there must not leave new weights beside the old metrics.json."""
+    before = _snapshot(run_copy)
+
+    def failing_export(*args, **kwargs):
+        assert (run_copy / "checkpoint").is_dir()  # the new run's weights are on disk by now
+        raise RuntimeError("export failed")
+
+    monkeypatch.setattr("tfrec_attn.training.run.export_saved_model", failing_export)
+    options = TrainOptions(output=str(run_copy), overwrite=True, synthetic_users=60,
+                           synthetic_items=40, synthetic_length=8.0, epochs=1, verbose=0,
+                           seed=5, export_root=str(tmp_path / "models"),
+                           model={"max_len": 8, "dim": 8, "num_blocks": 1})
+    with pytest.raises(RuntimeError, match="export failed"):
+        run_training(options)
+    assert _snapshot(run_copy) == before
+    assert not (run_copy / REPLACED_RUN_DIR).exists()
+
+
+def test_a_file_where_the_export_goes_is_refused_before_training(run_copy, tmp_path, capsys):
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "small").write_text("x")
+    before = _snapshot(run_copy)
+    argv = TINY[:-2] + ["--export-root", str(root), "--name", "small", "--output",
+                        str(run_copy), "--overwrite"]
+    assert train_pipeline.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"export_root/name must be a directory, but {root / 'small'} exists" in err
+    assert "Traceback" not in err
+    assert _snapshot(run_copy) == before
+
+
 def _write_metrics(out: Path, run: str) -> None:
     (out / "metrics.json").write_text(json.dumps({"run": run}))
 

@@ -98,12 +98,14 @@ class RunOptions:
 
 def check_output_paths(options) -> None:
     """Before any work: `output` and `export_root` are directories (or can be created: no
-    file in the way), and the model `name` is one directory under the export root."""
+    file in the way), and the model `name` is one directory under the export root (no file
+    there either: the export would fail only after training)."""
     for field in ("output", "export_root"):
         if getattr(options, field, None):
             check_directory_path(field, getattr(options, field))
     if getattr(options, "export_root", None) and hasattr(options, "name"):
         check_model_name(options.name)
+        check_directory_path("export_root/name", Path(options.export_root) / options.name)
 
 
 def check_data_source(options) -> None:
@@ -160,6 +162,10 @@ def data_fingerprint(path: str | os.PathLike, format: str) -> dict:
 # What a finished run directory holds besides the run's own files, derived from that run by
 # `tfrec-attn evaluate` / `optimize`, and its TensorBoard logs: stale once the run is replaced.
 DERIVED_RUN_FILES = ("evaluation.json", "optimize.json", "optimize.png", "optimized", "tensorboard")
+# The files every run type writes before its metrics.json (weights, vocabulary, curves, a
+# non-chief worker's scratch export): a run that fails after writing them must not leave them
+# beside the metrics.json of the run it was to replace.
+RUN_OWN_FILES = ("checkpoint", "item_vocabulary.json", "training_curves.png", "export")
 # Where `replacing_run` keeps the replaced run's derived files (and a copy of its metrics.json)
 # while the new run trains: a hidden directory inside the run directory.
 REPLACED_RUN_DIR = ".replaced-run"
@@ -198,14 +204,16 @@ def check_output_dir(output, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def replacing_run(output):
-    """Around a run training into `output`: the files derived from the finished run already
-    there (`DERIVED_RUN_FILES`), which would describe another model, are moved aside into
-    `output/REPLACED_RUN_DIR` (with a copy of its `metrics.json`) when the run starts, and
-    deleted once the new run has returned (it wrote its `metrics.json`). If the run fails, they
-    are put back, so a failed `--overwrite` leaves the old run as it was: where the failed run
-    recreated one of those names (its `tensorboard/` logs), the old run's version replaces it.
-    Nothing happens without a finished run in `output`. A set-aside left by a process that was
-    killed first is settled when the next run starts (`settle_replaced_run`).
+    """Around a run training into `output`: the finished run already there keeps its
+    `metrics.json` in place, and its other files (`RUN_OWN_FILES`: weights, vocabulary, curves;
+    `DERIVED_RUN_FILES`: evaluate / optimize reports and TensorBoard logs, which would describe
+    another model) are moved aside into `output/REPLACED_RUN_DIR` (with a copy of its
+    `metrics.json`) when the run starts, and deleted once the new run has returned (it wrote its
+    `metrics.json`). If the run fails, whatever it wrote under those names is removed and the
+    old files are put back, so a failed `--overwrite` (even one that failed after saving its
+    weights, e.g. while exporting) leaves the old run as it was. Nothing happens without a
+    finished run in `output`. A set-aside left by a process that was killed first is settled
+    when the next run starts (`settle_replaced_run`).
 
     Example:
     >>> import tempfile, pathlib
@@ -229,8 +237,8 @@ def replacing_run(output):
     out = Path(output)
     settle_replaced_run(out)
     aside = out / REPLACED_RUN_DIR
-    names = [name for name in DERIVED_RUN_FILES if (out / name).exists()]
-    if not (out / "metrics.json").exists() or not names:
+    names = [name for name in DERIVED_RUN_FILES + RUN_OWN_FILES if (out / name).exists()]
+    if not (out / "metrics.json").exists():
         yield
         return
     aside.mkdir()
@@ -262,11 +270,10 @@ def settle_replaced_run(output) -> None:
 
 def _restore_replaced_run(out: Path) -> None:
     aside = out / REPLACED_RUN_DIR
-    for path in aside.iterdir():
-        if path.name == "metrics.json":
-            continue
-        _remove(out / path.name)  # what the failed run wrote under that name
-        os.replace(path, out / path.name)
+    for name in DERIVED_RUN_FILES + RUN_OWN_FILES:
+        _remove(out / name)  # what the failed run wrote under that name
+        if (aside / name).exists() or (aside / name).is_symlink():
+            os.replace(aside / name, out / name)
     shutil.rmtree(aside)
 
 
