@@ -16,6 +16,7 @@ from tfrec_attn.evaluation import check_cutoffs
 from tfrec_attn.training.ranking_evaluation import (
     evaluate_ranking_run,
     ranking_evaluation_table,
+    ranking_run_check_warnings,
     read_run_metrics,
     run_type,
 )
@@ -71,6 +72,8 @@ def _evaluate_din(args) -> None:
     report = evaluate_ranking_run(args.run_dir, against=args.against, bootstrap=args.bootstrap,
                                   seed=args.seed, output=args.output)
     print(ranking_evaluation_table(report))
+    for line in ranking_run_check_warnings(report):
+        print(f"tfrec-attn evaluate: warning: {line}", file=sys.stderr)
 
 
 def _split(value: str) -> list[str]:

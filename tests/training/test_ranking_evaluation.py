@@ -133,6 +133,22 @@ def test_command_line_prints_the_table_and_writes_only_the_report(run_dir, tmp_p
     assert list(written["comparisons"]) == ["popularity"] and written["against_run_dir"] is None
 
 
+def test_a_reload_away_from_metrics_json_is_printed_as_a_warning(run_dir, tmp_path, capsys):
+    """As for SASRec runs: a nonzero run_check is printed, not only stored in the report."""
+    def edit(metrics):
+        metrics["test"]["gauc"] += 0.25
+
+    changed = _copy_run(run_dir, tmp_path / "changed", edit)
+    argv = ["--run-dir", str(changed), "--bootstrap", "0", "--output", str(tmp_path / "out")]
+    assert evaluate_pipeline.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"warning: model: the reloaded run {changed} differs from its metrics.json" in err
+    assert "0.25" in err and "popularity:" not in err
+    assert evaluate_pipeline.main(["--run-dir", str(run_dir), "--bootstrap", "0", "--output",
+                                   str(tmp_path / "out2")]) == 0
+    assert "warning" not in capsys.readouterr().err  # a faithful reload prints none
+
+
 @pytest.mark.parametrize("edit, named", [
     pytest.param(lambda m: m["options"].update(seed=1), "seed: 0 vs 1", id="seed"),
     pytest.param(lambda m: m["options"].update(test_negatives=5), "test_negatives: 10 vs 5",

@@ -266,6 +266,27 @@ def evaluate_ranking_run(
     return report
 
 
+def ranking_run_check_warnings(report: dict) -> list[str]:
+    """One line per scorer whose `run_check` found the reloaded run's AUC / GAUC away from its
+    `metrics.json` (the model, popularity, or the `against` run): that reload is not faithful.
+
+    Example:
+    >>> report = {"run_dir": "runs/din", "against_run_dir": None, "run_check": {
+    ...     "model": {"max_abs_difference": 0.24}, "popularity": {"max_abs_difference": 0.0}}}
+    >>> print(*ranking_run_check_warnings(report))  # doctest: +ELLIPSIS
+    model: the reloaded run runs/din differs from its metrics.json by up to 0.24 ...
+    """
+    lines = []
+    for name, check in report["run_check"].items():
+        gap = check.get("max_abs_difference")
+        if gap:
+            run_dir = report["against_run_dir"] if name == AGAINST else report["run_dir"]
+            lines.append(f"{name}: the reloaded run {run_dir} differs from its metrics.json by "
+                         f"up to {gap:.4g} (run_check in {EVALUATION}): the reload is not "
+                         "faithful, so these numbers may not be the trained model's.")
+    return lines
+
+
 def _interval(result: dict) -> str:
     return (f"{result['mean_difference']:+.4f} "
             f"[{result['ci_low']:+.4f}, {result['ci_high']:+.4f}]")
