@@ -131,13 +131,13 @@ def test_padding_candidates_never_outrank_real_ones(data, exported):
 
 @pytest.mark.parametrize("others", [
     [999, -5, 0],   # the walkthrough's request: 999 and -5 used to rank first
-    [-1, 202, 1],   # 202 == vocab_size: just outside; OOV (1) is an item the client sent
-    [10**12, 1],
-], ids=["walkthrough", "vocab_edge", "oov_kept"])
-def test_invalid_candidates_rank_last_and_come_back_as_sent(data, exported, others):
-    """Candidates the vocabulary cannot hold (< 0, >= vocab_size) rank after every real one,
-    like padding, with a lower score, and come back unchanged. The real candidate is each
-    row's worst item, below the OOV logit they used to be scored with."""
+    [-1, 202, 1],   # 202 == vocab_size: just outside
+    [10**12, 1],    # OOV (1), which a client maps unknown items to, used to rank first
+], ids=["walkthrough", "vocab_edge", "oov"])
+def test_unknown_candidates_rank_last_and_come_back_as_sent(data, exported, others):
+    """Candidates the model does not know (padding, OOV, ids the vocabulary cannot hold)
+    rank after every known one with a lower score, and come back unchanged. The known
+    candidate is each row's worst item, below the OOV logit they used to be scored with."""
     _, history, _ = data
     _, loaded = exported
     rows = tf.constant(history[:4])
@@ -150,7 +150,7 @@ def test_invalid_candidates_rank_last_and_come_back_as_sent(data, exported, othe
     logits = serve(history=rows, candidates=tf.constant(candidates))["scores"].numpy()
     for ids, scores, row, row_logits in zip(out["item_ids"].numpy(), out["scores"].numpy(),
                                             candidates, logits):
-        real = (row > 0) & (row < 202)
+        real = (row > 1) & (row < 202)
         order = np.argsort(-row_logits[real], kind="stable")
         np.testing.assert_array_equal(ids[:real.sum()], row[real][order])
         assert sorted(ids[real.sum():]) == sorted(row[~real])  # as sent

@@ -20,7 +20,7 @@ from tfrec_attn.models.din import DIN
 
 HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
 CANDIDATES = tf.TensorSpec([None, None], tf.int64, name="candidates")
-PAD_ID = 0
+FIRST_ITEM_ID = 2  # 0 is padding, 1 OOV
 
 
 def din_tower(model_or_tower: DIN | keras.Model) -> tuple[keras.Model, dict | None]:
@@ -100,10 +100,12 @@ class RankerModule(tf.Module):
         `serving_default`: -> `scores` float32 `(batch, C)`, the click logit of every
             candidate (padding candidates, id 0, get a meaningless logit: ignore them).
         `rank`: -> `item_ids` int64 `(batch, k)` (the request's candidate ids, as sent) and
-            `scores` float32 `(batch, k)`, best first, `k = min(max_k, C)`. Padding candidates
-            (0) and ids the vocabulary cannot hold (`< 0` or `>= vocab_size`) rank below every
-            real one, with a score below the row's lowest real logit, and come back unchanged
-            (so the client sees which it sent); OOV (1) is ranked by its logit like any item.
+            `scores` float32 `(batch, k)`, best first, `k = min(max_k, C)`. Candidates the
+            model does not know, padding (0), OOV (1) and ids the vocabulary cannot hold
+            (`< 0` or `>= vocab_size`), rank below every known item, with a score below the
+            row's lowest known logit, and come back unchanged (so the client sees which it
+            sent): the OOV embedding scores no particular item, so an unknown item it scores
+            never outranks a known one.
 
     Args:
         model_or_tower: a trained `DIN`, or its tower: plain, pruned (after `strip_pruning`) or
@@ -147,7 +149,7 @@ class RankerModule(tf.Module):
     @tf.function(input_signature=[HISTORY, CANDIDATES])
     def rank(self, history, candidates):
         history, candidates = self._checked(history, candidates)
-        real = tf.logical_and(candidates > PAD_ID, candidates < self.vocab_size)
+        real = tf.logical_and(candidates >= FIRST_ITEM_ID, candidates < self.vocab_size)
         scores = fill_masked(self._scores(history, candidates), real, 1.0)
         k = tf.minimum(self.max_k, tf.shape(candidates)[1])
         top_scores, order = tf.math.top_k(scores, k=k)
