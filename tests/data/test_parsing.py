@@ -95,6 +95,20 @@ def test_integral_decimals_are_still_integers(tmp_path):
         "timestamp"].tolist() == [1.5]
 
 
+@pytest.mark.parametrize("tail", ["", "\n"])  # fast path and line-by-line path
+def test_a_fraction_beside_integers_beyond_2_53_is_refused_not_rounded(tmp_path, tail):
+    """float64 would make BIG + 1 and BIG equal (and order them wrongly): with such integers in
+    the column a fractional timestamp is the bad line, named; skipped, the integers stay exact."""
+    content = f"user,item,timestamp\nu1,a,{BIG + 1}\nu1,b,{BIG}\nu1,c,1.5\n" + tail
+    with pytest.raises(DataError, match=r"log\.csv, line 4: fractional timestamp '1\.5' in a "
+                                        r"column holding integers beyond 2\*\*53"):
+        _read(tmp_path, "csv", "log.csv", content)
+    with pytest.warns(DataWarning, match="skipped 1"):
+        frame = _read(tmp_path, "csv", "log.csv", content, on_error="skip")
+    assert frame.values.tolist() == [["u1", "b", BIG], ["u1", "a", BIG + 1]]
+    assert frame["timestamp"].dtype == "int64"
+
+
 # (format, file name, content, read kwargs): each read with and without a UTF-8 byte order mark
 BOM_FILES = [
     ("sasrec", "seq.txt", "1 5\n1 6\n1 7\n", {}),

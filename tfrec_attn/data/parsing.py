@@ -33,7 +33,7 @@ _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
 _INTEGER = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*")  # what pandas reads as int64
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 _ODD_SPACES = "\x0b\x0c\x1c\x1d\x1e\x1f"  # ASCII whitespace to str.split(), not to pandas
-_OK, _NOT_A_NUMBER, _OUT_OF_RANGE, _NOT_AN_INTEGER = range(4)
+_OK, _NOT_A_NUMBER, _OUT_OF_RANGE, _NOT_AN_INTEGER, _FRACTION_BESIDE_BIG = range(5)
 
 
 class DataError(ValueError):
@@ -330,14 +330,19 @@ def exact_numbers(values: np.ndarray, integers_only: bool = False) -> tuple[np.n
 
     Integers stay exact `int64`; other values go through float64 (`"1.5"`, `"1e3"`). `numbers`
     is `int64` unless some accepted value is fractional (then float64). `status` per value:
-    `_OK`, `_NOT_A_NUMBER` (text, NaN, inf), `_OUT_OF_RANGE` (beyond int64) or, with
-    `integers_only`, `_NOT_AN_INTEGER` (fractional, or a float too large to be exact).
+    `_OK`, `_NOT_A_NUMBER` (text, NaN, inf), `_OUT_OF_RANGE` (beyond int64), with
+    `integers_only`, `_NOT_AN_INTEGER` (fractional, or a float too large to be exact), or
+    `_FRACTION_BESIDE_BIG`: a fractional value among integers beyond 2**53, which float64 could
+    not hold exactly (nanosecond epochs): those integers stay exact and the fraction is refused.
 
     Example:
     >>> numbers, status = exact_numbers(np.array(["9007199254740993", "2.0", "1e20", "x"],
     ...                                          dtype=object))
     >>> numbers.tolist(), status.tolist()
     ([9007199254740993, 2, 0, 0], [0, 0, 2, 1])
+    >>> numbers, status = exact_numbers(np.array(["9007199254740993", "1.5"], dtype=object))
+    >>> numbers.dtype.name, int(numbers[0]), status.tolist()
+    ('int64', 9007199254740993, [0, 4])
     """
     numbers, exact, too_big = _integers(values)
     status = np.where(too_big, _OUT_OF_RANGE, _OK).astype(np.int8)
@@ -353,6 +358,10 @@ def exact_numbers(values: np.ndarray, integers_only: bool = False) -> tuple[np.n
     if integers_only:
         status[others[inexact]] = _NOT_AN_INTEGER
     accepted = status[others] == _OK
+    fractional = accepted & (floats != np.round(floats))
+    if fractional.any() and np.any(exact & (np.abs(numbers) >= 2 ** 53)):
+        status[others[fractional]] = _FRACTION_BESIDE_BIG
+        accepted &= ~fractional
     if np.all(floats[accepted] == np.round(floats[accepted])):
         numbers[others[accepted]] = floats[accepted].astype(np.int64)
         return numbers, status
@@ -366,7 +375,10 @@ def _flag_numbers(problems: ProblemLog, status: np.ndarray, keep: np.ndarray, li
     """Flags the kept values `exact_numbers` refused; returns the new `keep`."""
     reasons = {_NOT_A_NUMBER: "non-numeric {what} {value}",
                _OUT_OF_RANGE: "{what} {value} is outside the int64 range",
-               _NOT_AN_INTEGER: "{what} {value} is not an exact integer"}
+               _NOT_AN_INTEGER: "{what} {value} is not an exact integer",
+               _FRACTION_BESIDE_BIG: "fractional {what} {value} in a column holding integers "
+                                     "beyond 2**53, which float64 would round (write every "
+                                     "{what} as an integer)"}
     bad = keep & (status != _OK)
     problems.flag(bad, lines, lambda i: reasons[int(status[i])].format(
         what=what, value=_shown(values[i])))
