@@ -124,6 +124,7 @@ def test_ragged_extra_rows_are_right_padded_with_the_padding_id(columnar):
 @pytest.mark.parametrize("extra, message", [
     ({"candidates": [[7, 8], [6.5]]}, "candidates must be an array, or one list of integer ids"),
     ({"candidates": [[7, 8]]}, r"candidates must have one row per history \(2\)"),
+    ({"k": 5}, "k is not an input of serving_default.*signature_name='recommend'"),
 ])
 def test_extra_inputs_that_cannot_be_rows_are_named(extra, message):
     with pytest.raises(ValueError, match=message):
