@@ -25,8 +25,8 @@ TINY = ["--format", "synthetic", "--synthetic-users", "150", "--synthetic-items"
 # Each TFLite variant costs two conversions (~7 s each on two busy cores), so the default suite
 # covers float32, pruning and int8; all methods run in the slow test.
 FAST_METHODS = ("prune", "ptq-int8")
-FIELDS = {"method", "path", "size_bytes", "gzip_bytes", "tflite_quantization", "ndcg@10",
-          "hr@10", "protocol", "sparsity", "keras", "latency", "saved_model"}
+FIELDS = {"method", "path", "size_bytes", "gzip_bytes", "tflite_quantization", "int8_tensors",
+          "ndcg@10", "hr@10", "protocol", "sparsity", "keras", "latency", "saved_model"}
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +144,20 @@ def test_sampled_protocol_quality_comes_from_the_twin_and_says_so(tmp_path):
     assert {v["quality_source"] for v in report["variants"].values()} == {"twin"}
     assert "twin" in report["evaluation"] and "uncertain_users" not in float32
     assert float32["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-12)
+    dynamic = report["variants"]["ptq-dynamic"]
+    assert ("note: ptq-dynamic" in optimize_table(report)) == (dynamic["int8_tensors"] == 0)
+
+
+def test_a_file_that_holds_nothing_quantized_is_noted(report):
+    """TFLite keeps weights under 1,024 elements in float32: a tiny model's `dynamic` file can
+    be a float32 file, which the table says rather than letting the label stand."""
+    variants = report["variants"]
+    assert variants["float32"]["int8_tensors"] == 0 and variants["ptq-int8"]["int8_tensors"] > 0
+    assert "note:" not in optimize_table(report)
+    emptied = json.loads(json.dumps(report))
+    emptied["variants"]["ptq-int8"]["int8_tensors"] = 0
+    (note,) = [line for line in optimize_table(emptied).splitlines() if line.startswith("note:")]
+    assert "ptq-int8's file holds no int8 tensor" in note
 
 
 def test_int8_is_smaller_and_pruning_is_sparse(report):

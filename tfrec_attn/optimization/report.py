@@ -47,6 +47,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_training_dataset, pad_left
 from tfrec_attn.evaluation import MISS_RANK, evaluate, summarize
 from tfrec_attn.export import LiteRTRecommender, convert_to_tflite, export_saved_model
+from tfrec_attn.export.litert_runner import int8_tensor_count
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.methods import (
     METHODS,
@@ -180,8 +181,8 @@ def _tflite_part(ctx: _Context, name: str, model, quantization: str) -> dict:
         source = {"quality_source": "twin"}
     return {"path": os.fspath(path), "size_bytes": file_size(path),
             "gzip_bytes": gzip_size(path),
-            "tflite_quantization": quantization, **quality, **source,
-            "latency": ctx.latency(runner.recommend)}
+            "tflite_quantization": quantization, "int8_tensors": int8_tensor_count(path),
+            **quality, **source, "latency": ctx.latency(runner.recommend)}
 
 
 def deployed_ranks(outputs: dict, histories, targets, cutoff: int = 10
@@ -309,7 +310,8 @@ def optimize_run(run_dir: str | os.PathLike, methods=METHODS, epochs: int | None
     Returns:
         The report written to `optimize.json`: run-level settings and `"variants"`, one record
         per variant with `path`, `size_bytes`, `gzip_bytes` (the deployed `.tflite`),
-        `tflite_quantization`, `ndcg@10`, `hr@10` (that file's quality), `quality_source`
+        `tflite_quantization`, `int8_tensors` (0: the file holds nothing quantized, noted by
+        `optimize_table`), `ndcg@10`, `hr@10` (that file's quality), `quality_source`
         (`"deployed"`: read from that file, with `uncertain_users`; `"twin"`: from its
         evaluation twin, sampled protocols; module docstring), `protocol`,
         `sparsity` (of the prunable weights; 0 for dense variants), `keras` (`ndcg@10`,
@@ -402,4 +404,21 @@ def optimize_table(report: dict) -> str:
         lines.append(f"{name:12s}{v['size_bytes'] / 1024:11.1f}{v['gzip_bytes'] / 1024:10.1f}"
                      f"{v['ndcg@10']:9.4f}{v['hr@10']:8.4f}{keras:>11s}"
                      f"{v['sparsity']:9.3f}{cells[0]:>18s}{cells[1]:>17s}")
+    lines += [f"note: {name}'s file holds no int8 tensor: TFLite quantized nothing (it keeps "
+              "weights under 1,024 elements in float32), so it is a float32 file"
+              for name, v in report["variants"].items() if not quantized_as_labelled(v)]
     return "\n".join(lines)
+
+
+def quantized_as_labelled(variant: dict) -> bool:
+    """False for a `dynamic` / `int8` variant whose file holds no int8 tensor (nothing was
+    quantized); True otherwise, and for reports written before `int8_tensors` was recorded.
+
+    Example:
+    >>> quantized_as_labelled({"tflite_quantization": "dynamic", "int8_tensors": 0})
+    False
+    >>> quantized_as_labelled({"tflite_quantization": "float16", "int8_tensors": 0})
+    True
+    """
+    return (variant.get("tflite_quantization") not in ("dynamic", "int8")
+            or variant.get("int8_tensors", 1) > 0)
