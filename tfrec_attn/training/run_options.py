@@ -166,8 +166,8 @@ DERIVED_RUN_FILES = ("evaluation.json", "optimize.json", "optimize.png", "optimi
 # non-chief worker's scratch export): a run that fails after writing them must not leave them
 # beside the metrics.json of the run it was to replace.
 RUN_OWN_FILES = ("checkpoint", "item_vocabulary.json", "training_curves.png", "export")
-# Where `replacing_run` keeps the replaced run's derived files (and a copy of its metrics.json)
-# while the new run trains: a hidden directory inside the run directory.
+# Where `replacing_run` keeps the replaced run's own and derived files (and a copy of its
+# metrics.json) while the new run trains: a hidden directory inside the run directory.
 REPLACED_RUN_DIR = ".replaced-run"
 
 
