@@ -129,6 +129,54 @@ def test_a_file_where_the_export_goes_is_refused_before_training(run_copy, tmp_p
     assert _snapshot(run_copy) == before
 
 
+def test_an_export_root_inside_the_run_directory_is_left_alone(run_copy, tmp_path):
+    """`--export-root` may sit inside `--output` and hold other models: replacing the run must
+    not take it along (it is not one of the run's own files)."""
+    root = run_copy / "export"
+    (root / "other" / "1").mkdir(parents=True)
+    (root / "other" / "1" / "saved_model.pb").write_bytes(b"another model")
+    options = TrainOptions(output=str(run_copy), overwrite=True, synthetic_users=60,
+                           synthetic_items=40, synthetic_length=8.0, epochs=1, verbose=0,
+                           export_root=str(root), name="mine",
+                           model={"max_len": 8, "dim": 8, "num_blocks": 1})
+    run_training(options)
+    assert (root / "other" / "1" / "saved_model.pb").read_bytes() == b"another model"
+    assert (root / "mine" / "1" / "saved_model.pb").exists()
+
+
+def test_a_run_being_replaced_is_not_read_until_settled(run_copy, capsys):
+    """What a `train --overwrite` killed after writing its weights leaves: new files beside the
+    old metrics.json. evaluate / optimize refuse it, saying how to settle it, and read the old
+    run again once it is settled."""
+    from pipelines import evaluate as evaluate_pipeline
+    from tfrec_attn.training import load_run
+    from tfrec_attn.training.run_options import replacing_run
+
+    before = _snapshot(run_copy)
+
+    class Killed(BaseException):
+        pass
+
+    with pytest.raises(Killed):  # the process "dies" inside replacing_run: nothing restored
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("tfrec_attn.training.run_options._restore_replaced_run",
+                          lambda out: (_ for _ in ()).throw(Killed()))
+            with replacing_run(run_copy):
+                (run_copy / "checkpoint").mkdir()
+                (run_copy / "checkpoint" / "weights").write_bytes(b"new weights")
+                raise RuntimeError("killed")
+    assert (run_copy / REPLACED_RUN_DIR).is_dir()
+    assert (run_copy / "checkpoint" / "weights").read_bytes() == b"new weights"
+    with pytest.raises(ValueError, match="is being replaced by `tfrec-attn train --overwrite`"):
+        load_run(run_copy)
+    argv = ["--run-dir", str(run_copy), "--bootstrap", "0", "--output", str(run_copy / "ev")]
+    assert evaluate_pipeline.main(argv) == 2
+    assert "settle_replaced_run" in capsys.readouterr().err
+    settle_replaced_run(run_copy)  # metrics.json unchanged: the old run comes back
+    assert _snapshot(run_copy) == before
+    assert load_run(run_copy).metrics == json.loads((run_copy / "metrics.json").read_text())
+
+
 def _write_metrics(out: Path, run: str) -> None:
     (out / "metrics.json").write_text(json.dumps({"run": run}))
 

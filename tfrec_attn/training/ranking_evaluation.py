@@ -37,6 +37,7 @@ from tfrec_attn.training.run_dir import (
     run_data,
 )
 from tfrec_attn.training.run_evaluation import CONFIDENCE, EVALUATION, _check_bootstrap
+from tfrec_attn.training.run_options import check_not_being_replaced
 
 MODEL, POPULARITY, AGAINST = "model", "popularity", "against"
 # The options that fix a run's test rows (users, positives, sampled negatives). Not `max_len`
@@ -147,11 +148,13 @@ def load_ranking_run(run_dir: str | os.PathLike) -> RankingRun:
         FileNotFoundError: `run_dir`, its metrics, checkpoint, vocabulary or the run's data file
             is missing (the message names the path).
         ValueError: not a DIN run, the data file changed since the run trained (`run_data`:
-            its recorded size and SHA-256), or the rebuilt data no longer match the run's
-            `metrics.json` sizes or vocabulary (the message names the run directory).
+            its recorded size and SHA-256), the rebuilt data no longer match the run's
+            `metrics.json` sizes or vocabulary (the message names the run directory), or a
+            `train --overwrite` is replacing the run (`check_not_being_replaced`).
     """
     run_dir = Path(run_dir)
     _require(run_dir, "Run directory")
+    check_not_being_replaced(run_dir)
     metrics = read_run_metrics(run_dir)
     if not is_ranking_run(metrics):
         raise ValueError(f"{run_dir} is not a `tfrec-attn train --model din` run (its "

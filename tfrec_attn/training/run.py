@@ -329,11 +329,11 @@ def run_under_strategy(options: RunOptions, run: Callable, callbacks=()) -> dict
     (`check_output_dir`, which only checks); `out`, the run's directory, is created (and
     removed again if the run fails before writing to it): the chief's `options.output`,
     elsewhere a temporary directory deleted afterwards (`output_dir`); `export_root` is where
-    this process exports (`export_dir`). While `run` runs, the files derived from a finished
-    run it replaces (`DERIVED_RUN_FILES`: evaluate / optimize reports, TensorBoard logs) are
-    kept aside, deleted once `run` returns (it wrote its `metrics.json`) and put back if it
-    fails, so a failed `--overwrite` (bad data, a check after the data are read, a crash)
-    loses nothing (`replacing_run`).
+    this process exports (`export_dir`). While `run` runs, the files of a finished run it
+    replaces (`RUN_OWN_FILES`: weights, vocabulary, curves; `DERIVED_RUN_FILES`: evaluate /
+    optimize reports, TensorBoard logs) are kept aside, deleted once `run` returns (it wrote
+    its `metrics.json`) and put back if it fails, so a failed `--overwrite` (bad data, a check
+    after the data are read, a crash, a failed export) loses nothing (`replacing_run`).
 
     Args:
         options: the run's options (a `RunOptions` subclass with `output` and

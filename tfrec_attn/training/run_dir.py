@@ -22,7 +22,11 @@ from tfrec_attn.data import Vocabulary, pad_left
 from tfrec_attn.data.sequences import Split
 from tfrec_attn.models import SASRec, SASRecConfig
 from tfrec_attn.training.run import TrainOptions, item_probabilities, load_data, load_sequences
-from tfrec_attn.training.run_options import RunOptions, data_fingerprint
+from tfrec_attn.training.run_options import (
+    RunOptions,
+    check_not_being_replaced,
+    data_fingerprint,
+)
 
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint/weights"
@@ -136,11 +140,13 @@ def load_run(run_dir: str | os.PathLike) -> RunArtifacts:
     Raises:
         FileNotFoundError: `run_dir`, its metrics, checkpoint, vocabulary or the run's data file
             is missing (the message names the path).
-        ValueError: the data file changed since the run trained (`run_data`), or the
-            re-created data no longer matches the run (another vocabulary).
+        ValueError: the data file changed since the run trained (`run_data`), the
+            re-created data no longer matches the run (another vocabulary), or a
+            `train --overwrite` is replacing the run (`check_not_being_replaced`).
     """
     run_dir = Path(run_dir)
     _require(run_dir, "Run directory")
+    check_not_being_replaced(run_dir)
     metrics_path = _require(run_dir / METRICS, "Run metrics")
     _require(run_dir / "checkpoint" / "checkpoint", "Checkpoint")
     vocab_path = _require(run_dir / VOCABULARY, "Item vocabulary")

@@ -162,10 +162,12 @@ def data_fingerprint(path: str | os.PathLike, format: str) -> dict:
 # What a finished run directory holds besides the run's own files, derived from that run by
 # `tfrec-attn evaluate` / `optimize`, and its TensorBoard logs: stale once the run is replaced.
 DERIVED_RUN_FILES = ("evaluation.json", "optimize.json", "optimize.png", "optimized", "tensorboard")
-# The files every run type writes before its metrics.json (weights, vocabulary, curves, a
-# non-chief worker's scratch export): a run that fails after writing them must not leave them
-# beside the metrics.json of the run it was to replace.
-RUN_OWN_FILES = ("checkpoint", "item_vocabulary.json", "training_curves.png", "export")
+# The files every run type writes before its metrics.json (weights, vocabulary, curves): a run
+# that fails after writing them must not leave them beside the metrics.json of the run it was
+# to replace. (Not `export/`: a non-chief worker's scratch export lives in a temporary run
+# directory, never a finished one, and an `--export-root` the user put inside the run
+# directory holds other models too.)
+RUN_OWN_FILES = ("checkpoint", "item_vocabulary.json", "training_curves.png")
 # Where `replacing_run` keeps the replaced run's own and derived files (and a copy of its
 # metrics.json) while the new run trains: a hidden directory inside the run directory.
 REPLACED_RUN_DIR = ".replaced-run"
@@ -251,6 +253,23 @@ def replacing_run(output):
         _restore_replaced_run(out)
         raise
     shutil.rmtree(aside)
+
+
+def check_not_being_replaced(run_dir) -> None:
+    """Refuses to read a run whose files `replacing_run` has set aside: a `train --overwrite`
+    is writing new ones there (or was killed doing so), so the checkpoint, vocabulary and
+    `metrics.json` may belong to different runs.
+
+    Raises:
+        ValueError: `run_dir/REPLACED_RUN_DIR` exists; the message says how to settle it.
+    """
+    if (Path(run_dir) / REPLACED_RUN_DIR).is_dir():
+        raise ValueError(
+            f"{run_dir} is being replaced by `tfrec-attn train --overwrite` (the replaced run's "
+            f"files are in {REPLACED_RUN_DIR}/), so its files may belong to two runs. Wait for "
+            "that run to finish; if it was killed, the next train into this --output settles "
+            "it, or settle it now: python -c \"from tfrec_attn.training.run_options import "
+            f"settle_replaced_run; settle_replaced_run('{run_dir}')\"")
 
 
 def settle_replaced_run(output) -> None:
