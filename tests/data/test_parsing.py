@@ -109,6 +109,21 @@ def test_a_fraction_beside_integers_beyond_2_53_is_refused_not_rounded(tmp_path,
     assert frame["timestamp"].dtype == "int64"
 
 
+@pytest.mark.parametrize("tail", ["", "\n"])
+def test_one_integer_beyond_2_53_among_fractions_is_the_bad_line(tmp_path, tail):
+    """The fewer kind is refused: one nanosecond timestamp in a file of fractional seconds is
+    the line named (and skipped), not every other line."""
+    lines = [f"u{i},a,{1700000000 + i}.5" for i in range(6)]
+    lines.insert(3, f"u9,b,{BIG + 1}")
+    content = "user,item,timestamp\n" + "\n".join(lines) + "\n" + tail
+    with pytest.raises(DataError, match=rf"line 5: timestamp '{BIG + 1}' is an integer beyond "
+                                        r"2\*\*53 in a column of fractional timestamps"):
+        _read(tmp_path, "csv", "log.csv", content)
+    with pytest.warns(DataWarning, match="skipped 1"):
+        frame = _read(tmp_path, "csv", "log.csv", content, on_error="skip")
+    assert len(frame) == 6 and frame["timestamp"].tolist()[0] == 1700000000.5
+
+
 # (format, file name, content, read kwargs): each read with and without a UTF-8 byte order mark
 BOM_FILES = [
     ("sasrec", "seq.txt", "1 5\n1 6\n1 7\n", {}),

@@ -33,7 +33,8 @@ _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
 _INTEGER = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*")  # what pandas reads as int64
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 _ODD_SPACES = "\x0b\x0c\x1c\x1d\x1e\x1f"  # ASCII whitespace to str.split(), not to pandas
-_OK, _NOT_A_NUMBER, _OUT_OF_RANGE, _NOT_AN_INTEGER, _FRACTION_BESIDE_BIG = range(5)
+_OK, _NOT_A_NUMBER, _OUT_OF_RANGE, _NOT_AN_INTEGER, _FRACTION_BESIDE_BIG, _BIG_BESIDE_FRACTIONS = (
+    range(6))
 
 
 class DataError(ValueError):
@@ -331,18 +332,22 @@ def exact_numbers(values: np.ndarray, integers_only: bool = False) -> tuple[np.n
     Integers stay exact `int64`; other values go through float64 (`"1.5"`, `"1e3"`). `numbers`
     is `int64` unless some accepted value is fractional (then float64). `status` per value:
     `_OK`, `_NOT_A_NUMBER` (text, NaN, inf), `_OUT_OF_RANGE` (beyond int64), with
-    `integers_only`, `_NOT_AN_INTEGER` (fractional, or a float too large to be exact), or
-    `_FRACTION_BESIDE_BIG`: a fractional value among integers beyond 2**53, which float64 could
-    not hold exactly (nanosecond epochs): those integers stay exact and the fraction is refused.
+    `integers_only`, `_NOT_AN_INTEGER` (fractional, or a float too large to be exact). A column
+    mixing fractional values with integers beyond 2**53 (nanosecond epochs), which float64
+    cannot hold exactly, refuses the fewer kind: `_FRACTION_BESIDE_BIG` (the integers stay
+    exact `int64`) or, when the big integers are fewer, `_BIG_BESIDE_FRACTIONS`.
 
     Example:
     >>> numbers, status = exact_numbers(np.array(["9007199254740993", "2.0", "1e20", "x"],
     ...                                          dtype=object))
     >>> numbers.tolist(), status.tolist()
     ([9007199254740993, 2, 0, 0], [0, 0, 2, 1])
-    >>> numbers, status = exact_numbers(np.array(["9007199254740993", "1.5"], dtype=object))
+    >>> numbers, status = exact_numbers(np.array(["9007199254740993", "7", "1.5"], dtype=object))
     >>> numbers.dtype.name, int(numbers[0]), status.tolist()
-    ('int64', 9007199254740993, [0, 4])
+    ('int64', 9007199254740993, [0, 0, 4])
+    >>> numbers, status = exact_numbers(np.array(["9007199254740993", "2.5", "1.5"], dtype=object))
+    >>> numbers.tolist(), status.tolist()
+    ([0.0, 2.5, 1.5], [5, 0, 0])
     """
     numbers, exact, too_big = _integers(values)
     status = np.where(too_big, _OUT_OF_RANGE, _OK).astype(np.int8)
@@ -359,9 +364,14 @@ def exact_numbers(values: np.ndarray, integers_only: bool = False) -> tuple[np.n
         status[others[inexact]] = _NOT_AN_INTEGER
     accepted = status[others] == _OK
     fractional = accepted & (floats != np.round(floats))
-    if fractional.any() and np.any(exact & (np.abs(numbers) >= 2 ** 53)):
-        status[others[fractional]] = _FRACTION_BESIDE_BIG
-        accepted &= ~fractional
+    big = exact & ((numbers >= 2 ** 53) | (numbers <= -(2 ** 53)))
+    if fractional.any() and big.any():
+        if big.sum() < fractional.sum():
+            status[big] = _BIG_BESIDE_FRACTIONS
+            numbers[big] = 0
+        else:
+            status[others[fractional]] = _FRACTION_BESIDE_BIG
+            accepted &= ~fractional
     if np.all(floats[accepted] == np.round(floats[accepted])):
         numbers[others[accepted]] = floats[accepted].astype(np.int64)
         return numbers, status
@@ -378,7 +388,10 @@ def _flag_numbers(problems: ProblemLog, status: np.ndarray, keep: np.ndarray, li
                _NOT_AN_INTEGER: "{what} {value} is not an exact integer",
                _FRACTION_BESIDE_BIG: "fractional {what} {value} in a column holding integers "
                                      "beyond 2**53, which float64 would round (write every "
-                                     "{what} as an integer)"}
+                                     "{what} as an integer)",
+               _BIG_BESIDE_FRACTIONS: "{what} {value} is an integer beyond 2**53 in a column of "
+                                      "fractional {what}s, which float64 would round (write "
+                                      "every {what} in one unit)"}
     bad = keep & (status != _OK)
     problems.flag(bad, lines, lambda i: reasons[int(status[i])].format(
         what=what, value=_shown(values[i])))
