@@ -124,11 +124,17 @@ def test_ragged_extra_rows_are_right_padded_with_the_padding_id(columnar):
 @pytest.mark.parametrize("extra, message", [
     ({"candidates": [[7, 8], [6.5]]}, "candidates must be an array, or one list of integer ids"),
     ({"candidates": [[7, 8]]}, r"candidates must have one row per history \(2\)"),
-    ({"k": 5}, "k is not an input of serving_default.*signature_name='recommend'"),
 ])
 def test_extra_inputs_that_cannot_be_rows_are_named(extra, message):
     with pytest.raises(ValueError, match=message):
         rest_request([[3, 4], [5]], **extra)
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "rank", "score", "user_embedding"])
+def test_k_outside_the_recommend_signature_is_refused(signature):
+    with pytest.raises(ValueError, match=f"k is not an input of '{signature}'.*'recommend'"):
+        rest_request([[3, 4]], signature_name=signature, k=5)
+    assert '"k": 5' in rest_request([[3, 4]], signature_name="recommend", k=5)
 
 
 def test_embeddings_reproduce_scores(model, histories, export):

@@ -64,8 +64,8 @@ def rest_request(histories, signature_name: str = "serving_default", columnar: b
             are right-padded with 0, the padding id (DIN ranks padding candidates last).
 
     Raises:
-        ValueError: `k` with `signature_name="serving_default"` (no export's `serving_default`
-            takes it), or an input without one row per history.
+        ValueError: `k` with a signature other than `"recommend"` (the only one that takes
+            it), or an input without one row per history.
 
     Example:
     >>> rest_request([[3, 4]], max_len=3)
@@ -74,10 +74,11 @@ def rest_request(histories, signature_name: str = "serving_default", columnar: b
     '{"signature_name": "serving_default", "instances": [{"history": [3], "candidates": [5, 6]},
      {"history": [4], "candidates": [7, 0]}]}'
     """
-    if "k" in extra_inputs and signature_name == "serving_default":
-        raise ValueError("k is not an input of serving_default, which returns the export's fixed "
-                         "top-k; a SASRec export takes it in its 'recommend' signature: "
-                         "rest_request(histories, signature_name='recommend', k=...)")
+    if "k" in extra_inputs and signature_name != "recommend":
+        raise ValueError(f"k is not an input of {signature_name!r}: only a SASRec export's "
+                         "'recommend' signature takes it (the others return a fixed top-k or "
+                         "every candidate): rest_request(histories, signature_name='recommend', "
+                         "k=...)")
     rows = _history_rows(histories, max_len)
     extra = {key: _extra_input(key, value) for key, value in extra_inputs.items()}
     if columnar or any(value.ndim == 0 for value in extra.values()):
