@@ -27,8 +27,8 @@ TINY = ["--model", "din", "--format", "synthetic", "--synthetic-users", "150",
         "--valid-negatives", "20", "--test-negatives", str(NEGATIVES), "--batch-size", "128",
         "--epochs", "3", "--lr", "0.01", "--patience", "2", "--verbose", "0",
         "--export-root", ""]
-FIELDS = {"method", "path", "size_bytes", "gzip_bytes", "tflite_quantization", "auc", "gauc",
-          "protocol", "sparsity", "keras", "latency", "saved_model"}
+FIELDS = {"method", "path", "size_bytes", "gzip_bytes", "tflite_quantization", "int8_tensors",
+          "auc", "gauc", "protocol", "sparsity", "keras", "latency", "saved_model"}
 OWN_MODEL = ("float32", "prune", "qat")  # variants with their own Keras tower and SavedModel
 TARGET_SPARSITY = 0.8
 # Measured on this run: int8 post-training quantization moved AUC / GAUC by 0.001, the QAT
@@ -155,6 +155,11 @@ def test_fine_tuning_follows_the_run_and_the_table_lists_every_variant(report, r
         assert settings["learning_rate"] == pytest.approx(scale * options["learning_rate"])
     table = optimize_table(report)
     assert "gauc" in table and all(name in table for name in report["variants"])
+    # the tiny tower's dynamic file quantized nothing, or something: the table says which
+    variants = report["variants"]
+    assert variants["float32"]["int8_tensors"] == 0 and variants["ptq-int8"]["int8_tensors"] > 0
+    assert ("note: ptq-dynamic" in table) == (variants["ptq-dynamic"]["int8_tensors"] == 0)
+    assert "note: ptq-int8" not in table
 
 
 def _listing(path) -> list:

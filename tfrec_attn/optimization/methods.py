@@ -233,3 +233,22 @@ def variant_record(name: str, tflite: dict, protocol: str, sparsity: float, kera
     if note:
         record["note"] = note
     return record
+
+
+def quantization_notes(variants: dict) -> list[str]:
+    """One line per `dynamic` / `int8` variant whose `.tflite` holds no int8 tensor (its
+    `int8_tensors` is 0: TFLite quantized nothing, so the file is a float32 file), for the
+    tables under `optimize`'s report; reports without `int8_tensors` get none.
+
+    Example:
+    >>> quantization_notes({"ptq-dynamic": {"tflite_quantization": "dynamic", "int8_tensors": 0},
+    ...                     "ptq-int8": {"tflite_quantization": "int8", "int8_tensors": 40},
+    ...                     "float32": {"tflite_quantization": None, "int8_tensors": 0}})
+    ... # doctest: +ELLIPSIS
+    ["note: ptq-dynamic's file holds no int8 tensor: TFLite quantized nothing ..."]
+    """
+    return [f"note: {name}'s file holds no int8 tensor: TFLite quantized nothing (it keeps "
+            "weights under 1,024 elements in float32), so it is a float32 file"
+            for name, v in variants.items()
+            if v.get("tflite_quantization") in ("dynamic", "int8")
+            and v.get("int8_tensors", 1) == 0]

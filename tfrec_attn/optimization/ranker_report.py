@@ -31,6 +31,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_ranking_dataset
 from tfrec_attn.export import LiteRTRanker, convert_ranker_to_tflite, export_ranker
+from tfrec_attn.export.litert_runner import int8_tensor_count
 from tfrec_attn.models import DIN, DINConfig
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.din import prune_din, qat_din
@@ -46,6 +47,7 @@ from tfrec_attn.optimization.methods import (
     fine_tune_settings,
     invalidate_report,
     latency_ms,
+    quantization_notes,
     remove_stale_exports,
     variant_record,
     write_serving_config,
@@ -138,6 +140,7 @@ def _tflite_part(ctx: _RankerContext, name: str, tower: keras.Model, quantizatio
     runner = LiteRTRanker(path)
     return {"path": os.fspath(path), "size_bytes": file_size(path),
             "gzip_bytes": gzip_size(path), "tflite_quantization": quantization,
+            "int8_tensors": int8_tensor_count(path),
             **ctx.evaluate(ctx.tflite_scores(runner)), "quality_source": "deployed",
             "latency": ctx.latency(runner.score)}
 
@@ -263,4 +266,4 @@ def ranker_table(report: dict) -> str:
         lines.append(f"{name:12s}{v['size_bytes'] / 1024:11.1f}{v['gzip_bytes'] / 1024:10.1f}"
                      f"{v['auc']:8.4f}{v['gauc']:8.4f}{keras_gauc:>11s}{v['sparsity']:9.3f}"
                      f"{cells[0]:>17s}{cells[1]:>16s}")
-    return "\n".join(lines)
+    return "\n".join(lines + quantization_notes(report["variants"]))

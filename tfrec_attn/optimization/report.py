@@ -61,6 +61,7 @@ from tfrec_attn.optimization.methods import (
     fine_tune_learning_rate,
     invalidate_report,
     latency_ms,
+    quantization_notes,
     remove_stale_exports,
     variant_record,
     write_serving_config,
@@ -404,21 +405,4 @@ def optimize_table(report: dict) -> str:
         lines.append(f"{name:12s}{v['size_bytes'] / 1024:11.1f}{v['gzip_bytes'] / 1024:10.1f}"
                      f"{v['ndcg@10']:9.4f}{v['hr@10']:8.4f}{keras:>11s}"
                      f"{v['sparsity']:9.3f}{cells[0]:>18s}{cells[1]:>17s}")
-    lines += [f"note: {name}'s file holds no int8 tensor: TFLite quantized nothing (it keeps "
-              "weights under 1,024 elements in float32), so it is a float32 file"
-              for name, v in report["variants"].items() if not quantized_as_labelled(v)]
-    return "\n".join(lines)
-
-
-def quantized_as_labelled(variant: dict) -> bool:
-    """False for a `dynamic` / `int8` variant whose file holds no int8 tensor (nothing was
-    quantized); True otherwise, and for reports written before `int8_tensors` was recorded.
-
-    Example:
-    >>> quantized_as_labelled({"tflite_quantization": "dynamic", "int8_tensors": 0})
-    False
-    >>> quantized_as_labelled({"tflite_quantization": "float16", "int8_tensors": 0})
-    True
-    """
-    return (variant.get("tflite_quantization") not in ("dynamic", "int8")
-            or variant.get("int8_tensors", 1) > 0)
+    return "\n".join(lines + quantization_notes(report["variants"]))
