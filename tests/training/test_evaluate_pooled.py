@@ -110,6 +110,7 @@ def test_command_line_pools_prints_and_writes_only_the_output(runs, tmp_path, ca
 @pytest.mark.parametrize("case, message", [
     ("no_output", "--output: a directory for the pooled evaluation.json is required"),
     ("output_is_a_run", "output must not be one of the pooled runs"),
+    ("output_inside_a_run", "output must not be one of the pooled runs or inside one"),
     ("same_run_twice", "run_dirs must be distinct runs"),
     ("other_data", "its data or split differ from"),
     ("against", "--against compares two DIN runs"),
@@ -121,6 +122,8 @@ def test_refusals_exit_2_and_write_nothing(case, message, runs, tmp_path, capsys
         extra = []
     elif case == "output_is_a_run":
         extra = ["--output", str(second)]
+    elif case == "output_inside_a_run":
+        extra = ["--output", str(second / "pooled")]
     elif case == "same_run_twice":
         second = first
     elif case == "other_data":

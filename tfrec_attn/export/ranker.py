@@ -98,7 +98,9 @@ class RankerModule(tf.Module):
 
     Signatures:
         `serving_default`: -> `scores` float32 `(batch, C)`, the click logit of every
-            candidate (padding candidates, id 0, get a meaningless logit: ignore them).
+            candidate. Padding (0) gets a meaningless logit, and OOV (1) and ids outside the
+            vocabulary the OOV embedding's, which scores no particular item: a client that
+            sorts these scores itself should put them last, as `rank` does.
         `rank`: -> `item_ids` int64 `(batch, k)` (the request's candidate ids, as sent) and
             `scores` float32 `(batch, k)`, best first, `k = min(max_k, C)`. Candidates the
             model does not know, padding (0), OOV (1) and ids the vocabulary cannot hold

@@ -334,17 +334,20 @@ def evaluate_runs(
 
     Raises:
         FileNotFoundError: a run directory or one of its files is missing (named).
-        ValueError: fewer than two runs, a run given twice, `output` one of the runs, runs on
-            different data or splits, or a bad argument (named).
+        ValueError: fewer than two runs, a run given twice, `output` one of the runs or inside
+            one, runs on different data or splits, or a bad argument (named).
     """
     run_dirs = [os.fspath(d) for d in run_dirs]
     if len(run_dirs) < 2:
         raise ValueError(f"evaluate_runs pools two or more runs. Received: {run_dirs}")
     if len({os.path.realpath(d) for d in run_dirs}) < len(run_dirs):
         raise ValueError(f"run_dirs must be distinct runs. Received: {run_dirs}")
-    if os.path.realpath(output) in {os.path.realpath(d) for d in run_dirs}:
-        raise ValueError(f"output must not be one of the pooled runs (its own {EVALUATION} "
-                         f"would be replaced). Received: output={os.fspath(output)!r}")
+    target = Path(os.path.realpath(output))
+    if any(target.is_relative_to(os.path.realpath(d)) for d in run_dirs):
+        raise ValueError(f"output must not be one of the pooled runs or inside one (its own "
+                         f"{EVALUATION} would be replaced, or a later --overwrite of that run "
+                         f"would leave the pooled report in it). Received: "
+                         f"output={os.fspath(output)!r}")
     protocols = check_protocols(protocols)
     ks = check_cutoffs(ks)
     bootstrap = _check_bootstrap(bootstrap)
