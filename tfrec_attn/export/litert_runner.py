@@ -28,24 +28,6 @@ RECOMMEND_FILES = {
 }
 
 
-def int8_tensor_count(path: str | os.PathLike) -> int:
-    """How many int8 tensors a `.tflite` file holds: 0 means nothing in it was quantized to
-    8 bits (e.g. a `dynamic` conversion of a model whose weights are all below the converter's
-    1,024-element threshold is a float32 file).
-
-    Example:
-    >>> import tempfile
-    >>> from tfrec_attn._keras import keras, tf
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> path = f"{tempfile.mkdtemp()}/tiny.tflite"
-    >>> _ = open(path, "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    >>> int8_tensor_count(path)
-    0
-    """
-    details = Interpreter(model_path=os.fspath(path)).get_tensor_details()
-    return sum(detail["dtype"] == np.int8 for detail in details)
-
-
 def signature_runner(interpreter: Interpreter, path: str | os.PathLike, signature: str):
     """`interpreter`'s runner of `signature`, or a `ValueError` saying the file at `path` is
     not the kind that signature marks: the signatures it has, and the runner for them."""

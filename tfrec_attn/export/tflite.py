@@ -359,15 +359,36 @@ def _scoped_tensor_names(saved_model: str, signature: str, scopes,
     the name `scopes` (`.../<scope>/...`)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[signature])
     _configure(converter, "none", None, allow_select_tf_ops)
-    model = schema.Model.GetRootAs(converter.convert(), 0)
-    names = set()
+    names = {tensor.Name().decode() for tensor in _tensors(converter.convert())}
+    return sorted(name for name in names
+                  if any(f"/{scope}/" in f"/{part}" for scope in scopes
+                         for part in name.split(";")))
+
+
+def _tensors(flatbuffer: bytes) -> Iterator:
+    """Every tensor (`schema.Tensor`) of every subgraph of a `.tflite` flatbuffer."""
+    model = schema.Model.GetRootAs(flatbuffer, 0)
     for g in range(model.SubgraphsLength()):
         graph = model.Subgraphs(g)
         for i in range(graph.TensorsLength()):
-            name = graph.Tensors(i).Name().decode()
-            if any(f"/{scope}/" in f"/{part}" for scope in scopes for part in name.split(";")):
-                names.add(name)
-    return sorted(names)
+            yield graph.Tensors(i)
+
+
+def int8_tensor_count(path: str | os.PathLike) -> int:
+    """How many int8 tensors a `.tflite` file holds: 0 means nothing in it was quantized to
+    8 bits (e.g. a `dynamic` conversion of a model whose weights are all below the converter's
+    1,024-element threshold is a float32 file).
+
+    Example:
+    >>> import tempfile
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> path = f"{tempfile.mkdtemp()}/tiny.tflite"
+    >>> _ = open(path, "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    >>> int8_tensor_count(path)
+    0
+    """
+    return sum(tensor.Type() == schema.TensorType.INT8
+               for tensor in _tensors(Path(path).read_bytes()))
 
 
 def _operator_codes(path: str | os.PathLike) -> Iterator[tuple[str, bool]]:

@@ -31,7 +31,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_ranking_dataset
 from tfrec_attn.export import LiteRTRanker, convert_ranker_to_tflite, export_ranker
-from tfrec_attn.export.litert_runner import int8_tensor_count
+from tfrec_attn.export.tflite import int8_tensor_count
 from tfrec_attn.models import DIN, DINConfig
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.din import prune_din, qat_din

@@ -47,7 +47,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.data import make_training_dataset, pad_left
 from tfrec_attn.evaluation import MISS_RANK, evaluate, summarize
 from tfrec_attn.export import LiteRTRecommender, convert_to_tflite, export_saved_model
-from tfrec_attn.export.litert_runner import int8_tensor_count
+from tfrec_attn.export.tflite import int8_tensor_count
 from tfrec_attn.optimization.device import optimization_device, optimization_scope
 from tfrec_attn.optimization.methods import (
     METHODS,
