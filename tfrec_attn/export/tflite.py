@@ -302,18 +302,21 @@ def convert_to_tflite(model: SASRec | keras.Model, path: str | os.PathLike, k: i
         has_prior = find_layer(topk, TransitionPrior) is not None
         return convert_module(module.recommend, SIGNATURE, path, quantization,
                               representative, allow_select_tf_ops,
-                              float_scopes=PRIOR_FLOAT_SCOPES if has_prior else ())
+                              float_scopes=PRIOR_FLOAT_SCOPES if has_prior else (),
+                              float_ops=PRIOR_FLOAT_OPS if has_prior else ())
 
 
 def convert_module(function, signature: str, path: str | os.PathLike, quantization: str,
-                   representative, allow_select_tf_ops: bool, float_scopes=()) -> Path:
+                   representative, allow_select_tf_ops: bool, float_scopes=(),
+                   float_ops=()) -> Path:
     """Converts the tf.function `function` (with an input signature) to a `.tflite` file at
     `path` under the signature name `signature` (through a SavedModel, so the signature keeps
     its name and its input/output names); returns the path.
 
     Under `"int8"`, the ops whose output tensors are named inside one of `float_scopes` (Keras
-    layer names, e.g. `"transition_prior"`), and every `PRIOR_FLOAT_OPS` op, stay float32: the
-    names are read from a float conversion of the same graph, and the file is quantized
+    layer names, e.g. `"transition_prior"`), and every op of a type in `float_ops` (TFLite
+    builtin names), stay float32: the names are read from a float conversion of the same
+    graph, and the file is quantized
     selectively by TF's `QuantizationDebugger` (`denylisted_nodes` / `denylisted_ops`, its
     documented use).
 
@@ -335,11 +338,11 @@ def convert_module(function, signature: str, path: str | os.PathLike, quantizati
             # the process's stderr and stay, as do real errors.
             warnings.filterwarnings("ignore", message=_INTERPRETER_DEPRECATION,
                                     category=UserWarning)
-            if quantization == "int8" and float_scopes:
-                nodes = _scoped_tensor_names(scratch, signature, float_scopes,
-                                             allow_select_tf_ops)
+            if quantization == "int8" and (float_scopes or float_ops):
+                nodes = (_scoped_tensor_names(scratch, signature, float_scopes,
+                                              allow_select_tf_ops) if float_scopes else [])
                 options = tf.lite.experimental.QuantizationDebugOptions(
-                    denylisted_nodes=nodes, denylisted_ops=list(PRIOR_FLOAT_OPS))
+                    denylisted_nodes=nodes, denylisted_ops=list(float_ops))
                 flatbuffer = tf.lite.experimental.QuantizationDebugger(
                     converter=converter, debug_dataset=representative,
                     debug_options=options).get_nondebug_quantized_model()
