@@ -36,7 +36,12 @@ from tfrec_attn.training.run_dir import (
     options_from_metrics,
     run_data,
 )
-from tfrec_attn.training.run_evaluation import CONFIDENCE, EVALUATION, _check_bootstrap
+from tfrec_attn.training.run_evaluation import (
+    CONFIDENCE,
+    EVALUATION,
+    _check_bootstrap,
+    unfaithful_reload,
+)
 from tfrec_attn.training.run_options import check_not_being_replaced
 
 MODEL, POPULARITY, AGAINST = "model", "popularity", "against"
@@ -284,9 +289,7 @@ def ranking_run_check_warnings(report: dict) -> list[str]:
         gap = check.get("max_abs_difference")
         if gap:
             run_dir = report["against_run_dir"] if name == AGAINST else report["run_dir"]
-            lines.append(f"{name}: the reloaded run {run_dir} differs from its metrics.json by "
-                         f"up to {gap:.4g} (run_check in {EVALUATION}): the reload is not "
-                         "faithful, so these numbers may not be the trained model's.")
+            lines.append(unfaithful_reload(f"{name}: the reloaded run {run_dir}", gap))
     return lines
 
 

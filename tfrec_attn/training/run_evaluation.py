@@ -96,14 +96,18 @@ def run_scorers(run) -> dict[str, Callable[[list[np.ndarray]], np.ndarray]]:
         training sequences), then `"oracle"` when the run's data come from the synthetic
         generator; each maps a list of histories to `(batch, vocab_size)` scores.
     """
-    model = run.model
-    scorers = {MODEL: make_score_fn(model.scorer, model.config.max_len)}
+    scorers = {MODEL: _model_scorer(run)}
     for name, baseline in fit_baselines(run.split.train, run.vocab_size).items():
         scorers[name] = baseline.score
     oracle = synthetic_oracle(run.options, run.frame, run.split.vocab)
     if oracle is not None:
         scorers[ORACLE] = oracle.score
     return scorers
+
+
+def _model_scorer(run) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """A loaded run's model as a score function (its scorer: the prior's mixture, if any)."""
+    return make_score_fn(run.model.scorer, run.model.config.max_len)
 
 
 def rank_scorers(
@@ -170,9 +174,7 @@ def compare_to_baselines(
     >>> out["pop"]["verdict"], out["pop"]["hr@10"]["mean_difference"]
     ('better', 1.0)
     """
-    model_ranks = ranks[MODEL]
-    runs = (list(model_ranks) if isinstance(model_ranks, list | tuple) or np.ndim(model_ranks) == 2
-            else [model_ranks])
+    runs = np.atleast_2d(ranks[MODEL])  # one row per run
     out = {}
     for name in baselines:
         record = {}
@@ -220,11 +222,16 @@ def run_check_warnings(report: dict) -> list[str]:
             if not gap:
                 continue
             run_dir = check.get("run_dir", report.get("run_dir"))
-            lines.append(f"{protocol} protocol: the reloaded model of {run_dir} "
-                         f"differs from its metrics.json by up to {gap:.4g} (run_check in "
-                         f"{EVALUATION}): the reload is not faithful, so these numbers may "
-                         "not be the trained model's.")
+            lines.append(unfaithful_reload(
+                f"{protocol} protocol: the reloaded model of {run_dir}", gap))
     return lines
+
+
+def unfaithful_reload(subject: str, gap: float) -> str:
+    """The warning for a reload whose test metrics are `gap` away from its `metrics.json`."""
+    return (f"{subject} differs from its metrics.json by up to {gap:.4g} (run_check in "
+            f"{EVALUATION}): the reload is not faithful, so these numbers may not be the "
+            "trained model's.")
 
 
 def evaluate_run(
@@ -355,9 +362,9 @@ def evaluate_runs(
     for run in runs[1:]:
         _check_same_split(runs[0], run)
     seed = runs[0].options.seed if seed is None else int(seed)
-    scorers = run_scorers(runs[0])
-    models = [make_score_fn(r.model.scorer, r.model.config.max_len) for r in runs]
-    others = {name: fn for name, fn in scorers.items() if name != MODEL}
+    names = [f"run {i}" for i in range(1, len(runs) + 1)]
+    others = {name: fn for name, fn in run_scorers(runs[0]).items() if name != MODEL}
+    scorers = {**{name: _model_scorer(run) for name, run in zip(names, runs)}, **others}
     baselines = [name for name in others if name != ORACLE]
     split = runs[0].split
     report = {
@@ -369,18 +376,13 @@ def evaluate_runs(
         "protocols": {},
     }
     for protocol in protocols:
-        per_run, model_ranks = [], []
-        for fn in models:
-            metrics, ranks = rank_scorers({MODEL: fn}, split.test_histories, split.test_targets,
-                                          runs[0].vocab_size, protocol, ks, seed)
-            per_run.append(metrics[MODEL])
-            model_ranks.append(ranks[MODEL])
-        metrics, ranks = rank_scorers(others, split.test_histories, split.test_targets,
+        metrics, ranks = rank_scorers(scorers, split.test_histories, split.test_targets,
                                       runs[0].vocab_size, protocol, ks, seed)
+        per_run = [metrics[name] for name in names]
         mean = {key: float(np.mean([m[key] for m in per_run])) for key in per_run[0]}
+        model_ranks = [ranks.pop(name) for name in names]
         report["protocols"][protocol] = {
-            "metrics": {MODEL: mean, **{f"run {i}": m for i, m in enumerate(per_run, 1)},
-                        **metrics},
+            "metrics": {MODEL: mean, **metrics},
             "comparisons": (compare_to_baselines({MODEL: model_ranks, **ranks}, baselines,
                                                  bootstrap, seed) if bootstrap else {}),
             "run_check": [{"run_dir": d, **(_run_check(r, protocol, seed, m) or {})}
