@@ -168,6 +168,7 @@ DERIVED_RUN_FILES = ("evaluation.json", "optimize.json", "optimize.png", "optimi
 # directory, never a finished one, and an `--export-root` the user put inside the run
 # directory holds other models too.)
 RUN_OWN_FILES = ("checkpoint", "item_vocabulary.json", "training_curves.png")
+SET_ASIDE = DERIVED_RUN_FILES + RUN_OWN_FILES  # what `replacing_run` moves and puts back
 # Where `replacing_run` keeps the replaced run's own and derived files (and a copy of its
 # metrics.json) while the new run trains: a hidden directory inside the run directory.
 REPLACED_RUN_DIR = ".replaced-run"
@@ -239,7 +240,7 @@ def replacing_run(output):
     out = Path(output)
     settle_replaced_run(out)
     aside = out / REPLACED_RUN_DIR
-    names = [name for name in DERIVED_RUN_FILES + RUN_OWN_FILES if (out / name).exists()]
+    names = [name for name in SET_ASIDE if (out / name).exists()]
     if not (out / "metrics.json").exists():
         yield
         return
@@ -289,7 +290,7 @@ def settle_replaced_run(output) -> None:
 
 def _restore_replaced_run(out: Path) -> None:
     aside = out / REPLACED_RUN_DIR
-    for name in DERIVED_RUN_FILES + RUN_OWN_FILES:
+    for name in SET_ASIDE:
         _remove(out / name)  # what the failed run wrote under that name
         if (aside / name).exists() or (aside / name).is_symlink():
             os.replace(aside / name, out / name)
