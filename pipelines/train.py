@@ -82,7 +82,7 @@ POLICY_RUN_FLAGS = ("format", "output", "export_root", "name", "epochs", "batch_
                     "reward_threshold", "reward_col", "strategy", "jit_compile",
                     "behaviour_refit_epochs")
 OUTPUT_FLAGS = ("overwrite",)  # every run type's; not tune's (RUN_FLAGS)
-MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS + OUTPUT_FLAGS),
+MODEL_TYPES = {"sasrec": (MODEL_FLAGS, RUN_FLAGS + ("refit",) + OUTPUT_FLAGS),
                "din": (DIN_MODEL_FLAGS, DIN_RUN_FLAGS + OUTPUT_FLAGS),
                "autoencoder": (AE_MODEL_FLAGS, AE_RUN_FLAGS + OUTPUT_FLAGS),
                "policy": (POLICY_MODEL_FLAGS, POLICY_RUN_FLAGS + OUTPUT_FLAGS)}
@@ -117,6 +117,10 @@ def parser() -> argparse.ArgumentParser:
     add("--min-events", type=int, help="drop users with fewer events")
     add("--sliding", action=argparse.BooleanOptionalAction, default=None,
         help="train on every window of histories longer than max-len, not just the last")
+    add("--refit", action=argparse.BooleanOptionalAction, default=None,
+        help="sasrec: after early stopping, train a fresh model on the training and "
+             "validation events for the best epoch count and test, save and export it "
+             "(default; --no-refit keeps the early-stopped model, as the SASRec paper does)")
     add("--valid-users", type=int,
         help="validation users evaluated each epoch (a seeded subsample; default 10000; "
              "autoencoder: users held out for validation, default 10%%)")

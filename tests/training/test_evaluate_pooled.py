@@ -112,7 +112,7 @@ def test_command_line_pools_prints_and_writes_only_the_output(runs, tmp_path, ca
     ("output_is_a_run", "output must not be one of the pooled runs"),
     ("output_inside_a_run", "output must not be one of the pooled runs or inside one"),
     ("same_run_twice", "run_dirs must be distinct runs"),
-    ("other_data", "its data or split differ from"),
+    ("other_data", "its data, split or training sequences differ from"),
     ("against", "--against compares two DIN runs"),
 ])
 def test_refusals_exit_2_and_write_nothing(case, message, runs, tmp_path, capsys):

@@ -126,11 +126,11 @@ class _Context:
     def fresh_model(self):
         run = self.run
         return restore_model(run.metrics["model"], run.path / CHECKPOINT,
-                             item_probabilities(run.split.train, run.vocab_size))
+                             item_probabilities(run.train, run.vocab_size))
 
     def training_dataset(self) -> tf.data.Dataset:
         options = self.run.options
-        return make_training_dataset(self.run.split.train, self.max_len, options.batch_size,
+        return make_training_dataset(self.run.train, self.max_len, options.batch_size,
                                      seed=options.seed, sliding=options.sliding)
 
     def evaluate(self, score_fn) -> dict:

@@ -25,7 +25,13 @@ from tfrec_attn.evaluation.protocols import parse_protocol
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig, build_scoring_model
-from tfrec_attn.training.callbacks import RANKING_CUTOFFS, RankingEvaluation
+from tfrec_attn.training.backup import CompletedStage, RunBackup, remove_backup
+from tfrec_attn.training.callbacks import (
+    RANKING_CUTOFFS,
+    EpochTimer,
+    RankingEvaluation,
+    TimeBudget,
+)
 from tfrec_attn.training.data_defaults import choose_data_defaults
 from tfrec_attn.training.distribution import (
     check_cluster_batch,
@@ -35,7 +41,7 @@ from tfrec_attn.training.distribution import (
     replica_batch_size,
     shard_by_data,
 )
-from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks
+from tfrec_attn.training.fitting import FitResult, fit_with_run_callbacks, resume_identity
 from tfrec_attn.training.plots import plot_training_curves
 from tfrec_attn.training.run_options import (
     RunOptions,
@@ -51,7 +57,8 @@ from tfrec_attn.training.run_options import (
     require_full_batch,
 )
 from tfrec_attn.training.scoring import make_score_fn
-from tfrec_attn.training.transition_prior import fit_transition_prior
+from tfrec_attn.training.transition_prior import fill_transition_prior, fit_transition_prior
+from tfrec_attn.training.weight_averaging import WeightAveraging
 from tfrec_attn.validation import (
     DataOptionError,
     check_optional_positive_int,
@@ -64,6 +71,7 @@ SAMPLED_NEGATIVES = 100  # `evaluate`'s default: "sampled" is "sampled-100"
 # off): successors kept per item. 50 ranked as 100 and the whole rows on ML-100K, and 20 as 100
 # on Amazon Toys (BENCHMARKS 3m); the table costs vocab x width x 8 bytes in every export.
 TRANSITION_NEIGHBORS = 50
+FITTED_STAGE, REFIT_BACKUP = "sasrec_fitted", "refit"  # in --backup-dir while the run refits
 
 
 @dataclasses.dataclass
@@ -86,6 +94,9 @@ class TrainOptions(RunOptions):
     synthetic_length: float = 30.0
     sliding: bool = True
     valid_users: int | None = 10000  # validation subsample for per-epoch early stopping
+    # after early stopping, a fresh model trains on the training and validation events for the
+    # best epoch count, and is the one tested, saved and exported (BENCHMARKS 11b; `_refit`)
+    refit: bool = True
     model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields; max_len,
     # dropout and exclude_seen, when absent, are chosen from the training data (data_defaults.py)
 
@@ -384,22 +395,24 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
         print("Chosen from the training data: " + "; ".join(
             f"{name}={choice['value']} ({choice['reason']})" for name, choice in chosen.items()))
     model = build_model(options, vocab_size, split.train, strategy)
-    started = time.monotonic()
-    fitted, score_fn = _fit(model, split, options, vocab_size, out, callbacks)
-    history, records, budget = fitted.history, fitted.records, fitted.budget
-    train_seconds = time.monotonic() - started + budget.previous  # + before a restart
+    first = _first_fit(model, split, options, vocab_size, out, strategy, callbacks)
     protocol = options.eval_protocol
-    prior = None
-    if model.transition_prior is not None:  # the table from train, its weight on validation
-        prior = fit_transition_prior(model, split.train, split.valid_histories,
-                                     split.valid_targets, protocol, seed=options.seed)
-        prior["test_without_prior"] = evaluate(
-            make_score_fn(build_scoring_model(model.encoder), model.config.max_len),
-            split.test_histories, split.test_targets, vocab_size, protocol, seed=options.seed)
-    test = evaluate(score_fn, split.test_histories, split.test_targets, vocab_size, protocol,
-                    seed=options.seed)
+    history, records = first["history"], first["records"]
     best = max(records, key=lambda r: r.get(MONITOR, -1.0)) if records else {}
-    baselines = evaluate_baselines(split.train, split.test_histories, split.test_targets,
+    refit = None
+    if options.refit:
+        refitted, refit = _refit(options, split, vocab_size, best.get("epoch"), first, out,
+                                 strategy)
+        if refitted is not None:
+            model = refitted
+    train_seconds = first["train_seconds"] + (refit or {}).get("seconds", 0.0)
+    trained_on = split.train if not (refit or {}).get("done") else refit_sequences(split)
+    prior, test = first["prior"], first["test"]
+    if refit and refit["done"]:  # the refitted model's figures; the first model's in "refit"
+        refit["test_before_refit"] = test
+        test, prior = _test_metrics(model, split, vocab_size, options)
+        prior = first["prior"] and {**first["prior"], **prior}
+    baselines = evaluate_baselines(trained_on, split.test_histories, split.test_targets,
                                    vocab_size, protocol, seed=options.seed)
     valid_baselines = evaluate_baselines(split.train, split.valid_histories, split.valid_targets,
                                          vocab_size, protocol, seed=options.seed)
@@ -410,14 +423,16 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
                   if k not in ("epoch", "epoch_seconds", "elapsed_seconds")},
         "best_epoch": best.get("epoch"),
         **({"transition_prior": prior} if prior else {}),
+        **({"refit": refit} if refit else {}),
+        # fitted on the events the tested model trained on (with the refit, validation's too)
         "baselines": baselines,
         **({"oracle": evaluate(oracle.score, split.test_histories, split.test_targets,
                                vocab_size, protocol, seed=options.seed)} if oracle else {}),
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
-        "stopped_by_time_budget": budget.stopped,
+        "stopped_by_time_budget": first["stopped"],
         # epochs restored from --backup-dir (0: trained from scratch)
-        "resumed_epochs": fitted.resumed_epochs,
+        "resumed_epochs": first["resumed_epochs"],
         "protocol": protocol,
         # name: --data as given; path, fingerprint: what `load_run` reloads and checks
         "dataset": {"name": options.data or "synthetic", **source, "format": options.format,
@@ -438,7 +453,139 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
                                   warmup_histories=warmup)
         record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
+    if options.backup_dir and options.refit:  # the whole run is done
+        remove_backup(options.backup_dir, (FITTED_STAGE, REFIT_BACKUP), strategy)
     return metrics
+
+
+def _test_metrics(model: SASRec, split, vocab_size: int,
+                  options: TrainOptions) -> tuple[dict, dict]:
+    """`(test, prior)`: `model`'s test metrics, and with a transition prior
+    `{"test_without_prior": the model's own share's}` (else `{}`)."""
+    protocol, max_len = options.eval_protocol, model.config.max_len
+    prior = {}
+    if model.transition_prior is not None:
+        prior["test_without_prior"] = evaluate(
+            make_score_fn(build_scoring_model(model.encoder), max_len), split.test_histories,
+            split.test_targets, vocab_size, protocol, seed=options.seed)
+    test = evaluate(make_score_fn(model.scorer, max_len), split.test_histories,
+                    split.test_targets, vocab_size, protocol, seed=options.seed)
+    return test, prior
+
+
+def _first_fit(model: SASRec, split, options: TrainOptions, vocab_size: int, out: Path,
+               strategy: tf.distribute.Strategy, callbacks=()) -> dict:
+    """Trains `model` with early stopping on validation, fits its transition prior (the table
+    from `split.train`, the weight on validation) and tests it.
+
+    Returns `{"history", "records", "stopped", "resumed_epochs", "train_seconds", "prior"
+    (`fit_transition_prior`'s report and "test_without_prior", or `None`), "test"}`. With
+    `--backup-dir` and the refit, the result and the weights are kept as a `CompletedStage`
+    until the run is done, so a run restarted during the refit does not train this again.
+    """
+    stage = (CompletedStage(options.backup_dir, FITTED_STAGE, resume_identity(model, options))
+             if options.backup_dir and options.refit else None)
+    restored = stage.load() if stage else None
+    if restored:
+        model.set_weights(restored[0])
+        return restored[1]
+    started = time.monotonic()
+    fitted, _ = _fit(model, split, options, vocab_size, out, callbacks)
+    train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
+    prior = None
+    if model.transition_prior is not None:  # the table from train, its weight on validation
+        prior = fit_transition_prior(model, split.train, split.valid_histories,
+                                     split.valid_targets, options.eval_protocol,
+                                     seed=options.seed)
+    test, without = _test_metrics(model, split, vocab_size, options)
+    result = {"history": {name: [float(x) for x in values]
+                          for name, values in fitted.history.items()},
+              "records": fitted.records, "stopped": fitted.budget.stopped,
+              "resumed_epochs": fitted.resumed_epochs, "train_seconds": train_seconds,
+              "prior": prior and {**prior, **without}, "test": test}
+    if stage:
+        stage.save(model.get_weights(), result, strategy)
+    return result
+
+
+def refit_sequences(split) -> list[np.ndarray]:
+    """Every user's training events followed by its validation target: what `_refit` trains
+    on (the test target stays held out; for `leave_one_out`, each user's test history).
+
+    >>> from tfrec_attn.data import SequenceData, Vocabulary
+    >>> split = leave_one_out(SequenceData([np.array([2, 3, 4, 5])], ["u"],
+    ...                                    Vocabulary(list("abcd"))))
+    >>> [s.tolist() for s in split.train], [s.tolist() for s in refit_sequences(split)]
+    ([[2, 3]], [[2, 3, 4]])
+    """
+    return [np.append(train, target).astype(np.int64)
+            for train, target in zip(split.train, split.valid_targets)]
+
+
+def trained_sequences(split, metrics: dict) -> list[np.ndarray]:
+    """The sequences the model a run saved was trained on: `refit_sequences(split)` when its
+    `metrics["refit"]` says the refit was done, else `split.train` (runs without one, and runs
+    written before the refit existed)."""
+    return refit_sequences(split) if metrics.get("refit", {}).get("done") else split.train
+
+
+def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, first: dict,
+           out: Path, strategy: tf.distribute.Strategy) -> tuple[SASRec | None, dict]:
+    """Trains a fresh model (the run's seed, settings and transition prior weight) on
+    `refit_sequences(split)` for the first fit's best `epochs`, without validation (its
+    targets are training targets now).
+
+    The validation target is each user's most recent event before the test target; a model
+    that never trained on it leaves items first seen there, and the latest transitions,
+    unlearned (docs/BENCHMARKS.md section 11b). The refit shares the time budget: it is skipped
+    when the time left is less than `epochs` epochs of the first fit (scaled by the events
+    added), and dropped if the budget still stops it; the first fit's model is then the run's.
+    With `--backup-dir` it resumes after its last completed epoch (`backup_dir/refit`).
+
+    Returns:
+        `(model, report)`: the refitted model or `None`, and `{"done", "epochs", "events",
+        "seconds", "epoch_seconds", "resumed_epochs"}` (epochs restored from the backup), or
+        `{"done": False, "skipped": why}` (with `"seconds"` when it trained).
+    """
+    if not epochs:
+        return None, {"done": False, "skipped": "no validation record to take the epochs from"}
+    sequences = refit_sequences(split)
+    events = int(sum(len(s) for s in sequences))
+    seconds = [r["epoch_seconds"] for r in first["records"] if "epoch_seconds" in r]
+    expected = (float(np.median(seconds)) * epochs * events
+                / max(1, sum(len(s) for s in split.train))) if seconds else 0.0
+    left = (None if options.max_train_minutes is None
+            else options.max_train_minutes * 60.0 - first["train_seconds"])
+    if left is not None and (first["stopped"] or expected > left):
+        return None, {"done": False, "skipped": (
+            f"--max-train-minutes {options.max_train_minutes:g} leaves {max(left, 0.0):.0f} s; "
+            f"{epochs} epochs on training + validation events take about {expected:.0f} s")}
+    if options.verbose:
+        print(f"Refitting on training + validation events ({events} events) for the best "
+              f"{epochs} epochs")
+    keras.utils.set_random_seed(options.seed)
+    model = build_model(options, vocab_size, sequences, strategy)
+    dataset = shard_by_data(training_dataset(sequences, model.config.max_len, options))
+    timer, budget = EpochTimer(), TimeBudget(None if left is None else left / 60.0)
+    backup = ([RunBackup(Path(options.backup_dir) / REFIT_BACKUP, tracked=[timer, budget],
+                         identity=resume_identity(model, options))]
+              if options.backup_dir else [])
+    averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
+    started = time.monotonic()
+    model.fit(dataset, epochs=epochs, verbose=options.verbose, callbacks=[
+        *backup, timer, *averaging, budget,
+        keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard" / "refit"))])
+    spent = time.monotonic() - started + budget.previous
+    if budget.stopped:
+        return None, {"done": False, "skipped": (
+            f"the --max-train-minutes budget stopped the refit after {spent:.0f} s, before "
+            f"its {epochs} epochs"), "seconds": round(spent, 2)}
+    if model.transition_prior is not None:
+        fill_transition_prior(model, sequences, first["prior"]["mix"])
+    return model, {"done": True, "epochs": epochs, "events": events,
+                   "seconds": round(spent, 2),
+                   "epoch_seconds": [round(float(x), 2) for x in timer.seconds],
+                   "resumed_epochs": backup[0].resumed_epochs if backup else 0}
 
 
 def record_export(metrics: dict, export_root: str | Path, name: str, path: str | Path) -> None:
@@ -465,6 +612,8 @@ def results_table(metrics: dict) -> str:
     rows = [("model", metrics["test"])]
     if "transition_prior" in metrics:  # the model's own share, before the prior's mixing
         rows.append(("model, no prior", metrics["transition_prior"]["test_without_prior"]))
+    if metrics.get("refit", {}).get("done"):  # the first fit's model, before the refit
+        rows.append(("model, no refit", metrics["refit"]["test_before_refit"]))
     rows += list(metrics["baselines"].items())
     if "oracle" in metrics:
         rows.append(("oracle (ceiling)", metrics["oracle"]))

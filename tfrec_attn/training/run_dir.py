@@ -21,7 +21,13 @@ from tfrec_attn._keras import tf
 from tfrec_attn.data import Vocabulary, pad_left
 from tfrec_attn.data.sequences import Split
 from tfrec_attn.models import SASRec, SASRecConfig
-from tfrec_attn.training.run import TrainOptions, item_probabilities, load_data, load_sequences
+from tfrec_attn.training.run import (
+    TrainOptions,
+    item_probabilities,
+    load_data,
+    load_sequences,
+    trained_sequences,
+)
 from tfrec_attn.training.run_options import (
     RunOptions,
     check_not_being_replaced,
@@ -46,6 +52,9 @@ class RunArtifacts:
         vocab_size: id-space size (padding and OOV included).
         metrics: the run's `metrics.json`.
         frame: the interactions the split was built from (e.g. for `run.synthetic_oracle`).
+        train: the sequences the saved model trained on (`run.trained_sequences`: with the
+            refit, `split.train` plus each user's validation target), which the baselines
+            compared with it and any fine-tuning of it (`optimize`) use.
     """
 
     path: Path
@@ -55,6 +64,7 @@ class RunArtifacts:
     vocab_size: int
     metrics: dict
     frame: object
+    train: list
 
 
 def _require(path: Path, what: str) -> Path:
@@ -160,6 +170,7 @@ def load_run(run_dir: str | os.PathLike) -> RunArtifacts:
             vocab_size != metrics["model"].get("vocab_size")):
         raise ValueError(f"The data of {run_dir} no longer matches its {VOCABULARY}: the split "
                          "cannot be re-created (was the data file changed?).")
+    train = trained_sequences(split, metrics)
     model = restore_model(metrics["model"], run_dir / CHECKPOINT,
-                          item_probabilities(split.train, vocab_size))
-    return RunArtifacts(run_dir, options, model, split, vocab_size, metrics, frame)
+                          item_probabilities(train, vocab_size))
+    return RunArtifacts(run_dir, options, model, split, vocab_size, metrics, frame, train)

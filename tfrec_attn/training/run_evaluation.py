@@ -92,12 +92,13 @@ def run_scorers(run) -> dict[str, Callable[[list[np.ndarray]], np.ndarray]]:
         run: a `load_run` result (`RunArtifacts`).
 
     Returns:
-        `{name: score_fn}`: `"model"`, `"popularity"` and `"cooccurrence"` (fitted on the run's
-        training sequences), then `"oracle"` when the run's data come from the synthetic
-        generator; each maps a list of histories to `(batch, vocab_size)` scores.
+        `{name: score_fn}`: `"model"`, `"popularity"` and `"cooccurrence"` (fitted on the
+        sequences the run's model trained on, `run.train`), then `"oracle"` when the run's
+        data come from the synthetic generator; each maps a list of histories to
+        `(batch, vocab_size)` scores.
     """
     scorers = {MODEL: _model_scorer(run)}
-    for name, baseline in fit_baselines(run.split.train, run.vocab_size).items():
+    for name, baseline in fit_baselines(run.train, run.vocab_size).items():
         scorers[name] = baseline.score
     oracle = synthetic_oracle(run.options, run.frame, run.split.vocab)
     if oracle is not None:
@@ -292,17 +293,19 @@ def evaluate_run(
 
 def _check_same_split(first, run) -> None:
     """Refuses a run whose data or split differ from `first`'s: pooled runs must rank the same
-    test users against baselines fitted on the same training sequences."""
+    test users against baselines fitted on the same training sequences (`run.train`: a
+    refitted run's include the validation targets, so refitted and other runs do not pool)."""
     a, b = first.split, run.split
-    same = (first.vocab_size == run.vocab_size and len(a.train) == len(b.train)
+    same = (first.vocab_size == run.vocab_size and len(first.train) == len(run.train)
             and len(a.test_histories) == len(b.test_histories)
             and np.array_equal(a.test_targets, b.test_targets)
             and all(np.array_equal(x, y) for x, y in zip(a.test_histories, b.test_histories))
-            and all(np.array_equal(x, y) for x, y in zip(a.train, b.train)))
+            and all(np.array_equal(x, y) for x, y in zip(first.train, run.train)))
     if not same:
-        raise ValueError(f"{run.path}: its data or split differ from {first.path}'s; pooled runs "
-                         "must be trained on the same data and split (e.g. one config trained "
-                         "with different --seed values)")
+        raise ValueError(f"{run.path}: its data, split or training sequences differ from "
+                         f"{first.path}'s; pooled runs must be trained on the same data and "
+                         "split, all refitted on the validation targets or none (e.g. one "
+                         "config trained with different --seed values)")
 
 
 def evaluate_runs(

@@ -68,8 +68,7 @@ def fit_transition_prior(
     if not mixes or bad:
         raise ValueError(f"mixes must be weights in [0, 1). Received: {mixes}")
     vocab_size = model.config.vocab_size
-    baseline = CooccurrenceRecommender(vocab_size).fit(train)
-    prior.set_table(*baseline.neighbor_table(prior.num_neighbors))
+    fill_transition_prior(model, train)
     gains = {m: [] for m in mixes}
     logits_fn = make_score_fn(build_scoring_model(model.encoder), model.config.max_len)
     chunk = max(1, min(CHUNK, SCORE_BUDGET // vocab_size))
@@ -88,3 +87,32 @@ def fit_transition_prior(
     prior.set_mix(chosen)
     return {"mix": chosen, "neighbors": prior.num_neighbors,
             "valid": {str(m): round(v, 6) for m, v in valid.items()}}
+
+
+def fill_transition_prior(model: SASRec, train: Sequence[np.ndarray],
+                          mix: float | None = None) -> None:
+    """Fills `model.transition_prior`'s table from `train` (the co-occurrence baseline's
+    transition counts) and, when given, sets its weight `mix`: how a run's refitted model
+    takes the prior `fit_transition_prior` chose on validation for the model before it.
+
+    Args:
+        model: a `SASRec` with `config.transition_neighbors > 0`.
+        train: the sequences the table counts transitions in.
+        mix: the weight in `[0, 1)`; `None` leaves it as it is.
+
+    Example:
+    >>> from tfrec_attn.models import SASRecConfig
+    >>> model = SASRec(SASRecConfig(vocab_size=6, max_len=3, dim=4, transition_neighbors=2))
+    >>> _ = model(tf.constant([[0, 2, 3]]))  # builds the prior's variables
+    >>> fill_transition_prior(model, [np.array([2, 3, 4])], mix=0.3)
+    >>> round(float(model.transition_prior.mix.numpy()), 2)
+    0.3
+    """
+    prior = model.transition_prior
+    if prior is None:
+        raise ValueError("model has no transition prior: build it with "
+                         "SASRecConfig(transition_neighbors=N), N > 0.")
+    baseline = CooccurrenceRecommender(model.config.vocab_size).fit(train)
+    prior.set_table(*baseline.neighbor_table(prior.num_neighbors))
+    if mix is not None:
+        prior.set_mix(float(mix))
