@@ -98,6 +98,9 @@ def variants(options: dict, output: str, train_argv: list[str]) -> dict:
             "epochs": metrics["epochs"], "median_epoch_seconds": float(np.median(seconds)),
             "train_seconds": metrics["train_seconds"], "protocol": metrics["protocol"],
             "attention_options": metrics["model"]["attention_options"],
+            # trained again on training + validation events (train_seconds includes it; the
+            # epochs and epoch times are the first fit's); a time budget may skip it
+            "refit": metrics.get("refit", {}).get("done", False),
         }
         print(f"{kind:10s} NDCG@10 {results[kind]['ndcg@10']:.4f}  HR@10 "
               f"{results[kind]['hr@10']:.4f}  {results[kind]['median_epoch_seconds']:.1f} s/epoch"

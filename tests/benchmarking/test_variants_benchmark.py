@@ -19,6 +19,7 @@ def test_variants_writes_one_record_per_kind(tmp_path, capsys):
     for result in record["results"].values():
         assert 0.0 <= result["ndcg@10"] <= result["hr@10"] <= 1.0
         assert result["epochs"] == 1 and result["median_epoch_seconds"] > 0
+        assert result["refit"] is True  # the train command's default, recorded per kind
     assert (tmp_path / "local" / "metrics.json").exists()
     assert json.loads((tmp_path / "local" / "metrics.json").read_text())["model"][
         "attention"] == "local"

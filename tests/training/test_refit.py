@@ -10,13 +10,19 @@ import numpy as np
 import pytest
 
 from pipelines import train as train_pipeline
-from tfrec_attn._keras import keras
+from tfrec_attn._keras import keras, tf
+from tfrec_attn.data import generate_synthetic, pad_left
 from tfrec_attn.evaluation import evaluate_baselines
 from tfrec_attn.testing.multi_worker import Preempted
 from tfrec_attn.training import callbacks, run_training
 from tfrec_attn.training import run as run_module
 from tfrec_attn.training.backup import BackupMismatchError
-from tfrec_attn.training.run import load_sequences, refit_sequences, results_table
+from tfrec_attn.training.run import (
+    item_probabilities,
+    load_sequences,
+    refit_sequences,
+    results_table,
+)
 from tfrec_attn.training.run_dir import load_run
 from tfrec_attn.training.run_evaluation import evaluate_run, evaluate_runs
 
@@ -53,6 +59,9 @@ def test_the_refit_trains_the_best_epoch_count_on_training_and_validation_events
     assert refitted["train_seconds"] >= refit["seconds"] > 0
     assert "refit" not in plain and plain["options"]["refit"] is False
     assert refitted["options"]["refit"] is True
+    # chosen from the data (10-event histories: short), not when set
+    assert refitted["data_defaults"]["refit"]["value"] is True
+    assert "refit" not in plain["data_defaults"]
 
 
 def test_refit_sequences_are_the_test_histories():
@@ -72,20 +81,23 @@ def test_the_first_model_is_reported_beside_the_refitted_one(runs):
     np.testing.assert_allclose(before["ndcg@10"], plain["test"]["ndcg@10"], atol=1e-4)
     assert refitted["best_epoch"] == plain["best_epoch"]
     assert refitted["test"]["ndcg@10"] != pytest.approx(before["ndcg@10"], abs=1e-6)
-    # the prior's weight was chosen on validation for the first model; its table was refilled
-    assert refitted["transition_prior"]["mix"] == plain["transition_prior"]["mix"]
     assert "model, no refit" in results_table(refitted)
     assert "model, no refit" not in results_table(plain)
 
 
 def test_the_saved_and_exported_model_is_the_refitted_one(runs, tmp_path):
     tmp, refitted, _ = runs
+    # the checkpoint reloads to the refitted model's test metrics (not the first model's)
     report = evaluate_run(tmp / "refitted", protocols=("full",), bootstrap=0,
                           output=tmp_path)
     assert report["protocols"]["full"]["run_check"]["max_abs_difference"] < 1e-4
-    metadata = json.loads((tmp / "export" / "sasrec" / "1" / "assets.extra" /
-                           "tfrec_attn.json").read_text())
-    assert metadata["metrics"]["test"]["ndcg@10"] == pytest.approx(refitted["test"]["ndcg@10"])
+    # and the SavedModel serves what that checkpoint ranks
+    run = load_run(tmp / "refitted")
+    history = tf.constant(pad_left(run.split.test_histories[:16], run.model.config.max_len))
+    want = run.model.topk_model(k=10)(history)["item_ids"].numpy()
+    served = tf.saved_model.load(str(tmp / "export" / "sasrec" / "1"))
+    got = served.signatures["serving_default"](history=history)["item_ids"].numpy()
+    np.testing.assert_array_equal(got, want)
 
 
 def test_baselines_are_fitted_on_the_events_the_model_trained_on(runs):
@@ -142,9 +154,43 @@ def test_a_run_whose_budget_is_spent_keeps_its_first_model(tmp_path):
                                     "--export-root", ""))
     assert metrics["stopped_by_time_budget"] and metrics["refit"]["done"] is False
     assert "test_before_refit" not in metrics["refit"]
-    assert metrics["baselines"] != {}  # fitted on the training events the model trained on
     run = load_run(tmp_path / "out")
     assert [len(s) for s in run.train] == [len(s) for s in run.split.train]
+    split = run.split  # the baselines are fitted on the events the kept model trained on
+    want = evaluate_baselines(split.train, split.test_histories, split.test_targets,
+                              run.vocab_size, "full", seed=0)
+    assert metrics["baselines"]["cooccurrence"]["ndcg@10"] == pytest.approx(
+        want["cooccurrence"]["ndcg@10"])
+
+
+def test_an_item_seen_only_as_a_test_target_is_never_trained_on(tmp_path):
+    """Three users' last event is an item no other event has: the refit's sequences, its
+    prior table and its sampled loss's item frequencies never hold it."""
+    frame = generate_synthetic(num_users=150, num_items=60, mean_length=10, seed=0)
+    frame = frame.sort_values(["user", "timestamp"], kind="stable")
+    users = {user: number for number, user in enumerate(dict.fromkeys(frame["user"]), 1)}
+    items = {item: number for number, item in enumerate(dict.fromkeys(frame["item"]), 1)}
+    by_user = {}  # the SASRec format: numeric `user item` lines in time order
+    for user, item in zip(frame["user"], frame["item"]):
+        by_user.setdefault(users[user], []).append(f"{users[user]} {items[item]}")
+    for user in (1, 2, 3):
+        by_user[user].append(f"{user} 99999")
+    path = tmp_path / "planted.txt"
+    path.write_text("\n".join(line for user_lines in by_user.values() for line in user_lines)
+                    + "\n")
+    argv = [a for a in TINY if a not in ("--format", "synthetic")]
+    metrics = run_training(train_pipeline.options_from_args(
+        [*argv, "--format", "sasrec", "--data", str(path), "--output", str(tmp_path / "out"),
+         "--export-root", "", "--loss", "sampled", "--uniform-negatives", "16"]))
+    assert metrics["refit"]["done"] and metrics["model"]["loss"] == "sampled"
+    run = load_run(tmp_path / "out")
+    planted = run.split.vocab.lookup(["99999"])[0]
+    assert sorted(run.split.test_targets.tolist()).count(planted) == 3
+    assert not any(planted in s for s in run.train)
+    assert planted not in run.model.transition_prior.neighbor_ids.numpy()
+    assert run.model.transition_prior.neighbor_ids.numpy().max() > 0  # the table is filled
+    probabilities = item_probabilities(run.train, run.vocab_size)
+    assert probabilities[planted] == probabilities.min()  # the smoothing's floor only
 
 
 class EpochTimer(callbacks.EpochTimer):
@@ -180,5 +226,34 @@ def test_a_run_interrupted_in_the_refit_resumes_it_without_training_again(tmp_pa
     assert fits == []  # the first fit was restored, not trained again
     assert metrics["history"]["loss"] == saved["history"]["loss"]
     assert metrics["refit"]["done"] and metrics["refit"]["resumed_epochs"] == 1
-    assert metrics["refit"]["test_before_refit"] == saved["test"]
+    assert metrics["history"]["valid"] == saved["records"]
+    assert metrics["resumed_epochs"] == metrics["epochs"] == 4  # every first-fit epoch restored
+    assert "ndcg@10" in metrics["refit"]["test_before_refit"]  # tested again from its weights
     assert not any(backup.iterdir())  # the run is done: its stages are deleted
+
+
+@pytest.mark.parametrize("fails, trainings", [
+    ("fit_transition_prior", 1),  # after the first fit: the rerun trains the refit only
+    ("evaluate_baselines", 0),  # after the refit: the rerun trains nothing
+])
+def test_a_run_interrupted_after_a_fit_ended_keeps_that_fit(fails, trainings, tmp_path,
+                                                            monkeypatch):
+    backup = tmp_path / "backup"
+    options = _options(tmp_path, "out", "--backup-dir", str(backup), "--export-root", "")
+
+    def preempted(*args, **kwargs):
+        raise Preempted(f"interrupted in {fails}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, fails, preempted)
+        with pytest.raises(Preempted):
+            run_training(options)
+    keras.backend.clear_session()
+    datasets = []
+    original = run_module.training_dataset
+    monkeypatch.setattr(run_module, "training_dataset",
+                        lambda *a, **k: datasets.append(1) or original(*a, **k))
+    metrics = run_training(options)
+    assert len(datasets) == trainings
+    assert metrics["refit"]["done"] and (tmp_path / "out" / "metrics.json").exists()
+    assert not any(backup.iterdir())

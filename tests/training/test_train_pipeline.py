@@ -37,9 +37,10 @@ def test_metrics_json_has_the_documented_fields(run):
     assert metrics["protocol"] == "full" and 1 <= metrics["epochs"] <= 3
     assert metrics["dataset"]["users"] == 150 and metrics["dataset"]["interactions"] > 0
     assert metrics["train_seconds"] > 0
-    # --max-len was given, so only dropout and exclude_seen were chosen from the data (and
-    # recorded); histories of ~10 events are short: the sparse-data dropout
-    assert set(metrics["data_defaults"]) == {"dropout", "exclude_seen"}
+    # --max-len was given, so only dropout, exclude_seen and the refit were chosen from the
+    # data (and recorded); histories of ~10 events are short: the sparse-data dropout, a refit
+    assert set(metrics["data_defaults"]) == {"dropout", "exclude_seen", "refit"}
+    assert metrics["data_defaults"]["refit"]["value"] is metrics["options"]["refit"] is True
     assert metrics["model"]["exclude_seen"] is metrics["data_defaults"]["exclude_seen"]["value"]
     assert metrics["model"]["dropout"] == metrics["data_defaults"]["dropout"]["value"] == 0.5
     assert (run / "out" / "training_curves.png").stat().st_size > 1000

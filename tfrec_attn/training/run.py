@@ -32,8 +32,9 @@ from tfrec_attn.training.callbacks import (
     RankingEvaluation,
     TimeBudget,
 )
-from tfrec_attn.training.data_defaults import choose_data_defaults
+from tfrec_attn.training.data_defaults import choose_data_defaults, choose_refit
 from tfrec_attn.training.distribution import (
+    any_worker,
     check_cluster_batch,
     is_chief,
     make_strategy,
@@ -71,7 +72,8 @@ SAMPLED_NEGATIVES = 100  # `evaluate`'s default: "sampled" is "sampled-100"
 # off): successors kept per item. 50 ranked as 100 and the whole rows on ML-100K, and 20 as 100
 # on Amazon Toys (BENCHMARKS 3m); the table costs vocab x width x 8 bytes in every export.
 TRANSITION_NEIGHBORS = 50
-FITTED_STAGE, REFIT_BACKUP = "sasrec_fitted", "refit"  # in --backup-dir while the run refits
+# in --backup-dir while the run refits: the first fit, the refit's epochs, the refitted model
+FITTED_STAGE, REFIT_BACKUP, REFITTED_STAGE = "sasrec_fitted", "refit", "sasrec_refitted"
 
 
 @dataclasses.dataclass
@@ -95,8 +97,9 @@ class TrainOptions(RunOptions):
     sliding: bool = True
     valid_users: int | None = 10000  # validation subsample for per-epoch early stopping
     # after early stopping, a fresh model trains on the training and validation events for the
-    # best epoch count, and is the one tested, saved and exported (BENCHMARKS 11b; `_refit`)
-    refit: bool = True
+    # best epoch count, and is the one tested, saved and exported (`_refit`); None: chosen
+    # from the training data (on for short histories; data_defaults.choose_refit)
+    refit: bool | None = None
     model: dict = dataclasses.field(default_factory=dict)  # SASRecConfig fields; max_len,
     # dropout and exclude_seen, when absent, are chosen from the training data (data_defaults.py)
 
@@ -390,19 +393,21 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     check_sequence_data(options, data, split)
     fields, chosen = choose_data_defaults(options.model, split.train)
     fields.setdefault("transition_neighbors", TRANSITION_NEIGHBORS)
-    options = dataclasses.replace(options, model=fields)
+    refit, refit_choice = choose_refit(options.refit, split.train)
+    chosen.update(refit_choice)
+    options = dataclasses.replace(options, model=fields, refit=refit)
     if options.verbose and chosen:
         print("Chosen from the training data: " + "; ".join(
             f"{name}={choice['value']} ({choice['reason']})" for name, choice in chosen.items()))
     model = build_model(options, vocab_size, split.train, strategy)
-    first = _first_fit(model, split, options, vocab_size, out, strategy, callbacks)
+    first = _first_fit(model, split, options, vocab_size, out, strategy, source, callbacks)
     protocol = options.eval_protocol
     history, records = first["history"], first["records"]
     best = max(records, key=lambda r: r.get(MONITOR, -1.0)) if records else {}
     refit = None
     if options.refit:
         refitted, refit = _refit(options, split, vocab_size, best.get("epoch"), first, out,
-                                 strategy)
+                                 strategy, source)
         if refitted is not None:
             model = refitted
     train_seconds = first["train_seconds"] + (refit or {}).get("seconds", 0.0)
@@ -439,7 +444,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
                     "users": data.num_users, "items": vocab_size - 2,
                     "interactions": data.num_interactions},
         "model": model.config.to_dict(),
-        "data_defaults": chosen,  # model fields chosen from the data (data_defaults.py)
+        # model fields and the refit chosen from the data (data_defaults.py)
+        "data_defaults": chosen,
         "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "model"},
         "history": {"loss": [float(x) for x in history.get("loss", [])], "valid": records},
     }
@@ -454,7 +460,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
         record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
     if options.backup_dir and options.refit:  # the whole run is done
-        remove_backup(options.backup_dir, (FITTED_STAGE, REFIT_BACKUP), strategy)
+        remove_backup(options.backup_dir, (FITTED_STAGE, REFIT_BACKUP, REFITTED_STAGE),
+                      strategy)
     return metrics
 
 
@@ -474,38 +481,46 @@ def _test_metrics(model: SASRec, split, vocab_size: int,
 
 
 def _first_fit(model: SASRec, split, options: TrainOptions, vocab_size: int, out: Path,
-               strategy: tf.distribute.Strategy, callbacks=()) -> dict:
+               strategy: tf.distribute.Strategy, source: dict, callbacks=()) -> dict:
     """Trains `model` with early stopping on validation, fits its transition prior (the table
     from `split.train`, the weight on validation) and tests it.
 
     Returns `{"history", "records", "stopped", "resumed_epochs", "train_seconds", "prior"
     (`fit_transition_prior`'s report and "test_without_prior", or `None`), "test"}`. With
-    `--backup-dir` and the refit, the result and the weights are kept as a `CompletedStage`
-    until the run is done, so a run restarted during the refit does not train this again.
+    `--backup-dir` and the refit, the fit (its weights and report) is kept as a
+    `CompletedStage` as soon as it ends, until the run is done: a run restarted later is not
+    trained again (its prior and test are computed again, as they were), unless the stage is
+    not every worker's to read. `source` (the data file's fingerprint) is part of the stage's
+    identity: a file changed since is not reused.
     """
-    stage = (CompletedStage(options.backup_dir, FITTED_STAGE, resume_identity(model, options))
+    stage = (CompletedStage(options.backup_dir, FITTED_STAGE,
+                            {**resume_identity(model, options), "dataset": source})
              if options.backup_dir and options.refit else None)
     restored = stage.load() if stage else None
+    if stage and any_worker(restored is None, strategy):  # all restore, or none
+        restored = None
     if restored:
         model.set_weights(restored[0])
-        return restored[1]
-    started = time.monotonic()
-    fitted, _ = _fit(model, split, options, vocab_size, out, callbacks)
-    train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
+        result = restored[1]
+        result["resumed_epochs"] = len(result["history"].get("loss", []))  # all restored
+    else:
+        started = time.monotonic()
+        fitted, _ = _fit(model, split, options, vocab_size, out, callbacks)
+        result = {"history": {name: [float(x) for x in values]
+                              for name, values in fitted.history.items()},
+                  "records": fitted.records, "stopped": fitted.budget.stopped,
+                  "resumed_epochs": fitted.resumed_epochs,
+                  # + the seconds before a restart
+                  "train_seconds": time.monotonic() - started + fitted.budget.previous}
+        if stage:
+            stage.save(model.get_weights(), result, strategy)
     prior = None
     if model.transition_prior is not None:  # the table from train, its weight on validation
         prior = fit_transition_prior(model, split.train, split.valid_histories,
                                      split.valid_targets, options.eval_protocol,
                                      seed=options.seed)
     test, without = _test_metrics(model, split, vocab_size, options)
-    result = {"history": {name: [float(x) for x in values]
-                          for name, values in fitted.history.items()},
-              "records": fitted.records, "stopped": fitted.budget.stopped,
-              "resumed_epochs": fitted.resumed_epochs, "train_seconds": train_seconds,
-              "prior": prior and {**prior, **without}, "test": test}
-    if stage:
-        stage.save(model.get_weights(), result, strategy)
-    return result
+    return {**result, "prior": prior and {**prior, **without}, "test": test}
 
 
 def refit_sequences(split) -> list[np.ndarray]:
@@ -530,46 +545,58 @@ def trained_sequences(split, metrics: dict) -> list[np.ndarray]:
 
 
 def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, first: dict,
-           out: Path, strategy: tf.distribute.Strategy) -> tuple[SASRec | None, dict]:
+           out: Path, strategy: tf.distribute.Strategy | None,
+           source: dict | None = None) -> tuple[SASRec | None, dict]:
     """Trains a fresh model (the run's seed, settings and transition prior weight) on
     `refit_sequences(split)` for the first fit's best `epochs`, without validation (its
     targets are training targets now).
 
-    The validation target is each user's most recent event before the test target; a model
-    that never trained on it leaves items first seen there, and the latest transitions,
-    unlearned (docs/BENCHMARKS.md section 11b). The refit shares the time budget: it is skipped
-    when the time left is less than `epochs` epochs of the first fit (scaled by the events
-    added), and dropped if the budget still stops it; the first fit's model is then the run's.
-    With `--backup-dir` it resumes after its last completed epoch (`backup_dir/refit`).
+    The validation target is each user's most recent event before the test target: a model
+    that never trained on it misses the latest transitions and popularity (docs/BENCHMARKS.md
+    section 11b). The refit shares the time budget: it is skipped when the time left is less
+    than `epochs` epochs of the first fit (scaled by the events added), on every worker when on
+    any, and dropped if the budget still stops it; the first fit's model is then the run's.
+    With `--backup-dir` it resumes after its last completed epoch (`backup_dir/refit`), and
+    the refitted model is kept (`backup_dir/sasrec_refitted`) until the run is done; `source`
+    (the data file's fingerprint) is part of their identity.
 
     Returns:
         `(model, report)`: the refitted model or `None`, and `{"done", "epochs", "events",
         "seconds", "epoch_seconds", "resumed_epochs"}` (epochs restored from the backup), or
         `{"done": False, "skipped": why}` (with `"seconds"` when it trained).
     """
+    strategy = strategy or tf.distribute.get_strategy()
     if not epochs:
         return None, {"done": False, "skipped": "no validation record to take the epochs from"}
     sequences = refit_sequences(split)
     events = int(sum(len(s) for s in sequences))
+    keras.utils.set_random_seed(options.seed)
+    model = build_model(options, vocab_size, sequences, strategy)
+    identity = {**resume_identity(model, options), "dataset": source}
+    stage = (CompletedStage(options.backup_dir, REFITTED_STAGE, identity)
+             if options.backup_dir else None)
+    restored = stage.load() if stage else None
+    if stage and any_worker(restored is None, strategy):  # all restore, or none
+        restored = None
+    if restored:
+        model.set_weights(restored[0])
+        return model, {**restored[1], "resumed_epochs": epochs}
     seconds = [r["epoch_seconds"] for r in first["records"] if "epoch_seconds" in r]
     expected = (float(np.median(seconds)) * epochs * events
                 / max(1, sum(len(s) for s in split.train))) if seconds else 0.0
     left = (None if options.max_train_minutes is None
             else options.max_train_minutes * 60.0 - first["train_seconds"])
-    if left is not None and (first["stopped"] or expected > left):
+    if any_worker(left is not None and (first["stopped"] or expected > left), strategy):
         return None, {"done": False, "skipped": (
             f"--max-train-minutes {options.max_train_minutes:g} leaves {max(left, 0.0):.0f} s; "
             f"{epochs} epochs on training + validation events take about {expected:.0f} s")}
     if options.verbose:
         print(f"Refitting on training + validation events ({events} events) for the best "
               f"{epochs} epochs")
-    keras.utils.set_random_seed(options.seed)
-    model = build_model(options, vocab_size, sequences, strategy)
     dataset = shard_by_data(training_dataset(sequences, model.config.max_len, options))
     timer, budget = EpochTimer(), TimeBudget(None if left is None else left / 60.0)
     backup = ([RunBackup(Path(options.backup_dir) / REFIT_BACKUP, tracked=[timer, budget],
-                         identity=resume_identity(model, options))]
-              if options.backup_dir else [])
+                         identity=identity)] if options.backup_dir else [])
     averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
     started = time.monotonic()
     model.fit(dataset, epochs=epochs, verbose=options.verbose, callbacks=[
@@ -582,10 +609,12 @@ def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, fi
             f"its {epochs} epochs"), "seconds": round(spent, 2)}
     if model.transition_prior is not None:
         fill_transition_prior(model, sequences, first["prior"]["mix"])
-    return model, {"done": True, "epochs": epochs, "events": events,
-                   "seconds": round(spent, 2),
-                   "epoch_seconds": [round(float(x), 2) for x in timer.seconds],
-                   "resumed_epochs": backup[0].resumed_epochs if backup else 0}
+    report = {"done": True, "epochs": epochs, "events": events, "seconds": round(spent, 2),
+              "epoch_seconds": [round(float(x), 2) for x in timer.seconds],
+              "resumed_epochs": backup[0].resumed_epochs if backup else 0}
+    if stage:
+        stage.save(model.get_weights(), report, strategy)
+    return model, report
 
 
 def record_export(metrics: dict, export_root: str | Path, name: str, path: str | Path) -> None:
