@@ -120,7 +120,8 @@ def parser() -> argparse.ArgumentParser:
     add("--refit", action=argparse.BooleanOptionalAction, default=None,
         help="sasrec: after early stopping, train a fresh model on the training and "
              "validation events for the best epoch count and test, save and export it "
-             "(default; --no-refit keeps the early-stopped model, as the SASRec paper does)")
+             "(default: on when training histories average at most 20 events; --no-refit "
+             "keeps the early-stopped model, as the SASRec paper does)")
     add("--valid-users", type=int,
         help="validation users evaluated each epoch (a seeded subsample; default 10000; "
              "autoencoder: users held out for validation, default 10%%)")

@@ -98,6 +98,10 @@ def test_the_saved_and_exported_model_is_the_refitted_one(runs, tmp_path):
     served = tf.saved_model.load(str(tmp / "export" / "sasrec" / "1"))
     got = served.signatures["serving_default"](history=history)["item_ids"].numpy()
     np.testing.assert_array_equal(got, want)
+    metadata = tmp / "export" / "sasrec" / "1" / "assets.extra" / "tfrec_attn.json"
+    assert json.loads(metadata.read_text())["refit"] is True
+    plain = tmp / "export" / "plain" / "1" / "assets.extra" / "tfrec_attn.json"
+    assert json.loads(plain.read_text())["refit"] is False
 
 
 def test_baselines_are_fitted_on_the_events_the_model_trained_on(runs):
@@ -115,8 +119,9 @@ def test_baselines_are_fitted_on_the_events_the_model_trained_on(runs):
 
 def test_refitted_and_plain_runs_do_not_pool(runs, tmp_path):
     tmp, _, _ = runs
-    with pytest.raises(ValueError, match="all refitted on the validation targets or none"):
-        evaluate_runs([tmp / "refitted", tmp / "plain"], tmp_path / "pooled")
+    with pytest.raises(ValueError, match=r"refitted\b.* was refitted on the validation "
+                                         r"targets and .*plain was not"):
+        evaluate_runs([tmp / "plain", tmp / "refitted"], tmp_path / "pooled")
     assert not (tmp_path / "pooled").exists()
 
 
@@ -149,10 +154,11 @@ def test_a_refit_the_budget_stops_is_dropped(tmp_path):
     assert "stopped the refit" in report["skipped"] and report["seconds"] > 0
 
 
-def test_a_run_whose_budget_is_spent_keeps_its_first_model(tmp_path):
+def test_a_run_whose_budget_is_spent_keeps_its_first_model(tmp_path, capsys):
     metrics = run_training(_options(tmp_path, "out", "--max-train-minutes", "0.001",
-                                    "--export-root", ""))
+                                    "--export-root", "", "--verbose", "2"))
     assert metrics["stopped_by_time_budget"] and metrics["refit"]["done"] is False
+    assert "Refit not done: --max-train-minutes 0.001 leaves 0 s" in capsys.readouterr().out
     assert "test_before_refit" not in metrics["refit"]
     run = load_run(tmp_path / "out")
     assert [len(s) for s in run.train] == [len(s) for s in run.split.train]
@@ -193,6 +199,16 @@ def test_an_item_seen_only_as_a_test_target_is_never_trained_on(tmp_path):
     assert probabilities[planted] == probabilities.min()  # the smoothing's floor only
 
 
+def test_a_refit_the_budget_dropped_counts_as_stopped_by_it(tmp_path, monkeypatch):
+    dropped = {"done": False, "seconds": 1.5, "skipped": "the --max-train-minutes budget "
+               "stopped the refit after 2 s, before its 4 epochs"}
+    monkeypatch.setattr(run_module, "_refit", lambda *args: (None, dict(dropped)))
+    metrics = run_training(_options(tmp_path, "out", "--export-root", ""))
+    assert metrics["stopped_by_time_budget"] and metrics["refit"] == dropped
+    records = metrics["history"]["valid"]
+    assert metrics["train_seconds"] >= records[-1]["elapsed_seconds"] + 1.5
+
+
 class EpochTimer(callbacks.EpochTimer):
     """The refit's epoch timer, raising `Preempted` when the refit's epoch 2 begins (named as
     the class it stands in for: `RunBackup` keeps each tracked callback's state by class name)."""
@@ -218,6 +234,12 @@ def test_a_run_interrupted_in_the_refit_resumes_it_without_training_again(tmp_pa
                      "--lr", "0.02")
     with pytest.raises(BackupMismatchError, match="'sasrec_fitted' stage.*learning_rate"):
         run_training(other)
+    keras.backend.clear_session()
+    no_refit = _options(tmp_path, "out", "--backup-dir", str(backup), "--export-root", "",
+                        "--no-refit")  # refused too, rather than training the first fit again
+    with pytest.raises(BackupMismatchError, match=r"'sasrec_fitted' stage.*refit: True there, "
+                                                  r"False now"):
+        run_training(no_refit)
     keras.backend.clear_session()
     fits = []
     original = run_module._fit

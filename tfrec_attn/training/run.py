@@ -314,6 +314,11 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path,
 def run_training(options: TrainOptions, callbacks=()) -> dict:
     """Trains, evaluates and exports one model; writes `metrics.json` and curves to `output`.
 
+    Training early-stops on validation NDCG@10; with `options.refit` (by default chosen from
+    the data, `data_defaults.choose_refit`) a fresh model then trains on the training and
+    validation events for the best epoch count and is the model tested, saved and exported
+    (`_refit`).
+
     With `options.strategy` the model trains on several devices or machines (global batch
     `batch_size`); only the chief writes to `output` and `export_root`, other workers write to
     temporary directories that are deleted afterwards. With `options.backup_dir` a restarted
@@ -393,9 +398,9 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     check_sequence_data(options, data, split)
     fields, chosen = choose_data_defaults(options.model, split.train)
     fields.setdefault("transition_neighbors", TRANSITION_NEIGHBORS)
-    refit, refit_choice = choose_refit(options.refit, split.train)
+    refit_on, refit_choice = choose_refit(options.refit, split.train)
     chosen.update(refit_choice)
-    options = dataclasses.replace(options, model=fields, refit=refit)
+    options = dataclasses.replace(options, model=fields, refit=refit_on)
     if options.verbose and chosen:
         print("Chosen from the training data: " + "; ".join(
             f"{name}={choice['value']} ({choice['reason']})" for name, choice in chosen.items()))
@@ -410,6 +415,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
                                  strategy, source)
         if refitted is not None:
             model = refitted
+        elif options.verbose:
+            print(f"Refit not done: {refit['skipped']}; the first model is the run's")
     train_seconds = first["train_seconds"] + (refit or {}).get("seconds", 0.0)
     trained_on = split.train if not (refit or {}).get("done") else refit_sequences(split)
     prior, test = first["prior"], first["test"]
@@ -435,7 +442,9 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
                                vocab_size, protocol, seed=options.seed)} if oracle else {}),
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
-        "stopped_by_time_budget": first["stopped"],
+        # the budget stopped the first fit, or a refit (then dropped: `refit.skipped`)
+        "stopped_by_time_budget": first["stopped"] or "stopped the refit" in (
+            refit or {}).get("skipped", ""),
         # epochs restored from --backup-dir (0: trained from scratch)
         "resumed_epochs": first["resumed_epochs"],
         "protocol": protocol,
@@ -455,11 +464,13 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     if options.export_root:
         warmup = pad_left(split.valid_histories[:100], model.config.max_len)
         path = export_saved_model(model, export_root, options.name, k=options.export_k,
-                                  metadata={"metrics": {"test": test, "protocol": protocol}},
+                                  metadata={"metrics": {"test": test, "protocol": protocol},
+                                            # trained on the validation events too
+                                            "refit": bool((refit or {}).get("done"))},
                                   warmup_histories=warmup)
         record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
-    if options.backup_dir and options.refit:  # the whole run is done
+    if options.backup_dir:  # the whole run is done
         remove_backup(options.backup_dir, (FITTED_STAGE, REFIT_BACKUP, REFITTED_STAGE),
                       strategy)
     return metrics
@@ -493,9 +504,11 @@ def _first_fit(model: SASRec, split, options: TrainOptions, vocab_size: int, out
     not every worker's to read. `source` (the data file's fingerprint) is part of the stage's
     identity: a file changed since is not reused.
     """
+    # read with any backup (a kept stage of a run with other settings, --no-refit included,
+    # is refused), written only when a refit follows
     stage = (CompletedStage(options.backup_dir, FITTED_STAGE,
                             {**resume_identity(model, options), "dataset": source})
-             if options.backup_dir and options.refit else None)
+             if options.backup_dir else None)
     restored = stage.load() if stage else None
     if stage and any_worker(restored is None, strategy):  # all restore, or none
         restored = None
@@ -512,7 +525,7 @@ def _first_fit(model: SASRec, split, options: TrainOptions, vocab_size: int, out
                   "resumed_epochs": fitted.resumed_epochs,
                   # + the seconds before a restart
                   "train_seconds": time.monotonic() - started + fitted.budget.previous}
-        if stage:
+        if stage and options.refit:
             stage.save(model.get_weights(), result, strategy)
     prior = None
     if model.transition_prior is not None:  # the table from train, its weight on validation
@@ -589,7 +602,8 @@ def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, fi
     if any_worker(left is not None and (first["stopped"] or expected > left), strategy):
         return None, {"done": False, "skipped": (
             f"--max-train-minutes {options.max_train_minutes:g} leaves {max(left, 0.0):.0f} s; "
-            f"{epochs} epochs on training + validation events take about {expected:.0f} s")}
+            f"{epochs} epoch{'s' * (epochs != 1)} on training + validation events take "
+            f"about {expected:.0f} s")}
     if options.verbose:
         print(f"Refitting on training + validation events ({events} events) for the best "
               f"{epochs} epochs")
@@ -606,7 +620,7 @@ def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, fi
     if budget.stopped:
         return None, {"done": False, "skipped": (
             f"the --max-train-minutes budget stopped the refit after {spent:.0f} s, before "
-            f"its {epochs} epochs"), "seconds": round(spent, 2)}
+            f"its {epochs} epoch{'s' * (epochs != 1)}"), "seconds": round(spent, 2)}
     if model.transition_prior is not None:
         fill_transition_prior(model, sequences, first["prior"]["mix"])
     report = {"done": True, "epochs": epochs, "events": events, "seconds": round(spent, 2),

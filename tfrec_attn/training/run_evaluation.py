@@ -295,6 +295,14 @@ def _check_same_split(first, run) -> None:
     """Refuses a run whose data or split differ from `first`'s: pooled runs must rank the same
     test users against baselines fitted on the same training sequences (`run.train`: a
     refitted run's include the validation targets, so refitted and other runs do not pool)."""
+    refitted = {path: bool(r.metrics.get("refit", {}).get("done"))
+                for path, r in ((first.path, first), (run.path, run))}
+    if len(set(refitted.values())) > 1:
+        done, other = sorted(refitted, key=refitted.get, reverse=True)
+        raise ValueError(f"{done} was refitted on the validation targets and {other} was not "
+                         "(metrics.json refit.done): their models, and the baselines to compare "
+                         "them with, trained on different events; pool runs that all refitted "
+                         "or none (--refit / --no-refit)")
     a, b = first.split, run.split
     same = (first.vocab_size == run.vocab_size and len(first.train) == len(run.train)
             and len(a.test_histories) == len(b.test_histories)
