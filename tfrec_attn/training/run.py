@@ -506,15 +506,8 @@ def _first_fit(model: SASRec, split, options: TrainOptions, vocab_size: int, out
     """
     # read with any backup (a kept stage of a run with other settings, --no-refit included,
     # is refused), written only when a refit follows
-    stage = (CompletedStage(options.backup_dir, FITTED_STAGE,
-                            {**resume_identity(model, options), "dataset": source})
-             if options.backup_dir else None)
-    restored = stage.load() if stage else None
-    if stage and any_worker(restored is None, strategy):  # all restore, or none
-        restored = None
-    if restored:
-        model.set_weights(restored[0])
-        result = restored[1]
+    stage, result = _kept_stage(options, FITTED_STAGE, model, source, strategy)
+    if result is not None:
         result["resumed_epochs"] = len(result["history"].get("loss", []))  # all restored
     else:
         started = time.monotonic()
@@ -534,6 +527,23 @@ def _first_fit(model: SASRec, split, options: TrainOptions, vocab_size: int, out
                                      seed=options.seed)
     test, without = _test_metrics(model, split, vocab_size, options)
     return {**result, "prior": prior and {**prior, **without}, "test": test}
+
+
+def _kept_stage(options: TrainOptions, name: str, model: SASRec, source: dict | None,
+                strategy: tf.distribute.Strategy) -> tuple[CompletedStage | None, dict | None]:
+    """`(stage, results)`: the `CompletedStage` `name` in `--backup-dir` (`None` without one;
+    its identity: the run's options, the model's size and the data's `source` fingerprint), and
+    the results it kept, with its weights set on `model`; `None` when it kept none, or when
+    some worker cannot read it (all workers restore, or none)."""
+    if not options.backup_dir:
+        return None, None
+    stage = CompletedStage(options.backup_dir, name,
+                           {**resume_identity(model, options), "dataset": source})
+    restored = stage.load()
+    if any_worker(restored is None, strategy):
+        return stage, None
+    model.set_weights(restored[0])
+    return stage, restored[1]
 
 
 def refit_sequences(split) -> list[np.ndarray]:
@@ -585,15 +595,9 @@ def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, fi
     events = int(sum(len(s) for s in sequences))
     keras.utils.set_random_seed(options.seed)
     model = build_model(options, vocab_size, sequences, strategy)
-    identity = {**resume_identity(model, options), "dataset": source}
-    stage = (CompletedStage(options.backup_dir, REFITTED_STAGE, identity)
-             if options.backup_dir else None)
-    restored = stage.load() if stage else None
-    if stage and any_worker(restored is None, strategy):  # all restore, or none
-        restored = None
-    if restored:
-        model.set_weights(restored[0])
-        return model, {**restored[1], "resumed_epochs": epochs}
+    stage, report = _kept_stage(options, REFITTED_STAGE, model, source, strategy)
+    if report is not None:
+        return model, {**report, "resumed_epochs": epochs}
     seconds = [r["epoch_seconds"] for r in first["records"] if "epoch_seconds" in r]
     expected = (float(np.median(seconds)) * epochs * events
                 / max(1, sum(len(s) for s in split.train))) if seconds else 0.0
@@ -610,7 +614,7 @@ def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, fi
     dataset = shard_by_data(training_dataset(sequences, model.config.max_len, options))
     timer, budget = EpochTimer(), TimeBudget(None if left is None else left / 60.0)
     backup = ([RunBackup(Path(options.backup_dir) / REFIT_BACKUP, tracked=[timer, budget],
-                         identity=identity)] if options.backup_dir else [])
+                         identity=stage.identity)] if stage else [])
     averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
     started = time.monotonic()
     model.fit(dataset, epochs=epochs, verbose=options.verbose, callbacks=[
