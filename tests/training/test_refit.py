@@ -1,7 +1,8 @@
-"""The SASRec run's refit (`TrainOptions.refit`, default on; `--no-refit`): after early stopping a
-fresh model trains on the training and validation events for the best epoch count, and it is the
-model tested, saved, exported and compared with baselines fitted on the same events. The test
-target never enters training; the refit shares the time budget and resumes from `--backup-dir`."""
+"""The SASRec run's refit (`TrainOptions.refit`, chosen from the data: on for short histories such
+as these tiny runs'; `--[no-]refit`): after early stopping a fresh model trains on the training
+and validation events for the best epoch count, and it is the model tested, saved, exported and
+compared with baselines fitted on the same events. The test target never enters training; the
+refit shares the time budget and resumes from `--backup-dir`."""
 
 import dataclasses
 import json
