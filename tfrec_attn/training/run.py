@@ -409,7 +409,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     protocol = options.eval_protocol
     history, records = first["history"], first["records"]
     best = max(records, key=lambda r: r.get(MONITOR, -1.0)) if records else {}
-    refit = None
+    refit = {}  # the refit's report (`_refit`); empty without one
     if options.refit:
         refitted, refit = _refit(options, split, vocab_size, best.get("epoch"), first, out,
                                  strategy, source)
@@ -417,10 +417,10 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
             model = refitted
         elif options.verbose:
             print(f"Refit not done: {refit['skipped']}; the first model is the run's")
-    train_seconds = first["train_seconds"] + (refit or {}).get("seconds", 0.0)
-    trained_on = split.train if not (refit or {}).get("done") else refit_sequences(split)
+    train_seconds = first["train_seconds"] + refit.get("seconds", 0.0)
+    trained_on = trained_sequences(split, refit)
     prior, test = first["prior"], first["test"]
-    if refit and refit["done"]:  # the refitted model's figures; the first model's in "refit"
+    if refit.get("done"):  # the refitted model's figures; the first model's in "refit"
         refit["test_before_refit"] = test
         test, prior = _test_metrics(model, split, vocab_size, options)
         prior = first["prior"] and {**first["prior"], **prior}
@@ -442,9 +442,10 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
                                vocab_size, protocol, seed=options.seed)} if oracle else {}),
         "train_seconds": round(train_seconds, 2),
         "epochs": len(history.get("loss", [])),
-        # the budget stopped the first fit, or a refit (then dropped: `refit.skipped`)
-        "stopped_by_time_budget": first["stopped"] or "stopped the refit" in (
-            refit or {}).get("skipped", ""),
+        # the budget stopped the first fit, or a refit (one that trained but is not done:
+        # dropped, `refit.skipped`)
+        "stopped_by_time_budget": first["stopped"] or bool(
+            refit.get("seconds") and not refit["done"]),
         # epochs restored from --backup-dir (0: trained from scratch)
         "resumed_epochs": first["resumed_epochs"],
         "protocol": protocol,
@@ -466,7 +467,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
         path = export_saved_model(model, export_root, options.name, k=options.export_k,
                                   metadata={"metrics": {"test": test, "protocol": protocol},
                                             # trained on the validation events too
-                                            "refit": bool((refit or {}).get("done"))},
+                                            "refit": bool(refit.get("done"))},
                                   warmup_histories=warmup)
         record_export(metrics, export_root, options.name, path)
     write_json(out / "metrics.json", metrics)
@@ -560,11 +561,11 @@ def refit_sequences(split) -> list[np.ndarray]:
             for train, target in zip(split.train, split.valid_targets)]
 
 
-def trained_sequences(split, metrics: dict) -> list[np.ndarray]:
+def trained_sequences(split, refit: dict | None) -> list[np.ndarray]:
     """The sequences the model a run saved was trained on: `refit_sequences(split)` when its
-    `metrics["refit"]` says the refit was done, else `split.train` (runs without one, and runs
-    written before the refit existed)."""
-    return refit_sequences(split) if metrics.get("refit", {}).get("done") else split.train
+    refit report (`metrics["refit"]`, `_refit`'s) says the refit was done, else `split.train`
+    (no report: runs without a refit, and runs written before the refit existed)."""
+    return refit_sequences(split) if (refit or {}).get("done") else split.train
 
 
 def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, first: dict,

@@ -170,7 +170,7 @@ def load_run(run_dir: str | os.PathLike) -> RunArtifacts:
             vocab_size != metrics["model"].get("vocab_size")):
         raise ValueError(f"The data of {run_dir} no longer matches its {VOCABULARY}: the split "
                          "cannot be re-created (was the data file changed?).")
-    train = trained_sequences(split, metrics)
+    train = trained_sequences(split, metrics.get("refit"))
     model = restore_model(metrics["model"], run_dir / CHECKPOINT,
                           item_probabilities(train, vocab_size))
     return RunArtifacts(run_dir, options, model, split, vocab_size, metrics, frame, train)

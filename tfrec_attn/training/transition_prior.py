@@ -56,10 +56,7 @@ def fit_transition_prior(
         ValueError: the model has no transition prior, no validation row, or a weight outside
             `[0, 1)`.
     """
-    prior = model.transition_prior
-    if prior is None:
-        raise ValueError("model has no transition prior: build it with "
-                         "SASRecConfig(transition_neighbors=N), N > 0.")
+    prior = _prior_of(model)
     if not len(valid_targets):
         raise ValueError("fit_transition_prior needs validation rows to choose the weight. "
                          "Received: 0 validation targets")
@@ -108,11 +105,16 @@ def fill_transition_prior(model: SASRec, train: Sequence[np.ndarray],
     >>> round(float(model.transition_prior.mix.numpy()), 2)
     0.3
     """
-    prior = model.transition_prior
-    if prior is None:
-        raise ValueError("model has no transition prior: build it with "
-                         "SASRecConfig(transition_neighbors=N), N > 0.")
+    prior = _prior_of(model)
     baseline = CooccurrenceRecommender(model.config.vocab_size).fit(train)
     prior.set_table(*baseline.neighbor_table(prior.num_neighbors))
     if mix is not None:
         prior.set_mix(float(mix))
+
+
+def _prior_of(model: SASRec):
+    """`model.transition_prior`, or a `ValueError` saying how to build a model with one."""
+    if model.transition_prior is None:
+        raise ValueError("model has no transition prior: build it with "
+                         "SASRecConfig(transition_neighbors=N), N > 0.")
+    return model.transition_prior
