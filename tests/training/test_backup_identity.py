@@ -5,6 +5,7 @@ while output paths, verbosity and the time budget may change."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipelines import train as train_pipeline
@@ -97,3 +98,50 @@ def test_run_backup_checks_the_identity_before_keras_restores(tmp_path):
     RunBackup(tmp_path)  # nothing to check against
     with pytest.raises(BackupMismatchError, match=r"options.epochs: 3 there, 4 now"):
         RunBackup(tmp_path, identity={"options": {"epochs": 4}})
+
+
+def _write_events(path: Path, users: int = 120, items: int = 40, length: int = 8) -> None:
+    """`user item` lines (the SASRec format), every user `length` events."""
+    rng = np.random.default_rng(0)
+    path.write_text("".join(f"{u} {i}\n" for u in range(1, users + 1)
+                            for i in rng.integers(1, items + 1, size=length)))
+
+
+@pytest.mark.parametrize("model", ["sasrec", "din", "autoencoder"])
+def test_a_restart_after_the_data_file_changed_is_refused(model, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "events.txt"
+    _write_events(data)
+    backup = tmp_path / "backup"
+    argv = (_without_synthetic(TINY[model] + COMMON)
+            + ["--format", "sasrec", "--data", str(data), "--output", str(tmp_path / "out"),
+               "--backup-dir", str(backup)])
+    _interrupt(argv, monkeypatch)
+    before = _files(backup)
+    lines = data.read_text().splitlines()  # same users and items, one event moved
+    data.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")
+    capsys.readouterr()
+    assert train_pipeline.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "dataset.fingerprint" in err and "delete the directory" in err, err
+    assert _files(backup) == before
+
+
+def _without_synthetic(argv: list) -> list:
+    """`argv` without its `--synthetic-*` flags and their values."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.startswith("--synthetic"):
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+def test_a_backup_from_before_the_data_fingerprint_still_resumes(tmp_path):
+    """A saved identity without a `"dataset"` section (older versions) is not compared on it."""
+    (tmp_path / "run_identity.json").write_text(json.dumps({"options": {"epochs": 3}}))
+    RunBackup(tmp_path, identity={"options": {"epochs": 3}, "dataset": {"path": "/x"}})
+    with pytest.raises(BackupMismatchError, match=r"options.epochs: 3 there, 4 now"):
+        RunBackup(tmp_path, identity={"options": {"epochs": 4}, "dataset": {"path": "/x"}})

@@ -53,6 +53,7 @@ from tfrec_attn.training.run_options import (
     check_int_at_least,
     check_positive_numbers,
     check_synthetic_sizes,
+    data_source,
     model_config,
     require_full_batch,
 )
@@ -222,7 +223,8 @@ def _fit(model: keras.Model, split: AutoencoderSplit, options: AutoencoderOption
         require_full_batch(train, f"the {len(split.train)} training users", options.batch_size)
     evaluation = SetEvaluation(split.valid_fold_in, split.valid_held_out, k=options.k)
     return fit_with_run_callbacks(model, shard_by_data(train), evaluation, options,
-                                  f"ndcg@{options.k}", out / "tensorboard", extra_callbacks)
+                                  f"ndcg@{options.k}", out / "tensorboard", extra_callbacks,
+                                  data_source(options) if options.backup_dir else None)
 
 
 def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:

@@ -317,10 +317,12 @@ def remove_backup(backup_dir: str | os.PathLike, names,
 
 
 def _differences(saved: dict, current: dict) -> list[str]:
-    """`section.setting: saved there, current now` for every setting that differs."""
+    """`section.setting: saved there, current now` for every setting that differs. A section
+    `saved` lacks was not recorded by the version that saved it (e.g. `"dataset"`, the data's
+    fingerprint, before it was part of a fit's identity): it is not compared."""
     return [f"{section}.{key}: {saved.get(section, {}).get(key)!r} there, "
             f"{current.get(section, {}).get(key)!r} now"
-            for section in dict.fromkeys([*saved, *current])
+            for section in dict.fromkeys([*saved, *current]) if section in saved
             for key in dict.fromkeys([*saved.get(section, {}), *current.get(section, {})])
             if saved.get(section, {}).get(key) != current.get(section, {}).get(key)]
 

@@ -45,7 +45,8 @@ class FitResult:
 
 def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
                            evaluation: EpochEvaluation, options: FitOptions, monitor: str,
-                           log_dir: str | Path, extra_callbacks=()) -> FitResult:
+                           log_dir: str | Path, extra_callbacks=(),
+                           source: dict | None = None) -> FitResult:
     """Fits `model` on `dataset` for `options.epochs` with the run callbacks, in this order:
 
     `RunBackup` (with `options.backup_dir`; first, as it restores the state the others resume
@@ -53,8 +54,9 @@ def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
     epochs end on the averaged weights), `evaluation`, `EarlyStopping` on
     `evaluation.prefix + monitor` (mode max, `options.patience`, best weights restored),
     `TimeBudget(options.max_train_minutes)`, `TensorBoard(log_dir)`, then `extra_callbacks`.
-    The backup records the run's `resume_identity`: resuming it with other settings raises a
-    `backup.BackupMismatchError` before anything is restored.
+    The backup records the run's `resume_identity` and the data's `source`: resuming it with
+    other settings, or after the data file changed, raises a `backup.BackupMismatchError`
+    before anything is restored.
 
     Args:
         model: a compiled model.
@@ -64,6 +66,8 @@ def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
         monitor: the evaluation metric early stopping maximizes, e.g. `"ndcg@10"`.
         log_dir: TensorBoard's directory.
         extra_callbacks: Keras callbacks run after the run's own ones.
+        source: what identifies the data (`run_options.data_source`), part of the backup's
+            identity; `None`: not recorded.
 
     Returns:
         A `FitResult`; each record gains the epoch's `epoch_seconds` and the cumulative
@@ -90,7 +94,8 @@ def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
                                              patience=options.patience,
                                              restore_best_weights=True)
     backup = (RunBackup(options.backup_dir, tracked=[timer, evaluation, stopping, budget],
-                        identity=resume_identity(model, options))
+                        identity={**resume_identity(model, options),
+                                  **({"dataset": source} if source is not None else {})})
               if options.backup_dir else None)
     averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
     callbacks = [

@@ -91,6 +91,7 @@ from tfrec_attn.training.policy_history import (
 from tfrec_attn.training.policy_options import PolicyOptions
 from tfrec_attn.training.run import record_export, run_under_strategy, write_json
 from tfrec_attn.training.run_options import (
+    data_source,
     model_config,
     require_full_batch,
 )
@@ -302,7 +303,8 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
         fit = restored[1]
     else:
         fitted = fit_with_run_callbacks(policy, shard_by_data(train), data.evaluation, options,
-                                        data.monitor, out / "tensorboard", callbacks)
+                                        data.monitor, out / "tensorboard", callbacks,
+                                        data_source(options) if options.backup_dir else None)
         fit = {"history": fitted.history, "records": fitted.records,
                "train_seconds": time.monotonic() - started + fitted.budget.previous,
                "stopped": fitted.budget.stopped,

@@ -149,7 +149,7 @@ def build_ranker(config: DINConfig, learning_rate: float, run_eagerly: bool = Fa
 
 
 def _fit(model: DIN, split: RankingSplit, options: RankingOptions, vocab_size: int, out: Path,
-         extra_callbacks=()) -> FitResult:
+         extra_callbacks=(), source: dict | None = None) -> FitResult:
     fixed = options.jit_compile  # one batch shape: XLA compiles the train step once
     train = make_ranking_dataset(split.train, model.config.max_len, vocab_size,
                                  options.batch_size, options.negatives, seed=options.seed,
@@ -159,7 +159,7 @@ def _fit(model: DIN, split: RankingSplit, options: RankingOptions, vocab_size: i
         require_full_batch(train, f"the {rows} training rows", options.batch_size)
     evaluation = CTREvaluation(split.valid, split.valid_negatives)
     return fit_with_run_callbacks(model, shard_by_data(train), evaluation, options, MONITOR,
-                                  out / "tensorboard", extra_callbacks)
+                                  out / "tensorboard", extra_callbacks, source)
 
 
 def run_ranking_training(options: RankingOptions, callbacks=()) -> dict:
@@ -208,7 +208,7 @@ def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
     model = build_ranker(config, options.learning_rate, jit_compile=options.jit_compile,
                          strategy=strategy)
     started = time.monotonic()
-    fitted = _fit(model, split, options, data.vocab_size, out, callbacks)
+    fitted = _fit(model, split, options, data.vocab_size, out, callbacks, source)
     history, records = fitted.history, fitted.records
     train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
     test = evaluate_ranker(model.tower, split.test, split.test_negatives)

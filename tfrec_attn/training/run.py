@@ -298,7 +298,7 @@ def training_dataset(train, max_len: int, options: TrainOptions) -> tf.data.Data
 
 
 def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path,
-         extra_callbacks=()) -> tuple[FitResult, Callable]:
+         extra_callbacks=(), source: dict | None = None) -> tuple[FitResult, Callable]:
     max_len = model.config.max_len
     dataset = shard_by_data(training_dataset(split.train, max_len, options))
     score_fn = make_score_fn(model.scorer, max_len)
@@ -307,7 +307,7 @@ def _fit(model, split, options: TrainOptions, vocab_size: int, out: Path,
                                    split.valid_targets[rows], vocab_size,
                                    protocol=options.eval_protocol, seed=options.seed)
     fitted = fit_with_run_callbacks(model, dataset, evaluation, options, MONITOR,
-                                    out / "tensorboard", extra_callbacks)
+                                    out / "tensorboard", extra_callbacks, source)
     return fitted, score_fn
 
 
@@ -512,7 +512,7 @@ def _first_fit(model: SASRec, split, options: TrainOptions, vocab_size: int, out
         result["resumed_epochs"] = len(result["history"].get("loss", []))  # all restored
     else:
         started = time.monotonic()
-        fitted, _ = _fit(model, split, options, vocab_size, out, callbacks)
+        fitted, _ = _fit(model, split, options, vocab_size, out, callbacks, source)
         result = {"history": {name: [float(x) for x in values]
                               for name, values in fitted.history.items()},
                   "records": fitted.records, "stopped": fitted.budget.stopped,
