@@ -12,6 +12,7 @@ no report describing files it replaced or deleted.
 
 import argparse
 import sys
+from pathlib import Path
 
 from tfrec_attn.optimization.methods import check_methods, check_output
 from tfrec_attn.optimization.report import METHODS, optimize_run, optimize_table
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         # Checks the options, the run type and every setting before any work (nothing written).
+        if not Path(args.run_dir).is_dir():  # before --output, which defaults to it
+            raise FileNotFoundError(f"--run-dir: no such run directory: {args.run_dir}")
         methods = check_methods(args.methods, name="--methods")
         if args.output is not None:
             check_output(args.output, name="--output")

@@ -207,7 +207,7 @@ def test_topk_validation(scores, k, match):
     [
         ({"targets": np.array([3, 4])}, "same length"),
         ({"protocol": "leave-one-out"}, "protocol must be"),
-        ({"protocol": "sampled-0"}, "num_negatives must be a positive"),
+        ({"protocol": "sampled-0"}, "protocol 'sampled-0' must sample at least 1 negative"),
         ({"targets": np.array([1])}, r"targets must be real item ids in \[2, 30\)"),
         ({"targets": np.array([30])}, r"\[2, 30\)"),
         ({"score_fn": lambda b: np.zeros((len(b), 29))}, r"\(1, 30\).*Received: \(1, 29\)"),

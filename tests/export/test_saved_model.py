@@ -203,3 +203,13 @@ def test_atomic_dir_takes_version_zero_and_numpy_ints(tmp_path):
         with atomic_version_dir(tmp_path / "m", version):
             pass
     assert existing_versions(tmp_path / "m") == [0, 3]
+
+
+@pytest.mark.parametrize("k", [0, 10_000, 2.0, True])
+def test_export_names_k_when_it_does_not_fit_the_catalogue(trained, tmp_path, k):
+    model, _ = trained
+    items = model.config.vocab_size - 2
+    with pytest.raises(ValueError, match=rf"^k must be an int in \[1, {items}\] \(the model's "
+                                         rf"items\)\. Received: k={k!r}$"):
+        export_saved_model(model, tmp_path, "m", k=k)
+    assert not (tmp_path / "m").exists()

@@ -72,6 +72,23 @@ def test_score_signature_scores_given_candidates(model, histories, export):
     np.testing.assert_allclose(got["scores"], want, rtol=1e-4, atol=1e-5)
 
 
+def test_score_reads_out_of_vocabulary_candidates_as_the_unknown_item(model, histories, export):
+    """README "TF Serving signatures": ids outside the vocabulary score as id 1; history items
+    and the reserved ids are scored, not dropped."""
+    vocab = model.config.vocab_size
+    history_item = int(histories[0][-1])
+    candidates = np.array([[0, 1, vocab, vocab + 7, -3, history_item]] * len(histories))
+    score = tf.saved_model.load(str(export)).signatures["score"]
+    got = score(history=tf.constant(histories),
+                candidate_ids=tf.constant(candidates, tf.int64))["scores"].numpy()
+    want = _keras_scores(model, histories)
+    assert np.isfinite(got).all()
+    for column in (2, 3, 4):
+        np.testing.assert_allclose(got[:, column], got[:, 1])
+    np.testing.assert_allclose(got[:, [0, 1, 5]], want[:, [0, 1, history_item]], rtol=1e-4,
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize("history_rows, candidate_rows", [(1, 2), (2, 1)])
 def test_score_signature_refuses_different_batch_sizes(histories, export, history_rows,
                                                        candidate_rows):

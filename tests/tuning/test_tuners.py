@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tfrec_attn.tuning import run_tuning
+from tfrec_attn.tuning import run_tuning, tuning_table
 
 
 def _check_resumed(first: dict, second: dict, kind: str, output) -> list[dict]:
@@ -52,6 +52,13 @@ def test_time_budget_stops_the_first_trial_then_overwrite_starts_afresh(tune_opt
     [trial] = report["trials"]
     assert trial["stopped_by_time_budget"] and trial["epochs"] == 1
     assert trial["val_ndcg@10"] is not None and (tmp_path / "best_config.yaml").exists()
+    # the printed table and the best config say the budget cut the search and its trial
+    table = tuning_table(report)
+    assert "budget stopped the search after 1 of 5 trials; *: a trial it cut short" in table
+    assert any(line.split()[:1] == ["0"] and line.split()[3] == "1*"
+               for line in table.splitlines())
+    header = (tmp_path / "best_config.yaml").read_text().splitlines()[0]
+    assert "the time budget cut it after 1 of 20 epochs" in header
     # The same directory with `overwrite` (here, not in a test of its own: one trial less):
     marker = tmp_path / "random" / "left_by_the_first_search"
     marker.write_text("x")

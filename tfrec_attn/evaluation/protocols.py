@@ -132,7 +132,8 @@ def parse_protocol(protocol: str, num_negatives: int) -> int | None:
         )
     count = int(match.group(1)) if match.group(1) else num_negatives
     if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
-        raise ValueError(f"num_negatives must be a positive integer. Received: {count!r}")
+        raise ValueError(f"protocol {protocol!r} must sample at least 1 negative "
+                         f"(num_negatives={count!r})")
     return int(count)
 
 

@@ -241,7 +241,11 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
     check_model_name(name)
     if version is not None:
         check_version(version)
-    module = RecommenderModule(model, max_k=k, candidate_ids=candidate_ids)
+    items = model.config.vocab_size - 2
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= items:
+        raise ValueError(f"k must be an int in [1, {items}] (the model's items). Received: "
+                         f"k={k!r}")
+    module = RecommenderModule(model, max_k=int(k), candidate_ids=candidate_ids)
     model_dir = Path(export_root) / name
     version = next_version(model_dir) if version is None else check_version(version)
     with atomic_version_dir(model_dir, version) as scratch:

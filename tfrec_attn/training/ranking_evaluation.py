@@ -14,7 +14,6 @@ each of them by a bootstrap over users (`evaluation.compare_ctr_scores`: GAUC an
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from tfrec_attn.evaluation.ctr_comparison import VERDICT_METRIC, compare_ctr_sco
 from tfrec_attn.models import DINConfig, build_din_tower
 from tfrec_attn.training.ctr_evaluation import ctr_metrics, tower_logits
 from tfrec_attn.training.ranking_run import RankingOptions, RankingSplit, ranking_split
-from tfrec_attn.training.run import load_data, write_json
+from tfrec_attn.training.run import load_data, read_json, write_json
 from tfrec_attn.training.run_dir import (
     CHECKPOINT,
     METRICS,
@@ -76,7 +75,7 @@ class RankingRun:
 def read_run_metrics(run_dir: str | os.PathLike) -> dict:
     """The `metrics.json` of `run_dir` (FileNotFoundError naming the path if missing)."""
     path = _require(Path(run_dir) / METRICS, "Run metrics")
-    return json.loads(path.read_text())
+    return read_json(path, "Run metrics")
 
 
 def is_ranking_run(metrics: dict) -> bool:

@@ -227,16 +227,25 @@ def check_eval_protocol(protocol: str, split, vocab_size: int) -> None:
     count = parse_protocol(protocol, SAMPLED_NEGATIVES)
     if count is None:
         return
-    rows = [*zip(split.valid_histories, split.valid_targets),
-            *zip(split.test_histories, split.test_targets)]
-    smallest = min((vocab_size - FIRST_ITEM_ID - np.unique(np.append(
-        history[history >= FIRST_ITEM_ID], target)).size for history, target in rows),
-        default=count)
-    if smallest < count:
+    smallest = fewest_negatives([*split.valid_histories, *split.test_histories],
+                                [*split.valid_targets, *split.test_targets], vocab_size)
+    if smallest is not None and smallest < count:
         raise DataOptionError(
             f"--eval-protocol {protocol} samples {count} negatives a user, but the catalogue "
             f"has {vocab_size - FIRST_ITEM_ID} items and some validation / test user has only "
             f"{smallest} outside its history: use --eval-protocol full.")
+
+
+def fewest_negatives(histories, targets, vocab_size: int) -> int | None:
+    """The fewest real items outside a user's history and target over these users (the most
+    negatives a sampled protocol can draw for all of them); `None` without users.
+
+    >>> fewest_negatives([np.array([0, 2, 3])], [4], 8)
+    3
+    """
+    return min((vocab_size - FIRST_ITEM_ID - np.unique(np.append(
+        history[history >= FIRST_ITEM_ID], target)).size
+        for history, target in zip(histories, targets)), default=None)
 
 
 def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:
@@ -651,6 +660,30 @@ def write_json(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=float))
     os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str) -> dict:
+    """The JSON object in `path`; a file that is not one (edited, cut short) raises a
+    `ValueError` naming `what`, the path and the parse error.
+
+    Example:
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.json"
+    >>> _ = path.write_text("{bad")
+    >>> read_json(path, "Run metrics")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Run metrics .../metrics.json is not a JSON object (Expecting property name ...
+    """
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} {path} is not a JSON object ({err}); was it edited or cut "
+                         "short?") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{what} {path} is not a JSON object (it holds a "
+                         f"{type(payload).__name__})")
+    return payload
 
 
 def results_table(metrics: dict) -> str:

@@ -13,7 +13,6 @@ SHA-256); runs written before these were recorded are reloaded from `--data` as 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tfrec_attn.training.run import (
     item_probabilities,
     load_data,
     load_sequences,
+    read_json,
     trained_sequences,
 )
 from tfrec_attn.training.run_options import (
@@ -160,7 +160,7 @@ def load_run(run_dir: str | os.PathLike) -> RunArtifacts:
     metrics_path = _require(run_dir / METRICS, "Run metrics")
     _require(run_dir / "checkpoint" / "checkpoint", "Checkpoint")
     vocab_path = _require(run_dir / VOCABULARY, "Item vocabulary")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = read_json(metrics_path, "Run metrics")
     options = run_data(options_from_metrics(metrics, metrics_path),
                        metrics.get("dataset", {}), run_dir)
     frame = load_data(options)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn.evaluation import (
+    FIRST_ITEM_ID,
     check_cutoffs,
     evaluate,
     fit_baselines,
@@ -28,7 +29,7 @@ from tfrec_attn.evaluation import (
     parse_protocol,
     verdict,
 )
-from tfrec_attn.training.run import synthetic_oracle, write_json
+from tfrec_attn.training.run import fewest_negatives, synthetic_oracle, write_json
 from tfrec_attn.training.run_dir import load_run
 from tfrec_attn.training.scoring import make_score_fn
 
@@ -66,15 +67,47 @@ def check_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
         raise ValueError("protocols must name at least one protocol. Received: protocols=()")
     counts = []
     for protocol in protocols:
+        if protocol != "full" and not str(protocol).startswith("sampled"):
+            raise ValueError(f"unknown protocol {protocol!r} (use 'full', 'sampled' or "
+                             f"'sampled-N'). Received: protocols={protocols}")
         try:
             counts.append(parse_protocol(protocol, num_negatives=NUM_NEGATIVES))
-        except ValueError:
-            raise ValueError(f"unknown protocol {protocol!r} (use 'full', 'sampled' or "
-                             f"'sampled-N'). Received: protocols={protocols}") from None
+        except ValueError as err:
+            raise ValueError(f"{err} (use 'full', 'sampled' or 'sampled-N' with N >= 1). "
+                             f"Received: protocols={protocols}") from None
     if len(set(counts)) != len(counts):
         raise ValueError(f"protocols must be distinct ('sampled' is 'sampled-{NUM_NEGATIVES}'). "
                          f"Received: protocols={protocols}")
     return protocols
+
+
+def fitting_protocols(protocols: Sequence[str] | None, split,
+                      vocab_size: int) -> tuple[tuple[str, ...], dict[str, str]]:
+    """`(protocols, skipped)`: the protocols a run's test users can be ranked under.
+
+    A sampled protocol needs that many real items outside every test user's history and
+    target. Named `protocols` that do not fit raise a `ValueError` naming the protocol; with
+    `None` (the defaults, `PROTOCOLS`) they are left out, each with why in `skipped`.
+    """
+    explicit = protocols is not None
+    protocols = check_protocols(PROTOCOLS if protocols is None else protocols)
+    fewest = fewest_negatives(split.test_histories, split.test_targets, vocab_size)
+    kept, skipped = [], {}
+    for protocol in protocols:
+        count = parse_protocol(protocol, NUM_NEGATIVES)
+        if count is None or fewest is None or fewest >= count:
+            kept.append(protocol)
+            continue
+        why = (f"protocol {protocol!r} samples {count} negatives a user, but the catalogue has "
+               f"{vocab_size - FIRST_ITEM_ID} items and some test user has only {fewest} "
+               "outside its history")
+        if explicit:
+            raise ValueError(f"{why}: evaluate it with fewer negatives ('sampled-{fewest}') "
+                             "or under 'full'.")
+        skipped[protocol] = why
+    if not kept:
+        raise ValueError(f"no protocol fits this run: {'; '.join(skipped.values())}")
+    return tuple(kept), skipped
 
 
 def _check_bootstrap(bootstrap: int) -> int:
@@ -237,7 +270,7 @@ def unfaithful_reload(subject: str, gap: float) -> str:
 
 def evaluate_run(
     run_dir: str | os.PathLike,
-    protocols: Sequence[str] = PROTOCOLS,
+    protocols: Sequence[str] | None = None,
     ks: Sequence[int] = (5, 10, 20),
     bootstrap: int = 1000,
     seed: int | None = None,
@@ -248,6 +281,8 @@ def evaluate_run(
     Args:
         run_dir: a `tfrec-attn train` run directory.
         protocols: `"full"`, `"sampled"` or `"sampled-N"` names, evaluated in this order.
+            `None`: `PROTOCOLS`, leaving out a sampled one the catalogue is too small for
+            (`report["skipped_protocols"]` says why; see `fitting_protocols`).
         ks: metric cut-offs of the reported metrics.
         bootstrap: bootstrap samples of each comparison; `0` reports metrics only.
         seed: seeds the sampled negatives and the bootstrap; `None` uses the run's seed, so the
@@ -263,16 +298,19 @@ def evaluate_run(
         FileNotFoundError: the run directory or one of its files is missing (named).
         ValueError: a bad argument (named) or data that no longer match the run.
     """
-    protocols = check_protocols(protocols)
+    if protocols is not None:
+        protocols = check_protocols(protocols)
     ks = check_cutoffs(ks)
     bootstrap = _check_bootstrap(bootstrap)
     run = load_run(run_dir)
+    split = run.split
+    protocols, skipped = fitting_protocols(protocols, split, run.vocab_size)
     seed = run.options.seed if seed is None else int(seed)
     scorers = run_scorers(run)
     baselines = [name for name in scorers if name not in (MODEL, ORACLE)]
-    split = run.split
     report = {
         "run_dir": os.fspath(run_dir), "run_protocol": run.options.eval_protocol,
+        **({"skipped_protocols": skipped} if skipped else {}),
         "test_users": len(split.test_targets), "seed": seed, "ks": list(ks),
         "bootstrap": {"num_samples": bootstrap, "confidence": CONFIDENCE,
                       "metrics": list(PER_USER), "verdict_metric": VERDICT_METRIC},
@@ -310,16 +348,20 @@ def _check_same_split(first, run) -> None:
             and all(np.array_equal(x, y) for x, y in zip(a.test_histories, b.test_histories))
             and all(np.array_equal(x, y) for x, y in zip(first.train, run.train)))
     if not same:
+        synthetic = ("; both are synthetic runs, whose data --seed also generates: runs with "
+                     "other --seed values hold other data, so pool seeds of runs on a data file"
+                     if first.options.format == run.options.format == "synthetic" else "")
         raise ValueError(f"{run.path}: its data, split or training sequences differ from "
                          f"{first.path}'s; pooled runs must be trained on the same data and "
                          "split, all refitted on the validation targets or none (e.g. one "
-                         "config trained with different --seed values)")
+                         f"config on one data file trained with different --seed values)"
+                         f"{synthetic}")
 
 
 def evaluate_runs(
     run_dirs: Sequence[str | os.PathLike],
     output: str | os.PathLike,
-    protocols: Sequence[str] = PROTOCOLS,
+    protocols: Sequence[str] | None = None,
     ks: Sequence[int] = (5, 10, 20),
     bootstrap: int = 1000,
     seed: int | None = None,
@@ -366,12 +408,14 @@ def evaluate_runs(
                          f"{EVALUATION} would be replaced, or a later --overwrite of that run "
                          f"would leave the pooled report in it). Received: "
                          f"output={os.fspath(output)!r}")
-    protocols = check_protocols(protocols)
+    if protocols is not None:
+        protocols = check_protocols(protocols)
     ks = check_cutoffs(ks)
     bootstrap = _check_bootstrap(bootstrap)
     runs = [load_run(d) for d in run_dirs]
     for run in runs[1:]:
         _check_same_split(runs[0], run)
+    protocols, skipped = fitting_protocols(protocols, runs[0].split, runs[0].vocab_size)
     seed = runs[0].options.seed if seed is None else int(seed)
     names = [f"run {i}" for i in range(1, len(runs) + 1)]
     others = {name: fn for name, fn in run_scorers(runs[0]).items() if name != MODEL}
@@ -380,6 +424,7 @@ def evaluate_runs(
     split = runs[0].split
     report = {
         "run_dirs": run_dirs, "run_protocols": [r.options.eval_protocol for r in runs],
+        **({"skipped_protocols": skipped} if skipped else {}),
         "test_users": len(split.test_targets), "seed": seed, "ks": list(ks),
         "bootstrap": {"num_samples": bootstrap, "confidence": CONFIDENCE,
                       "metrics": list(PER_USER), "verdict_metric": VERDICT_METRIC,
@@ -443,4 +488,5 @@ def evaluation_table(report: dict) -> str:
         if pooled:
             lines.append("pooled: each user's metrics averaged over the runs, then paired "
                          "with the baseline's")
+    lines += [f"not evaluated: {why}" for why in report.get("skipped_protocols", {}).values()]
     return "\n".join(lines)

@@ -116,8 +116,14 @@ def tuning_table(report: dict, top: int = 10) -> str:
              f"{'trial':>6s}{'ndcg@10':>10s}{'hr@10':>9s}{'epochs':>8s}{'seconds':>9s}  settings"]
     for r in records:
         settings = " ".join(f"{k}={_short(v)}" for k, v in r["hyperparameters"].items())
+        epochs = f"{r['epochs']}{'*' if r.get('stopped_by_time_budget') else ''}"
         lines.append(f"{r['trial_id']:>6s}{r[OBJECTIVE_KEY]:10.4f}{r['val_hr@10']:9.4f}"
-                     f"{r['epochs']:8d}{r['seconds']:9.1f}  {settings}")
+                     f"{epochs:>8s}{r['seconds']:9.1f}  {settings}")
+    if report.get("stopped_by_time_budget"):
+        lines.append(f"the --max-tune-minutes budget stopped the search after "
+                     f"{len(report['trials'])} of {report['max_trials']} trials"
+                     + ("; *: a trial it cut short (fewer epochs than the others had)"
+                        if any(r.get("stopped_by_time_budget") for r in records) else ""))
     return "\n".join(lines)
 
 

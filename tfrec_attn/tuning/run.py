@@ -155,7 +155,10 @@ def run_tuning(options: TuneOptions) -> dict:
     config = best_config(train, best["hyperparameters"], os.fspath(out / "best_run"))
     write_best_config(config, out / "best_config.yaml",
                       f"Best of {len(records)} {options.tuner} trials: trial {best['trial_id']}, "
-                      f"val NDCG@10 = {best[OBJECTIVE.name]:.4f} ({train.eval_protocol}).\n"
+                      f"val NDCG@10 = {best[OBJECTIVE.name]:.4f} ({train.eval_protocol})"
+                      + (f"; the time budget cut it after {best['epochs']} of {train.epochs} "
+                         "epochs (a run of this config trains up to all of them)"
+                         if best["stopped_by_time_budget"] else "") + ".\n"
                       f"tfrec-attn train --config {out / 'best_config.yaml'}")
     report["best_config"] = os.fspath(out / "best_config.yaml")
     report["plot"] = os.fspath(plot_trials(records, out / "tuning.png"))

@@ -15,7 +15,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from tfrec_attn.training.run import TrainOptions
+from tfrec_attn.training.run import TrainOptions, read_json
 from tfrec_attn.training.run_options import data_fingerprint
 from tfrec_attn.tuning.tuners import TUNERS
 
@@ -64,7 +64,7 @@ def check_resume(project_dir: str | Path, settings: dict) -> None:
                           "them, so its data and training options must match theirs.",
                           stacklevel=2)
         return
-    recorded = json.loads(path.read_text())
+    recorded = read_json(path, "The search's recorded settings")
     if "data_fingerprint" not in recorded:  # recorded before fingerprints were: path only
         settings = {k: v for k, v in settings.items() if k != "data_fingerprint"}
     missing = "(not set)"
