@@ -176,3 +176,39 @@ def test_qat_refuses_mixed_precision():
     model = keras.Model(x, MultiHeadAttention(num_heads=2, name="mha")(x))
     with pytest.raises(ValueError, match="float32"):
         make_qat_model(model)
+
+
+def test_overlapping_qat_wrapping_in_two_threads_leaves_tfmot_as_it_was():
+    """`make_qat_model` swaps one TFMOT module reference while it wraps; two threads doing so
+    at once used to restore in the wrong order and leave the swapped reference in place."""
+    import threading
+
+    from tensorflow_model_optimization.python.core.quantization.keras import (
+        quantize as tfmot_quantize,
+    )
+
+    from tfrec_attn.optimization import qat
+    from tfrec_attn.optimization.quantize_configs import QuantizeWrapperV2
+
+    original = tfmot_quantize.quantize_wrapper
+    first_in, let_first_out = threading.Event(), threading.Event()
+    second_in, let_second_out = threading.Event(), threading.Event()
+
+    def hold(entered, leave):
+        with qat._wrapping_with(QuantizeWrapperV2):
+            entered.set()
+            leave.wait(10)
+
+    a = threading.Thread(target=hold, args=(first_in, let_first_out))
+    a.start()
+    assert first_in.wait(10)
+    b = threading.Thread(target=hold, args=(second_in, let_second_out))
+    b.start()
+    second_in.wait(0.5)  # without the lock the second enters now, and leaves after the first
+    let_first_out.set()
+    a.join(10)
+    let_second_out.set()
+    b.join(10)
+    left = tfmot_quantize.quantize_wrapper
+    tfmot_quantize.quantize_wrapper = original  # whatever happened, for the tests that follow
+    assert second_in.is_set() and left is original

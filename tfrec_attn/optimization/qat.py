@@ -10,6 +10,7 @@ implicit masks (`Embedding(mask_zero=True)`, `Masking`) as the float model does.
 from __future__ import annotations
 
 import contextlib
+import threading
 import types
 from unittest import mock
 
@@ -27,6 +28,9 @@ from tfrec_attn.optimization.quantize_configs import (
 
 _qkeras = tfmot.quantization.keras
 _default_8bit = _qkeras.default_8bit
+# One `_wrapping_with` at a time: two overlapping patches would restore in the wrong order and
+# leave TFMOT's module holding the proxy.
+_WRAPPING_LOCK = threading.Lock()
 
 
 class FloatInputsLayoutTransform(_qkeras.QuantizeLayoutTransform):
@@ -106,9 +110,9 @@ def _wrapping_with(wrapper_class):
     and has no hook for another class, so that one reference is swapped for the duration (TFMOT's
     own wrapper module is left alone: its `super(QuantizeWrapperV2, self)` calls need the
     original). `wrapper_class` subclasses TFMOT's and keeps its name and config, so models save
-    and load as before.
+    and load as before. Threads calling it wait for each other (`_WRAPPING_LOCK`).
     """
     proxy = types.SimpleNamespace(QuantizeWrapper=quantize_wrapper.QuantizeWrapper,
                                   QuantizeWrapperV2=wrapper_class)
-    with mock.patch.object(tfmot_quantize, "quantize_wrapper", proxy):
+    with _WRAPPING_LOCK, mock.patch.object(tfmot_quantize, "quantize_wrapper", proxy):
         yield
