@@ -42,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
         help="a `tfrec-attn train` run directory; repeat it to pool SASRec runs of the same "
         "data (e.g. seeds): per-user metrics averaged over the runs (needs --output)")
     add("--protocols", help="comma-separated protocols: full, sampled, sampled-N (default: "
-        f"{','.join(PROTOCOLS)}; SASRec runs only)")
+        f"{','.join(PROTOCOLS)}, leaving out a sampled one the catalogue is too small for; "
+        "SASRec runs only)")
     add("--k", help=f"comma-separated metric cut-offs (default: {DEFAULT_KS}; SASRec runs only)")
     add("--against", help="another DIN run on the same data and split, compared with this one "
         "(DIN runs only)")

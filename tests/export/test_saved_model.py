@@ -206,10 +206,16 @@ def test_atomic_dir_takes_version_zero_and_numpy_ints(tmp_path):
 
 
 @pytest.mark.parametrize("k", [0, 10_000, 2.0, True])
-def test_export_names_k_when_it_does_not_fit_the_catalogue(trained, tmp_path, k):
+def test_export_names_k_when_it_is_not_an_item_count(trained, tmp_path, k):
     model, _ = trained
     items = model.config.vocab_size - 2
-    with pytest.raises(ValueError, match=rf"^k must be an int in \[1, {items}\] \(the model's "
-                                         rf"items\)\. Received: k={k!r}$"):
+    with pytest.raises(ValueError, match=rf"^k \(max_k\) must be an int in \[1, {items}\] "
+                                         rf"\(the model's items\)\. Received: k={k!r}$"):
         export_saved_model(model, tmp_path, "m", k=k)
     assert not (tmp_path / "m").exists()
+
+
+def test_export_takes_a_numpy_k(trained, tmp_path):
+    model, _ = trained
+    path = export_saved_model(model, tmp_path, "m", k=np.int64(3))
+    assert json.loads((path / "assets.extra" / "tfrec_attn.json").read_text())["k"] == 3

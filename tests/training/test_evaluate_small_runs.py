@@ -3,13 +3,19 @@ default sampled protocol, a broken `metrics.json`, a file given as `--run-dir`, 
 synthetic runs of different seeds."""
 
 import json
+import types
 
+import numpy as np
 import pytest
 
 from pipelines import evaluate as evaluate_pipeline
 from pipelines import optimize as optimize_pipeline
 from pipelines import train as train_pipeline
-from tfrec_attn.training.run_evaluation import evaluate_run, evaluate_runs, evaluation_table
+from tfrec_attn.training.run_evaluation import (
+    evaluate_run,
+    evaluate_runs,
+    fitting_protocols,
+)
 
 # 50 items: fewer than 100 outside any history, so sampled-100 cannot be drawn.
 SMALL = ["--format", "synthetic", "--synthetic-users", "80", "--synthetic-items", "50",
@@ -46,7 +52,8 @@ def test_a_named_protocol_that_does_not_fit_is_an_error(small_runs, tmp_path, ca
             "full,sampled-100"]
     assert evaluate_pipeline.main(argv) == 2
     err = capsys.readouterr().err
-    assert "protocol 'sampled-100' samples 100 negatives" in err and "'sampled-" in err
+    assert "protocol 'sampled-100' samples 100 negatives" in err
+    assert "evaluate it with fewer negatives ('sampled-" in err
     assert "Traceback" not in err and not out.exists()
     report = evaluate_run(small_runs[0], protocols=["sampled-20"], bootstrap=0, output=out)
     assert list(report["protocols"]) == ["sampled-20"] and "skipped_protocols" not in report
@@ -65,8 +72,22 @@ def test_pooling_synthetic_seeds_says_the_seed_made_other_data(small_runs, tmp_p
                                          "generates"):
         evaluate_runs(list(small_runs), tmp_path / "pooled")
     assert not (tmp_path / "pooled").exists()
-    assert "not evaluated" not in evaluation_table(
-        evaluate_run(small_runs[0], protocols=["full"], bootstrap=0, output=tmp_path / "one"))
+    other = tmp_path / "other_users"  # the same seed, other data: no word about --seed
+    assert train_pipeline.main(SMALL + ["--synthetic-users", "90", "--output", str(other)]) == 0
+    with pytest.raises(ValueError, match="differ from") as error:
+        evaluate_runs([small_runs[0], other], tmp_path / "pooled")
+    assert "--seed also" not in str(error.value)
+
+
+def test_a_protocol_no_user_can_fit_suggests_full_only():
+    split = types.SimpleNamespace(test_histories=[np.array([2, 3, 4])],
+                                  test_targets=np.array([5]))
+    with pytest.raises(ValueError, match=r"only 0 outside its history: evaluate it under "
+                                         r"'full'\.$"):
+        fitting_protocols(("full", "sampled-3"), split, vocab_size=6)
+    assert fitting_protocols(None, split, vocab_size=6) == (("full",), {
+        "sampled-100": "protocol 'sampled-100' samples 100 negatives a user, but the catalogue "
+                       "has 4 items and some test user has only 0 outside its history"})
 
 
 @pytest.mark.parametrize("command", ["evaluate", "optimize"])

@@ -304,6 +304,32 @@ def test_a_restart_with_other_options_than_its_backup_is_refused(tmp_path, monke
     assert fits == [] and metrics["behaviour_refit"]["resumed_epochs"] == 1
 
 
+def test_a_restart_after_the_log_file_changed_is_refused_in_the_refit(tmp_path, monkeypatch):
+    """The kept fit's identity holds the data file's fingerprint: interrupted in the behaviour
+    head's refit, a rerun on a changed file is refused before the old policy is restored."""
+    rng = np.random.default_rng(0)
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp,clicked\n" + "".join(
+        f"u{u},i{rng.integers(10)},{t},{int(rng.random() < 0.7)}\n"
+        for u in range(80) for t in range(4)))
+    options = dict(format="csv", data=str(log), reward_col="clicked", min_events=2)
+    keras.backend.clear_session()
+    with monkeypatch.context() as patch:
+        _interrupt_the_refit(patch)
+        with pytest.raises(Preempted):
+            run_policy_training(_refit_options(tmp_path, "out", **options))
+    state = tmp_path / "backup" / "policy_fitted" / "state.json"
+    kept = state.read_bytes()
+    lines = log.read_text().splitlines()
+    lines[1] = lines[1][:-1] + ("0" if lines[1].endswith("1") else "1")  # one reward flipped
+    log.write_text("\n".join(lines) + "\n")
+    fits = _count_policy_fits(monkeypatch)
+    keras.backend.clear_session()
+    with pytest.raises(ValueError, match=r"policy_fitted.*data_source\.fingerprint"):
+        run_policy_training(_refit_options(tmp_path, "out", **options))
+    assert fits == [] and state.read_bytes() == kept
+
+
 def test_yaml_config_selects_the_policy_and_flags_override_it():
     options = train_pipeline.options_from_args(
         ["--config", str(CONFIGS / "policy_synthetic.yaml"), "--dim", "32", "--top-k", "2",

@@ -54,7 +54,8 @@ def test_time_budget_stops_the_first_trial_then_overwrite_starts_afresh(tune_opt
     assert trial["val_ndcg@10"] is not None and (tmp_path / "best_config.yaml").exists()
     # the printed table and the best config say the budget cut the search and its trial
     table = tuning_table(report)
-    assert "budget stopped the search after 1 of 5 trials; *: a trial it cut short" in table
+    assert "*: a time budget (--max-train-minutes, or the search's --max-tune-minutes)" in table
+    assert "the --max-tune-minutes budget stopped the search after 1 of 5 trials" in table
     assert any(line.split()[:1] == ["0"] and line.split()[3] == "1*"
                for line in table.splitlines())
     header = (tmp_path / "best_config.yaml").read_text().splitlines()[0]
@@ -66,3 +67,16 @@ def test_time_budget_stops_the_first_trial_then_overwrite_starts_afresh(tune_opt
                                     overwrite=True))
     assert len(again["trials"]) == 1 and again["trials"][0]["trial_id"] == "0"
     assert not marker.exists()  # overwrite starts afresh: the first search was discarded
+
+
+def test_table_explains_a_star_when_only_a_trials_own_budget_cut_it():
+    trial = {"trial_id": "0", "val_ndcg@10": 0.1, "val_hr@10": 0.2, "epochs": 2, "seconds": 1.0,
+             "hyperparameters": {"dim": 8}, "stopped_by_time_budget": True}
+    table = tuning_table({"tuner": "random", "eval_protocol": "full", "max_trials": 3,
+                          "stopped_by_time_budget": False, "trials": [trial]})
+    assert "2*" in table and "*: a time budget" in table
+    assert "stopped the search" not in table
+    table = tuning_table({"tuner": "random", "eval_protocol": "full", "max_trials": 3,
+                          "stopped_by_time_budget": False,
+                          "trials": [{**trial, "stopped_by_time_budget": False}]})
+    assert "*" not in table

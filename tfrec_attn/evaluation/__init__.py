@@ -36,6 +36,7 @@ from tfrec_attn.evaluation.metrics import (
 from tfrec_attn.evaluation.off_policy import off_policy_value, top_k_probabilities
 from tfrec_attn.evaluation.protocols import (
     evaluate,
+    fewest_negatives,
     parse_protocol,
     sample_negatives,
     topk_from_scores,
@@ -54,6 +55,7 @@ __all__ = [
     "evaluate",
     "evaluate_baselines",
     "f1",
+    "fewest_negatives",
     "fit_baselines",
     "group_auc",
     "hit_rate",

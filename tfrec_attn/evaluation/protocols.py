@@ -137,6 +137,23 @@ def parse_protocol(protocol: str, num_negatives: int) -> int | None:
     return int(count)
 
 
+def _forbidden(history: np.ndarray, target: int) -> np.ndarray:
+    """The real ids a user's negatives may not be: its history's and its target."""
+    history = np.asarray(history)
+    return np.unique(np.append(history[history >= FIRST_ITEM_ID], target))
+
+
+def fewest_negatives(histories, targets, vocab_size: int) -> int | None:
+    """The fewest real items outside a user's history and target over these users: the most
+    negatives `sample_negatives` can draw for every one of them; `None` without users.
+
+    >>> fewest_negatives([np.array([0, 2, 3])], [4], 8)
+    3
+    """
+    return min((vocab_size - FIRST_ITEM_ID - _forbidden(history, target).size
+                for history, target in zip(histories, targets)), default=None)
+
+
 def sample_negatives(
     rng: np.random.Generator, history: np.ndarray, target: int, vocab_size: int, count: int
 ) -> np.ndarray:
@@ -147,7 +164,7 @@ def sample_negatives(
     >>> sorted(neg.tolist())
     [5, 6, 7]
     """
-    forbidden = np.unique(np.append(history[history >= FIRST_ITEM_ID], target))
+    forbidden = _forbidden(history, target)
     pool = vocab_size - FIRST_ITEM_ID - forbidden.size
     if pool < count:
         raise ValueError(

@@ -121,8 +121,12 @@ class RecommenderModule(tf.Module):
         reject_pruning_wrappers(model.encoder, "model.encoder", "model.encoder")
         self.max_len = model.config.max_len
         self.vocab_size = model.config.vocab_size
-        if not 1 <= max_k < self.vocab_size - 1:
-            raise ValueError(f"max_k must be in [1, {self.vocab_size - 2}]. Received: {max_k}")
+        items = self.vocab_size - 2
+        if isinstance(max_k, bool) or not isinstance(max_k, int | np.integer) or not (
+                1 <= max_k <= items):
+            raise ValueError(f"k (max_k) must be an int in [1, {items}] (the model's items). "
+                             f"Received: k={max_k!r}")
+        max_k = int(max_k)
         allowed = np.ones(self.vocab_size, bool)
         if candidate_ids is not None:
             ids = np.asarray(candidate_ids, np.int64)
@@ -241,18 +245,14 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
     check_model_name(name)
     if version is not None:
         check_version(version)
-    items = model.config.vocab_size - 2
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= items:
-        raise ValueError(f"k must be an int in [1, {items}] (the model's items). Received: "
-                         f"k={k!r}")
-    module = RecommenderModule(model, max_k=int(k), candidate_ids=candidate_ids)
+    module = RecommenderModule(model, max_k=k, candidate_ids=candidate_ids)  # checks k
     model_dir = Path(export_root) / name
     version = next_version(model_dir) if version is None else check_version(version)
     with atomic_version_dir(model_dir, version) as scratch:
         tf.saved_model.save(module, str(scratch), signatures=module.signatures())
         extra = scratch / "assets.extra"
         extra.mkdir(exist_ok=True)
-        info = {"max_len": module.max_len, "vocab_size": module.vocab_size, "k": k,
+        info = {"max_len": module.max_len, "vocab_size": module.vocab_size, "k": module.max_k,
                 "signatures": sorted(module.signatures()),
                 "config": model.config.to_dict(), **(metadata or {})}
         (extra / "tfrec_attn.json").write_text(json.dumps(info, indent=2))

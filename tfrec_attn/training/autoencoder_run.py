@@ -214,7 +214,7 @@ def baseline_metrics(train: list[np.ndarray], fold_in: list[np.ndarray],
 
 
 def _fit(model: keras.Model, split: AutoencoderSplit, options: AutoencoderOptions,
-         vocab_size: int, out: Path, extra_callbacks=()) -> FitResult:
+         vocab_size: int, out: Path, extra_callbacks=(), source: dict | None = None) -> FitResult:
     max_len = model.input.shape[1]
     fixed = options.jit_compile  # one batch shape: XLA compiles the train step once
     train = make_item_set_dataset(split.train, vocab_size, max_len, options.batch_size,
@@ -224,7 +224,7 @@ def _fit(model: keras.Model, split: AutoencoderSplit, options: AutoencoderOption
     evaluation = SetEvaluation(split.valid_fold_in, split.valid_held_out, k=options.k)
     return fit_with_run_callbacks(model, shard_by_data(train), evaluation, options,
                                   f"ndcg@{options.k}", out / "tensorboard", extra_callbacks,
-                                  data_source(options) if options.backup_dir else None)
+                                  source)
 
 
 def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
@@ -256,6 +256,7 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
 def _run(options: AutoencoderOptions, strategy: tf.distribute.Strategy, out: Path,
          export_root: str | Path | None, callbacks=()) -> dict:
     data = build_sequences(load_data(options), min_events=options.min_events)
+    source = data_source(options)  # the bytes just read
     check_users_kept(options, data)
     if options.k > data.vocab_size - 2:
         raise DataOptionError(f"k must be at most the number of items ({data.vocab_size - 2}). "
@@ -264,7 +265,7 @@ def _run(options: AutoencoderOptions, strategy: tf.distribute.Strategy, out: Pat
     split = autoencoder_split(data, options)
     model = build_autoencoder(config, options.learning_rate, options.jit_compile, strategy)
     started = time.monotonic()
-    fitted = _fit(model, split, options, data.vocab_size, out, callbacks)
+    fitted = _fit(model, split, options, data.vocab_size, out, callbacks, source)
     history, records = fitted.history, fitted.records
     train_seconds = time.monotonic() - started + fitted.budget.previous  # + before a restart
     k = options.k

@@ -280,6 +280,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
          export_root: str | Path | None, callbacks=()) -> dict:
     data = (synthetic_run_data(options) if options.format == "synthetic"
             else logged_run_data(options))
+    source = data_source(options)  # the bytes just read
     fields, chosen = choose_behaviour_mask(options.model, *data.repeats)
     config = model_config(AttentionPolicyConfig, fields, data.vocab_size)
     policy = build_policy(config, options.learning_rate, options.jit_compile, strategy)
@@ -293,7 +294,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
     # and the refit has its own backup
     fitted_name, refit_name = "policy_fitted", "behaviour_refit"  # in backup_dir
     stage = (CompletedStage(options.backup_dir, fitted_name, {
-        "model": config.to_dict(), "dataset": data.dataset,
+        "model": config.to_dict(), "dataset": data.dataset, "data_source": source,
         "options": {key: v for key, v in dataclasses.asdict(options).items()
                     if key not in ("model", "output", "export_root", "name", "verbose",
                                    "overwrite", "backup_dir")}}) if options.backup_dir else None)
@@ -303,8 +304,7 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
         fit = restored[1]
     else:
         fitted = fit_with_run_callbacks(policy, shard_by_data(train), data.evaluation, options,
-                                        data.monitor, out / "tensorboard", callbacks,
-                                        data_source(options) if options.backup_dir else None)
+                                        data.monitor, out / "tensorboard", callbacks, source)
         fit = {"history": fitted.history, "records": fitted.records,
                "train_seconds": time.monotonic() - started + fitted.budget.previous,
                "stopped": fitted.budget.stopped,

@@ -21,7 +21,7 @@ from tfrec_attn.data import (
 from tfrec_attn.evaluation import evaluate, evaluate_baselines
 from tfrec_attn.evaluation._ids import FIRST_ITEM_ID
 from tfrec_attn.evaluation.oracle import SyntheticOracle
-from tfrec_attn.evaluation.protocols import parse_protocol
+from tfrec_attn.evaluation.protocols import fewest_negatives, parse_protocol
 from tfrec_attn.export import export_saved_model
 from tfrec_attn.export.serving import read_models_config, write_models_config
 from tfrec_attn.models import SASRec, SASRecConfig, build_scoring_model
@@ -234,18 +234,6 @@ def check_eval_protocol(protocol: str, split, vocab_size: int) -> None:
             f"--eval-protocol {protocol} samples {count} negatives a user, but the catalogue "
             f"has {vocab_size - FIRST_ITEM_ID} items and some validation / test user has only "
             f"{smallest} outside its history: use --eval-protocol full.")
-
-
-def fewest_negatives(histories, targets, vocab_size: int) -> int | None:
-    """The fewest real items outside a user's history and target over these users (the most
-    negatives a sampled protocol can draw for all of them); `None` without users.
-
-    >>> fewest_negatives([np.array([0, 2, 3])], [4], 8)
-    3
-    """
-    return min((vocab_size - FIRST_ITEM_ID - np.unique(np.append(
-        history[history >= FIRST_ITEM_ID], target)).size
-        for history, target in zip(histories, targets)), default=None)
 
 
 def item_probabilities(train: list[np.ndarray], vocab_size: int) -> np.ndarray:

@@ -13,6 +13,7 @@ Lives in `training` (not `evaluation`, which stays numpy-only) because it restor
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tfrec_attn.evaluation import (
     FIRST_ITEM_ID,
     check_cutoffs,
     evaluate,
+    fewest_negatives,
     fit_baselines,
     hits,
     ndcg_gains,
@@ -29,7 +31,7 @@ from tfrec_attn.evaluation import (
     parse_protocol,
     verdict,
 )
-from tfrec_attn.training.run import fewest_negatives, synthetic_oracle, write_json
+from tfrec_attn.training.run import synthetic_oracle, write_json
 from tfrec_attn.training.run_dir import load_run
 from tfrec_attn.training.scoring import make_score_fn
 
@@ -67,14 +69,13 @@ def check_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
         raise ValueError("protocols must name at least one protocol. Received: protocols=()")
     counts = []
     for protocol in protocols:
-        if protocol != "full" and not str(protocol).startswith("sampled"):
+        if protocol != "full" and not re.fullmatch(r"sampled(-\d+)?", str(protocol)):
             raise ValueError(f"unknown protocol {protocol!r} (use 'full', 'sampled' or "
                              f"'sampled-N'). Received: protocols={protocols}")
-        try:
+        try:  # a well-formed name can still ask for no negatives ('sampled-0')
             counts.append(parse_protocol(protocol, num_negatives=NUM_NEGATIVES))
         except ValueError as err:
-            raise ValueError(f"{err} (use 'full', 'sampled' or 'sampled-N' with N >= 1). "
-                             f"Received: protocols={protocols}") from None
+            raise ValueError(f"{err}. Received: protocols={protocols}") from None
     if len(set(counts)) != len(counts):
         raise ValueError(f"protocols must be distinct ('sampled' is 'sampled-{NUM_NEGATIVES}'). "
                          f"Received: protocols={protocols}")
@@ -86,11 +87,12 @@ def fitting_protocols(protocols: Sequence[str] | None, split,
     """`(protocols, skipped)`: the protocols a run's test users can be ranked under.
 
     A sampled protocol needs that many real items outside every test user's history and
-    target. Named `protocols` that do not fit raise a `ValueError` naming the protocol; with
-    `None` (the defaults, `PROTOCOLS`) they are left out, each with why in `skipped`.
+    target. Named `protocols` (already `check_protocols`ed) that do not fit raise a
+    `ValueError` naming the protocol; with `None` (the defaults, `PROTOCOLS`) they are left
+    out, each with why in `skipped` (`full` always fits).
     """
     explicit = protocols is not None
-    protocols = check_protocols(PROTOCOLS if protocols is None else protocols)
+    protocols = PROTOCOLS if protocols is None else protocols  # checked by the caller
     fewest = fewest_negatives(split.test_histories, split.test_targets, vocab_size)
     kept, skipped = [], {}
     for protocol in protocols:
@@ -102,11 +104,9 @@ def fitting_protocols(protocols: Sequence[str] | None, split,
                f"{vocab_size - FIRST_ITEM_ID} items and some test user has only {fewest} "
                "outside its history")
         if explicit:
-            raise ValueError(f"{why}: evaluate it with fewer negatives ('sampled-{fewest}') "
-                             "or under 'full'.")
+            fewer = f"with fewer negatives ('sampled-{fewest}') or " if fewest else ""
+            raise ValueError(f"{why}: evaluate it {fewer}under 'full'.")
         skipped[protocol] = why
-    if not kept:
-        raise ValueError(f"no protocol fits this run: {'; '.join(skipped.values())}")
     return tuple(kept), skipped
 
 
@@ -350,7 +350,8 @@ def _check_same_split(first, run) -> None:
     if not same:
         synthetic = ("; both are synthetic runs, whose data --seed also generates: runs with "
                      "other --seed values hold other data, so pool seeds of runs on a data file"
-                     if first.options.format == run.options.format == "synthetic" else "")
+                     if first.options.format == run.options.format == "synthetic"
+                     and first.options.seed != run.options.seed else "")
         raise ValueError(f"{run.path}: its data, split or training sequences differ from "
                          f"{first.path}'s; pooled runs must be trained on the same data and "
                          "split, all refitted on the validation targets or none (e.g. one "

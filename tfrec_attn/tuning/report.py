@@ -119,11 +119,12 @@ def tuning_table(report: dict, top: int = 10) -> str:
         epochs = f"{r['epochs']}{'*' if r.get('stopped_by_time_budget') else ''}"
         lines.append(f"{r['trial_id']:>6s}{r[OBJECTIVE_KEY]:10.4f}{r['val_hr@10']:9.4f}"
                      f"{epochs:>8s}{r['seconds']:9.1f}  {settings}")
+    if any(r.get("stopped_by_time_budget") for r in records):
+        lines.append("*: a time budget (--max-train-minutes, or the search's "
+                     "--max-tune-minutes) stopped the trial before its epochs ran out")
     if report.get("stopped_by_time_budget"):
         lines.append(f"the --max-tune-minutes budget stopped the search after "
-                     f"{len(report['trials'])} of {report['max_trials']} trials"
-                     + ("; *: a trial it cut short (fewer epochs than the others had)"
-                        if any(r.get("stopped_by_time_budget") for r in records) else ""))
+                     f"{len(report['trials'])} of {report['max_trials']} trials")
     return "\n".join(lines)
 
 
