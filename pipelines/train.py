@@ -39,7 +39,7 @@ from tfrec_attn.training.ranking_run import (
     ranking_results_table,
     run_ranking_training,
 )
-from tfrec_attn.training.run_options import OutputExistsError
+from tfrec_attn.training.run_options import ON_ERROR, OutputExistsError
 from tfrec_attn.validation import DataOptionError
 
 MODEL_FLAGS = {  # flag dest -> SASRecConfig field
@@ -50,24 +50,24 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "uniform_negatives": "uniform_negatives", "input_dropout": "input_dropout",
     "transition_neighbors": "transition_neighbors",
 }
-RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
+RUN_FLAGS = ("data", "format", "on_error", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
              "min_events", "sliding", "valid_users", "synthetic_users", "synthetic_items",
              "synthetic_length", "verbose", "strategy", "jit_compile", "backup_dir", "ema_decay")
 DIN_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "pooling": "pooling",
                    "dropout": "dropout", "l2": "l2"}  # flag dest -> DINConfig field
-DIN_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
-                 "learning_rate", "max_train_minutes", "patience", "seed", "min_events",
-                 "synthetic_users", "synthetic_items", "synthetic_length", "verbose",
+DIN_RUN_FLAGS = ("data", "format", "on_error", "output", "export_root", "name", "epochs",
+                 "batch_size", "learning_rate", "max_train_minutes", "patience", "seed",
+                 "min_events", "synthetic_users", "synthetic_items", "synthetic_length", "verbose",
                  "negatives", "valid_negatives", "test_negatives", "backup_dir", "ema_decay",
                  "strategy", "jit_compile")
 AE_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "heads": "num_heads", "blocks": "num_blocks",
                   "dropout": "dropout", "ffn_dim": "ffn_dim", "l2": "l2",
                   "corruption": "corruption"}  # flag dest -> AttentionAutoencoderConfig field
-AE_RUN_FLAGS = ("data", "format", "output", "export_root", "name", "epochs", "batch_size",
-                "learning_rate", "max_train_minutes", "patience", "seed", "min_events",
-                "synthetic_users", "synthetic_items", "synthetic_length", "verbose", "k",
-                "holdout_fraction", "valid_users", "test_users", "backup_dir", "ema_decay",
+AE_RUN_FLAGS = ("data", "format", "on_error", "output", "export_root", "name", "epochs",
+                "batch_size", "learning_rate", "max_train_minutes", "patience", "seed",
+                "min_events", "synthetic_users", "synthetic_items", "synthetic_length", "verbose",
+                "k", "holdout_fraction", "valid_users", "test_users", "backup_dir", "ema_decay",
                 "strategy", "jit_compile")
 POLICY_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "heads": "num_heads",
                       "blocks": "num_blocks", "dropout": "dropout", "ffn_dim": "ffn_dim",
@@ -75,7 +75,7 @@ POLICY_MODEL_FLAGS = {"max_len": "max_len", "dim": "dim", "heads": "num_heads",
                       "max_weight": "max_weight",
                       "behaviour_exclude_history": "behaviour_exclude_history",
                       }  # flag dest -> AttentionPolicyConfig field
-POLICY_RUN_FLAGS = ("format", "output", "export_root", "name", "epochs", "batch_size",
+POLICY_RUN_FLAGS = ("format", "on_error", "output", "export_root", "name", "epochs", "batch_size",
                     "learning_rate", "max_train_minutes", "patience", "seed", "synthetic_users",
                     "synthetic_items", "synthetic_length", "events_per_user", "k", "valid_users",
                     "test_users", "verbose", "backup_dir", "ema_decay", "data", "min_events",
@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     add("--config", help="YAML file with any of the options below (flags override it)")
     add("--data", help="data file or directory (not needed for --format synthetic)")
     add("--format", choices=[*FORMATS, "synthetic"])
+    add("--on-error", choices=ON_ERROR,
+        help="raise (default) on the data file's first malformed line, or skip malformed "
+             "lines: counted in metrics.json (dataset.skipped_lines) and summarized in a warning")
     add("--model", dest="model_type", choices=list(MODEL_TYPES),
         help="sasrec (default): next-item retrieval; din: the DIN CTR ranker; autoencoder: the "
              "attention autoencoder of item sets; policy: the attention RL policy trained from "
@@ -124,9 +127,11 @@ def parser() -> argparse.ArgumentParser:
              "keeps the early-stopped model, as the SASRec paper does)")
     add("--valid-users", type=int,
         help="validation users evaluated each epoch (a seeded subsample; default 10000; "
-             "autoencoder: users held out for validation, default 10%%)")
+             "autoencoder: users held out for validation, default 10%%; policy: users held "
+             "out for validation)")
     add("--test-users", type=int,
-        help="autoencoder: users held out for the test (default 10%%)")
+        help="autoencoder: users held out for the test (default 10%%); policy: users held "
+             "out for the test")
     add("--synthetic-users", type=int)
     add("--synthetic-items", type=int)
     add("--synthetic-length", type=float, help="mean history length of synthetic users")
@@ -331,6 +336,10 @@ def interrupted_message(options) -> str:
     if backup and backup.is_dir() and any(backup.iterdir()):
         return (f"interrupted; rerun the same command to resume from the backup in {backup} "
                 "(after the last completed epoch)")
+    if (Path(options.output) / "metrics.json").exists():  # an --overwrite, put back
+        return (f"interrupted; this run wrote no results, and the run it was replacing in "
+                f"{options.output} was restored as it was"
+                + ("" if backup else " (--backup-dir makes a run resumable)"))
     return (f"interrupted; {options.output}/metrics.json was not written"
             + (" and no epoch was backed up yet" if backup else
                " (--backup-dir makes a run resumable)"))

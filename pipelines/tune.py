@@ -15,11 +15,12 @@ import sys
 from pipelines.train import RUN_FLAGS, load_config
 from tfrec_attn.data import FORMATS, DataError
 from tfrec_attn.training import TrainOptions
+from tfrec_attn.training.run_options import ON_ERROR
 from tfrec_attn.tuning import TUNERS, TuneOptions, TuneSettingsError, run_tuning, tuning_table
 from tfrec_attn.validation import DataOptionError
 
 TUNE_KEYS = ("tuner", "max_trials", "max_tune_minutes", "overwrite", "search_space")
-TRAIN_FLAGS = ("data", "format", "epochs", "output", "seed", "synthetic_users",
+TRAIN_FLAGS = ("data", "format", "on_error", "epochs", "output", "seed", "synthetic_users",
                "synthetic_items", "synthetic_length", "verbose")
 DEFAULT_OUTPUT = "runs/tune"
 
@@ -30,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
     add("--config", help="YAML file with any of the options below (flags override it)")
     add("--data", help="data file or directory (not needed for --format synthetic)")
     add("--format", choices=[*FORMATS, "synthetic"])
+    add("--on-error", choices=ON_ERROR,
+        help="raise (default) on the data file's first malformed line, or skip malformed lines")
     add("--tuner", choices=list(TUNERS), help="search strategy (default random)")
     add("--max-trials", type=int, help="trials in the search, counting resumed ones")
     add("--max-tune-minutes", type=float,

@@ -82,3 +82,17 @@ def test_invalid_arguments():
         generate_synthetic(num_users=2, num_items=5, successor_prob=1.5)
     with pytest.raises(ValueError, match="num_items"):
         generate_synthetic(num_users=2, num_items=1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"min_length": 5, "max_length": 3}, r"max_length must be in \[5, inf\]"),
+    ({"num_genres": 0}, r"num_genres must be in \[1, inf\]"),
+    ({"genres_per_group": 0}, r"genres_per_group must be in \[1, 16\]"),
+    ({"num_genres": 2, "genres_per_group": 3}, r"genres_per_group must be in \[1, 2\]"),
+    ({"zipf_exponent": -1}, r"zipf_exponent must be in \[0, inf\]"),
+    ({"off_genre_weight": -0.1}, r"off_genre_weight must be in \[0, inf\]"),
+])
+def test_invalid_structure_arguments_are_named(kwargs, message):
+    """Once accepted silently (users got fewer events than min_length) or a raw numpy error."""
+    with pytest.raises(ValueError, match=message):
+        generate_synthetic(num_users=2, num_items=5, **kwargs)

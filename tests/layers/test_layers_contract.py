@@ -252,3 +252,16 @@ def test_same_structure_cases_share_class_inputs_and_weights(name, same_as):
         return [(weight.name, weight.trainable) for weight in layer.weights]
 
     assert weights(case) == weights(cover)
+
+
+def test_every_exported_layer_class_is_registered():
+    """README: every layer is registered (`tfrec_attn>Name`), the base class included, so a
+    `.keras` file holding any of them reloads without `custom_objects`."""
+    import tfrec_attn.layers as layers
+
+    classes = [getattr(layers, name) for name in layers.__all__]
+    classes = [c for c in classes if isinstance(c, type) and issubclass(c, keras.layers.Layer)]
+    assert len(classes) > 20
+    unregistered = [c.__name__ for c in classes
+                    if keras.saving.get_registered_name(c) != f"tfrec_attn>{c.__name__}"]
+    assert unregistered == []

@@ -33,7 +33,10 @@ def softmax_run(chain_sequences):
      ({"attention": "linear", "attention_options": {"window": 8}},
       r"attention_options \['window'\] are not options of attention='linear'"),
      ({"attention": "local", "attention_options": {"windw": 8}},
-      r"\['windw'\] are not options of attention='local' \(its options: .*'window'")],
+      r"\['windw'\] are not options of attention='local' "
+      r"\(its options: \['num_global', 'window'\]\)"),
+     ({"attention_options": {"num_heads": 2}},
+      r"attention_options must not set \['num_heads'\]: the encoder sets them")],
 )
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -280,4 +280,4 @@ def test_data_dependent_option_is_a_usage_error(tmp_path, capsys):
             "--synthetic-items", "30", "--synthetic-length", "8", "--k", "50", "--verbose", "0",
             "--export-root", "", "--output", str(tmp_path)]
     assert train_pipeline.main(argv) == 2
-    assert "k must be at most the number of items" in capsys.readouterr().err
+    assert "--k must be at most the number of items" in capsys.readouterr().err

@@ -59,7 +59,8 @@ def test_a_restart_with_another_setting_is_refused_and_keeps_the_backup(
     assert train_pipeline.main(argv + ["--dim", "16"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"tfrec-attn train: backup_dir={str(backup)!r}")
-    assert "'dim': 8" in err and "'dim': 16" in err and "delete the directory" in err
+    assert "model.dim: 8 there, 16 now" in err and "delete the directory" in err
+    assert "max_len" not in err  # only what changed, by its full path
     assert len(err.strip().splitlines()) == 1  # no traceback
     assert _files(backup) == before
 
@@ -87,7 +88,7 @@ def test_the_policys_fit_is_refused_with_another_setting(tmp_path):
         run_policy_training(options(8), callbacks=[InterruptAt(1)])
     keras.backend.clear_session()
     before = _files(tmp_path / "backup")
-    with pytest.raises(BackupMismatchError, match="'dim': 8.*there.*'dim': 16.*now"):
+    with pytest.raises(BackupMismatchError, match=r"model\.dim: 8 there, 16 now"):
         run_policy_training(options(16))
     assert _files(tmp_path / "backup") == before
 

@@ -47,3 +47,16 @@ def test_an_interrupted_tune_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == (
         f"tfrec-attn tune: interrupted; rerun the same command to resume the search in "
         f"{tmp_path / 't'} (its completed trials are kept)\n")
+
+
+def test_an_interrupted_overwrite_says_the_replaced_run_was_restored(tmp_path, monkeypatch,
+                                                                      capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")  # the run being replaced, put back by the time
+    monkeypatch.setattr(train_pipeline, "run_training", _interrupted)
+    assert train_pipeline.main([*TINY, "--output", str(out), "--overwrite"]) == 130
+    err = capsys.readouterr().err
+    assert "was not written" not in err and err.count("\n") == 1
+    assert f"the run it was replacing in {out} was restored as it was" in err
+    assert (out / "metrics.json").read_text() == "{}"

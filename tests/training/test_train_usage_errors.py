@@ -156,3 +156,11 @@ def test_catalogue_smaller_than_the_largest_cutoff_names_the_file(tmp_path, caps
                         "8", "--epochs", "1", "--verbose", "0", "--export-root", ""],
                        tmp_path, capsys)
     assert f"--data {data}: 12 items" in err and "at least 20 items" in err
+
+
+def test_attention_options_the_block_sets_are_a_usage_error(tmp_path, capsys):
+    """Once a traceback from inside the model's construction."""
+    config = tmp_path / "att.yaml"
+    config.write_text("model:\n  attention_options:\n    num_heads: 2\n")
+    err = _usage_error(["--config", str(config), *TINY], tmp_path, capsys)
+    assert "attention_options must not set ['num_heads']" in err

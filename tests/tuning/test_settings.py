@@ -21,7 +21,8 @@ def test_trial_settings_name_what_a_trial_measures(tmp_path, monkeypatch):
     assert "synthetic_users" not in settings  # not read for a data file
     for change in ({"epochs": 3}, {"batch_size": 64}, {"seed": 1}, {"eval_protocol":
                    "sampled-100"}, {"valid_users": 10}, {"min_events": 5},
-                   {"data": "data/y.csv"}, {"model": {"max_len": 6}}, {"learning_rate": 1e-2}):
+                   {"data": "data/y.csv"}, {"model": {"max_len": 6}}, {"learning_rate": 1e-2},
+                   {"on_error": "skip"}):
         assert trial_settings(TrainOptions(**{**vars(base), **change})) != settings, change
     for change in ({"verbose": 0}, {"max_train_minutes": 5.0}, {"output": "elsewhere"},
                    {"synthetic_users": 7}):

@@ -130,6 +130,13 @@ def generate_synthetic(num_users: int = 2000, num_items: int = 1000, num_groups:
     _check("successor_prob", successor_prob, 0, 1)
     _check("min_length", min_length, 1)
     _check("mean_length", mean_length, 1)
+    _check("num_genres", num_genres, 1)
+    _check("genres_per_group", genres_per_group, 1, num_genres)
+    _check("zipf_exponent", zipf_exponent, 0)
+    _check("off_genre_weight", off_genre_weight, 0)
+    _check("num_features", num_features, 0)
+    if max_length is not None:
+        _check("max_length", max_length, min_length)
     max_length = int(max_length or max(min_length, 10 * mean_length))
     rng = np.random.default_rng(seed)
     popularity, successors, items = _item_tables(rng, num_items, num_genres, num_features,

@@ -9,6 +9,7 @@ from tfrec_attn.layers.utils import (
     expand_axes,
     prunable_kernels,
 )
+from tfrec_attn.registry import register
 from tfrec_attn.validation import check_optional_positive_int, check_positive_int, check_rate
 
 _INPUT_NAMES = ("query", "value", "key")
@@ -40,6 +41,7 @@ def _split_masks(mask, self_attention: bool):
     return mask, (mask if self_attention else None)
 
 
+@register()
 class BaseAttention(keras.layers.Layer):
     """Multi-head attention with hooks: subclasses override `_compute_scores` / `_apply_scores`.
 

@@ -12,6 +12,10 @@ from tfrec_attn.layers.utils import (
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_optional_positive_int, check_positive_int, check_rate
 
+# What the block passes to its attention layer itself: `attention_options` may not set them.
+BLOCK_ATTENTION_OPTIONS = frozenset(
+    {"num_heads", "dropout", "causal", "kernel_initializer", "name", "dtype"})
+
 
 @register()
 class TransformerEncoderBlock(keras.layers.Layer):
@@ -83,11 +87,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         if attention_options is not None and not isinstance(attention_options, dict):
             raise ValueError("attention_options must be a dict or None. "
                              f"Received: attention_options={attention_options!r}")
-        reserved = {"num_heads", "dropout", "causal", "kernel_initializer", "name", "dtype"}
-        if set(attention_options or {}) & reserved:
+        reserved = set(attention_options or {}) & BLOCK_ATTENTION_OPTIONS
+        if reserved:
             raise ValueError(
-                f"attention_options must not set {sorted(set(attention_options) & reserved)}: "
-                "the block sets them. Pass them to TransformerEncoderBlock instead.")
+                f"attention_options must not set {sorted(reserved)}: the block sets them. "
+                "Pass them to TransformerEncoderBlock instead.")
         check_positive_int("num_heads", num_heads)
         check_optional_positive_int("intermediate_dim", intermediate_dim)
         check_rate("dropout", dropout)

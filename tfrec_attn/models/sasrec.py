@@ -19,6 +19,7 @@ from tfrec_attn.layers import (
     TransitionPrior,
     top_k_outputs,
 )
+from tfrec_attn.layers.transformer_encoder_block import BLOCK_ATTENTION_OPTIONS
 from tfrec_attn.models import losses
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
@@ -139,10 +140,16 @@ class SASRecConfig:
             raise ValueError("attention_options must be a dict or None. "
                              f"Received: attention_options={self.attention_options!r}")
         if self.attention_options:  # named now, not as a Keras "argument not understood"
+            reserved = sorted(set(self.attention_options) & BLOCK_ATTENTION_OPTIONS)
+            if reserved:
+                raise ValueError(f"attention_options must not set {reserved}: the encoder sets "
+                                 "them from the model's own settings (num_heads, dropout). "
+                                 f"Received: attention_options={self.attention_options!r}")
             accepted = inspect.signature(ATTENTION_KINDS[self.attention].__init__).parameters
             unknown = sorted(set(self.attention_options) - set(accepted))
             if unknown:
                 own = sorted(name for name, p in accepted.items() if name != "self"
+                             and name not in BLOCK_ATTENTION_OPTIONS
                              and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
                 raise ValueError(f"attention_options {unknown} are not options of "
                                  f"attention={self.attention!r} (its options: {own}). "

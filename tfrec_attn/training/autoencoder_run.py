@@ -45,6 +45,7 @@ from tfrec_attn.training.run import (
     load_data,
     record_export,
     run_under_strategy,
+    skipped_lines,
     write_json,
 )
 from tfrec_attn.training.run_options import (
@@ -255,12 +256,13 @@ def run_autoencoder_training(options: AutoencoderOptions, callbacks=()) -> dict:
 
 def _run(options: AutoencoderOptions, strategy: tf.distribute.Strategy, out: Path,
          export_root: str | Path | None, callbacks=()) -> dict:
-    data = build_sequences(load_data(options), min_events=options.min_events)
+    frame = load_data(options)
+    data = build_sequences(frame, min_events=options.min_events)
     source = data_source(options)  # the bytes just read
     check_users_kept(options, data)
     if options.k > data.vocab_size - 2:
-        raise DataOptionError(f"k must be at most the number of items ({data.vocab_size - 2}). "
-                              f"Received: k={options.k}")
+        raise DataOptionError(f"--k must be at most the number of items "
+                              f"({data.vocab_size - 2}). Received: k={options.k}")
     config = options.autoencoder_config(data.vocab_size)
     split = autoencoder_split(data, options)
     model = build_autoencoder(config, options.learning_rate, options.jit_compile, strategy)
@@ -286,7 +288,7 @@ def _run(options: AutoencoderOptions, strategy: tf.distribute.Strategy, out: Pat
         "epochs": len(history.get("loss", [])),
         "stopped_by_time_budget": fitted.budget.stopped,
         "resumed_epochs": fitted.resumed_epochs,  # epochs restored from --backup-dir
-        "dataset": _dataset_summary(data, split, options),
+        "dataset": {**_dataset_summary(data, split, options), **skipped_lines(frame)},
         "model": config.to_dict(),
         "options": {key: v for key, v in dataclasses.asdict(options).items() if key != "model"},
         "history": {"loss": [float(x) for x in history.get("loss", [])], "valid": records},

@@ -317,14 +317,24 @@ def remove_backup(backup_dir: str | os.PathLike, names,
 
 
 def _differences(saved: dict, current: dict) -> list[str]:
-    """`section.setting: saved there, current now` for every setting that differs. A section
-    `saved` lacks was not recorded by the version that saved it (e.g. `"dataset"`, the data's
-    fingerprint, before it was part of a fit's identity): it is not compared."""
-    return [f"{section}.{key}: {saved.get(section, {}).get(key)!r} there, "
-            f"{current.get(section, {}).get(key)!r} now"
-            for section in dict.fromkeys([*saved, *current]) if section in saved
-            for key in dict.fromkeys([*saved.get(section, {}), *current.get(section, {})])
-            if saved.get(section, {}).get(key) != current.get(section, {}).get(key)]
+    """`section.setting: saved there, current now` for every setting that differs, nested
+    settings by their full path (`options.model.dim: 8 there, 16 now`). A section `saved`
+    lacks was not recorded by the version that saved it (e.g. `"dataset"`, the data's
+    fingerprint, before it was part of a fit's identity): it is not compared.
+
+    >>> _differences({"options": {"model": {"dim": 8, "heads": 1}, "lr": 0.1}},
+    ...              {"options": {"model": {"dim": 16, "heads": 1}, "lr": 0.1}, "new": {"x": 1}})
+    ['options.model.dim: 8 there, 16 now']
+    """
+    return [line for section in dict.fromkeys([*saved, *current]) if section in saved
+            for line in _nested_differences(section, saved[section], current.get(section, {}))]
+
+
+def _nested_differences(path: str, saved, current) -> list[str]:
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return [] if saved == current else [f"{path}: {saved!r} there, {current!r} now"]
+    return [line for key in dict.fromkeys([*saved, *current])
+            for line in _nested_differences(f"{path}.{key}", saved.get(key), current.get(key))]
 
 
 def _json_value(value):

@@ -200,10 +200,11 @@ def synthetic_run_data(options: PolicyOptions) -> PolicyRunData:
 def load_feedback(options: PolicyOptions) -> LoggedFeedback:
     """The logged feedback of `options.data` (module docstring for the rewards)."""
     if options.format == "movielens":
-        frame = read_interactions(options.data, "movielens", with_rating=True)
+        frame = read_interactions(options.data, "movielens", with_rating=True,
+                                  on_error=options.on_error)
         return feedback_from_frame(frame, "rating", options.min_events, _threshold(options))
     frame = read_interactions(options.data, options.format,
-                              reward_col=options.reward_col or "reward")
+                              reward_col=options.reward_col or "reward", on_error=options.on_error)
     return feedback_from_frame(frame, "reward", options.min_events)
 
 

@@ -36,6 +36,7 @@ from tfrec_attn.training.run import (
     load_data,
     record_export,
     run_under_strategy,
+    skipped_lines,
     write_json,
 )
 from tfrec_attn.training.run_options import (
@@ -230,7 +231,7 @@ def _run(options: RankingOptions, strategy: tf.distribute.Strategy, out: Path,
                     "users": data.num_users, "items": data.vocab_size - 2,
                     "interactions": data.num_interactions,
                     "test_rows": len(split.test["label"]),
-                    "valid_rows": len(split.valid["label"])},
+                    "valid_rows": len(split.valid["label"]), **skipped_lines(frame)},
         "model": config.to_dict(),
         "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "model"},
         "history": {"loss": [float(x) for x in history.get("loss", [])], "valid": records},

@@ -142,7 +142,14 @@ def load_data(options: TrainOptions):
         return generate_synthetic(num_users=options.synthetic_users,
                                   num_items=options.synthetic_items,
                                   mean_length=options.synthetic_length, seed=options.seed)
-    return read_interactions(options.data, options.format)
+    return read_interactions(options.data, options.format, on_error=options.on_error)
+
+
+def skipped_lines(frame) -> dict:
+    """`{"skipped_lines": n}` when a reader skipped malformed lines (`on_error="skip"`), else
+    `{}` (for `metrics.json`'s `dataset`)."""
+    report = frame.attrs.get("report") or {}
+    return {"skipped_lines": report["skipped"]} if report.get("skipped") else {}
 
 
 def load_sequences(options: TrainOptions, frame=None):
@@ -449,7 +456,7 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
         # name: --data as given; path, fingerprint: what `load_run` reloads and checks
         "dataset": {"name": options.data or "synthetic", **source, "format": options.format,
                     "users": data.num_users, "items": vocab_size - 2,
-                    "interactions": data.num_interactions},
+                    "interactions": data.num_interactions, **skipped_lines(frame)},
         "model": model.config.to_dict(),
         # model fields and the refit chosen from the data (data_defaults.py)
         "data_defaults": chosen,

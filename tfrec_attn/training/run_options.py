@@ -29,10 +29,13 @@ from tfrec_attn.training.backup import check_backup_dir
 from tfrec_attn.training.distribution import STRATEGIES
 from tfrec_attn.validation import (
     DataOptionError,
+    check_choice,
     check_directory_path,
     check_model_name,
     check_rate,
 )
+
+ON_ERROR = ("raise", "skip")  # `RunOptions.on_error`: the readers' choices
 
 
 @dataclasses.dataclass
@@ -47,6 +50,10 @@ class RunOptions:
             Defaults to `None`.
         format: str. How to read `data` (a reader's format), or `"synthetic"` for the run
             type's generator. Defaults to `"synthetic"`.
+        on_error: str. `"raise"` on the data file's first malformed line, or `"skip"`
+            malformed lines (the first problems in one `DataWarning`, `data.readers`; the
+            count in `metrics.json` `dataset.skipped_lines`, but for the policy). Defaults
+            to `"raise"`.
         export_root: str. The TF Serving model base path the model is exported under (and
             added to its `models.config`); `None` disables the export. Defaults to
             `"saved_models"`.
@@ -80,6 +87,7 @@ class RunOptions:
 
     data: str | None = None
     format: str = "synthetic"
+    on_error: str = "raise"  # or "skip" malformed lines of the data file (data/readers.py)
     export_root: str | None = "saved_models"
     max_train_minutes: float | None = None
     seed: int = 0
@@ -91,6 +99,7 @@ class RunOptions:
     overwrite: bool = False  # replace a finished run in `output` (check_output_dir)
 
     def __post_init__(self):
+        check_choice("on_error", self.on_error, ON_ERROR)
         check_strategy_and_jit(self)
         check_backup_and_ema(self)
         check_output_paths(self)

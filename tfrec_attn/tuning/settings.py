@@ -21,8 +21,8 @@ from tfrec_attn.tuning.tuners import TUNERS
 
 SETTINGS_FILE = "trial_settings.json"
 # Every trial depends on these `TrainOptions`; the data source adds its own (see below).
-TRIAL_OPTIONS = ("min_events", "seed", "eval_protocol", "valid_users", "epochs", "batch_size",
-                 "sliding", "patience", "learning_rate", "model")
+TRIAL_OPTIONS = ("on_error", "min_events", "seed", "eval_protocol", "valid_users", "epochs",
+                 "batch_size", "sliding", "patience", "learning_rate", "model")
 SYNTHETIC_OPTIONS = ("synthetic_users", "synthetic_items", "synthetic_length")
 
 
@@ -65,8 +65,9 @@ def check_resume(project_dir: str | Path, settings: dict) -> None:
                           stacklevel=2)
         return
     recorded = read_json(path, "The search's recorded settings")
-    if "data_fingerprint" not in recorded:  # recorded before fingerprints were: path only
-        settings = {k: v for k, v in settings.items() if k != "data_fingerprint"}
+    for key in ("data_fingerprint", "on_error"):  # recorded before these were: not compared
+        if key not in recorded:
+            settings = {k: v for k, v in settings.items() if k != key}
     missing = "(not set)"
     differ = [f"{name}: {recorded.get(name, missing)!r} there, {settings.get(name, missing)!r} now"
               for name in sorted(set(recorded) | set(settings))
