@@ -6,6 +6,7 @@ Precedence: built-in defaults < `--config FILE` (YAML) < flags given on the comm
 import argparse
 import dataclasses
 import sys
+import time
 from collections.abc import Hashable
 from pathlib import Path
 
@@ -330,13 +331,18 @@ def options_from_args(argv=None) -> (TrainOptions | RankingOptions | Autoencoder
     return OPTION_TYPES[model_type](model=model, **config)
 
 
-def interrupted_message(options) -> str:
-    """What an interrupted run left: a backup to resume from, or no metrics."""
+def interrupted_message(options, started: float | None = None) -> str:
+    """What an interrupted run left: its results (interrupted after writing them, at or after
+    the epoch-seconds time `started`), a backup to resume from, the run an `--overwrite` was
+    replacing (put back), or no metrics."""
+    metrics = Path(options.output) / "metrics.json"
+    if started is not None and metrics.exists() and metrics.stat().st_mtime >= started:
+        return f"interrupted after the run finished; its results are in {metrics}"
     backup = options.backup_dir and Path(options.backup_dir)
     if backup and backup.is_dir() and any(backup.iterdir()):
         return (f"interrupted; rerun the same command to resume from the backup in {backup} "
                 "(after the last completed epoch)")
-    if (Path(options.output) / "metrics.json").exists():  # an --overwrite, put back
+    if options.overwrite and chief_task(options) is None and metrics.exists():  # put back
         return (f"interrupted; this run wrote no results, and the run it was replacing in "
                 f"{options.output} was restored as it was"
                 + ("" if backup else " (--backup-dir makes a run resumable)"))
@@ -359,6 +365,7 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"tfrec-attn train: {err}", file=sys.stderr)
         return 2
+    started = time.time()  # metrics.json written after this: the run finished
     try:
         if isinstance(options, RankingOptions):
             metrics = run_ranking_training(options)
@@ -385,7 +392,7 @@ def main(argv=None) -> int:
         print(f"tfrec-attn train: --output: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, not Keras' traceback
-        print(f"tfrec-attn train: {interrupted_message(options)}", file=sys.stderr)
+        print(f"tfrec-attn train: {interrupted_message(options, started)}", file=sys.stderr)
         return 130
     except StrategyError as err:  # TF_CONFIG / --batch-size vs the replicas, before training
         print(f"tfrec-attn train: {err}", file=sys.stderr)

@@ -87,12 +87,18 @@ def test_invalid_arguments():
 @pytest.mark.parametrize("kwargs, message", [
     ({"min_length": 5, "max_length": 3}, r"max_length must be in \[5, inf\]"),
     ({"num_genres": 0}, r"num_genres must be in \[1, inf\]"),
-    ({"genres_per_group": 0}, r"genres_per_group must be in \[1, 16\]"),
-    ({"num_genres": 2, "genres_per_group": 3}, r"genres_per_group must be in \[1, 2\]"),
+    ({"genres_per_group": -1}, r"genres_per_group must be in \[0, inf\]"),
     ({"zipf_exponent": -1}, r"zipf_exponent must be in \[0, inf\]"),
     ({"off_genre_weight": -0.1}, r"off_genre_weight must be in \[0, inf\]"),
 ])
 def test_invalid_structure_arguments_are_named(kwargs, message):
-    """Once accepted silently (users got fewer events than min_length) or a raw numpy error."""
+    """Once accepted silently (users got fewer events than min_length, a negative skew) or a
+    raw numpy error (no genres)."""
     with pytest.raises(ValueError, match=message):
         generate_synthetic(num_users=2, num_items=5, **kwargs)
+
+
+def test_genres_per_group_beyond_the_genres_likes_them_all():
+    frame = generate_synthetic(num_users=4, num_items=10, num_genres=2, genres_per_group=3)
+    assert len(frame.attrs["group_genres"]) == 8 * 2  # every group likes both genres
+    assert len(generate_synthetic(num_users=4, num_items=10, genres_per_group=0)) > 0

@@ -146,3 +146,17 @@ def test_a_backup_from_before_the_data_fingerprint_still_resumes(tmp_path):
     RunBackup(tmp_path, identity={"options": {"epochs": 3}, "dataset": {"path": "/x"}})
     with pytest.raises(BackupMismatchError, match=r"options.epochs: 3 there, 4 now"):
         RunBackup(tmp_path, identity={"options": {"epochs": 4}, "dataset": {"path": "/x"}})
+
+
+def test_a_backup_from_before_on_error_resumes_unless_the_rerun_skips_lines(tmp_path):
+    """`on_error` is newer than backups' identities: at its default ("raise", how older
+    versions read) it is left out of the identity; `skip` is recorded and told apart."""
+    from tfrec_attn.training.fitting import identity_options
+
+    (tmp_path / "run_identity.json").write_text(json.dumps({"options": {"epochs": 3}}))
+    RunBackup(tmp_path, identity={"options": identity_options({"epochs": 3,
+                                                               "on_error": "raise"})})
+    with pytest.raises(BackupMismatchError, match=r"options.on_error: \(not set\) there, "
+                                                  r"'skip' now"):
+        RunBackup(tmp_path, identity={"options": identity_options({"epochs": 3,
+                                                                   "on_error": "skip"})})

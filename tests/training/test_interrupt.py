@@ -60,3 +60,21 @@ def test_an_interrupted_overwrite_says_the_replaced_run_was_restored(tmp_path, m
     assert "was not written" not in err and err.count("\n") == 1
     assert f"the run it was replacing in {out} was restored as it was" in err
     assert (out / "metrics.json").read_text() == "{}"
+    assert train_pipeline.main([*TINY, "--output", str(out)]) == 130  # nothing was replaced
+    err = capsys.readouterr().err
+    assert "restored" not in err and "was not written" in err
+
+
+def test_an_interrupt_after_the_run_wrote_its_results_says_so(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+
+    def finished_then_interrupted(options):
+        out.mkdir()
+        (out / "metrics.json").write_text("{}")
+        raise KeyboardInterrupt  # e.g. while the table is printed
+
+    monkeypatch.setattr(train_pipeline, "run_training", finished_then_interrupted)
+    assert train_pipeline.main([*TINY, "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err == (f"tfrec-attn train: interrupted after the run finished; its results are in "
+                   f"{out / 'metrics.json'}\n")

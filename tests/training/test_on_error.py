@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from pipelines import train as train_pipeline
+from pipelines import tune as tune_pipeline
 from tfrec_attn.data import DataWarning
 from tfrec_attn.training import load_run
+from tfrec_attn.training.ranking_evaluation import evaluate_ranking_run
 
 TINY = {
     "sasrec": ["--blocks", "1"],
@@ -41,13 +43,28 @@ def test_skip_drops_counts_and_warns(model, tmp_path, capsys):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert train_pipeline.main([*argv, "--on-error", "skip", "--output", str(out)]) == 0
-    assert any(issubclass(w.category, DataWarning) and "2" in str(w.message) for w in caught)
+    assert any(issubclass(w.category, DataWarning) and "skipped 2 malformed line(s), kept 478"
+               in str(w.message) for w in caught)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"]["skipped_lines"] == 2
     assert metrics["dataset"]["interactions"] == 60 * 8 - 2
     if model == "sasrec":  # reloads its data with the same lines dropped
         run = load_run(out)
         assert run.options.on_error == "skip" and len(run.frame) == 60 * 8 - 2
+    if model == "din":  # so does a DIN run (evaluate's paired AUC on its test rows)
+        report = evaluate_ranking_run(out, bootstrap=0, output=tmp_path / "evaluated")
+        assert report["run_check"]["model"]["max_abs_difference"] == 0.0
+
+
+def test_tune_reads_the_file_as_train_does(tmp_path, capsys):
+    data = _file_with_bad_lines(tmp_path / "events.txt")
+    argv = ["--format", "sasrec", "--data", str(data), "--max-trials", "1", "--epochs", "1",
+            "--verbose", "0", "--output", str(tmp_path / "tune")]
+    assert tune_pipeline.main(argv) == 2
+    assert "line 6: expected 2 fields, got 1" in capsys.readouterr().err
+    assert tune_pipeline.main([*argv, "--on-error", "skip"]) == 0
+    report = json.loads((tmp_path / "tune" / "tuning.json").read_text())
+    assert report["dataset"]["interactions"] == 60 * 8 - 2
 
 
 def test_on_error_takes_raise_or_skip_only(tmp_path, capsys):

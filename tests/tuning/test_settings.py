@@ -27,6 +27,8 @@ def test_trial_settings_name_what_a_trial_measures(tmp_path, monkeypatch):
     for change in ({"verbose": 0}, {"max_train_minutes": 5.0}, {"output": "elsewhere"},
                    {"synthetic_users": 7}):
         assert trial_settings(TrainOptions(**{**vars(base), **change})) == settings, change
+    synthetic = TrainOptions(epochs=2)  # no file: on_error reads nothing
+    assert "on_error" not in trial_settings(synthetic)
 
 
 def test_check_resume_names_each_difference_and_record_keeps_the_first(tmp_path):

@@ -131,11 +131,11 @@ def generate_synthetic(num_users: int = 2000, num_items: int = 1000, num_groups:
     _check("min_length", min_length, 1)
     _check("mean_length", mean_length, 1)
     _check("num_genres", num_genres, 1)
-    _check("genres_per_group", genres_per_group, 1, num_genres)
+    _check("genres_per_group", genres_per_group, 0)  # more than num_genres: all of them
     _check("zipf_exponent", zipf_exponent, 0)
     _check("off_genre_weight", off_genre_weight, 0)
     _check("num_features", num_features, 0)
-    if max_length is not None:
+    if max_length:  # 0 / None: the default
         _check("max_length", max_length, min_length)
     max_length = int(max_length or max(min_length, 10 * mean_length))
     rng = np.random.default_rng(seed)

@@ -330,11 +330,15 @@ def _differences(saved: dict, current: dict) -> list[str]:
             for line in _nested_differences(section, saved[section], current.get(section, {}))]
 
 
+_NOT_SET = type("NotSet", (), {"__repr__": lambda self: "(not set)"})()  # a key one side lacks
+
+
 def _nested_differences(path: str, saved, current) -> list[str]:
     if not (isinstance(saved, dict) and isinstance(current, dict)):
         return [] if saved == current else [f"{path}: {saved!r} there, {current!r} now"]
     return [line for key in dict.fromkeys([*saved, *current])
-            for line in _nested_differences(f"{path}.{key}", saved.get(key), current.get(key))]
+            for line in _nested_differences(f"{path}.{key}", saved.get(key, _NOT_SET),
+                                            current.get(key, _NOT_SET))]
 
 
 def _json_value(value):

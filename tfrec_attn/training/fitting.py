@@ -17,6 +17,9 @@ from tfrec_attn.training.weight_averaging import WeightAveraging
 # Options a run resumed from its backup may change; any other change makes it another run.
 RESUMABLE_CHANGES = ("output", "export_root", "name", "verbose", "overwrite", "backup_dir",
                      "max_train_minutes")
+# Options added after backups recorded their run's identity, with the default that older
+# versions ran as (`identity_options` leaves them out at it).
+LATER_OPTION_DEFAULTS = {"on_error": "raise"}
 
 
 class FitOptions(Protocol):
@@ -119,6 +122,21 @@ def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
     return FitResult(history, records, budget, backup.resumed_epochs if backup else 0)
 
 
+def identity_options(values: dict, leave_out=()) -> dict:
+    """`values` (a run's options) as a backup identity records them: without `leave_out`, and
+    without options newer than the backup format that are at their default
+    (`LATER_OPTION_DEFAULTS`), so a backup saved before they existed still resumes (it ran as
+    their default does), while a run that sets one is told apart.
+
+    >>> identity_options({"epochs": 3, "on_error": "raise", "verbose": 1}, ["verbose"])
+    {'epochs': 3}
+    >>> identity_options({"epochs": 3, "on_error": "skip"})
+    {'epochs': 3, 'on_error': 'skip'}
+    """
+    return {key: value for key, value in values.items() if key not in leave_out
+            and not (key in LATER_OPTION_DEFAULTS and value == LATER_OPTION_DEFAULTS[key])}
+
+
 def resume_identity(model: keras.Model, options: FitOptions) -> dict:
     """What a run resumed from its backup must repeat: its options but `RESUMABLE_CHANGES`
     (output paths, verbosity, the time budget), and the size of its model (which also
@@ -132,7 +150,6 @@ def resume_identity(model: keras.Model, options: FitOptions) -> dict:
     """
     values = (dataclasses.asdict(options) if dataclasses.is_dataclass(options)
               else dict(vars(options)))
-    return {"options": {key: value for key, value in values.items()
-                        if key not in RESUMABLE_CHANGES},
+    return {"options": identity_options(values, RESUMABLE_CHANGES),
             "model": {"parameters": int(sum(np.prod(w.shape) for w in model.weights)),
                       "weights": len(model.weights)}}

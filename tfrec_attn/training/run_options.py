@@ -51,9 +51,9 @@ class RunOptions:
         format: str. How to read `data` (a reader's format), or `"synthetic"` for the run
             type's generator. Defaults to `"synthetic"`.
         on_error: str. `"raise"` on the data file's first malformed line, or `"skip"`
-            malformed lines (the first problems in one `DataWarning`, `data.readers`; the
-            count in `metrics.json` `dataset.skipped_lines`, but for the policy). Defaults
-            to `"raise"`.
+            malformed lines (the count and the first problem in one `DataWarning`,
+            `data.readers`; the count in `metrics.json` `dataset.skipped_lines`, but for the
+            policy). Defaults to `"raise"`.
         export_root: str. The TF Serving model base path the model is exported under (and
             added to its `models.config`); `None` disables the export. Defaults to
             `"saved_models"`.

@@ -21,7 +21,7 @@ from tfrec_attn.tuning.tuners import TUNERS
 
 SETTINGS_FILE = "trial_settings.json"
 # Every trial depends on these `TrainOptions`; the data source adds its own (see below).
-TRIAL_OPTIONS = ("on_error", "min_events", "seed", "eval_protocol", "valid_users", "epochs",
+TRIAL_OPTIONS = ("min_events", "seed", "eval_protocol", "valid_users", "epochs",
                  "batch_size", "sliding", "patience", "learning_rate", "model")
 SYNTHETIC_OPTIONS = ("synthetic_users", "synthetic_items", "synthetic_length")
 
@@ -43,6 +43,7 @@ def trial_settings(train: TrainOptions) -> dict:
         settings.update((name, getattr(train, name)) for name in SYNTHETIC_OPTIONS)
     else:  # the file's bytes too: the same path with other contents gives other trials
         settings["data"] = os.path.abspath(train.data)
+        settings["on_error"] = train.on_error  # which of its lines are read
         if os.path.exists(settings["data"]):  # else loading the data names it
             settings["data_fingerprint"] = data_fingerprint(settings["data"], train.format)
     settings.update((name, getattr(train, name)) for name in TRIAL_OPTIONS)
