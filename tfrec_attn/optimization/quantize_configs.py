@@ -306,12 +306,12 @@ CONFIG_CLASSES = (
 )
 
 LAYER_CLASSES = (
-    AdditiveAttention, HistoryTopK, ItemEmbedding, LastPosition, MultiHeadAttention, PaddingMask,
-    PositionEmbedding, ScaledDotProductAttention, SelfAttentionPooling,
-    SinusoidalPositionEmbedding, TransformerEncoderBlock, LowRankAttention, LocalAttention,
-    LinearAttention, TopKAttention, StopGradient, TargetAttention,
-    ItemDropout, MaskedMeanPooling,
-    GraphAttention, MultimodalFusion, TransitionPrior,
+    AdditiveAttention, BaseAttention, HistoryTopK, ItemEmbedding, LastPosition,
+    MultiHeadAttention, PaddingMask, PositionEmbedding, ScaledDotProductAttention,
+    SelfAttentionPooling, SinusoidalPositionEmbedding, TransformerEncoderBlock,
+    LowRankAttention, LocalAttention, LinearAttention, TopKAttention, StopGradient,
+    TargetAttention, ItemDropout, MaskedMeanPooling, GraphAttention, MultimodalFusion,
+    TransitionPrior,
 )
 
 

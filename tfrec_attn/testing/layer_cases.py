@@ -23,6 +23,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import (
     AdditiveAttention,
+    BaseAttention,
     LinearAttention,
     LocalAttention,
     LowRankAttention,
@@ -149,6 +150,8 @@ ATTENTION_CASES = (
     LayerCase("mha_self", MultiHeadAttention, {"num_heads": 2, "key_dim": 4}, heads=2),
     LayerCase("mha_cross", MultiHeadAttention, {"num_heads": 2, "key_dim": 4},
               input_fn=cross_attention_inputs, heads=2),
+    # the base class, usable as it is (multi-head attention; subclasses override its hooks)
+    LayerCase("base", BaseAttention, {"num_heads": 2, "key_dim": 4}, heads=2),
     LayerCase("additive", AdditiveAttention, {"num_heads": 2, "key_dim": 4}, heads=2),
     LayerCase("pooling", SelfAttentionPooling, {"num_heads": 2}, heads=2, pooled=True),
     LayerCase("encoder_pre_ln", TransformerEncoderBlock,
