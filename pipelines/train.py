@@ -260,6 +260,12 @@ def _float_fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if "float" in str(f.type)}
 
 
+def _int_fields(cls) -> set[str]:
+    """Fields typed `int` (or `int | None`) alone: not floats, bools or tuples of ints."""
+    return {f.name for f in dataclasses.fields(cls)
+            if str(f.type).replace(" ", "") in ("int", "int|None", "<class'int'>")}
+
+
 def coerce_floats(options: dict, cls, where: str) -> dict:
     """`options` with the string values of `cls`'s float fields converted (PyYAML reads an
     unquoted `1e-3` as the string '1e-3'); any other string there is a `ValueError` naming
@@ -272,8 +278,17 @@ def coerce_floats(options: dict, cls, where: str) -> dict:
     Traceback (most recent call last):
     ...
     ValueError: c.yaml: l2 must be a number. Received: l2='high'
+    >>> coerce_floats({"epochs": "two"}, TrainOptions, "c.yaml")
+    Traceback (most recent call last):
+    ...
+    ValueError: c.yaml: epochs must be an integer. Received: epochs='two'
     """
     converted = dict(options)
+    for key in _int_fields(cls) & set(options):  # `epochs: two`, named here with the file
+        value = options[key]
+        if isinstance(value, str | bool | float) or (
+                value is not None and not isinstance(value, int)):
+            raise ValueError(f"{where}: {key} must be an integer. Received: {key}={value!r}")
     for key in _float_fields(cls) & set(options):
         value = options[key]
         if isinstance(value, str):
@@ -320,6 +335,13 @@ def options_from_args(argv=None) -> (TrainOptions | RankingOptions | Autoencoder
     _check_config_keys(config, model_type, args.config)
     config = coerce_floats(config, OPTION_TYPES[model_type], args.config)
     model = coerce_floats(model, CONFIG_TYPES[model_type], f"{args.config}: model")
+    fields = {f.name for f in dataclasses.fields(CONFIG_TYPES[model_type])}
+    unknown = sorted(set(model) - fields)
+    if unknown:  # named with the file; flags are mapped to the fields below
+        raise ValueError(f"{args.config}: model: {unknown} are not "
+                         f"{CONFIG_TYPES[model_type].__name__} fields (settings go by their "
+                         f"field names, e.g. num_blocks for --blocks); known: "
+                         f"{sorted(fields - {'vocab_size'})}")
     for flag, field in model_flags.items():
         if getattr(args, flag) is not None:
             model[field] = getattr(args, flag)

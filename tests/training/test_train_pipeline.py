@@ -129,7 +129,21 @@ def test_misspelt_model_field_in_yaml_is_named(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("model:\n  dimm: 32\n")
     assert train_pipeline.main(["--config", str(config), "--output", str(tmp_path / "o")]) == 2
-    assert "model options ['dimm'] are not SASRecConfig fields" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{config}: model: ['dimm'] are not SASRecConfig fields" in err
+    assert "num_blocks for --blocks" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_non_integer_in_yaml_names_the_file(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: two\nmodel:\n  num_blocks: 1.5\n")
+    assert train_pipeline.main(["--config", str(config), "--output", str(tmp_path / "o")]) == 2
+    assert f"{config}: epochs must be an integer. Received: epochs='two'" in (
+        capsys.readouterr().err)
+    config.write_text("model:\n  num_blocks: 1.5\n")
+    assert train_pipeline.main(["--config", str(config), "--output", str(tmp_path / "o")]) == 2
+    assert f"{config}: model: num_blocks must be an integer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
