@@ -194,7 +194,8 @@ def test_flag_and_yaml_key_reach_the_options(tmp_path, flags, yaml_value, expect
      "behaviour_refit_epochs must be an int >= 0 (0: no refit of the head). Received: "
      "behaviour_refit_epochs=-1"),
     ([], "model_type: policy\nbehaviour_refit_epochs: many\n",
-     "behaviour_refit_epochs must be an int >= 0"),
+     "c.yaml: behaviour_refit_epochs must be an integer. Received: "
+     "behaviour_refit_epochs='many'"),
     ([], "model_type: policy\nbehaviour_refit_epochs: 3\nmodel:\n  behaviour_head: false\n"
          "  correction: none\n",
      "behaviour_refit_epochs refits the behaviour head, which this policy does not have"),
