@@ -97,12 +97,12 @@ def parse_ks(value: str) -> tuple[int, ...]:
 
 def _sasrec_options(args) -> tuple[tuple[str, ...] | None, tuple[int, ...]]:
     """The `--protocols` and `--k` of a SASRec evaluation, checked."""
-    if args.protocols is None:  # the defaults: evaluate_run leaves out one that does not fit
-        return None, parse_ks(DEFAULT_KS if args.k is None else args.k)
-    try:
-        protocols = check_protocols(_split(args.protocols))
-    except ValueError as err:
-        raise ValueError(f"--protocols: {err}") from None
+    protocols = None  # the defaults: evaluate_run leaves out one that does not fit
+    if args.protocols is not None:
+        try:
+            protocols = check_protocols(_split(args.protocols))
+        except ValueError as err:
+            raise ValueError(f"--protocols: {err}") from None
     return protocols, parse_ks(DEFAULT_KS if args.k is None else args.k)
 
 

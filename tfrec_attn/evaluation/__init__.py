@@ -37,6 +37,7 @@ from tfrec_attn.evaluation.off_policy import off_policy_value, top_k_probabiliti
 from tfrec_attn.evaluation.protocols import (
     evaluate,
     fewest_negatives,
+    is_protocol_name,
     parse_protocol,
     sample_negatives,
     topk_from_scores,
@@ -60,6 +61,7 @@ __all__ = [
     "group_auc",
     "hit_rate",
     "hits",
+    "is_protocol_name",
     "mrr",
     "ndcg",
     "ndcg_gains",

@@ -116,6 +116,19 @@ def _topk(scores: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
     return ids.astype(np.int64)
 
 
+_SAMPLED = re.compile(r"sampled(?:-(\d+))?")  # "sampled" or "sampled-N"
+
+
+def is_protocol_name(protocol) -> bool:
+    """Whether `protocol` is spelt as one (`full`, `sampled`, `sampled-N`); `parse_protocol`
+    also checks that N is at least 1.
+
+    >>> is_protocol_name("sampled-0"), is_protocol_name("Full")
+    (True, False)
+    """
+    return protocol == "full" or _SAMPLED.fullmatch(str(protocol)) is not None
+
+
 def parse_protocol(protocol: str, num_negatives: int) -> int | None:
     """Number of sampled negatives for `protocol`, or `None` for the full protocol.
 
@@ -125,7 +138,7 @@ def parse_protocol(protocol: str, num_negatives: int) -> int | None:
     """
     if protocol == "full":
         return None
-    match = re.fullmatch(r"sampled(?:-(\d+))?", str(protocol))
+    match = _SAMPLED.fullmatch(str(protocol))
     if match is None:
         raise ValueError(
             f"protocol must be 'full', 'sampled' or 'sampled-N'. Received: protocol={protocol!r}"

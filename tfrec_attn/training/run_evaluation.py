@@ -13,7 +13,6 @@ Lives in `training` (not `evaluation`, which stays numpy-only) because it restor
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tfrec_attn.evaluation import (
     fewest_negatives,
     fit_baselines,
     hits,
+    is_protocol_name,
     ndcg_gains,
     paired_bootstrap,
     parse_protocol,
@@ -69,7 +69,7 @@ def check_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
         raise ValueError("protocols must name at least one protocol. Received: protocols=()")
     counts = []
     for protocol in protocols:
-        if protocol != "full" and not re.fullmatch(r"sampled(-\d+)?", str(protocol)):
+        if not is_protocol_name(protocol):
             raise ValueError(f"unknown protocol {protocol!r} (use 'full', 'sampled' or "
                              f"'sampled-N'). Received: protocols={protocols}")
         try:  # a well-formed name can still ask for no negatives ('sampled-0')
