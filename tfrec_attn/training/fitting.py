@@ -97,8 +97,7 @@ def fit_with_run_callbacks(model: keras.Model, dataset: tf.data.Dataset,
                                              patience=options.patience,
                                              restore_best_weights=True)
     backup = (RunBackup(options.backup_dir, tracked=[timer, evaluation, stopping, budget],
-                        identity={**resume_identity(model, options),
-                                  **({"dataset": source} if source is not None else {})})
+                        identity=resume_identity(model, options, source))
               if options.backup_dir else None)
     averaging = [WeightAveraging(options.ema_decay)] if options.ema_decay is not None else []
     callbacks = [
@@ -137,10 +136,11 @@ def identity_options(values: dict, leave_out=()) -> dict:
             and not (key in LATER_OPTION_DEFAULTS and value == LATER_OPTION_DEFAULTS[key])}
 
 
-def resume_identity(model: keras.Model, options: FitOptions) -> dict:
+def resume_identity(model: keras.Model, options: FitOptions, source: dict | None = None) -> dict:
     """What a run resumed from its backup must repeat: its options but `RESUMABLE_CHANGES`
-    (output paths, verbosity, the time budget), and the size of its model (which also
-    depends on the data, e.g. the vocabulary).
+    (output paths, verbosity, the time budget), the size of its model (which also depends on
+    the data, e.g. the vocabulary) and, given, the data's `source` (`run_options.data_source`:
+    the file's fingerprint) under `"dataset"`.
 
     Example:
     >>> import types
@@ -152,4 +152,5 @@ def resume_identity(model: keras.Model, options: FitOptions) -> dict:
               else dict(vars(options)))
     return {"options": identity_options(values, RESUMABLE_CHANGES),
             "model": {"parameters": int(sum(np.prod(w.shape) for w in model.weights)),
-                      "weights": len(model.weights)}}
+                      "weights": len(model.weights)},
+            **({"dataset": source} if source is not None else {})}

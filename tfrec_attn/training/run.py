@@ -543,7 +543,7 @@ def _kept_stage(options: TrainOptions, name: str, model: SASRec, source: dict | 
     if not options.backup_dir:
         return None, None
     stage = CompletedStage(options.backup_dir, name,
-                           {**resume_identity(model, options), "dataset": source})
+                           resume_identity(model, options, source))
     restored = stage.load()
     if any_worker(restored is None, strategy):
         return stage, None
