@@ -71,3 +71,16 @@ def test_on_error_takes_raise_or_skip_only(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_pipeline.main([*COMMON, "--on-error", "ignore", "--output", str(tmp_path / "o")])
     assert "invalid choice: 'ignore'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["sasrec", "din", "autoencoder", "policy"])
+def test_skip_without_a_data_file_is_a_usage_error(model, tmp_path, capsys):
+    """The synthetic generator reads no file, so `--on-error skip` there would do nothing: it is
+    refused (exit 2) naming the option, before anything is written."""
+    out = tmp_path / "o"
+    argv = ["--model", model, "--on-error", "skip", "--epochs", "1", "--verbose", "0",
+            "--export-root", "", "--output", str(out)]
+    assert train_pipeline.main(argv) == 2
+    assert "--on-error skip drops a data file's malformed lines; format 'synthetic'" in (
+        capsys.readouterr().err)
+    assert not out.exists()

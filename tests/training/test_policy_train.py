@@ -299,8 +299,9 @@ def test_a_restart_with_other_options_than_its_backup_is_refused(tmp_path, monke
     assert "options.ema_decay: None there, 0.5 now" in message
     assert fits == []  # refused before any training
     assert (tmp_path / "backup" / "policy_fitted" / "state.json").exists()  # kept
-    keras.backend.clear_session()  # another output directory: the same run, resumed
-    metrics = run_policy_training(_refit_options(tmp_path, "elsewhere"))
+    keras.backend.clear_session()  # another output directory and time budget: the same run,
+    # resumed (the README's options a rerun may change)
+    metrics = run_policy_training(_refit_options(tmp_path, "elsewhere", max_train_minutes=60))
     assert fits == [] and metrics["behaviour_refit"]["resumed_epochs"] == 1
 
 

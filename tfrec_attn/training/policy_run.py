@@ -67,7 +67,11 @@ from tfrec_attn.training.behaviour_refit import refit_behaviour_head
 from tfrec_attn.training.callbacks import EpochEvaluation
 from tfrec_attn.training.data_defaults import repeat_rate
 from tfrec_attn.training.distribution import shard_by_data
-from tfrec_attn.training.fitting import fit_with_run_callbacks, identity_options
+from tfrec_attn.training.fitting import (
+    RESUMABLE_CHANGES,
+    fit_with_run_callbacks,
+    identity_options,
+)
 from tfrec_attn.training.logged_feedback import (
     LoggedFeedback,
     LoggedSplit,
@@ -296,8 +300,8 @@ def _run(options: PolicyOptions, strategy: tf.distribute.Strategy, out: Path,
     fitted_name, refit_name = "policy_fitted", "behaviour_refit"  # in backup_dir
     stage = (CompletedStage(options.backup_dir, fitted_name, {
         "model": config.to_dict(), "dataset": data.dataset, "data_source": source,
-        "options": identity_options(dataclasses.asdict(options), (
-            "model", "output", "export_root", "name", "verbose", "overwrite", "backup_dir"))})
+        "options": identity_options(dataclasses.asdict(options),
+                                    ("model", *RESUMABLE_CHANGES))})
         if options.backup_dir else None)
     restored = stage.load() if stage else None
     if restored:

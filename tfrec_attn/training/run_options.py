@@ -118,7 +118,8 @@ def check_output_paths(options) -> None:
 
 
 def check_data_source(options) -> None:
-    """`format` is a reader's or `"synthetic"`, and a reader has a `data` path."""
+    """`format` is a reader's or `"synthetic"`, a reader has a `data` path, and the
+    generator is given neither a path nor `on_error="skip"` (it reads no file)."""
     if options.format not in (*FORMATS, "synthetic"):
         raise ValueError(f"format must be one of {(*FORMATS, 'synthetic')}. "
                          f"Received: format={options.format!r}")
@@ -127,6 +128,10 @@ def check_data_source(options) -> None:
     if options.format == "synthetic" and options.data:
         raise ValueError(f"--data {options.data!r} is not read by format 'synthetic' (the "
                          f"default): name the file's format, one of {FORMATS}.")
+    if options.format == "synthetic" and getattr(options, "on_error", None) == "skip":
+        raise ValueError(f"--on-error {options.on_error} drops a data file's malformed lines; "
+                         "format 'synthetic' (the default) reads no file. Give --data and "
+                         f"its format, one of {FORMATS}, or leave --on-error out.")
 
 
 def data_source(options) -> dict:
