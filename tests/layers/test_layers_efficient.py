@@ -204,6 +204,48 @@ def test_favor_approximates_softmax_attention():
     assert np.abs(few(x, mask=mask).numpy() - expected)[real].mean() > error
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_favor_queries_of_any_norm_attend(causal):
+    """Regression: FAVOR+ kept `-|q|^2 / 2` in a query's exponent, so every feature of a query
+    of norm ~13 underflowed to 0 and its row attended to nothing (output and weights 0). The
+    norm is a per-query constant that cancels in the normalization: now each query has a
+    feature `exp(0)`, and its weights sum to 1 at any scale."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(1, 4, 8)).astype(np.float32))
+    for scale in (1.0, 8.0, 30.0):
+        layer = LinearAttention(feature_map="favor", num_features=16, causal=causal,
+                                kernel_initializer="identity", use_bias=False)
+        queries = x * scale
+        out, weights = layer([queries, x], return_attention_scores=True)
+        np.testing.assert_allclose(weights.numpy().sum(-1), 1.0, atol=1e-5, err_msg=scale)
+        assert np.all(np.abs(out.numpy()).max(-1) > 0.1), scale
+        # the chunked / linear-state forms (no weights formed) agree with the quadratic one
+        np.testing.assert_allclose(layer([queries, x]).numpy(), out.numpy(), rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_favor_non_causal_keys_of_large_norm_still_attend():
+    """Non-causal FAVOR+ stabilizes the keys by their largest exponent (one constant per row
+    and head, over the valid keys): keys of norm ~20 and more no longer underflow to a zero
+    output. Padded keys do not enter that constant."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    mask = np.ones((2, 5), bool)
+    mask[1, :2] = False
+    layer = LinearAttention(feature_map="favor", num_features=16,
+                            kernel_initializer="identity", use_bias=False)
+    for scale in (1.0, 12.0, 20.0):
+        keys = x * scale
+        keys[1, :2] = 1000.0  # padded: ignored
+        out = layer([tf.constant(x), tf.constant(keys)], mask=[None, tf.constant(mask)]).numpy()
+        assert np.all(np.isfinite(out)) and np.all(np.abs(out).max(-1) > 0.1), scale
+        clean = keys.copy()
+        clean[1, :2] = 0.0
+        np.testing.assert_allclose(
+            layer([tf.constant(x), tf.constant(clean)], mask=[None, tf.constant(mask)]).numpy(),
+            out, rtol=1e-5, atol=1e-5)
+
+
 def test_favor_matrix_is_seeded_fixed_and_non_trainable():
     x, mask = _inputs()
     a, b, c = (LinearAttention(feature_map="favor", num_features=16, seed=s) for s in (1, 1, 2))
@@ -254,6 +296,23 @@ def test_low_rank_right_aligns_shorter_sequences(causal):
     long_x = tf.pad(x, [[0, 0], [3, 0], [0, 0]])
     long_mask = tf.pad(mask, [[0, 0], [3, 0]])
     np.testing.assert_allclose(layer(long_x, mask=long_mask).numpy()[:, 3:], short, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_low_rank_rows_without_a_valid_key_get_zero_weights(causal):
+    """As every other attention layer: a row whose keys are all padding returns zero weights
+    (the non-causal form once gave each summary 1 / r), and its output is the output bias."""
+    rng = np.random.default_rng(0)
+    q = tf.constant(rng.normal(size=(2, 3, 8)).astype(np.float32))
+    value_mask = np.ones((2, 3), bool)
+    value_mask[1] = False
+    layer = LowRankAttention(max_length=6, projection_length=2, block_size=3, causal=causal)
+    out, weights = layer([q, q], mask=[None, tf.constant(value_mask)],
+                         return_attention_scores=True)
+    assert np.all(weights.numpy()[1] == 0.0)
+    np.testing.assert_allclose(weights.numpy()[0].sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out.numpy()[1], np.broadcast_to(
+        layer.output_dense.bias.numpy(), out.shape[1:]), atol=1e-6)
 
 
 def test_low_rank_rejects_longer_sequences_and_attention_masks():

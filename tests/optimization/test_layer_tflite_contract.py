@@ -38,16 +38,6 @@ WIDE_SCALES = (0.1, 1.0, 10.0)
 
 CASES = (*lc.ATTENTION_CASES, *lic.LIST_INPUT_CASES, "item_embedding")
 BY_NAME = {str(case): case for case in CASES}
-# FAVOR+'s positive random features are exponentials of the projected inputs: their int8
-# ranges span decades and the normalized output loses precision (error ~0.32; the file runs and
-# stays finite). A known limit, documented in the README, not a broken file.
-INT8_IMPRECISE = {"linear_favor_causal"}
-
-
-def int8_cases():
-    return [pytest.param(case, marks=pytest.mark.xfail(
-                strict=True, reason="FAVOR+ features are imprecise in int8"))
-            if str(case) in INT8_IMPRECISE else case for case in CASES]
 
 
 @functools.cache
@@ -99,7 +89,7 @@ def test_float32_builtin_ops_match_keras(case, tmp_path):
     assert lt.relative_error(want, got) <= FLOAT_TOLERANCE
 
 
-@pytest.mark.parametrize("case", int8_cases(), ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
 def test_int8_runs_close_to_keras(case, tmp_path):
     model = case_model(str(case))
     path = lt.convert(model, tmp_path / "int8.tflite", lc.BATCH, "int8", calibration(case))
@@ -120,7 +110,7 @@ def test_int8_calibrated_on_a_wide_range_runs(case, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", int8_cases(), ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
 def test_qat_int8_runs_close_to_the_qat_model(case, tmp_path):
     """QAT (untrained: quantizer ranges set by forward passes) to int8: the file follows the
     fake-quantized Keras model it came from."""

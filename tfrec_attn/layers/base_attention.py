@@ -15,6 +15,16 @@ from tfrec_attn.validation import check_optional_positive_int, check_positive_in
 _INPUT_NAMES = ("query", "value", "key")
 
 
+def _input_shapes(input_shape) -> list[tf.TensorShape]:
+    """The query's, value's and key's shapes from one shape or a list / tuple of them (as
+    `call` takes the inputs): `[(2, 3, 8), (2, 5, 8)]` and `((2, 3, 8), (2, 5, 8))` are two
+    shapes, `(2, 3, 8)` one."""
+    if isinstance(input_shape, list | tuple) and input_shape and isinstance(
+            input_shape[0], list | tuple | tf.TensorShape):
+        return [tf.TensorShape(s) for s in input_shape]
+    return [tf.TensorShape(input_shape)]
+
+
 def _split_inputs(inputs):
     """`query` | `[query, value]` | `[query, value, key]` -> (query, value, key)."""
     if isinstance(inputs, list | tuple):
@@ -120,11 +130,7 @@ class BaseAttention(keras.layers.Layer):
         return layer
 
     def build(self, input_shape):
-        if isinstance(input_shape, list | tuple) and isinstance(input_shape[0], list | tuple
-                                                                  | tf.TensorShape):
-            shapes = [tf.TensorShape(s) for s in input_shape]
-        else:
-            shapes = [tf.TensorShape(input_shape)]
+        shapes = _input_shapes(input_shape)
         self._check_ranks(shapes)
         query_dim = shapes[0][-1]
         value_dim_in = shapes[1][-1] if len(shapes) > 1 else query_dim
@@ -246,12 +252,12 @@ class BaseAttention(keras.layers.Layer):
         return query_mask
 
     def compute_output_shape(self, input_shape):
-        shapes = input_shape if isinstance(input_shape, list) else [input_shape]
-        query_shape = tf.TensorShape(shapes[0])
+        shapes = _input_shapes(input_shape)
+        query_shape = shapes[0]
         if self.use_projections:
             last = self.output_dim or query_shape[-1]
         else:
-            last = tf.TensorShape(shapes[1] if len(shapes) > 1 else shapes[0])[-1]
+            last = shapes[min(1, len(shapes) - 1)][-1]
         return query_shape[:-1].concatenate([last])
 
     def get_prunable_weights(self) -> list:

@@ -36,7 +36,10 @@ class LinearAttention(BaseAttention):
     Feature maps: `"elu"` (`elu(x) + 1`, Katharopoulos et al.) or `"favor"` (Performer's
     positive random features `exp(w x - |x|^2 / 2) / sqrt(m)` of `x / d^(1/4)`, an unbiased
     estimate of the softmax kernel `exp(q.k / sqrt(d))`; the projection is fixed, drawn from
-    `seed` and stored as a non-trainable weight). Padded keys get `phi(k) = 0`.
+    `seed` and stored as a non-trainable weight). Padded keys get `phi(k) = 0`. FAVOR+ drops
+    constants that cancel in the normalization from the exponents, so a query of any norm
+    attends (and int8 keeps its range); in the causal form a key's own norm still enters its
+    features, so keys of norm above ~20 (after the key projection) underflow to no weight.
 
     Causal attention runs chunk by chunk: quadratic inside a chunk of `chunk_size`, plus a
     `(features x value_dim)` state summed over the previous chunks, so memory is
@@ -97,8 +100,19 @@ class LinearAttention(BaseAttention):
             name="random_features", shape=matrix.shape, dtype="float32", trainable=False,
             initializer=keras.initializers.Constant(matrix))
 
-    def _features(self, x: tf.Tensor, is_query: bool) -> tf.Tensor:
-        """`phi(x)` in float32, `(..., key_dim)` -> `(..., features)`."""
+    def _features(self, x: tf.Tensor, is_query: bool, valid: tf.Tensor | None = None
+                  ) -> tf.Tensor:
+        """`phi(x)` in float32, `(..., key_dim)` -> `(..., features)`; keys (`is_query=False`)
+        come as `(batch, heads, S, key_dim)` with `valid` (broadcastable boolean) marking real
+        ones.
+
+        FAVOR+ subtracts stabilizers from the exponent that cancel in the normalization, so that
+        `exp` neither underflows nor overflows: per query, `|q|^2 / 2` and its largest
+        projection (then one feature is `exp(0)`, whatever the query's norm); for non-causal
+        keys, the largest exponent over the valid keys of the row and head (one constant for
+        every key). Causal keys keep their own exponent: a constant taken over the sequence
+        would let later keys change earlier outputs' rounding.
+        """
         x = tf.cast(x, tf.float32)
         if self.feature_map == "elu":
             return tf.nn.elu(x) + 1.0
@@ -108,9 +122,16 @@ class LinearAttention(BaseAttention):
         flat = tf.reshape(x, [-1, self._head_key_dim])
         projected = tf.reshape(tf.matmul(flat, tf.cast(self.random_features, tf.float32)),
                                tf.concat([tf.shape(x)[:-1], [self.num_features]], axis=0))
+        if is_query:  # per-query constants: the norm term and the largest projection
+            exponent = projected - tf.stop_gradient(
+                tf.reduce_max(projected, axis=-1, keepdims=True))
+            return tf.exp(exponent) * float(self.num_features) ** -0.5
         exponent = projected - 0.5 * tf.reduce_sum(tf.square(x), axis=-1, keepdims=True)
-        if is_query:  # a per-query constant cancels in the normalization: stabilizes exp
-            exponent -= tf.stop_gradient(tf.reduce_max(projected, axis=-1, keepdims=True))
+        if not self.causal:
+            counted = exponent if valid is None else tf.where(valid, exponent, -1e30)
+            largest = tf.reduce_max(counted, axis=[-2, -1], keepdims=True)
+            largest = tf.where(largest > -1e29, largest, 0.0)  # rows with no valid key
+            exponent -= tf.stop_gradient(largest)
         return tf.exp(exponent) * float(self.num_features) ** -0.5
 
     def _attend(self, q, k, v, query_mask, value_mask, attention_mask, training,
@@ -123,7 +144,7 @@ class LinearAttention(BaseAttention):
         if value_mask is not None:
             valid = expand_axes(tf.cast(value_mask, tf.bool), 1, 3)
             k = tf.where(valid, k, tf.zeros_like(k))  # no exp() of padded content
-            k_features = tf.where(valid, self._features(k, False), 0.0)
+            k_features = tf.where(valid, self._features(k, False, valid), 0.0)
         else:
             k_features = self._features(k, is_query=False)
         k_features = tf.cast(self._dropout_layer(k_features, training=training), tf.float32)

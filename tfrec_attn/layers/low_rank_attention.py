@@ -111,6 +111,9 @@ class LowRankAttention(BaseAttention):
         keys = tf.matmul(expand_axes(e, 0, 0), k, transpose_a=True)  # (B, H, r, d)
         values = tf.matmul(expand_axes(f, 0, 0), v, transpose_a=True)
         keep = None if query_mask is None else expand_axes(tf.cast(query_mask, tf.bool), 1, 3)
+        if value_mask is not None:  # a row without a valid key: zero weight on its summaries
+            any_key = expand_axes(tf.reduce_any(tf.cast(value_mask, tf.bool), axis=-1), 1, 2, 3)
+            keep = any_key if keep is None else tf.logical_and(keep, any_key)
         heads, weights = self._apply_scores(self._compute_scores(q, keys), values, keep, training)
         return heads, weights
 

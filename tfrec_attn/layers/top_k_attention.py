@@ -30,7 +30,9 @@ class TopKAttention(BaseAttention):
         attention_mask: optional boolean `(batch, T, S)`.
 
     Returns:
-        `(batch, T, output_dim)`, and the weights (at most `k` non-zero per row) when asked.
+        `(batch, T, output_dim)`, and the weights when asked: `k` non-zero per row (fewer
+        with fewer visible keys; more when keys tie with the `k`-th largest logit, e.g. an
+        item repeated in the history, whose copies are all kept).
 
     Example:
     >>> from tfrec_attn._keras import tf
