@@ -71,6 +71,35 @@ def check_positive_int_tuple(name: str, values) -> tuple:
     return tuple(values)
 
 
+def check_bool(name: str, value) -> None:
+    """`value` is a bool (a string such as `"no"` would otherwise read as true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a bool. Received: {name}={value!r}")
+
+
+def _is_real(value) -> bool:
+    return (isinstance(value, int | float | np.integer | np.floating)
+            and not isinstance(value, bool | np.bool_) and bool(np.isfinite(value)))
+
+
+def check_float(name: str, value) -> None:
+    """`value` is a finite number (a bool is not)."""
+    if not _is_real(value):
+        raise ValueError(f"{name} must be a finite number. Received: {name}={value!r}")
+
+
+def check_positive_float(name: str, value) -> None:
+    """`value` is a finite number > 0 (an epsilon, a base)."""
+    if not _is_real(value) or value <= 0:
+        raise ValueError(f"{name} must be a number > 0. Received: {name}={value!r}")
+
+
+def check_non_negative_float(name: str, value) -> None:
+    """`value` is a finite number >= 0 (a penalty)."""
+    if not _is_real(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0. Received: {name}={value!r}")
+
+
 def check_choice(name: str, value, choices: tuple) -> None:
     """`value` is one of `choices`."""
     if value not in choices:

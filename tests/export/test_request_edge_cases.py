@@ -182,15 +182,16 @@ def test_policy_tflite_marks_unfilled_slots_too(quantization, tmp_path):
 
 
 VERSIONED_EXPORTS = {
-    "sasrec": lambda root, version: export_saved_model(_sasrec(), root, "m", k=K,
-                                                       version=version),
-    "policy": lambda root, version: export_policy(_policy(), root, "m", version=version),
-    "din": lambda root, version: export_ranker(
+    "sasrec": lambda root, version=None, **kw: export_saved_model(
+        _sasrec(), root, "m", k=K, version=version, **kw),
+    "policy": lambda root, version=None, **kw: export_policy(
+        _policy(), root, "m", version=version, **kw),
+    "din": lambda root, version=None, **kw: export_ranker(
         DIN(DINConfig(vocab_size=VOCAB, max_len=MAX_LEN, dim=4, attention_units=(4,),
-                      mlp_units=(4,))), root, "m", version=version),
-    "autoencoder": lambda root, version: export_autoencoder(
+                      mlp_units=(4,))), root, "m", version=version, **kw),
+    "autoencoder": lambda root, version=None, **kw: export_autoencoder(
         build_attention_autoencoder(AttentionAutoencoderConfig(
-            VOCAB, max_len=MAX_LEN, dim=8, num_blocks=0)), root, "m", version=version),
+            VOCAB, max_len=MAX_LEN, dim=8, num_blocks=0)), root, "m", version=version, **kw),
 }
 
 
@@ -202,4 +203,15 @@ def test_every_export_refuses_a_version_tf_serving_cannot_load(export, version, 
     with pytest.raises(ValueError, match=rf"version must be an int >= 0 \(TF Serving loads "
                                          rf"only .*\)\. Received: version={version}"):
         export(tmp_path, version)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+@pytest.mark.parametrize("export", VERSIONED_EXPORTS.values(), ids=VERSIONED_EXPORTS.keys())
+@pytest.mark.parametrize("keep", [-1, 0, "1", 1.5, True])
+def test_every_export_refuses_a_bad_keep_before_writing(export, keep, tmp_path):
+    """`keep=-1` used to write the version and then fail, `keep=0` was ignored, and a string or
+    float failed with a raw TypeError after the write."""
+    with pytest.raises(ValueError, match=rf"keep must be an int >= 1 or None \(keep every "
+                                         rf"version\)\. Received: keep={keep!r}"):
+        export(tmp_path, keep=keep)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

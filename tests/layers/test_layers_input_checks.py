@@ -11,6 +11,7 @@ from tfrec_attn.layers import (
     GraphAttention,
     HistoryTopK,
     ItemEmbedding,
+    LastPosition,
     LinearAttention,
     LocalAttention,
     LowRankAttention,
@@ -113,6 +114,44 @@ def test_dot_product_of_different_query_and_key_widths_raises_naming_both(inputs
 def test_dot_product_values_may_be_wider_than_queries_and_keys():
     query, value, key = tf.ones((2, 3, 8)), tf.ones((2, 5, 6)), tf.ones((2, 5, 8))
     assert ScaledDotProductAttention()([query, value, key]).shape == (2, 3, 6)
+
+
+@pytest.mark.parametrize("make", ATTENTION.values(), ids=ATTENTION.keys())
+def test_key_and_value_of_different_lengths_raise_naming_both(make):
+    """A key has one row per value: a ValueError naming both shapes, not a BatchMatMul one."""
+    query, value, key = tf.ones((2, 3, 8)), tf.ones((2, 7, 8)), tf.ones((2, 6, 8))
+    with pytest.raises(ValueError, match=r"the key's length must equal the value's\. Received: "
+                                         r"value shape \(2, 7, 8\), key shape \(2, 6, 8\)"):
+        make()([query, value, key])
+
+
+@pytest.mark.parametrize("make", ATTENTION.values(), ids=ATTENTION.keys())
+def test_query_of_another_batch_size_raises(make):
+    with pytest.raises(ValueError, match=r"the query's batch size must equal the value's"):
+        make()([tf.ones((3, 3, 8)), tf.ones((2, 5, 8))])
+
+
+@pytest.mark.parametrize("adjacency, mask, message", [
+    ((2, 4, 4), None, r"adjacency of shape \(2, 5, 5\) \(batch, N, N\)\. Received: shape "
+                      r"\(2, 4, 4\)"),
+    ((2, 5, 5), (2, 4), r"mask of shape \(2, 5\) \(batch, N\)\. Received: shape \(2, 4\)"),
+], ids=["adjacency", "mask"])
+def test_graph_attention_names_an_adjacency_or_mask_of_the_wrong_shape(adjacency, mask, message):
+    with pytest.raises(ValueError, match=message):
+        GraphAttention()([tf.ones((2, 5, 8)), tf.ones(adjacency)],
+                         mask=None if mask is None else tf.ones(mask, tf.bool))
+
+
+def test_history_top_k_refuses_more_items_than_scored():
+    with pytest.raises(ValueError, match=r"HistoryTopK: k=10 is more than the 5 scored items"):
+        HistoryTopK(k=10)([tf.ones((1, 5)), tf.constant([[2, 3]], tf.int64)])
+    with pytest.raises(ValueError, match=r"k=6 is more than the 5"):
+        HistoryTopK(k=2).select(tf.ones((1, 5)), tf.constant([[2]], tf.int64), k=6)
+
+
+def test_last_position_names_an_input_of_the_wrong_rank():
+    with pytest.raises(ValueError, match=r"LastPosition expects inputs of rank 3"):
+        LastPosition()(tf.ones((2, 8)))
 
 
 @pytest.mark.parametrize("make", SEQUENCE_LAYERS.values(), ids=SEQUENCE_LAYERS.keys())

@@ -4,9 +4,12 @@ import pytest
 
 from tfrec_attn.layers import (
     AdditiveAttention,
+    BaseAttention,
+    GraphAttention,
     HistoryTopK,
     ItemEmbedding,
     MultiHeadAttention,
+    MultimodalFusion,
     PositionEmbedding,
     ScaledDotProductAttention,
     SelfAttentionPooling,
@@ -32,6 +35,27 @@ BAD_ARGUMENTS = [
     (HistoryTopK, {"k": 0}, "k"),
     (ItemEmbedding, {"vocab_size": 0, "dim": 4}, "vocab_size"),
     (ItemEmbedding, {"vocab_size": 10, "dim": 0}, "dim"),
+    # flags: a string such as "no" would read as true
+    (MultiHeadAttention, {"causal": "no"}, "causal"),
+    (MultiHeadAttention, {"use_bias": "false"}, "use_bias"),
+    (ScaledDotProductAttention, {"causal": 1}, "causal"),
+    (BaseAttention, {"use_projections": "yes"}, "use_projections"),
+    (TransformerEncoderBlock, {"norm_first": "no"}, "norm_first"),
+    (TransformerEncoderBlock, {"causal": "no"}, "causal"),
+    (GraphAttention, {"add_self_loops": "no"}, "add_self_loops"),
+    (GraphAttention, {"concat_heads": None}, "concat_heads"),
+    (MultimodalFusion, {"use_bias": "no"}, "use_bias"),
+    (HistoryTopK, {"exclude_history": "no"}, "exclude_history"),
+    (ItemEmbedding, {"vocab_size": 10, "dim": 4, "scale_by_dim": "no"}, "scale_by_dim"),
+    # numbers
+    (TransformerEncoderBlock, {"layer_norm_epsilon": -1.0}, "layer_norm_epsilon"),
+    (ItemEmbedding, {"vocab_size": 10, "dim": 4, "l2": -1.0}, "l2"),
+    (ItemEmbedding, {"vocab_size": 10, "dim": 4, "l2": "x"}, "l2"),
+    (GraphAttention, {"negative_slope": "a"}, "negative_slope"),
+    (SinusoidalPositionEmbedding, {"max_length": 5, "base": 0.0}, "base"),
+    # an attention option the variant does not take, named when the block is made
+    (TransformerEncoderBlock, {"attention": "local", "attention_options": {"windw": 3}},
+     "windw"),
 ]
 
 

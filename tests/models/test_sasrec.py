@@ -36,7 +36,9 @@ def softmax_run(chain_sequences):
       r"\['windw'\] are not options of attention='local' "
       r"\(its options: \['num_global', 'window'\]\)"),
      ({"attention_options": {"num_heads": 2}},
-      r"attention_options must not set \['num_heads'\]: the encoder sets them")],
+      r"attention_options must not set \['num_heads'\]: the encoder sets them"),
+     ({"l2": -0.1}, r"l2 must be a number >= 0"), ({"exclude_seen": "no"}, "exclude_seen"),
+     ({"norm_first": "no"}, "norm_first must be a bool"), ({"gated": 1}, "gated")],
 )
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -33,7 +33,7 @@ def _fit_steps(model, feed, steps: int):
 
 
 @pytest.mark.parametrize("case", oc.weighted_layer_cases())
-def test_each_layer_reaches_target_sparsity(case):
+def test_each_layer_reaches_target_sparsity(case, tmp_path):
     model, feed, name = oc.case_model(case)
     layer = model.get_layer(name)
     expected = [w.name for w in prunable_weights(layer)]
@@ -54,6 +54,13 @@ def test_each_layer_reaches_target_sparsity(case):
     assert not any(_is_wrapper(w) for w in stripped.layers)
     assert sparsity_report(stripped) == report
     np.testing.assert_allclose(stripped(feed), pruned(feed), atol=1e-6)
+    # the pruned model saves and reloads as .h5 too (no scope): a layer with several kernels
+    # once wrote several `mask:0`, and our layers came back as Keras' of the same class name
+    path = tmp_path / "pruned.h5"
+    pruned.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded(feed), pruned(feed), atol=1e-6)
+    assert sparsity_report(reloaded) == report
 
 
 def test_prune_model_wraps_only_layers_with_prunable_weights():
@@ -124,6 +131,15 @@ def test_schedule_validation(kwargs, message):
         make_schedule(**kwargs)
 
 
+def test_prune_model_with_its_defaults_says_what_to_give():
+    """The default schedule ramps up to `end_step`, which only the caller knows: the error says
+    so and offers the constant schedule."""
+    x = keras.Input((4,))
+    with pytest.raises(ValueError, match=r"schedule='polynomial' \(the default\).*end_step.*"
+                                         r"schedule='constant'"):
+        prune_model(keras.Model(x, keras.layers.Dense(2)(x)))
+
+
 def test_pruning_callbacks():
     assert [type(c).__name__ for c in pruning_callbacks()] == ["UpdatePruningStep"]
     names = [type(c).__name__ for c in pruning_callbacks(log_dir="/tmp/unused")]
@@ -158,6 +174,26 @@ def test_layer_cases_cover_every_registered_weighted_layer():
         else:
             case = next((c for c in lc.ATTENTION_CASES if c.cls is cls), None)
             assert case is not None, f"{cls.__name__} has no case in layer_cases or here"
+
+
+def test_pruning_under_mixed_precision_with_float32_and_embedding_layers():
+    """Keras' `Embedding` (its table is never cast) and a `Dense(dtype="float32")` output layer
+    (the mixed-precision guide's) are pruned beside our mixed layers: TFMOT's wrapper read its
+    masks in float16 against their float32 weights and the masking multiply failed."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    ids = keras.Input((6,), dtype="int64")
+    x = keras.layers.Embedding(20, 8, name="embedding")(ids)
+    x = oc.lc.ATTENTION_CASES[2].make()(x)  # mha_self, mixed
+    out = keras.layers.Dense(3, dtype="float32", name="head")(keras.layers.Flatten()(x))
+    model = keras.Model(ids, out)
+    feed = [np.random.default_rng(0).integers(1, 20, size=(4, 6))]
+    pruned = prune_model(model, target_sparsity=0.5, schedule="constant", frequency=1)
+    _fit_steps(pruned, feed, steps=1)
+    assert pruned(feed).dtype == tf.float32
+    report = sparsity_report(pruned)
+    assert set(report["layers"]) >= {"embedding", "head"}
+    for entry in report["layers"].values():
+        assert entry["sparsity"] == pytest.approx(0.5, abs=0.05), report
 
 
 def test_pruning_under_mixed_precision():

@@ -178,6 +178,15 @@ def test_qat_refuses_mixed_precision():
         make_qat_model(model)
 
 
+def test_qat_names_layers_called_for_their_attention_weights():
+    """TFMOT cannot wrap a layer with two outputs; the error names the layer and the way out
+    (TFMOT's own said "Multiple output tensors not handled currently")."""
+    x = keras.Input((6, 8))
+    output, _ = MultiHeadAttention(num_heads=2, name="mha")(x, return_attention_scores=True)
+    with pytest.raises(ValueError, match=r"return_attention_scores=True.*\['mha'\]"):
+        make_qat_model(keras.Model(x, output))
+
+
 def test_overlapping_qat_wrapping_in_two_threads_leaves_tfmot_as_it_was():
     """`make_qat_model` swaps one TFMOT module reference while it wraps; two threads doing so
     at once used to restore in the wrong order and leave the swapped reference in place."""

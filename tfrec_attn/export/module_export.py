@@ -12,6 +12,7 @@ from pathlib import Path
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.versioning import (
     atomic_version_dir,
+    check_keep,
     check_version,
     keep_latest,
     next_version,
@@ -73,8 +74,7 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
     if "serving_default" not in signatures:
         raise ValueError("signatures must include 'serving_default'. "
                          f"Received: {sorted(signatures)}")
-    if keep is not None and keep < 1:
-        raise ValueError(f"keep must be at least 1. Received: keep={keep}")
+    check_keep(keep)
     model_dir = Path(export_root) / name
     version = next_version(model_dir) if version is None else check_version(version)
     with atomic_version_dir(model_dir, version) as scratch:
@@ -85,7 +85,7 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
         (extra / "tfrec_attn.json").write_text(json.dumps(info, indent=2))
         if write_warmup is not None:
             write_warmup(extra / WARMUP_FILE)
-    if keep:
+    if keep is not None:
         keep_latest(model_dir, keep)
     return model_dir / str(version)
 

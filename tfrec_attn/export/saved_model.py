@@ -10,6 +10,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.export.module_export import reject_pruning_wrappers
 from tfrec_attn.export.versioning import (
     atomic_version_dir,
+    check_keep,
     check_version,
     keep_latest,
     next_version,
@@ -245,6 +246,7 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
     check_model_name(name)
     if version is not None:
         check_version(version)
+    check_keep(keep)
     module = RecommenderModule(model, max_k=k, candidate_ids=candidate_ids)  # checks k
     model_dir = Path(export_root) / name
     version = next_version(model_dir) if version is None else check_version(version)
@@ -259,6 +261,6 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
         if warmup_histories is not None:
             write_warmup_requests(extra / "tf_serving_warmup_requests", warmup_histories,
                                   model_name=name)
-    if keep:
+    if keep is not None:
         keep_latest(model_dir, keep)
     return model_dir / str(version)

@@ -87,10 +87,26 @@ def _umask() -> int:
     return mask
 
 
+def check_keep(keep) -> None:
+    """`keep` (how many versions an export leaves) is `None` (all) or an int >= 1; checked
+    before anything is written, so a bad value never leaves a new version behind.
+
+    Example:
+    >>> check_keep(2)
+    >>> check_keep(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: keep must be an int >= 1 or None (keep every version). Received: keep=0
+    """
+    if keep is not None and (not isinstance(keep, numbers.Integral) or isinstance(keep, bool)
+                             or keep < 1):
+        raise ValueError("keep must be an int >= 1 or None (keep every version). "
+                         f"Received: keep={keep!r}")
+
+
 def keep_latest(model_dir: str | os.PathLike, keep: int) -> list[int]:
     """Deletes all but the `keep` newest versions; returns the deleted version numbers."""
-    if keep < 1:
-        raise ValueError(f"keep must be at least 1. Received: keep={keep}")
+    check_keep(keep)
     versions = existing_versions(model_dir)
     doomed = versions[:-keep]
     for version in doomed:

@@ -1,5 +1,7 @@
 """Attention variants by name: `make_attention("local", window=8, num_heads=2)`."""
 
+import inspect
+
 from tfrec_attn.layers.base_attention import BaseAttention
 from tfrec_attn.layers.linear_attention import LinearAttention
 from tfrec_attn.layers.local_attention import LocalAttention
@@ -35,3 +37,26 @@ def make_attention(kind: str, **kwargs) -> BaseAttention:
         raise ValueError(
             f"Unknown attention kind {kind!r}. Expected one of {sorted(ATTENTION_KINDS)}.")
     return ATTENTION_KINDS[kind](**kwargs)
+
+
+def check_attention_option_names(kind: str, options: dict | None, reserved=()) -> None:
+    """Each key of `options` is a constructor argument of the `kind` variant, other than the
+    `reserved` ones its caller sets itself; otherwise a `ValueError` listing the variant's
+    options (a typo is named when the model is configured, not at its first call as Keras'
+    "Keyword argument not understood").
+
+    Example:
+    >>> check_attention_option_names("local", {"window": 4})
+    >>> check_attention_option_names("local", {"windw": 4})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: attention_options ['windw'] are not options of attention='local' (its ...
+    """
+    accepted = inspect.signature(ATTENTION_KINDS[kind].__init__).parameters
+    unknown = sorted(set(options or {}) - set(accepted))
+    if unknown:
+        own = sorted(name for name, p in accepted.items() if name != "self"
+                     and name not in reserved and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        raise ValueError(f"attention_options {unknown} are not options of "
+                         f"attention={kind!r} (its options: {own}). "
+                         f"Received: attention_options={options!r}")

@@ -10,7 +10,12 @@ from tfrec_attn.layers.utils import (
     prunable_kernels,
 )
 from tfrec_attn.registry import register
-from tfrec_attn.validation import check_optional_positive_int, check_positive_int, check_rate
+from tfrec_attn.validation import (
+    check_bool,
+    check_optional_positive_int,
+    check_positive_int,
+    check_rate,
+)
 
 _INPUT_NAMES = ("query", "value", "key")
 
@@ -38,6 +43,20 @@ def _split_inputs(inputs):
         key = inputs[2] if len(inputs) > 2 else value
         return query, value, key
     return inputs, inputs, inputs
+
+
+def _check_value_and_key(owner: str, query, value, key) -> None:
+    """Static shapes: the key has one row per value (its batch and length are the value's),
+    and the query's batch is theirs; otherwise a `ValueError` naming both shapes instead of a
+    matmul's."""
+    for name, other, axes in (("key", key, (0, 1)), ("query", query, (0,))):
+        for axis in axes:
+            a, b = value.shape[axis], other.shape[axis]
+            if a is not None and b is not None and a != b:
+                what = "batch size" if axis == 0 else "length"
+                raise ValueError(f"{owner}: the {name}'s {what} must equal the value's. "
+                                 f"Received: value shape {tuple(value.shape)}, {name} shape "
+                                 f"{tuple(other.shape)}")
 
 
 def _split_masks(mask, self_attention: bool):
@@ -100,6 +119,9 @@ class BaseAttention(keras.layers.Layer):
                             ("output_dim", output_dim)):
             check_optional_positive_int(name, value)
         check_rate("dropout", dropout)
+        for name, flag in (("use_projections", use_projections), ("use_bias", use_bias),
+                           ("causal", causal)):
+            check_bool(name, flag)
         if not use_projections and num_heads != 1:
             raise ValueError(
                 f"use_projections=False supports one head only. Received: num_heads={num_heads}"
@@ -232,6 +254,7 @@ class BaseAttention(keras.layers.Layer):
         query, value, key = _split_inputs(inputs)
         self._check_ranks([x.shape for x in (inputs if isinstance(inputs, list | tuple)
                                              else [inputs])])
+        _check_value_and_key(type(self).__name__, query, value, key)
         self._check_masks(query, key, mask, attention_mask)
         self_attention = not isinstance(inputs, list | tuple) or len(inputs) == 1
         query_mask, value_mask = _split_masks(mask, self_attention)

@@ -10,7 +10,9 @@ from tfrec_attn.layers.utils import (
 )
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
+    check_bool,
     check_choice,
+    check_non_negative_float,
     check_optional_positive_int,
     check_positive_int,
     check_rate,
@@ -96,9 +98,10 @@ class GraphAttention(keras.layers.Layer):
         check_positive_int("version", version)  # check_choice alone takes True and 1.0 for 1
         check_choice("version", version, VERSIONS)
         check_rate("dropout", dropout)
-        if negative_slope < 0.0:
-            raise ValueError("negative_slope must be non-negative. "
-                             f"Received: negative_slope={negative_slope}")
+        check_non_negative_float("negative_slope", negative_slope)
+        for name, flag in (("concat_heads", concat_heads), ("add_self_loops", add_self_loops),
+                           ("use_bias", use_bias)):
+            check_bool(name, flag)
         self.units = units
         self.num_heads = num_heads
         self.version = version
@@ -194,6 +197,11 @@ class GraphAttention(keras.layers.Layer):
     def call(self, inputs, mask=None, training=None, return_attention_scores=False):
         nodes, adjacency = _split_graph_inputs(inputs)
         node_mask = _node_mask(mask)
+        batch_and_nodes = nodes.shape[:2]
+        masking.check_mask_shape("GraphAttention", "adjacency", adjacency,
+                                 batch_and_nodes.concatenate(nodes.shape[1:2]), "(batch, N, N)")
+        masking.check_mask_shape("GraphAttention", "mask", node_mask, batch_and_nodes,
+                                 "(batch, N)")
         source = self._split_heads(self.source_dense(nodes))
         edge_mask = self._edge_mask(adjacency, node_mask)
         # Non-edge logits are zeroed before the fill (`zero_masked_logits`), so padded nodes'

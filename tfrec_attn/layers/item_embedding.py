@@ -3,7 +3,7 @@
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.utils import clone_initializer
 from tfrec_attn.registry import register
-from tfrec_attn.validation import check_positive_int
+from tfrec_attn.validation import check_bool, check_non_negative_float, check_positive_int
 
 
 @register()
@@ -41,6 +41,8 @@ class ItemEmbedding(keras.layers.Layer):
         super().__init__(**kwargs)
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("dim", dim)
+        check_bool("scale_by_dim", scale_by_dim)
+        check_non_negative_float("l2", l2)
         self.vocab_size = vocab_size
         self.dim = dim
         self.scale_by_dim = scale_by_dim

@@ -10,6 +10,7 @@ from tfrec_attn.layers.utils import (
 )
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
+    check_bool,
     check_choice,
     check_optional_positive_int,
     check_positive_int,
@@ -83,6 +84,7 @@ class MultimodalFusion(keras.layers.Layer):
         check_optional_positive_int("key_dim", key_dim)
         check_choice("query", query, QUERIES)
         check_rate("dropout", dropout)
+        check_bool("use_bias", use_bias)
         self.dim = dim
         self.num_heads = num_heads
         self.query = query

@@ -2,6 +2,7 @@
 
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers import masking
+from tfrec_attn.layers.utils import check_rank
 from tfrec_attn.registry import register
 from tfrec_attn.validation import check_int
 
@@ -59,6 +60,7 @@ class LastPosition(keras.layers.Layer):
     """
 
     def call(self, inputs):
+        check_rank(self, "inputs", inputs.shape)
         return inputs[:, -1]
 
     def compute_output_shape(self, input_shape):

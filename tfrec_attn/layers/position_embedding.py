@@ -7,7 +7,7 @@ import numpy as np
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.utils import check_rank, clone_initializer
 from tfrec_attn.registry import register
-from tfrec_attn.validation import check_positive_int
+from tfrec_attn.validation import check_positive_float, check_positive_int
 
 
 def _right_aligned(table: tf.Tensor, length) -> tf.Tensor:
@@ -143,6 +143,7 @@ class SinusoidalPositionEmbedding(_AddPositions):
 
     def __init__(self, max_length: int, base: float = 10000.0, **kwargs):
         super().__init__(max_length, **kwargs)
+        check_positive_float("base", base)
         self.base = base
 
     def build(self, input_shape):

@@ -4,7 +4,7 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.masking import fill_masked
 from tfrec_attn.layers.utils import scatter_rows
 from tfrec_attn.registry import register
-from tfrec_attn.validation import check_int, check_positive_int
+from tfrec_attn.validation import check_bool, check_int, check_positive_int
 
 UNFILLED_ID = -1  # the id of a top-k slot no eligible item fills (`mark_unfilled=True`)
 
@@ -53,6 +53,8 @@ class HistoryTopK(keras.layers.Layer):
         super().__init__(**kwargs)
         check_positive_int("k", k)
         check_int("first_item_id", first_item_id)
+        check_bool("exclude_history", exclude_history)
+        check_bool("mark_unfilled", mark_unfilled)
         self.k = k
         self.exclude_history = exclude_history
         self.first_item_id = first_item_id
@@ -71,11 +73,16 @@ class HistoryTopK(keras.layers.Layer):
             allowed: optional boolean `(batch | 1, vocab)`: only these ids are eligible (e.g.
                 a candidate set).
         """
+        wanted = self.k if k is None else k
+        width = scores.shape[-1]
+        if isinstance(wanted, int) and width is not None and wanted > width:
+            raise ValueError(f"HistoryTopK: k={wanted} is more than the {width} scored items "
+                             f"(scores shape {tuple(scores.shape)}); use k <= {width}.")
         keep = self.eligible(scores, history)
         if allowed is not None:
             keep = tf.logical_and(keep, allowed)
         top_scores, top_ids = tf.math.top_k(fill_masked(tf.cast(scores, tf.float32), keep, 1.0),
-                                            k=self.k if k is None else k)
+                                            k=wanted)
         top_ids = tf.cast(top_ids, tf.int64)
         if self.mark_unfilled:
             keep = tf.broadcast_to(keep, tf.shape(scores))

@@ -1,7 +1,11 @@
 """A Transformer encoder block (pre- or post-LN) around tfrec_attn's multi-head attention."""
 
 from tfrec_attn._keras import keras
-from tfrec_attn.layers.attention_factory import ATTENTION_KINDS, make_attention
+from tfrec_attn.layers.attention_factory import (
+    ATTENTION_KINDS,
+    check_attention_option_names,
+    make_attention,
+)
 from tfrec_attn.layers.masking import check_mask_shape
 from tfrec_attn.layers.utils import (
     build_sublayer,
@@ -10,7 +14,13 @@ from tfrec_attn.layers.utils import (
     prunable_kernels,
 )
 from tfrec_attn.registry import register
-from tfrec_attn.validation import check_optional_positive_int, check_positive_int, check_rate
+from tfrec_attn.validation import (
+    check_bool,
+    check_optional_positive_int,
+    check_positive_float,
+    check_positive_int,
+    check_rate,
+)
 
 # What the block passes to its attention layer itself: `attention_options` may not set them.
 BLOCK_ATTENTION_OPTIONS = frozenset(
@@ -92,7 +102,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
             raise ValueError(
                 f"attention_options must not set {sorted(reserved)}: the block sets them. "
                 "Pass them to TransformerEncoderBlock instead.")
+        check_attention_option_names(attention, attention_options, BLOCK_ATTENTION_OPTIONS)
         check_positive_int("num_heads", num_heads)
+        for name, flag in (("norm_first", norm_first), ("causal", causal), ("gated", gated)):
+            check_bool(name, flag)
+        check_positive_float("layer_norm_epsilon", layer_norm_epsilon)
         check_optional_positive_int("intermediate_dim", intermediate_dim)
         check_rate("dropout", dropout)
         self.num_heads = num_heads
@@ -105,8 +119,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.attention_kind = attention
         self.attention_options = dict(attention_options) if attention_options else None
-        if not isinstance(gated, bool):
-            raise ValueError(f"gated must be a bool. Received: gated={gated!r}")
         self.gated = gated
         self.supports_masking = True
 

@@ -1,7 +1,6 @@
 """SASRec-style sequential recommender: functional towers, wired to TFRS tasks by `SASRec`."""
 
 import dataclasses
-import inspect
 
 import tensorflow_recommenders as tfrs
 
@@ -19,12 +18,15 @@ from tfrec_attn.layers import (
     TransitionPrior,
     top_k_outputs,
 )
+from tfrec_attn.layers.attention_factory import check_attention_option_names
 from tfrec_attn.layers.transformer_encoder_block import BLOCK_ATTENTION_OPTIONS
 from tfrec_attn.models import losses
 from tfrec_attn.registry import register
 from tfrec_attn.validation import (
+    check_bool,
     check_choice,
     check_heads_divide,
+    check_non_negative_float,
     check_non_negative_int,
     check_positive_ints,
     check_rate,
@@ -126,6 +128,9 @@ class SASRecConfig:
                                    "future_targets", "max_negatives"))
         check_rate("dropout", self.dropout)
         check_rate("input_dropout", self.input_dropout)
+        check_non_negative_float("l2", self.l2)
+        for name in ("norm_first", "exclude_seen", "gated"):
+            check_bool(name, getattr(self, name))
         if self.uniform_negatives is None and isinstance(self.loss, str):
             self.uniform_negatives = DEFAULT_UNIFORM_NEGATIVES if self.loss == "sampled" else 0
         check_non_negative_int("uniform_negatives", self.uniform_negatives)
@@ -145,15 +150,8 @@ class SASRecConfig:
                 raise ValueError(f"attention_options must not set {reserved}: the encoder sets "
                                  "them from the model's own settings (num_heads, dropout). "
                                  f"Received: attention_options={self.attention_options!r}")
-            accepted = inspect.signature(ATTENTION_KINDS[self.attention].__init__).parameters
-            unknown = sorted(set(self.attention_options) - set(accepted))
-            if unknown:
-                own = sorted(name for name, p in accepted.items() if name != "self"
-                             and name not in BLOCK_ATTENTION_OPTIONS
-                             and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
-                raise ValueError(f"attention_options {unknown} are not options of "
-                                 f"attention={self.attention!r} (its options: {own}). "
-                                 f"Received: attention_options={self.attention_options!r}")
+            check_attention_option_names(self.attention, self.attention_options,
+                                         BLOCK_ATTENTION_OPTIONS)
         if self.exclude_seen and self.loss == "bce":
             raise ValueError("exclude_seen applies to the softmax losses ('sampled', 'softmax'); "
                              "Received: loss='bce'")

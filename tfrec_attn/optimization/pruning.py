@@ -39,7 +39,42 @@ class PruneLowMagnitude(PropagateMask, pruning_wrapper.PruneLowMagnitude):
 
     Registered as `tfrec_attn>PruneLowMagnitude`, so saved pruned models load without a scope;
     TFMOT's `strip_pruning`, `UpdatePruningStep` and `PruningSummaries` treat it as theirs.
+    Two more differences from TFMOT's:
+    - it computes in the wrapped layer's dtype policy, and reads each mask in its weight's
+      dtype: under `mixed_float16`, TFMOT's wrapper reads its masks in float16 while a float32
+      layer (`Dense(dtype="float32")`, the usual output layer) or an `Embedding` (whose table
+      is never cast) reads its weight in float32, and the masking multiply fails;
+    - a layer with several prunable weights gets masks and thresholds of distinct names
+      (`mask`, `mask_1`, ...): TFMOT names each `mask` / `threshold`, which an `.h5` file
+      cannot hold twice in one layer (and `from_config` finds our wrapped layers by their
+      registered names), so a pruned model of our layers saves and loads as `.h5` too.
     """
+
+    def __init__(self, layer, *args, **kwargs):
+        if "dtype" not in kwargs and isinstance(layer, keras.layers.Layer):
+            kwargs["dtype"] = layer.dtype_policy
+        super().__init__(layer, *args, **kwargs)
+
+    @classmethod
+    def from_config(cls, config):
+        # TFMOT deserializes the wrapped layer by its bare class name, which the `.h5` loader
+        # resolves to Keras' own layer of that name (our `MultiHeadAttention` came back as
+        # Keras'): name it by its registered name instead.
+        layer = dict(config["layer"])
+        registered = layer.get("registered_name")
+        if registered and keras.utils.get_registered_object(registered) is not None:
+            layer["class_name"] = registered
+        return super().from_config({**config, "layer": layer})
+
+    def add_weight(self, name=None, *args, **kwargs):
+        if name in ("mask", "threshold"):  # called once per prunable weight, in order, by build
+            counts = self.__dict__.setdefault("_pruning_var_counts", {})
+            index = counts[name] = counts.get(name, -1) + 1
+            name = f"{name}_{index}" if index else name
+            # read in the weight's dtype: a mixed-precision layer's weights are cast to float16
+            # in its call, an `Embedding`'s table (never autocast) is not
+            kwargs["experimental_autocast"] = hasattr(self.prunable_weights[index], "true_dtype")
+        return super().add_weight(name, *args, **kwargs)
 
 
 def _is_pruning_wrapper(layer) -> bool:
@@ -99,7 +134,9 @@ def make_schedule(target_sparsity: float = 0.8, schedule: str = "polynomial",
     if schedule == "polynomial":
         if end_step is None or end_step <= begin_step:
             raise ValueError(
-                f"schedule='polynomial' needs end_step > begin_step. Received: "
+                f"schedule='polynomial' (the default) ramps sparsity up until end_step, so it "
+                f"needs end_step > begin_step (e.g. end_step = epochs x steps per epoch), or use "
+                f"schedule='constant' to prune to target_sparsity at begin_step. Received: "
                 f"begin_step={begin_step}, end_step={end_step}")
         return sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target_sparsity,
                                         begin_step=begin_step, end_step=end_step,
