@@ -57,6 +57,12 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"tfrec-attn optimize: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not Keras' traceback
+        out = args.output or args.run_dir
+        print(f"tfrec-attn optimize: interrupted; {out}/optimize.json was not written (exports "
+              f"under {out}/optimized/ may be missing): rerun the same command to optimize the "
+              "run again", file=sys.stderr)
+        return 130
     print(optimize_table(report))
     out = args.output or args.run_dir
     print(f"\nreport: {out}/optimize.json, {out}/optimize.png; exports: {out}/optimized/")

@@ -331,6 +331,21 @@ def test_interrupted_rerun_leaves_no_report_of_replaced_files(report, run_dir, t
     assert _config_names(copy) == ["float32"]
 
 
+def test_ctrl_c_in_the_command_prints_one_line(run_dir, tmp_path, monkeypatch, capsys):
+    """As `train` and `tune`: exit 130 and one line saying what was not written, not Keras'
+    traceback."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optimize_pipeline, "optimize_run", interrupted)
+    out = tmp_path / "out"
+    assert optimize_pipeline.main(["--run-dir", str(run_dir), "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"tfrec-attn optimize: interrupted; {out}/optimize.json was not written (exports under "
+        f"{out}/optimized/ may be missing): rerun the same command to optimize the run again"]
+
+
 def test_missing_run_dir_is_a_clear_error(tmp_path, capsys):
     missing = tmp_path / "nope"
     with pytest.raises(FileNotFoundError, match="Run directory not found: .*nope"):

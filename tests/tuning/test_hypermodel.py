@@ -36,3 +36,17 @@ def test_trial_model_equals_the_train_runs_model(blocks, learning_rate):
                                   run.loss_fn._probabilities.numpy())
     history = np.array([[0, 0, 2, 3, 4]])
     np.testing.assert_allclose(trial(history).numpy(), run(history).numpy(), rtol=1e-6)
+
+
+def test_a_bce_trial_drops_the_exclude_seen_the_data_chose():
+    """The search's base takes `exclude_seen=True` from the data (as `train` does for the
+    softmax losses); a trial sampling `loss: bce` failed on it ("exclude_seen applies to the
+    softmax losses"), so a one-trial search could end with no scored trial. A user's own
+    `exclude_seen` is still refused with bce."""
+    space = SearchSpace({"loss": ["bce"]})
+    base = {"max_len": 5, "exclude_seen": True}
+    model = SASRecHyperModel(VOCAB, space, base=base, data_chosen=("exclude_seen",)).build(
+        keras_tuner.HyperParameters())
+    assert model.config.loss == "bce" and not model.config.exclude_seen
+    with pytest.raises(ValueError, match="exclude_seen applies to the softmax losses"):
+        SASRecHyperModel(VOCAB, space, base=base).build(keras_tuner.HyperParameters())

@@ -185,3 +185,26 @@ def test_data_train_refuses_is_refused_before_any_trial(tmp_path, capsys, events
     assert tune_pipeline.main(argv) == 2
     err = capsys.readouterr().err
     assert f"--data {data}" in err and message in err and not out.exists()
+
+
+def test_best_config_of_a_search_given_relative_paths_trains_from_anywhere(tmp_path,
+                                                                           monkeypatch):
+    """The data path was written as given (`data: events.txt`) beside the printed command
+    `tfrec-attn train --config .../best_config.yaml`, which then failed elsewhere: it is
+    absolute now, as are the output and the command."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "events.txt").write_text("".join(f"{u} {(u + i) % 30 + 1}\n" for u in range(1, 41)
+                                             for i in range(8)))
+    monkeypatch.chdir(work)
+    argv = ["--format", "sasrec", "--data", "events.txt", "--max-trials", "1", "--epochs", "1",
+            "--verbose", "0", "--output", "tune"]
+    assert tune_pipeline.main(argv) == 0
+    report = json.loads((work / "tune" / "tuning.json").read_text())
+    assert report["best_config"] == str(work / "tune" / "best_config.yaml")
+    config = yaml.safe_load((work / "tune" / "best_config.yaml").read_text())
+    assert config["data"] == str(work / "events.txt")
+    assert config["output"] == str(work / "tune" / "best_run")
+    monkeypatch.chdir(tmp_path)
+    options = train_pipeline.options_from_args(["--config", report["best_config"]])
+    assert options.data == str(work / "events.txt")

@@ -40,6 +40,9 @@ class SASRecHyperModel(keras_tuner.HyperModel):
         deadline: `time.monotonic()` value at which any running trial stops; `None` for none.
         trial_minutes: wall-time cap of one trial; `None` for none.
         seed: every trial starts from this seed (same hyper-parameters, same initial weights).
+        data_chosen: the `base` fields `choose_data_defaults` chose; a trial whose loss is
+            `"bce"` drops a chosen `exclude_seen` (as `tfrec-attn train` never chooses it for
+            that loss, which does not take it).
 
     Example:
     >>> import keras_tuner
@@ -54,7 +57,7 @@ class SASRecHyperModel(keras_tuner.HyperModel):
                  learning_rate: float = 3e-3, item_probabilities=None, valid_histories=(),
                  valid_targets=(), protocol: str = "full", patience: int = 5,
                  deadline: float | None = None, trial_minutes: float | None = None,
-                 seed: int = 0):
+                 seed: int = 0, data_chosen=()):
         super().__init__(name="sasrec")
         self.vocab_size = vocab_size
         self.space = space
@@ -68,6 +71,7 @@ class SASRecHyperModel(keras_tuner.HyperModel):
         self.deadline = deadline
         self.trial_minutes = trial_minutes
         self.seed = seed
+        self.data_chosen = frozenset(data_chosen)
 
     def declare_hyperparameters(self, hp) -> None:
         self.space.sample(hp)
@@ -77,7 +81,10 @@ class SASRecHyperModel(keras_tuner.HyperModel):
         learning_rate = values.pop("learning_rate", self.learning_rate)
         keras.backend.clear_session()  # drop the previous trial's graph state
         keras.utils.set_random_seed(self.seed)
-        config = SASRecConfig(vocab_size=self.vocab_size, **{**self.base, **values})
+        fields = {**self.base, **values}
+        if fields.get("loss") == "bce" and "exclude_seen" in self.data_chosen:
+            fields.pop("exclude_seen")
+        config = SASRecConfig(vocab_size=self.vocab_size, **fields)
         return compile_sasrec(config, learning_rate, self.item_probabilities)
 
     def fit(self, hp, model: SASRec, dataset, *, epochs: int, initial_epoch: int = 0,

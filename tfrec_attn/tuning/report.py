@@ -1,6 +1,7 @@
 """What a search leaves behind: trial records, the best config as train YAML, a PNG, a table."""
 
 import dataclasses
+import os
 from pathlib import Path
 
 import matplotlib
@@ -66,6 +67,8 @@ def best_config(train: TrainOptions, hyperparameters: dict, output: str) -> dict
         train: the search's run options (data, split, per-trial epochs, base `model:`).
         hyperparameters: the best trial's values (`learning_rate` becomes a run option).
         output: the retrained run's directory.
+
+    The data path is written absolute, so the config trains from any directory.
     """
     values = dict(hyperparameters)
     defaults = TrainOptions()
@@ -75,6 +78,8 @@ def best_config(train: TrainOptions, hyperparameters: dict, output: str) -> dict
         if field.name in ALWAYS_WRITTEN or (field.name != "model"
                                             and value != getattr(defaults, field.name)):
             config[field.name] = value
+    if config.get("data"):  # read from wherever the config is trained
+        config["data"] = os.path.abspath(config["data"])
     config["output"] = output
     config["learning_rate"] = float(values.pop("learning_rate", train.learning_rate))
     config["model"] = {**train.model, **values}

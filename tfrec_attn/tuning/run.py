@@ -101,7 +101,7 @@ def run_tuning(options: TuneOptions) -> dict:
     check_sequence_data(train, data, split)  # as `tfrec-attn train` does, before any trial
     out.mkdir(parents=True, exist_ok=True)
     vocab_size = data.vocab_size
-    base, _ = choose_data_defaults(train.model, split.train)  # as `tfrec-attn train` does
+    base, chosen = choose_data_defaults(train.model, split.train)  # as `tfrec-attn train` does
     max_len = SASRecConfig(vocab_size=vocab_size, **base).max_len
 
     def dataset():  # one per trial: every trial shuffles as `tfrec-attn train` does
@@ -118,7 +118,7 @@ def run_tuning(options: TuneOptions) -> dict:
         valid_histories=[split.valid_histories[i] for i in rows],
         valid_targets=split.valid_targets[rows], protocol=train.eval_protocol,
         patience=train.patience, deadline=deadline, trial_minutes=train.max_train_minutes,
-        seed=train.seed)
+        seed=train.seed, data_chosen=chosen)
     if options.overwrite:  # the output holds this search only
         discard_other_searches(out, options.tuner)
     tuner = make_tuner(options.tuner, hypermodel, out, max_trials=options.max_trials,
@@ -152,6 +152,7 @@ def run_tuning(options: TuneOptions) -> dict:
         "trials": records,
         "best": best,
     }
+    out = out.absolute()  # the config and the command it prints work from any directory
     config = best_config(train, best["hyperparameters"], os.fspath(out / "best_run"))
     write_best_config(config, out / "best_config.yaml",
                       f"Best of {len(records)} {options.tuner} trials: trial {best['trial_id']}, "
