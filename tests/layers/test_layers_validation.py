@@ -1,5 +1,6 @@
 """Bad constructor arguments fail up front with a ValueError naming the argument."""
 
+import numpy as np
 import pytest
 
 from tfrec_attn.layers import (
@@ -72,3 +73,10 @@ def test_transformer_encoder_block_rejects_indivisible_dim():
     block = TransformerEncoderBlock(num_heads=3)
     with pytest.raises(ValueError, match="divisible by num_heads"):
         block.build((None, 4, 8))
+
+
+def test_item_embedding_takes_no_l2_as_none():
+    """`l2=None` reads as no penalty (as 0), as before the l2 check."""
+    layer = ItemEmbedding(10, 4, l2=None)
+    layer(np.array([[2, 3]]))
+    assert layer.losses == []

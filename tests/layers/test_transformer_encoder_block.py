@@ -118,3 +118,18 @@ def test_gated_config_round_trip_and_bad_value():
     np.testing.assert_allclose(clone(x), out, atol=1e-6)
     with pytest.raises(ValueError, match="gated must be a bool"):
         TransformerEncoderBlock(gated="yes")
+
+
+def test_attention_options_take_the_variants_base_arguments():
+    """The efficient variants pass `**kwargs` on to `BaseAttention`: `key_dim` and `use_bias`
+    are their options too (the name check must not refuse them), while `output_dim` is the
+    block's own (its residual needs the input width)."""
+    block = TransformerEncoderBlock(attention="local", attention_options={
+        "window": 2, "key_dim": 4, "use_bias": False})
+    out = block(tf.ones((2, 5, 8)))
+    assert out.shape == (2, 5, 8) and block.attention.key_dim == 4
+    assert not block.attention.use_bias
+    restored = TransformerEncoderBlock.from_config(block.get_config())
+    assert restored.attention_options == block.attention_options
+    with pytest.raises(ValueError, match=r"must not set \['output_dim'\]"):
+        TransformerEncoderBlock(attention="local", attention_options={"output_dim": 4})

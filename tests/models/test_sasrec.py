@@ -34,7 +34,8 @@ def softmax_run(chain_sequences):
       r"attention_options \['window'\] are not options of attention='linear'"),
      ({"attention": "local", "attention_options": {"windw": 8}},
       r"\['windw'\] are not options of attention='local' "
-      r"\(its options: \['num_global', 'window'\]\)"),
+      r"\(its options: \['num_global', 'window'\], and BaseAttention's: \['bias_initializer', "
+      r"'key_dim', 'use_bias', 'use_projections', 'value_dim'\]\)"),
      ({"attention_options": {"num_heads": 2}},
       r"attention_options must not set \['num_heads'\]: the encoder sets them"),
      ({"l2": -0.1}, r"l2 must be a number >= 0"), ({"exclude_seen": "no"}, "exclude_seen"),

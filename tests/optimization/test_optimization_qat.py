@@ -182,9 +182,26 @@ def test_qat_names_layers_called_for_their_attention_weights():
     """TFMOT cannot wrap a layer with two outputs; the error names the layer and the way out
     (TFMOT's own said "Multiple output tensors not handled currently")."""
     x = keras.Input((6, 8))
-    output, _ = MultiHeadAttention(num_heads=2, name="mha")(x, return_attention_scores=True)
-    with pytest.raises(ValueError, match=r"return_attention_scores=True.*\['mha'\]"):
+    mha = MultiHeadAttention(num_heads=2, name="mha")
+    output, _ = mha(x, return_attention_scores=True)
+    with pytest.raises(ValueError, match=r"return_attention_scores=True.*in this model: "
+                                         r"\['mha'\]"):
         make_qat_model(keras.Model(x, output))
+    # the way out it names: a model calling the same layer for its output only quantizes
+    outputs_only = keras.Model(x, mha(x))
+    assert make_qat_model(outputs_only)(np.ones((1, 6, 8), np.float32)).shape == (1, 6, 8)
+
+
+def test_qat_keeps_quantizing_layers_with_several_unquantized_outputs():
+    """`HistoryTopK` returns ids and scores and quantizes nothing: TFMOT wraps it fine, so the
+    check above must not refuse it."""
+    from tfrec_attn.layers import top_k_outputs
+
+    x, history = keras.Input((4,)), keras.Input((3,), dtype="int64")
+    outputs = top_k_outputs(keras.layers.Dense(20)(x), history, k=3)
+    qat = make_qat_model(keras.Model([x, history], outputs))
+    got = qat([np.ones((1, 4), np.float32), np.array([[2, 3, 4]])])
+    assert [tuple(t.shape) for t in tf.nest.flatten(got)] == [(1, 3), (1, 3)]
 
 
 def test_overlapping_qat_wrapping_in_two_threads_leaves_tfmot_as_it_was():

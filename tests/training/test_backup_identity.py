@@ -160,3 +160,19 @@ def test_a_backup_from_before_on_error_resumes_unless_the_rerun_skips_lines(tmp_
                                                   r"'skip' now"):
         RunBackup(tmp_path, identity={"options": identity_options({"epochs": 3,
                                                                    "on_error": "skip"})})
+
+
+def test_a_stage_whose_identity_recorded_a_resumable_option_still_loads(tmp_path):
+    """The policy's kept fit once recorded `max_train_minutes` (it now leaves out every
+    option a resumed run may change): a stage saved that way loads in an unchanged rerun, and a
+    rerun with another time budget, instead of being refused as "(not set) now"."""
+    from tfrec_attn.training.backup import CompletedStage
+
+    CompletedStage(tmp_path, "policy_fitted", {"options": {"epochs": 2, "max_train_minutes": None,
+                                                           "verbose": 1}}).save(
+        [np.ones(2)], {"epochs": 2})
+    weights, results = CompletedStage(tmp_path, "policy_fitted",
+                                      {"options": {"epochs": 2}}).load()
+    assert results == {"epochs": 2} and weights[0].tolist() == [1.0, 1.0]
+    with pytest.raises(BackupMismatchError, match=r"options.epochs: 2 there, 3 now"):
+        CompletedStage(tmp_path, "policy_fitted", {"options": {"epochs": 3}}).load()

@@ -84,3 +84,14 @@ def test_skip_without_a_data_file_is_a_usage_error(model, tmp_path, capsys):
     assert "--on-error skip drops a data file's malformed lines; format 'synthetic'" in (
         capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_a_synthetic_run_recorded_with_skip_still_reloads():
+    """Before `--on-error skip` was refused for synthetic data, such runs recorded it (it did
+    nothing): `evaluate` and `optimize` reload them as read, without the option."""
+    from tfrec_attn.training.run_dir import options_from_metrics
+
+    options = options_from_metrics({"options": {"format": "synthetic", "on_error": "skip",
+                                                "synthetic_users": 50},
+                                    "model": {"vocab_size": 30, "dim": 8}})
+    assert options.on_error == "raise" and options.synthetic_users == 50

@@ -105,8 +105,11 @@ def check_keep(keep) -> None:
 
 
 def keep_latest(model_dir: str | os.PathLike, keep: int) -> list[int]:
-    """Deletes all but the `keep` newest versions; returns the deleted version numbers."""
+    """Deletes all but the `keep` newest versions (`None`: none deleted); returns the deleted
+    version numbers."""
     check_keep(keep)
+    if keep is None:
+        return []
     versions = existing_versions(model_dir)
     doomed = versions[:-keep]
     for version in doomed:

@@ -52,11 +52,23 @@ def check_attention_option_names(kind: str, options: dict | None, reserved=()) -
     ...
     ValueError: attention_options ['windw'] are not options of attention='local' (its ...
     """
-    accepted = inspect.signature(ATTENTION_KINDS[kind].__init__).parameters
-    unknown = sorted(set(options or {}) - set(accepted))
+    own = _arguments(ATTENTION_KINDS[kind], reserved)
+    # a variant taking **kwargs forwards them to BaseAttention (key_dim, use_bias, ...)
+    common = _arguments(BaseAttention, reserved) if _takes_kwargs(ATTENTION_KINDS[kind]) else []
+    unknown = sorted(set(options or {}) - set(own) - set(common))
     if unknown:
-        own = sorted(name for name, p in accepted.items() if name != "self"
-                     and name not in reserved and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        also = f", and BaseAttention's: {common}" if common else ""
         raise ValueError(f"attention_options {unknown} are not options of "
-                         f"attention={kind!r} (its options: {own}). "
+                         f"attention={kind!r} (its options: {own}{also}). "
                          f"Received: attention_options={options!r}")
+
+
+def _arguments(cls, leave_out=()) -> list[str]:
+    parameters = inspect.signature(cls.__init__).parameters.items()
+    return sorted(name for name, p in parameters if name != "self" and name not in leave_out
+                  and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+
+
+def _takes_kwargs(cls) -> bool:
+    return any(p.kind == p.VAR_KEYWORD
+               for p in inspect.signature(cls.__init__).parameters.values())

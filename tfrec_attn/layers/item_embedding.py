@@ -42,7 +42,8 @@ class ItemEmbedding(keras.layers.Layer):
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("dim", dim)
         check_bool("scale_by_dim", scale_by_dim)
-        check_non_negative_float("l2", l2)
+        if l2 is not None:  # None: no penalty, as 0
+            check_non_negative_float("l2", l2)
         self.vocab_size = vocab_size
         self.dim = dim
         self.scale_by_dim = scale_by_dim

@@ -1,5 +1,7 @@
 """Top-k over catalogue scores with the user's history (and padding/OOV ids) excluded."""
 
+import numpy as np
+
 from tfrec_attn._keras import keras, tf
 from tfrec_attn.layers.masking import fill_masked
 from tfrec_attn.layers.utils import scatter_rows
@@ -75,7 +77,7 @@ class HistoryTopK(keras.layers.Layer):
         """
         wanted = self.k if k is None else k
         width = scores.shape[-1]
-        if isinstance(wanted, int) and width is not None and wanted > width:
+        if isinstance(wanted, int | np.integer) and width is not None and wanted > width:
             raise ValueError(f"HistoryTopK: k={wanted} is more than the {width} scored items "
                              f"(scores shape {tuple(scores.shape)}); use k <= {width}.")
         keep = self.eligible(scores, history)

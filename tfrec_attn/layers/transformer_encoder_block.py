@@ -22,9 +22,10 @@ from tfrec_attn.validation import (
     check_rate,
 )
 
-# What the block passes to its attention layer itself: `attention_options` may not set them.
+# What the block passes to its attention layer itself (and `output_dim`, which the residual
+# fixes to the input width): `attention_options` may not set them.
 BLOCK_ATTENTION_OPTIONS = frozenset(
-    {"num_heads", "dropout", "causal", "kernel_initializer", "name", "dtype"})
+    {"num_heads", "dropout", "causal", "kernel_initializer", "name", "dtype", "output_dim"})
 
 
 @register()

@@ -96,18 +96,27 @@ def make_qat_model(model: keras.Model) -> keras.Model:
         raise ValueError(
             "Quantization-aware training needs float32 layers (TFMOT's fake-quant ops are "
             f"float32-only); build the model under the 'float32' policy. Received: {mixed}")
-    several = sorted({layer.name for layer in model.layers for node in layer.inbound_nodes
-                      if len(tf.nest.flatten(node.outputs)) > 1})
-    if several:  # TFMOT's own error ("Multiple output tensors not handled") names no layer
-        raise ValueError(
-            "Quantization-aware training wraps layers with one output; these are called with "
-            "several (an attention layer with return_attention_scores=True, even when only "
-            f"its output is used): {several}. Quantize the model that returns the outputs "
-            "only, and build the weights model apart (from the same layers).")
     annotated = quantize_annotate(model)
-    with quantize_scope(), _wrapping_with(QuantizeWrapperV2):
-        return _qkeras.quantize_apply(annotated, scheme=FloatInputsQuantizeScheme(),
-                                      quantized_layer_name_prefix="")
+    try:
+        with quantize_scope(), _wrapping_with(QuantizeWrapperV2):
+            return _qkeras.quantize_apply(annotated, scheme=FloatInputsQuantizeScheme(),
+                                          quantized_layer_name_prefix="")
+    except RuntimeError as err:  # TFMOT's message names no layer
+        if "Multiple output tensors" not in str(err):
+            raise
+        raise ValueError(
+            "Quantization-aware training cannot quantize the output of a layer called with "
+            "several outputs (an attention layer with return_attention_scores=True, even when "
+            f"only its output is used); in this model: {_several_outputs(model)}. Quantize "
+            "the model that returns the outputs only, and build the weights model apart (from "
+            "the same layers).") from None
+
+
+def _several_outputs(model: keras.Model) -> list[str]:
+    """The layers called with more than one output in `model`'s own graph (not in other
+    models that share them)."""
+    nodes = [node for depth in getattr(model, "_nodes_by_depth", {}).values() for node in depth]
+    return sorted({node.layer.name for node in nodes if len(tf.nest.flatten(node.outputs)) > 1})
 
 
 @contextlib.contextmanager

@@ -22,6 +22,10 @@ from tfrec_attn._keras import keras, tf
 from tfrec_attn.training.distribution import is_chief
 from tfrec_attn.validation import DataOptionError
 
+# Options a run resumed from its backup may change; any other change makes it another run.
+RESUMABLE_CHANGES = ("output", "export_root", "name", "verbose", "overwrite", "backup_dir",
+                     "max_train_minutes")
+
 _STATE = "run_state-{epochs}.json"
 _BEST_WEIGHTS = "best_weights-{epoch}.npz"
 _IDENTITY = "run_identity.json"
@@ -320,14 +324,25 @@ def _differences(saved: dict, current: dict) -> list[str]:
     """`section.setting: saved there, current now` for every setting that differs, nested
     settings by their full path (`options.model.dim: 8 there, 16 now`). A section `saved`
     lacks was not recorded by the version that saved it (e.g. `"dataset"`, the data's
-    fingerprint, before it was part of a fit's identity): it is not compared.
+    fingerprint, before it was part of a fit's identity): it is not compared; nor are the
+    options a resumed run may change (`RESUMABLE_CHANGES`), which older versions recorded in
+    some stages (the policy's kept fit, `max_train_minutes`).
 
     >>> _differences({"options": {"model": {"dim": 8, "heads": 1}, "lr": 0.1}},
     ...              {"options": {"model": {"dim": 16, "heads": 1}, "lr": 0.1}, "new": {"x": 1}})
     ['options.model.dim: 8 there, 16 now']
     """
+    saved, current = _without_resumable(saved), _without_resumable(current)
     return [line for section in dict.fromkeys([*saved, *current]) if section in saved
             for line in _nested_differences(section, saved[section], current.get(section, {}))]
+
+
+def _without_resumable(identity: dict) -> dict:
+    options = identity.get("options")
+    if not isinstance(options, dict):
+        return identity
+    return {**identity, "options": {key: value for key, value in options.items()
+                                    if key not in RESUMABLE_CHANGES}}
 
 
 _NOT_SET = type("NotSet", (), {"__repr__": lambda self: "(not set)"})()  # a key one side lacks

@@ -10,13 +10,10 @@ from typing import Protocol
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.training.backup import RunBackup
+from tfrec_attn.training.backup import RESUMABLE_CHANGES, RunBackup
 from tfrec_attn.training.callbacks import EpochEvaluation, EpochTimer, TimeBudget
 from tfrec_attn.training.weight_averaging import WeightAveraging
 
-# Options a run resumed from its backup may change; any other change makes it another run.
-RESUMABLE_CHANGES = ("output", "export_root", "name", "verbose", "overwrite", "backup_dir",
-                     "max_train_minutes")
 # Options added after backups recorded their run's identity, with the default that older
 # versions ran as (`identity_options` leaves them out at it).
 LATER_OPTION_DEFAULTS = {"on_error": "raise"}

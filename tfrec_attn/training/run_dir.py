@@ -88,7 +88,10 @@ def options_from_metrics(metrics: dict, source: str | os.PathLike = METRICS,
     if unknown:
         raise ValueError(f"{source}: unknown {kind} options {unknown}.")
     model = {k: v for k, v in metrics["model"].items() if k != "vocab_size"}
-    return options_cls(model=model, **metrics["options"])
+    recorded = dict(metrics["options"])
+    if recorded.get("format", "synthetic") == "synthetic" and recorded.get("on_error") == "skip":
+        recorded["on_error"] = "raise"  # no file to skip lines of: runs before it was refused
+    return options_cls(model=model, **recorded)
 
 
 def restore_model(config: SASRecConfig | dict, checkpoint: str | os.PathLike,

@@ -68,7 +68,8 @@ def best_config(train: TrainOptions, hyperparameters: dict, output: str) -> dict
         hyperparameters: the best trial's values (`learning_rate` becomes a run option).
         output: the retrained run's directory.
 
-    The data path is written absolute, so the config trains from any directory.
+    Paths (data, export root, backup) are written absolute: the config trains from any
+    directory.
     """
     values = dict(hyperparameters)
     defaults = TrainOptions()
@@ -78,8 +79,9 @@ def best_config(train: TrainOptions, hyperparameters: dict, output: str) -> dict
         if field.name in ALWAYS_WRITTEN or (field.name != "model"
                                             and value != getattr(defaults, field.name)):
             config[field.name] = value
-    if config.get("data"):  # read from wherever the config is trained
-        config["data"] = os.path.abspath(config["data"])
+    for path in ("data", "export_root", "backup_dir"):  # as the config trains from anywhere
+        if config.get(path):
+            config[path] = os.path.abspath(config[path])
     config["output"] = output
     config["learning_rate"] = float(values.pop("learning_rate", train.learning_rate))
     config["model"] = {**train.model, **values}
