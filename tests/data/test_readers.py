@@ -235,6 +235,22 @@ def test_invalid_arguments(tmp_path):
     assert not issubclass(DataWarning, DataError) and issubclass(DataError, ValueError)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("columns, message", [
+    (("uid", "uid", "ts", None), "user_col and item_col name the same column 'uid'"),
+    (("uid", "sku", "uid", None), "user_col and time_col name the same column 'uid'"),
+    (("uid", "sku", "ts", "sku"), "item_col and reward_col name the same column 'sku'"),
+])
+def test_read_table_refuses_one_column_for_two_roles(tmp_path, suffix, columns, message):
+    """`read_table(path, "uid", "uid", "ts")` read the user ids as items too."""
+    frame = pd.DataFrame({"uid": ["u", "v"], "sku": ["a", "b"], "ts": [1, 2]})
+    path = tmp_path / f"log{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    user, item, time, reward = columns
+    with pytest.raises(ValueError, match=message):
+        read_table(path, user, item, time, reward_col=reward)
+
+
 def test_fast_and_line_parsers_agree(tmp_path):
     rows = "".join(f"{u}\t{i}\t3\t{t}\n" for u, i, t in [(3, 5, 9), (1, 7, 2), (3, 1, 4)])
     clean = read_movielens(_write(tmp_path, "u.data", rows))

@@ -220,3 +220,36 @@ def test_bucketed_dataset_knows_its_batch_count(batch_size, drop_remainder, slid
 def test_make_training_dataset_rejects_empty():
     with pytest.raises(ValueError, match="No training examples"):
         make_training_dataset(_arrays([2]), max_len=3, batch_size=2)
+
+
+@pytest.mark.parametrize("times, kind", [(["9", "10", "11"], "text"),
+                                         ([True, False, True], "bools")])
+def test_timestamps_that_do_not_sort_as_time_are_refused(times, kind):
+    """Text timestamps (`pd.read_csv(..., dtype=str)`) sorted as text: '10' before '9', so
+    histories came out of order and a temporal split leaked later events into test histories."""
+    df = _frame([("u", "a", times[0]), ("u", "b", times[1]), ("u", "c", times[2])])
+    df["timestamp"] = pd.Series(times, dtype=object if kind == "text" else bool)
+    for split in (build_sequences, lambda frame: temporal_split(frame, 0.0, 0.3)):
+        with pytest.raises(DataError, match=rf"column 'timestamp' holds {kind} .* does not "
+                                            r"sort as time .*pd\.to_numeric"):
+            split(df)
+    df["timestamp"] = pd.to_datetime(["2020-01-09", "2020-01-10", "2020-01-11"])
+    data = build_sequences(df)
+    assert data.vocab.inverse(data.sequences[0]).tolist() == ["a", "b", "c"]
+
+
+def test_temporal_split_of_no_events_is_empty():
+    """As `build_sequences` and `leave_one_out`: no users, not an IndexError."""
+    split = temporal_split(_frame([]).astype({"timestamp": "int64"}))
+    assert split.train == [] and split.test_users == [] and len(split.test_targets) == 0
+
+
+@pytest.mark.parametrize("train, message", [
+    ([np.array([2, -3, 4])], r"train\[0\]: model ids must be >= 0 .* it holds -3"),
+    ([np.array([2, 3]), np.array([[2, 3], [4, 5]])],
+     r"train\[1\]: expected a 1-D sequence of item ids, got shape \(2, 2\)"),
+    ([np.array([2.0, 3.5])], r"train\[0\]: expected integer model ids"),
+])
+def test_training_dataset_refuses_ids_that_are_not_model_ids(train, message):
+    with pytest.raises(ValueError, match=message):
+        make_training_dataset(train, max_len=4, batch_size=2)

@@ -90,12 +90,20 @@ def test_invalid_arguments():
     ({"genres_per_group": -1}, r"genres_per_group must be in \[0, inf\]"),
     ({"zipf_exponent": -1}, r"zipf_exponent must be in \[0, inf\]"),
     ({"off_genre_weight": -0.1}, r"off_genre_weight must be in \[0, inf\]"),
+    # a seed of None drew another log on every call; floats gave raw numpy errors
+    ({"seed": None}, r"seed must be an int\. Received: seed=None"),
+    ({"seed": -1}, r"seed must be in \[0, inf\]"),
+    ({"seed": 1.5}, r"seed must be an int"),
+    ({"num_items": 5.5}, r"num_items must be an int"),
+    ({"num_users": 5.5}, r"num_users must be an int"),
+    ({"num_genres": True}, r"num_genres must be an int"),
+    ({"mean_length": "4"}, r"mean_length must be a number"),
 ])
 def test_invalid_structure_arguments_are_named(kwargs, message):
     """Once accepted silently (users got fewer events than min_length, a negative skew) or a
     raw numpy error (no genres)."""
     with pytest.raises(ValueError, match=message):
-        generate_synthetic(num_users=2, num_items=5, **kwargs)
+        generate_synthetic(**{"num_users": 2, "num_items": 5, **kwargs})
 
 
 def test_genres_per_group_beyond_the_genres_likes_them_all():

@@ -63,3 +63,12 @@ def test_from_json_rejects_other_files(tmp_path):
 def test_duplicate_tokens_rejected():
     with pytest.raises(ValueError, match="distinct"):
         Vocabulary(["a", "b", "a"])
+
+
+@pytest.mark.parametrize("raw", [["a", "<oov>"], ["<pad>", "b"]])
+def test_raw_ids_named_like_the_reserved_ids_are_refused(raw):
+    """`inverse` names ids 0 and 1 `<pad>` / `<oov>`: an item of that name could not be told
+    apart from them when decoding."""
+    with pytest.raises(ValueError, match=r"Item ids \['<(oov|pad)>'\] are the names `inverse` "
+                                         r"gives"):
+        Vocabulary.fit(raw)

@@ -39,11 +39,12 @@ def softmax_run(chain_sequences):
      ({"attention_options": {"num_heads": 2}},
       r"attention_options must not set \['num_heads'\]: the encoder sets them"),
      ({"l2": -0.1}, r"l2 must be a number >= 0"), ({"exclude_seen": "no"}, "exclude_seen"),
-     ({"norm_first": "no"}, "norm_first must be a bool"), ({"gated": 1}, "gated")],
+     ({"norm_first": "no"}, "norm_first must be a bool"), ({"gated": 1}, "gated"),
+     ({"vocab_size": 2}, r"vocab_size must be at least 3: ids 0 \(padding\) and 1")],
 )
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        SASRecConfig(vocab_size=10, **kwargs)
+        SASRecConfig(**{"vocab_size": 10, **kwargs})
 
 
 @pytest.mark.parametrize(

@@ -587,6 +587,29 @@ def build_frame(users: np.ndarray, items: np.ndarray, times: np.ndarray,
                             for name, v in (values or {}).items()}})
 
 
+def check_timestamps(times: pd.Series, source: str = "<DataFrame>") -> None:
+    """Refuses a `timestamp` column that does not sort as time: text (`"10"` sorts before
+    `"9"`, so histories come out of order and a temporal split leaks later events) or bools.
+    Numbers and datetimes pass.
+
+    Example:
+    >>> check_timestamps(pd.Series(["9", "10"]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tfrec_attn.data.parsing.DataError: <DataFrame>: column 'timestamp' holds text (dtype ...
+    """
+    types = pd.api.types
+    dtype = times.dtype
+    if types.is_bool_dtype(dtype) or not (types.is_numeric_dtype(dtype)
+                                          or types.is_datetime64_any_dtype(dtype)):
+        example = f", e.g. {times.iloc[0]!r}" if len(times) else ""
+        kind = "bools" if types.is_bool_dtype(dtype) else "text"
+        raise DataError(source, f"column 'timestamp' holds {kind} (dtype {dtype}{example}), which "
+                        "does not sort as time ('10' before '9'); convert it first, e.g. "
+                        "df['timestamp'] = pd.to_numeric(df['timestamp']) or "
+                        "pd.to_datetime(df['timestamp'])")
+
+
 def sort_interactions(frame: pd.DataFrame) -> pd.DataFrame:
     """Sorts stably by (user, timestamp); users compare numerically when all are integers.
 
@@ -602,6 +625,7 @@ def sort_interactions(frame: pd.DataFrame) -> pd.DataFrame:
     >>> sort_interactions(df)["item"].tolist()
     ['c', 'b', 'a']
     """
+    check_timestamps(frame["timestamp"])
     order = _sort_order(_str_ids(frame["user"].to_numpy()), frame["timestamp"].to_numpy())
     result = frame.iloc[order].reset_index(drop=True)
     result.attrs = dict(frame.attrs)

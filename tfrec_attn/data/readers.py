@@ -236,6 +236,14 @@ def read_table(path: str | os.PathLike, user_col: str = "user", item_col: str = 
     [0.0, 1.0]
     """
     _check_on_error(on_error)
+    named = {"user_col": user_col, "item_col": item_col, "time_col": time_col,
+             "reward_col": reward_col}
+    given = [(arg, col) for arg, col in named.items() if col is not None]
+    for i, (arg, col) in enumerate(given):
+        for other, other_col in given[i + 1:]:
+            if col == other_col:
+                raise ValueError(f"{arg} and {other} name the same column {col!r}: each must "
+                                 "be its own column")
     suffix = Path(path).suffix.lower()
     if suffix in _PARQUET_SUFFIXES:
         return _read_parquet(check_file(path), user_col, item_col, time_col, on_error,

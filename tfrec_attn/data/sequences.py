@@ -192,8 +192,8 @@ def leave_one_out(data: SequenceData) -> Split:
 
 
 def _cutoff(times: np.ndarray, fraction: float) -> float:
-    """Timestamp at which the last `fraction` of events (by count) begins."""
-    if fraction <= 0:
+    """Timestamp at which the last `fraction` of events (by count) begins (none: no events)."""
+    if fraction <= 0 or not len(times):
         return np.inf
     ordered = np.sort(times)
     return ordered[min(len(ordered) - 1, int(np.floor(len(ordered) * (1 - fraction))))]
@@ -349,6 +349,29 @@ def _length_buckets(max_len: int) -> list[int]:
     return bounds
 
 
+def check_id_sequences(name: str, sequences: Sequence[np.ndarray]) -> None:
+    """Each of `sequences` is a 1-D sequence of integer model ids >= 0 (0 padding, 1 unknown,
+    items from 2), else a `ValueError` naming `name`, the sequence and the problem.
+
+    Example:
+    >>> check_id_sequences("train", [np.array([2, 3]), np.array([4, -1])])
+    Traceback (most recent call last):
+    ...
+    ValueError: train[1]: model ids must be >= 0 (0 padding, 1 unknown, items from 2); it holds -1
+    """
+    for i, sequence in enumerate(sequences):
+        array = np.asarray(sequence)
+        if array.ndim != 1:
+            raise ValueError(f"{name}[{i}]: expected a 1-D sequence of item ids, got shape "
+                             f"{array.shape}")
+        if array.size and not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{name}[{i}]: expected integer model ids (a Vocabulary's lookup), "
+                             f"got dtype {array.dtype}")
+        if array.size and array.min() < 0:
+            raise ValueError(f"{name}[{i}]: model ids must be >= 0 (0 padding, 1 unknown, items "
+                             f"from 2); it holds {array.min()}")
+
+
 def make_training_dataset(train: Sequence[np.ndarray], max_len: int, batch_size: int,
                           shuffle: bool = True, seed: int = 0, drop_remainder: bool = False,
                           sliding: bool = False, trim: bool = True,
@@ -386,6 +409,7 @@ def make_training_dataset(train: Sequence[np.ndarray], max_len: int, batch_size:
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive. Received: batch_size={batch_size}")
+    check_id_sequences("train", train)
     inputs, targets = training_examples(train, max_len, sliding=sliding)
     if not len(inputs):
         raise ValueError("No training examples: every train sequence has fewer than 2 items.")

@@ -22,7 +22,12 @@ _START_TIME = 1_600_000_000  # 2020-09-13, epoch seconds
 _TIME_SPAN = 365 * 24 * 3600
 
 
-def _check(name: str, value: float, low: float, high: float = np.inf) -> None:
+def _check(name: str, value: float, low: float, high: float = np.inf,
+           integer: bool = False) -> None:
+    number = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if not isinstance(value, number) or isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}. "
+                         f"Received: {name}={value!r}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be in [{low}, {high}]. Received: {name}={value}")
 
@@ -124,19 +129,21 @@ def generate_synthetic(num_users: int = 2000, num_items: int = 1000, num_groups:
     >>> list(df.columns), df["user"].nunique(), bool((df.groupby("user").size() >= 3).all())
     (['user', 'item', 'timestamp'], 5, True)
     """
-    _check("num_users", num_users, 1)
-    _check("num_items", num_items, 2)
-    _check("num_groups", num_groups, 1)
+    _check("seed", seed, 0, integer=True)  # None would draw a new log on every call
+    _check("num_users", num_users, 1, integer=True)
+    _check("num_items", num_items, 2, integer=True)
+    _check("num_groups", num_groups, 1, integer=True)
     _check("successor_prob", successor_prob, 0, 1)
-    _check("min_length", min_length, 1)
+    _check("min_length", min_length, 1, integer=True)
     _check("mean_length", mean_length, 1)
-    _check("num_genres", num_genres, 1)
-    _check("genres_per_group", genres_per_group, 0)  # more than num_genres: all of them
+    _check("num_genres", num_genres, 1, integer=True)
+    # more than num_genres: all of them; 0: none preferred (every genre weighs alike)
+    _check("genres_per_group", genres_per_group, 0, integer=True)
     _check("zipf_exponent", zipf_exponent, 0)
     _check("off_genre_weight", off_genre_weight, 0)
-    _check("num_features", num_features, 0)
+    _check("num_features", num_features, 0, integer=True)
     if max_length:  # 0 / None: the default
-        _check("max_length", max_length, min_length)
+        _check("max_length", max_length, min_length, integer=True)
     max_length = int(max_length or max(min_length, 10 * mean_length))
     rng = np.random.default_rng(seed)
     popularity, successors, items = _item_tables(rng, num_items, num_genres, num_features,

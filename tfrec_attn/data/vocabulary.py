@@ -72,6 +72,10 @@ class Vocabulary:
         if not index.is_unique:
             duplicates = index[index.duplicated()].unique().tolist()[:5]
             raise ValueError(f"Vocabulary tokens must be distinct. Duplicates: {duplicates}")
+        reserved = sorted({PAD_TOKEN, OOV_TOKEN} & set(tokens))
+        if reserved:  # `inverse` could not tell them from the reserved ids 0 and 1
+            raise ValueError(f"Item ids {reserved} are the names `inverse` gives the padding "
+                             "and unknown ids; rename those items (e.g. strip the brackets).")
         self._tokens = tokens
         self._index = index
 

@@ -159,6 +159,9 @@ class SASRecConfig:
             raise ValueError(f"future_targets > 1 needs loss='softmax'. Received: "
                              f"future_targets={self.future_targets}, loss={self.loss!r}")
         check_heads_divide(self.dim, self.num_heads)
+        if self.vocab_size < 3:
+            raise ValueError("vocab_size must be at least 3: ids 0 (padding) and 1 (unknown "
+                             f"item) and one real item. Received: vocab_size={self.vocab_size}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
