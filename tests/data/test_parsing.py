@@ -128,7 +128,7 @@ def test_one_integer_beyond_2_53_among_fractions_is_the_bad_line(tmp_path, tail)
 BOM_FILES = [
     ("sasrec", "seq.txt", "1 5\n1 6\n1 7\n", {}),
     ("sasrec", "seq.txt", "1 5\n1 6\n\n1 7\n", {}),  # line-by-line path
-    ("sequences", "users.txt", "u1 a b\nu1 c\n", {}),
+    ("sequences", "users.txt", "u1 a b\nu2 c\n", {}),
     ("movielens", "u.data", "1\t10\t5\t300\n1\t11\t3\t100\n", {}),
     ("movielens", "ratings.dat", "1::10::5::300\n", {}),
     ("movielens", "ratings.csv", "userId,movieId,rating,timestamp\n1,10,5,3\n", {}),

@@ -66,6 +66,19 @@ def test_sequences_match_the_sasrec_lines_they_stand_for(tmp_path):
     pd.testing.assert_frame_equal(frame[["user", "item"]], pairs[["user", "item"]])
 
 
+def test_sequences_refuse_a_users_second_line(tmp_path):
+    """One line per user: a second line of the same user was silently appended to the first.
+    It is a malformed line now (named), or skipped with the first line kept."""
+    users = _write(tmp_path, "users.txt", "1 5 6\n2 7\n1 8\n")
+    with pytest.raises(DataError, match=r"users\.txt, line 3: user '1' already has line 1 "
+                                        r"\(one line per user\)"):
+        read_sequences(users)
+    with pytest.warns(DataWarning, match="skipped 1 malformed line"):
+        frame = read_sequences(users, on_error="skip")
+    assert frame[["user", "item"]].values.tolist() == [["1", "5"], ["1", "6"], ["2", "7"]]
+    assert frame.attrs["report"]["skipped"] == 1
+
+
 def test_movielens_directory_detection(tmp_path):
     _write(tmp_path, "ratings.dat", "3::7::5::1\n")
     assert read_movielens(tmp_path)["item"].tolist() == ["7"]

@@ -95,8 +95,9 @@ def read_sequences(path: str | os.PathLike, on_error: str = "raise") -> pd.DataF
 
     Args:
         path: Text file with whitespace-separated lines, a user id then that user's items.
-        on_error: `"raise"` on the first malformed line (a user with no item), or `"skip"`
-            such lines (counted in the report).
+        on_error: `"raise"` on the first malformed line (a user with no item, or a user's
+            second line), or `"skip"` such lines (counted in the report; a user keeps its first
+            line).
 
     Returns:
         Interactions frame, one row per (user, item); `timestamp` counts the file's items in
@@ -116,7 +117,14 @@ def read_sequences(path: str | os.PathLike, on_error: str = "raise") -> pd.DataF
     lines = np.arange(1, len(rows) + 1)
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     problems.flag(lengths == 1, lines, lambda i: f"user {rows[i][0]!r} has no items")
-    good = np.flatnonzero(lengths > 1)
+    first_line: dict[str, int] = {}  # one line per user: a second one is not appended to it
+    repeated = np.zeros(len(rows), dtype=bool)
+    for i in np.flatnonzero(lengths > 1):
+        repeated[i] = first_line.setdefault(rows[i][0], i) != i
+    problems.flag(repeated, lines, lambda i: (
+        f"user {rows[i][0]!r} already has line {first_line[rows[i][0]] + 1} (one line per "
+        "user)"))
+    good = np.flatnonzero((lengths > 1) & ~repeated)
     counts = lengths[good] - 1
     columns = {
         "user": np.repeat(np.asarray([rows[i][0] for i in good], dtype=object), counts),
