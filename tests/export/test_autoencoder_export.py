@@ -340,8 +340,10 @@ def test_tflite_bad_arguments_and_inputs(data, tflite_file, tmp_path):
     with pytest.raises(ValueError, match=r"representative_data must hold item ids in \[0, "):
         convert_autoencoder_to_tflite(model, tmp_path / "c.tflite", quantization="int8",
                                       representative_data=np.full((2, MAX_LEN), -1))
-    with pytest.raises(ValueError, match="max_k must be an int in"):
-        convert_autoencoder_to_tflite(model, tmp_path / "d.tflite", k=vocab)
+    for k in (vocab, 0):  # named by this function's argument, not the module's `max_k`
+        with pytest.raises(ValueError, match=rf"^k must be an int in \[1, \d+\] .* "
+                                             rf"Received: k={k}$"):
+            convert_autoencoder_to_tflite(model, tmp_path / "d.tflite", k=k)
     assert not list(tmp_path.iterdir())
     runner = LiteRTAutoencoder(tflite_file("none"))
     feed = pad_left(sets, MAX_LEN)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from tfrec_attn._keras import keras, tf
-from tfrec_attn.export.autoencoder import AutoencoderModule
+from tfrec_attn.data.vocabulary import FIRST_ITEM_ID
+from tfrec_attn.export.autoencoder import AutoencoderModule, autoencoder_sizes
 from tfrec_attn.export.litert_runner import LiteRTRecommender
 from tfrec_attn.export.module_export import reject_mixed_precision
 from tfrec_attn.export.tflite import (
@@ -62,7 +63,11 @@ def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
                          f"Received: quantization={quantization!r}")
-    module = AutoencoderModule(model, max_k=k, exclude_input=exclude_input)  # checks model, k
+    items = autoencoder_sizes(model)[1] - FIRST_ITEM_ID  # checks the model
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= items:
+        raise ValueError(f"k must be an int in [1, {items}] (the number of real items). "
+                         f"Received: k={k!r}")
+    module = AutoencoderModule(model, max_k=k, exclude_input=exclude_input)
     reject_mixed_precision(module.model, "model")
     representative = None
     if quantization == "int8":
