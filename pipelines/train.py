@@ -50,6 +50,7 @@ MODEL_FLAGS = {  # flag dest -> SASRecConfig field
     "future_targets": "future_targets", "gated": "gated",
     "uniform_negatives": "uniform_negatives", "input_dropout": "input_dropout",
     "transition_neighbors": "transition_neighbors",
+    "item_item_neighbors": "item_item_neighbors",
 }
 RUN_FLAGS = ("data", "format", "on_error", "output", "export_root", "name", "epochs", "batch_size",
              "learning_rate", "max_train_minutes", "patience", "eval_protocol", "seed",
@@ -176,6 +177,10 @@ def parser() -> argparse.ArgumentParser:
     add("--transition-neighbors", type=int,
         help="successors per item in the transition prior mixed into the scores after "
              "training, its weight chosen on validation (default 50; 0: no prior)")
+    add("--item-item-neighbors", type=int,
+        help="weights per item in the transition prior's EASE item-item term, its L2 weight "
+             "and scale chosen on validation (default 200 on catalogues of at most 4,096 "
+             "items, else 0; 0: none)")
     add("--attention", choices=list(ATTENTION_KINDS),
         help="self-attention variant of every block (options via the YAML "
              "model: {attention_options: {...}})")

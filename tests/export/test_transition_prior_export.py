@@ -16,6 +16,7 @@ from tfrec_attn.export import (
 from tfrec_attn.export.saved_model import export_saved_model
 from tfrec_attn.models import SASRec, SASRecConfig, build_scoring_model
 from tfrec_attn.training.scoring import make_score_fn
+from tfrec_attn.training.transition_prior import fill_item_item
 
 MAX_LEN = 12  # the `tiny_sasrec` fixture's max_len
 K = 10
@@ -23,17 +24,22 @@ NEIGHBORS = 8
 MIX = 0.5
 
 
-@pytest.fixture(scope="module")
-def prior_model(chain_sequences, tiny_sasrec):
-    """`tiny_sasrec`'s weights with a transition prior fitted on the same sequences."""
+@pytest.fixture(scope="module", params=[0, 6], ids=["transitions", "with_item_item"])
+def prior_model(request, chain_sequences, tiny_sasrec):
+    """`tiny_sasrec`'s weights with a transition prior fitted on the same sequences, and (the
+    second) its EASE item-item term (BENCHMARKS 3p) at weight 2."""
     sequences, vocab = chain_sequences
-    config = SASRecConfig(**{**tiny_sasrec.config.to_dict(), "transition_neighbors": NEIGHBORS})
+    config = SASRecConfig(**{**tiny_sasrec.config.to_dict(), "transition_neighbors": NEIGHBORS,
+                             "item_item_neighbors": request.param})
     model = SASRec(config)
     model(tf.zeros((1, MAX_LEN), tf.int64))
     model.encoder.set_weights(tiny_sasrec.encoder.get_weights())
-    baseline = CooccurrenceRecommender(vocab).fit([s[:-1] for s in sequences])
+    train = [s[:-1] for s in sequences]
+    baseline = CooccurrenceRecommender(vocab).fit(train)
     model.transition_prior.set_table(*baseline.neighbor_table(NEIGHBORS))
     model.transition_prior.set_mix(MIX)
+    if request.param:
+        fill_item_item(model, train, l2=10.0, scale=2.0)
     return model
 
 
@@ -46,7 +52,8 @@ def histories(chain_sequences):
 def test_the_prior_changes_the_ranking(prior_model, histories):
     """Otherwise the tests below could not tell a graph with the prior from one without."""
     mixed = prior_model.topk_model(k=K)(tf.constant(histories))["item_ids"].numpy()
-    plain = SASRec(SASRecConfig(**{**prior_model.config.to_dict(), "transition_neighbors": 0}))
+    plain = SASRec(SASRecConfig(**{**prior_model.config.to_dict(), "transition_neighbors": 0,
+                                   "item_item_neighbors": 0}))
     plain(tf.zeros((1, MAX_LEN), tf.int64))
     plain.encoder.set_weights(prior_model.encoder.get_weights())
     alone = plain.topk_model(k=K)(tf.constant(histories))["item_ids"].numpy()

@@ -205,3 +205,89 @@ def test_successor_ids_outside_the_catalogue_are_refused(bad_id):
     with pytest.raises(ValueError, match=rf"neighbor_ids must be 0 .* Received: {bad_id} "
                                          r"at index \(4, 1\)"):
         prior.set_table(ids, np.full((VOCAB, 2), 0.5))
+
+
+# -- the item-item (EASE) term -------------------------------------------------------------------
+def _ease_dense(sequences, vocab, l2):
+    """EASE by its definition, on numpy: B = I - P / diag(P), P = (X^T X + l2 I)^-1."""
+    x = np.zeros((len(sequences), vocab - 2))
+    for u, s in enumerate(sequences):
+        x[u, np.asarray(s) - 2] = 1.0
+    p = np.linalg.inv(x.T @ x + l2 * np.eye(vocab - 2))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def test_ease_table_holds_the_largest_weights_of_each_row():
+    from tfrec_attn.training.transition_prior import ease_table
+
+    rng = np.random.default_rng(1)
+    sequences = [rng.choice(np.arange(2, 12), size=4, replace=False) for _ in range(40)]
+    dense = _ease_dense(sequences, 12, l2=5.0)
+    ids, weights = ease_table(sequences, 12, l2=5.0, width=10)  # width >= items: every weight
+    rebuilt = np.zeros_like(dense)
+    for i in range(10):
+        for j, w in zip(ids[i + 2], weights[i + 2]):
+            if j:
+                rebuilt[i, j - 2] += w
+    np.testing.assert_allclose(rebuilt, dense, atol=1e-9)
+    assert not ids[:2].any() and not weights[:2].any()  # padding and OOV have no row
+    ids, weights = ease_table(sequences, 12, l2=5.0, width=3)
+    for i in range(10):
+        kept = np.sort(np.abs(weights[i + 2]))
+        np.testing.assert_allclose(kept, np.sort(np.abs(dense[i]))[-3:], atol=1e-9)
+
+
+def test_item_item_term_adds_its_scaled_rows_over_the_whole_history(fitted):
+    baseline, prior, histories = fitted
+    vocab, width = VOCAB, 4
+    layer = TransitionPrior(vocab, prior.num_neighbors, item_item_neighbors=width)
+    layer.set_table(*prior.table())
+    layer.set_mix(0.3)
+    rng = np.random.default_rng(2)
+    ids = rng.integers(2, vocab, size=(vocab, width))
+    ids[:2] = 0
+    weights = np.where(ids > 0, rng.uniform(-1, 1, size=(vocab, width)), 0.0)
+    layer.set_item_item_table(ids, weights)
+    padded = pad_left(histories, 10)
+    scores = tf.constant(rng.normal(size=(len(histories), vocab)).astype(np.float32))
+    without = layer([scores, padded], item_item_scale=0.0).numpy()
+    np.testing.assert_allclose(without, prior([scores, padded], mix=0.3).numpy(), rtol=1e-6)
+    expected = np.zeros((len(histories), vocab))
+    for u, row in enumerate(padded):
+        for item in row[row >= 2]:  # every valid position, the older ones too
+            np.add.at(expected[u], ids[item], weights[item])
+    layer.set_item_item_scale(2.5)
+    np.testing.assert_allclose(layer([scores, padded]).numpy(), without + 2.5 * expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_item_item_config_weights_and_refusals():
+    layer = TransitionPrior(VOCAB, 3, item_item_neighbors=2)
+    assert layer.get_config()["item_item_neighbors"] == 2
+    assert "item_item_neighbors" not in TransitionPrior(VOCAB, 3).get_config()  # as before
+    assert len(TransitionPrior(VOCAB, 3).weights) == 3
+    names = [w.name.split("/")[-1] for w in layer.weights]
+    assert names[3:] == ["item_item_ids:0", "item_item_weights:0", "item_item_scale:0"]
+    ids = np.zeros((VOCAB, 2), np.int64)
+    ids[2:, 0] = 3
+    layer.set_item_item_table(ids, np.where(ids > 0, -0.5, 0.0))
+    layer.set_item_item_scale(1.5)
+    copy = TransitionPrior.from_config(layer.get_config())
+    copy.set_weights(layer.get_weights())
+    history = tf.constant([[0, 2, 4]])
+    scores = tf.zeros((1, VOCAB))
+    np.testing.assert_array_equal(copy([scores, history]).numpy(),
+                                  layer([scores, history]).numpy())
+    assert layer.item_item_weights.dtype == tf.int32
+    with pytest.raises(ValueError, match=r"item-item weights must lie in \[-127, 127\]"):
+        layer.set_item_item_table(ids, np.full((VOCAB, 2), 200.0))
+    with pytest.raises(ValueError, match="item-item ids must be 0 .* Received: 30"):
+        layer.set_item_item_table(np.full((VOCAB, 2), VOCAB), np.zeros((VOCAB, 2)))
+    with pytest.raises(ValueError, match="item_item_scale must be a finite number >= 0"):
+        layer.set_item_item_scale(-1.0)
+    with pytest.raises(ValueError, match="no item-item table"):
+        TransitionPrior(VOCAB, 3).set_item_item_table(ids, np.zeros((VOCAB, 2)))
+    with pytest.raises(ValueError, match="item_item_neighbors must be >= 0"):
+        TransitionPrior(VOCAB, 3, item_item_neighbors=-1)

@@ -123,3 +123,59 @@ def test_results_table_shows_the_model_without_its_prior(run):
     lines = results_table(metrics).splitlines()
     alone = next(line for line in lines if line.startswith("model, no prior"))
     assert f"{metrics['transition_prior']['test_without_prior']['ndcg@10']:.4f}" in alone
+
+
+# -- the EASE item-item term (BENCHMARKS 3p) -------------------------------------------------------
+def test_fit_item_item_chooses_l2_and_scale_on_validation(chain_sequences, tiny_sasrec):
+    from tfrec_attn.training.transition_prior import fit_item_item
+
+    sequences, _ = chain_sequences
+    model = SASRec(SASRecConfig(**{**tiny_sasrec.config.to_dict(), "transition_neighbors": 8,
+                                   "item_item_neighbors": 6}))
+    model(tf.zeros((1, MAX_LEN), tf.int64))
+    model.encoder.set_weights(tiny_sasrec.encoder.get_weights())
+    train = [s[:-2] for s in sequences]
+    histories, targets = train, np.array([s[-2] for s in sequences])
+    fit_transition_prior(model, train, histories, targets)
+    report = fit_item_item(model, train, histories, targets, l2s=(5.0, 50.0),
+                           scales=(0.0, 1.0, 4.0))
+    assert set(report["valid"]) == {f"{a:g}/{b:g}" for a in (5, 50) for b in (0, 1, 4)}
+    best = max(report["valid"].values())
+    assert report["valid"][f"{report['l2']:g}/{report['scale']:g}"] == best
+    prior = model.transition_prior
+    assert float(prior.item_item_scale.numpy()) == report["scale"]
+    again = evaluate(make_score_fn(model.scorer, MAX_LEN), histories, targets,
+                     model.config.vocab_size, "full")
+    assert again["ndcg@10"] == pytest.approx(best, abs=1e-6)  # the model as left scores it
+    with pytest.raises(ValueError, match="no item-item table"):
+        fit_item_item(_with_prior(tiny_sasrec), train, histories, targets)
+
+
+def test_item_item_needs_the_transition_prior():
+    with pytest.raises(ValueError, match="item_item_neighbors > 0 needs transition_neighbors"):
+        SASRecConfig(vocab_size=10, item_item_neighbors=5)
+
+
+def test_run_records_the_item_item_term_and_reloads_it(run):
+    metrics = json.loads((run / "out" / "metrics.json").read_text())
+    term = metrics["transition_prior"]["item_item"]
+    assert metrics["model"]["item_item_neighbors"] == term["neighbors"] == 200
+    assert len(term["valid"]) == 4 * 7 and term["scale"] in (0, 0.5, 1, 2, 4, 8, 16)
+    loaded = load_run(run / "out")
+    assert float(loaded.model.transition_prior.item_item_scale.numpy()) == term["scale"]
+
+
+@pytest.mark.parametrize("flags, patch", [(["--item-item-neighbors", "0"], None),
+                                          ([], 50)], ids=["flag", "large_catalogue"])
+def test_run_without_the_item_item_term(tmp_path, monkeypatch, flags, patch):
+    """Off with `--item-item-neighbors 0`, and by default above `ITEM_ITEM_MAX_ITEMS` items
+    (the EASE inverse is items x items; patched down to 50 here: the data have 60)."""
+    from tfrec_attn.training import run as run_module
+
+    if patch:
+        monkeypatch.setattr(run_module, "ITEM_ITEM_MAX_ITEMS", patch)
+    argv = TINY + flags + ["--output", str(tmp_path / "out"), "--export-root", ""]
+    assert train_pipeline.main(argv) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["model"]["item_item_neighbors"] == 0
+    assert "item_item" not in metrics["transition_prior"]

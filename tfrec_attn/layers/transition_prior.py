@@ -13,6 +13,7 @@ TINY = 1e-30  # floor of a probability before its log (only where it is positive
 # weight 1, set the step to 1/127 and rounded a quarter of the weights to 0); integer tables are
 # kept as they are. `q` is normalized per user, so the unit cancels.
 WEIGHT_UNIT = 2.0 ** 24
+MAX_ITEM_ITEM_WEIGHT = 127.0  # the int32 range at that unit
 
 
 @register()
@@ -39,6 +40,13 @@ class TransitionPrior(keras.layers.Layer):
     only (`GATHER`, `SCATTER_ND`, `LOG_SOFTMAX`, ...); computes in float32 under any dtype
     policy.
 
+    With `item_item_neighbors=M > 0` a second, signed table adds an item-item term over the
+    whole history: item `i`'s row lists `M` items and their weights (`set_item_item_table`,
+    e.g. EASE's, `training.transition_prior.fit_item_item`), and the output becomes
+    `log((1 - mix) p + mix q) + item_item_scale * s`, `s` the sum of the rows of every valid
+    history position (a repeated item counts each time). At `item_item_scale=0` (its initial
+    value) the output is the mixture's alone. docs/BENCHMARKS.md section 3p.
+
     Args:
         vocab_size: int. Id-space size, padding and OOV included.
         num_neighbors: int. Successors kept per item (the table's width).
@@ -46,12 +54,14 @@ class TransitionPrior(keras.layers.Layer):
         recency_decay: float in `(0, 1]`. Weight ratio between consecutive positions.
             Defaults to `0.5`.
         first_item_id: int. Ids below it are padding / OOV. Defaults to `2`.
+        item_item_neighbors: int. Width of the item-item table; `0`: none. Defaults to `0`.
 
     Call arguments:
         inputs: `[scores, history]`: float `(batch, vocab_size)` catalogue scores and int
             `(batch, T)` left-padded history ids.
         mix: optional float overriding the `mix` weight for this call (e.g. to compare
             several on validation data without reassigning it).
+        item_item_scale: optional float overriding `item_item_scale` for this call.
 
     Returns:
         float32 `(batch, vocab_size)` log-probabilities of the mixture.
@@ -70,7 +80,8 @@ class TransitionPrior(keras.layers.Layer):
     """
 
     def __init__(self, vocab_size: int, num_neighbors: int, num_recent: int = 5,
-                 recency_decay: float = 0.5, first_item_id: int = 2, **kwargs):
+                 recency_decay: float = 0.5, first_item_id: int = 2,
+                 item_item_neighbors: int = 0, **kwargs):
         kwargs["dtype"] = "float32"  # log-probabilities of tiny values: never float16
         super().__init__(**kwargs)
         check_positive_int("vocab_size", vocab_size)
@@ -78,6 +89,11 @@ class TransitionPrior(keras.layers.Layer):
         check_positive_int("num_recent", num_recent)
         check_int("first_item_id", first_item_id)
         check_decay("recency_decay", float(recency_decay))
+        check_int("item_item_neighbors", item_item_neighbors)
+        if item_item_neighbors < 0:
+            raise ValueError("item_item_neighbors must be >= 0. Received: "
+                             f"item_item_neighbors={item_item_neighbors}")
+        self.item_item_neighbors = int(item_item_neighbors)
         self.vocab_size = int(vocab_size)
         self.num_neighbors = int(num_neighbors)
         self.num_recent = int(num_recent)
@@ -90,6 +106,17 @@ class TransitionPrior(keras.layers.Layer):
                                                 dtype="int32", initializer="zeros",
                                                 trainable=False)
         self.mix = self.add_weight(name="mix", shape=(), initializer="zeros", trainable=False)
+        self.item_item_ids = self.item_item_weights = self.item_item_scale = None
+        if self.item_item_neighbors:
+            shape = (self.vocab_size, self.item_item_neighbors)
+            self.item_item_ids = self.add_weight(name="item_item_ids", shape=shape,
+                                                 dtype="int32", initializer="zeros",
+                                                 trainable=False)
+            self.item_item_weights = self.add_weight(name="item_item_weights", shape=shape,
+                                                     dtype="int32", initializer="zeros",
+                                                     trainable=False)
+            self.item_item_scale = self.add_weight(name="item_item_scale", shape=(),
+                                                   initializer="zeros", trainable=False)
         self.built = True
 
     def set_table(self, neighbor_ids, neighbor_weights) -> None:
@@ -126,6 +153,50 @@ class TransitionPrior(keras.layers.Layer):
         check_rate("mix", mix)
         self.mix.assign(mix)
 
+    def set_item_item_table(self, ids, weights) -> None:
+        """Assigns the item-item table: `(vocab_size, item_item_neighbors)` item ids (0 in
+        unused slots) and signed weights in `[-MAX_ITEM_ITEM_WEIGHT, MAX_ITEM_ITEM_WEIGHT]`
+        (stored as int32 in units of `2**-24`, as the transition weights)."""
+        if not self.item_item_neighbors:
+            raise ValueError("This TransitionPrior has no item-item table: build it with "
+                             "item_item_neighbors > 0.")
+        shape = (self.vocab_size, self.item_item_neighbors)
+        ids, weights = np.asarray(ids), np.asarray(weights, np.float64)
+        if ids.shape != shape or weights.shape != shape:
+            raise ValueError(f"The item-item table must have shape {shape} (vocab_size, "
+                             f"item_item_neighbors). Received: ids {ids.shape}, weights "
+                             f"{weights.shape}")
+        if not np.all(np.abs(weights) <= MAX_ITEM_ITEM_WEIGHT):
+            raise ValueError(f"item-item weights must lie in [-{MAX_ITEM_ITEM_WEIGHT:g}, "
+                             f"{MAX_ITEM_ITEM_WEIGHT:g}] (int32 in units of 2**-24).")
+        bad = (ids != 0) & ((ids < self.first_item_id) | (ids >= self.vocab_size))
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"item-item ids must be 0 (an unused slot) or item ids in "
+                             f"[{self.first_item_id}, {self.vocab_size}). Received: "
+                             f"{ids[index]} at index {index}")
+        self.item_item_ids.assign(ids.astype(np.int32))
+        self.item_item_weights.assign(np.rint(weights * WEIGHT_UNIT).astype(np.int32))
+
+    def set_item_item_scale(self, scale: float) -> None:
+        """Assigns the weight of the item-item term (`>= 0`; 0 switches it off)."""
+        scale = float(scale)
+        if not self.item_item_neighbors or not np.isfinite(scale) or scale < 0:
+            raise ValueError("item_item_scale must be a finite number >= 0, on a prior built "
+                             f"with item_item_neighbors > 0. Received: {scale}")
+        self.item_item_scale.assign(scale)
+
+    def item_item_scores(self, history) -> tf.Tensor:
+        """`s`: float32 `(batch, vocab_size)`, the sum of the item-item rows of every valid
+        history position."""
+        history = tf.cast(history, tf.int32)
+        valid = tf.logical_and(history >= self.first_item_id, history < self.vocab_size)
+        ids = tf.where(valid, history, tf.zeros_like(history))
+        neighbors = tf.gather(self.item_item_ids, ids)  # (batch, T, M)
+        weights = tf.cast(tf.gather(self.item_item_weights, ids), tf.float32) * expand_axes(
+            tf.cast(valid, tf.float32), -1) / WEIGHT_UNIT
+        return scatter_rows(neighbors, weights, self.vocab_size)
+
     def transition_probabilities(self, history) -> tf.Tensor:
         """`q`: float32 `(batch, vocab_size)` (see the class docstring)."""
         history = tf.cast(history, tf.int32)[:, -self.num_recent:]
@@ -142,8 +213,16 @@ class TransitionPrior(keras.layers.Layer):
         norm = tf.reduce_sum(totals, axis=1, keepdims=True)
         return totals / tf.maximum(norm, TINY)
 
-    def call(self, inputs, mix=None):
+    def call(self, inputs, mix=None, item_item_scale=None):
         scores, history = inputs
+        mixed = self._mixture(scores, history, mix)
+        if not self.item_item_neighbors:
+            return mixed
+        scale = (self.item_item_scale if item_item_scale is None
+                 else tf.cast(item_item_scale, tf.float32))
+        return mixed + scale * self.item_item_scores(history)
+
+    def _mixture(self, scores, history, mix=None):
         mix = self.mix if mix is None else tf.cast(mix, tf.float32)
         model_part = tf.nn.log_softmax(tf.cast(scores, tf.float32), axis=-1) + tf.math.log(
             tf.maximum(1.0 - mix, TINY))
@@ -163,4 +242,6 @@ class TransitionPrior(keras.layers.Layer):
         config.update(vocab_size=self.vocab_size, num_neighbors=self.num_neighbors,
                       num_recent=self.num_recent, recency_decay=self.recency_decay,
                       first_item_id=self.first_item_id)
+        if self.item_item_neighbors:  # absent at 0: configs saved before it still match
+            config["item_item_neighbors"] = self.item_item_neighbors
         return config

@@ -93,6 +93,10 @@ class SASRecConfig:
             mixing weight start empty / 0 (scores are then the model's `log_softmax`) and are
             set after training (`training.transition_prior.fit_transition_prior`, which
             `tfrec-attn train` runs with 50 neighbours unless the config says otherwise).
+        item_item_neighbors: width of the prior's item-item table (EASE weights over the whole
+            history, `training.transition_prior.fit_item_item`); 0 (the default here): none.
+            Needs `transition_neighbors > 0`. `tfrec-attn train` sets 200 on catalogues of at
+            most `ITEM_ITEM_MAX_ITEMS` items unless the config says otherwise.
     """
 
     vocab_size: int
@@ -116,6 +120,7 @@ class SASRecConfig:
     gated: bool = False
     input_dropout: float = 0.0
     transition_neighbors: int = 0
+    item_item_neighbors: int = 0
 
     def __post_init__(self):
         if self.loss == "auto" and isinstance(self.vocab_size, int):
@@ -135,6 +140,12 @@ class SASRecConfig:
             self.uniform_negatives = DEFAULT_UNIFORM_NEGATIVES if self.loss == "sampled" else 0
         check_non_negative_int("uniform_negatives", self.uniform_negatives)
         check_non_negative_int("transition_neighbors", self.transition_neighbors)
+        check_non_negative_int("item_item_neighbors", self.item_item_neighbors)
+        if self.item_item_neighbors and not self.transition_neighbors:
+            raise ValueError("item_item_neighbors > 0 needs transition_neighbors > 0 (the "
+                             "item-item table is part of the transition prior). Received: "
+                             f"item_item_neighbors={self.item_item_neighbors}, "
+                             "transition_neighbors=0")
         if self.uniform_negatives and self.loss != "sampled":
             raise ValueError(f"uniform_negatives > 0 needs loss='sampled'. Received: "
                              f"uniform_negatives={self.uniform_negatives}, loss={self.loss!r}")
@@ -242,14 +253,18 @@ def build_topk_model(encoder: keras.Model, k: int = 10, exclude_history: bool = 
 
 
 def active_prior(model) -> TransitionPrior | None:
-    """`model.transition_prior` when its weight is above 0, else `None`.
+    """`model.transition_prior` when its weight, or its item-item term's, is above 0, else
+    `None`.
 
     The graphs built for serving (`SASRec.topk_model`, `export_saved_model`,
     `convert_to_tflite`) leave out a prior whose weight is 0 (the run found that it does not
     help): it would change no ranking and only cost time, size and, in int8 files, precision.
     """
     prior = getattr(model, "transition_prior", None)
-    if prior is None or float(prior.mix.numpy()) == 0.0:
+    if prior is None:
+        return None
+    item_item = prior.item_item_scale is not None and float(prior.item_item_scale.numpy()) > 0
+    if float(prior.mix.numpy()) == 0.0 and not item_item:
         return None
     return prior
 
@@ -302,7 +317,8 @@ class SASRec(tfrs.Model):
         self.transition_prior = None
         if self.config.transition_neighbors:
             self.transition_prior = TransitionPrior(
-                self.config.vocab_size, self.config.transition_neighbors, name="transition_prior")
+                self.config.vocab_size, self.config.transition_neighbors,
+                item_item_neighbors=self.config.item_item_neighbors, name="transition_prior")
         self.scorer = build_scoring_model(self.encoder, self.transition_prior)
         self.loss_fn = losses.make_loss(self.config.loss, self.config.vocab_size,
                                         item_probabilities, self.config.max_negatives,

@@ -58,7 +58,12 @@ from tfrec_attn.training.run_options import (
     require_full_batch,
 )
 from tfrec_attn.training.scoring import make_score_fn
-from tfrec_attn.training.transition_prior import fill_transition_prior, fit_transition_prior
+from tfrec_attn.training.transition_prior import (
+    fill_item_item,
+    fill_transition_prior,
+    fit_item_item,
+    fit_transition_prior,
+)
 from tfrec_attn.training.weight_averaging import WeightAveraging
 from tfrec_attn.validation import (
     DataOptionError,
@@ -72,6 +77,10 @@ SAMPLED_NEGATIVES = 100  # `evaluate`'s default: "sampled" is "sampled-100"
 # off): successors kept per item. 50 ranked as 100 and the whole rows on ML-100K, and 20 as 100
 # on Amazon Toys (BENCHMARKS 3m); the table costs vocab x width x 8 bytes in every export.
 TRANSITION_NEIGHBORS = 50
+# And its `item_item_neighbors` (the prior's EASE table, BENCHMARKS 3p) on catalogues of at most
+# ITEM_ITEM_MAX_ITEMS items: EASE inverts an items x items matrix (4,096: 128 MB, seconds).
+ITEM_ITEM_NEIGHBORS = 200
+ITEM_ITEM_MAX_ITEMS = 4096
 # in --backup-dir while the run refits: the first fit, the refit's epochs, the refitted model
 FITTED_STAGE, REFIT_BACKUP, REFITTED_STAGE = "sasrec_fitted", "refit", "sasrec_refitted"
 
@@ -402,6 +411,8 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     check_sequence_data(options, data, split)
     fields, chosen = choose_data_defaults(options.model, split.train)
     fields.setdefault("transition_neighbors", TRANSITION_NEIGHBORS)
+    if fields["transition_neighbors"] and vocab_size - 2 <= ITEM_ITEM_MAX_ITEMS:
+        fields.setdefault("item_item_neighbors", ITEM_ITEM_NEIGHBORS)
     refit_on, refit_choice = choose_refit(options.refit, split.train)
     chosen.update(refit_choice)
     options = dataclasses.replace(options, model=fields, refit=refit_on)
@@ -530,6 +541,10 @@ def _first_fit(model: SASRec, split, options: TrainOptions, vocab_size: int, out
         prior = fit_transition_prior(model, split.train, split.valid_histories,
                                      split.valid_targets, options.eval_protocol,
                                      seed=options.seed)
+        if model.config.item_item_neighbors:  # then the EASE term's l2 and weight
+            prior["item_item"] = fit_item_item(model, split.train, split.valid_histories,
+                                               split.valid_targets, options.eval_protocol,
+                                               seed=options.seed)
     test, without = _test_metrics(model, split, vocab_size, options)
     return {**result, "prior": prior and {**prior, **without}, "test": test}
 
@@ -632,6 +647,9 @@ def _refit(options: TrainOptions, split, vocab_size: int, epochs: int | None, fi
             f"its {epochs} epoch{'s' * (epochs != 1)}"), "seconds": round(spent, 2)}
     if model.transition_prior is not None:
         fill_transition_prior(model, sequences, first["prior"]["mix"])
+        if "item_item" in first["prior"]:
+            chosen = first["prior"]["item_item"]
+            fill_item_item(model, sequences, chosen["l2"], chosen["scale"])
     report = {"done": True, "epochs": epochs, "events": events, "seconds": round(spent, 2),
               "epoch_seconds": [round(float(x), 2) for x in timer.seconds],
               "resumed_epochs": backup[0].resumed_epochs if backup else 0}

@@ -7,7 +7,9 @@ gives the model a `layers.TransitionPrior` that mixes them into its catalogue di
 `fit_transition_prior` fills its table (`CooccurrenceRecommender.neighbor_table`, the baseline's
 settings) and chooses the mixing weight with the best validation NDCG@10 from `MIXES` (0
 included: the prior is switched off when it does not help). Measured in docs/BENCHMARKS.md
-section 3m.
+section 3m. With `SASRecConfig(item_item_neighbors=M)` the prior also holds an EASE item-item
+table over the whole history; `fit_item_item` fills it and chooses its L2 weight and scale on
+validation after the mixture weight (section 3p).
 """
 
 from __future__ import annotations
@@ -110,6 +112,99 @@ def fill_transition_prior(model: SASRec, train: Sequence[np.ndarray],
     prior.set_table(*baseline.neighbor_table(prior.num_neighbors))
     if mix is not None:
         prior.set_mix(float(mix))
+
+
+ITEM_ITEM_LAMBDAS = (50.0, 200.0, 500.0, 1000.0)  # EASE's L2 weights `fit_item_item` tries
+ITEM_ITEM_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # and the term's weights
+
+
+def ease_table(train: Sequence[np.ndarray], vocab_size: int, l2: float, width: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """EASE (Steck, 2019) on `train`: `B = I - P / diag(P)`, `P = (X^T X + l2 I)^-1`, `X`
+    the binary user-item matrix (one row per sequence), `diag(B) = 0`; each item's `width`
+    largest weights by magnitude (negative ones too) as `(ids, weights)`, `(vocab_size,
+    width)` with 0 in unused slots. Ids below 2 (padding, OOV) are left out. Hand-written:
+    no maintained library computes EASE on a `tf.data`-free numpy input this small.
+
+    Example:
+    >>> ids, weights = ease_table([np.array([2, 3]), np.array([2, 3]), np.array([4])], 5,
+    ...                           l2=1.0, width=1)
+    >>> ids[2].tolist(), bool(weights[2, 0] > 0)
+    ([3], True)
+    """
+    import scipy.sparse  # a dependency of tensorflow's
+
+    items = vocab_size - 2
+    rows = np.repeat(np.arange(len(train)), [len(s) for s in train])
+    cols = np.concatenate([np.asarray(s, np.int64) for s in train]) if len(train) else []
+    x = scipy.sparse.csr_matrix((np.ones(len(rows)), (rows, np.asarray(cols) - 2)),
+                                shape=(len(train), items))
+    x.data[:] = 1.0  # binary: a repeated item counts once
+    gram = (x.T @ x).toarray() + l2 * np.eye(items)
+    inverse = np.linalg.inv(gram)
+    b = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(b, 0.0)
+    width_kept = min(width, items)
+    top = np.argpartition(-np.abs(b), width_kept - 1, axis=1)[:, :width_kept]
+    kept = np.take_along_axis(b, top, axis=1)
+    ids = np.zeros((vocab_size, width), np.int64)
+    weights = np.zeros((vocab_size, width))
+    ids[2:, :width_kept] = np.where(kept != 0.0, top + 2, 0)
+    weights[2:, :width_kept] = np.clip(kept, -127.0, 127.0)
+    return ids, weights
+
+
+def fit_item_item(model: SASRec, train: Sequence[np.ndarray],
+                  valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray,
+                  protocol: str = "full", seed: int = 0, l2s: Sequence[float] = ITEM_ITEM_LAMBDAS,
+                  scales: Sequence[float] = ITEM_ITEM_SCALES) -> dict:
+    """Fills the prior's item-item table with `ease_table(train, ...)` and chooses its `l2`
+    and weight (`item_item_scale`) on validation NDCG@10, after the prior's mixture weight
+    (`fit_transition_prior`, which must run first). Scale 0 is among the choices, so the
+    term is switched off when it does not help. docs/BENCHMARKS.md section 3p.
+
+    Returns:
+        `{"l2", "scale", "neighbors", "valid": {"l2/scale": NDCG@10}}`.
+    """
+    prior = _prior_of(model)
+    if not prior.item_item_neighbors:
+        raise ValueError("model's transition prior has no item-item table: build it with "
+                         "SASRecConfig(item_item_neighbors=N), N > 0.")
+    vocab_size = model.config.vocab_size
+    logits_fn = make_score_fn(build_scoring_model(model.encoder), model.config.max_len)
+    chunk = max(1, min(CHUNK, SCORE_BUDGET // vocab_size))
+    valid, tables = {}, {}
+    for l2 in l2s:
+        tables[l2] = ease_table(train, vocab_size, l2, prior.item_item_neighbors)
+        prior.set_item_item_table(*tables[l2])
+        gains = {scale: 0.0 for scale in scales}
+        for start in range(0, len(valid_targets), chunk):
+            histories = list(valid_histories[start:start + chunk])
+            targets = np.asarray(valid_targets[start:start + chunk])
+            logits = tf.constant(logits_fn(histories))
+            padded = tf.constant(pad_left(histories, model.config.max_len))
+            for scale in scales:
+                scores = prior([logits, padded], item_item_scale=scale).numpy()
+                summary = evaluate(lambda _, scores=scores: scores, histories, targets,
+                                   vocab_size, protocol, ks=(10,), seed=seed + start,
+                                   batch_size=len(histories))
+                gains[scale] += summary[MONITOR] * len(histories)
+        for scale, gain in gains.items():
+            valid[(l2, scale)] = gain / len(valid_targets)
+    l2, scale = max(valid, key=lambda key: (round(valid[key], 12), -key[1], -key[0]))
+    prior.set_item_item_table(*tables[l2])
+    prior.set_item_item_scale(scale)
+    return {"l2": l2, "scale": scale, "neighbors": prior.item_item_neighbors,
+            "valid": {f"{k[0]:g}/{k[1]:g}": round(v, 6) for k, v in valid.items()}}
+
+
+def fill_item_item(model: SASRec, train: Sequence[np.ndarray], l2: float, scale: float) -> None:
+    """Fills the prior's item-item table from `train` with `l2` and sets its weight: how a
+    refitted model takes what `fit_item_item` chose for the model before it."""
+    prior = _prior_of(model)
+    prior.set_item_item_table(*ease_table(train, model.config.vocab_size, l2,
+                                          prior.item_item_neighbors))
+    prior.set_item_item_scale(scale)
 
 
 def _prior_of(model: SASRec):
