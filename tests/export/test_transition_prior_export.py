@@ -60,6 +60,20 @@ def test_the_prior_changes_the_ranking(prior_model, histories):
     assert np.mean(mixed != alone) > 0.2
 
 
+@pytest.mark.parametrize("prior_model", [6], indirect=True, ids=["with_item_item"])
+def test_the_item_item_term_changes_the_ranking(prior_model, histories):
+    """Otherwise the `with_item_item` runs of the tests below could not tell it is exported."""
+    prior = prior_model.transition_prior
+    with_term = prior_model.topk_model(k=K)(tf.constant(histories))["item_ids"].numpy()
+    scale = float(prior.item_item_scale.numpy())
+    prior.set_item_item_scale(0.0)
+    try:
+        without = prior_model.topk_model(k=K)(tf.constant(histories))["item_ids"].numpy()
+    finally:
+        prior.set_item_item_scale(scale)
+    assert np.mean(with_term != without) > 0.2
+
+
 def test_saved_model_signatures_rank_by_the_mixture(prior_model, histories, tmp_path):
     path = export_saved_model(prior_model, tmp_path, "prior", k=K)
     loaded = tf.saved_model.load(str(path))
