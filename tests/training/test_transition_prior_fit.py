@@ -179,3 +179,29 @@ def test_run_without_the_item_item_term(tmp_path, monkeypatch, flags, patch):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["model"]["item_item_neighbors"] == 0
     assert "item_item" not in metrics["transition_prior"]
+
+
+def test_an_item_item_term_too_large_for_the_inverse_is_refused_before_training(
+        tmp_path, monkeypatch, capsys):
+    """Asked for on a catalogue above `ITEM_ITEM_LIMIT` items (patched down to 50: the data
+    have 60), the items x items inverse would not fit: a usage error before any training."""
+    from tfrec_attn.training import run as run_module
+
+    monkeypatch.setattr(run_module, "ITEM_ITEM_LIMIT", 50)
+    argv = TINY + ["--item-item-neighbors", "20", "--output", str(tmp_path / "out"),
+                   "--export-root", ""]
+    assert train_pipeline.main(argv) == 2
+    assert "--item-item-neighbors needs EASE's items x items inverse, refused above 50" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_item_item_neighbors_alone_is_a_valid_run_option():
+    """The run's prior is on by default (50 successors), so `--item-item-neighbors 20` alone
+    must pass the up-front check (it once met `SASRecConfig`'s library default of no prior)."""
+    from tfrec_attn.training.run import TrainOptions, check_model_options
+
+    check_model_options({"item_item_neighbors": 20})
+    assert TrainOptions(model={"item_item_neighbors": 20}).model["item_item_neighbors"] == 20
+    with pytest.raises(ValueError, match="needs transition_neighbors > 0"):
+        check_model_options({"item_item_neighbors": 20, "transition_neighbors": 0})

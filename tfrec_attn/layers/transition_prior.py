@@ -44,8 +44,9 @@ class TransitionPrior(keras.layers.Layer):
     whole history: item `i`'s row lists `M` items and their weights (`set_item_item_table`,
     e.g. EASE's, `training.transition_prior.fit_item_item`), and the output becomes
     `log((1 - mix) p + mix q) + item_item_scale * s`, `s` the sum of the rows of every valid
-    history position (a repeated item counts each time). At `item_item_scale=0` (its initial
-    value) the output is the mixture's alone. docs/BENCHMARKS.md section 3p.
+    position of the history it is given (the model's last `max_len` items; a repeated item
+    counts each time). At `item_item_scale=0` (its initial value) the output is the mixture's
+    alone, and the term is not computed. docs/BENCHMARKS.md section 3p.
 
     Args:
         vocab_size: int. Id-space size, padding and OOV included.
@@ -64,7 +65,8 @@ class TransitionPrior(keras.layers.Layer):
         item_item_scale: optional float overriding `item_item_scale` for this call.
 
     Returns:
-        float32 `(batch, vocab_size)` log-probabilities of the mixture.
+        float32 `(batch, vocab_size)` log-probabilities of the mixture (plus the item-item
+        term when its scale is above 0).
 
     Example:
     >>> import numpy as np
@@ -218,9 +220,13 @@ class TransitionPrior(keras.layers.Layer):
         mixed = self._mixture(scores, history, mix)
         if not self.item_item_neighbors:
             return mixed
-        scale = (self.item_item_scale if item_item_scale is None
-                 else tf.cast(item_item_scale, tf.float32))
-        return mixed + scale * self.item_item_scores(history)
+        if item_item_scale is not None:
+            return mixed + tf.cast(item_item_scale, tf.float32) * self.item_item_scores(history)
+        # skipped while the scale is 0 (as while the model trains, before `fit_item_item`):
+        # its gathers and sums over every position and neighbour cost more than the mixture
+        scale = tf.identity(self.item_item_scale)
+        return tf.cond(scale > 0.0, lambda: mixed + scale * self.item_item_scores(history),
+                       lambda: mixed)
 
     def _mixture(self, scores, history, mix=None):
         mix = self.mix if mix is None else tf.cast(mix, tf.float32)

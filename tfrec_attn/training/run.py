@@ -78,9 +78,12 @@ SAMPLED_NEGATIVES = 100  # `evaluate`'s default: "sampled" is "sampled-100"
 # on Amazon Toys (BENCHMARKS 3m); the table costs vocab x width x 8 bytes in every export.
 TRANSITION_NEIGHBORS = 50
 # And its `item_item_neighbors` (the prior's EASE table, BENCHMARKS 3p) on catalogues of at most
-# ITEM_ITEM_MAX_ITEMS items: EASE inverts an items x items matrix (4,096: 128 MB, seconds).
+# ITEM_ITEM_MAX_ITEMS items: EASE inverts an items x items matrix, a few such matrices at once
+# (2,048 items: 164 MB and 2 s measured; 4,096: about 650 MB and 15 s, for each of its 4 L2
+# weights). Asked for explicitly, it is refused above ITEM_ITEM_LIMIT items (about 10 GB).
 ITEM_ITEM_NEIGHBORS = 200
 ITEM_ITEM_MAX_ITEMS = 4096
+ITEM_ITEM_LIMIT = 16384
 # in --backup-dir while the run refits: the first fit, the refit's epochs, the refitted model
 FITTED_STAGE, REFIT_BACKUP, REFITTED_STAGE = "sasrec_fitted", "refit", "sasrec_refitted"
 
@@ -142,6 +145,7 @@ def check_model_options(model: dict) -> None:
         check_non_negative_number(fields, "l2")
     if fields.get("loss", "auto") == "auto":
         fields["loss"] = "sampled" if fields.get("uniform_negatives") else "softmax"
+    fields.setdefault("transition_neighbors", TRANSITION_NEIGHBORS)  # as `_run` sets it
     model_config(SASRecConfig, fields, vocab_size=3)
 
 
@@ -413,6 +417,11 @@ def _run(options: TrainOptions, strategy: tf.distribute.Strategy, out: Path,
     fields.setdefault("transition_neighbors", TRANSITION_NEIGHBORS)
     if fields["transition_neighbors"] and vocab_size - 2 <= ITEM_ITEM_MAX_ITEMS:
         fields.setdefault("item_item_neighbors", ITEM_ITEM_NEIGHBORS)
+    if fields.get("item_item_neighbors") and vocab_size - 2 > ITEM_ITEM_LIMIT:
+        raise DataOptionError(
+            f"{data_flags(options)}: {vocab_size - 2} items; --item-item-neighbors needs EASE's "
+            f"items x items inverse, refused above {ITEM_ITEM_LIMIT} items (memory): use "
+            "--item-item-neighbors 0")
     refit_on, refit_choice = choose_refit(options.refit, split.train)
     chosen.update(refit_choice)
     options = dataclasses.replace(options, model=fields, refit=refit_on)

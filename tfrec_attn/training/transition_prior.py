@@ -140,9 +140,11 @@ def ease_table(train: Sequence[np.ndarray], vocab_size: int, l2: float, width: i
     x = scipy.sparse.csr_matrix((np.ones(len(rows)), (rows, np.asarray(cols) - 2)),
                                 shape=(len(train), items))
     x.data[:] = 1.0  # binary: a repeated item counts once
-    gram = (x.T @ x).toarray() + l2 * np.eye(items)
-    inverse = np.linalg.inv(gram)
-    b = -inverse / np.diag(inverse)[None, :]
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices(items)] += l2
+    b = np.linalg.inv(gram)
+    del gram
+    b /= -np.diag(b)[None, :]  # in place: the items x items matrices are the memory
     np.fill_diagonal(b, 0.0)
     width_kept = min(width, items)
     top = np.argpartition(-np.abs(b), width_kept - 1, axis=1)[:, :width_kept]
@@ -170,27 +172,29 @@ def fit_item_item(model: SASRec, train: Sequence[np.ndarray],
     if not prior.item_item_neighbors:
         raise ValueError("model's transition prior has no item-item table: build it with "
                          "SASRecConfig(item_item_neighbors=N), N > 0.")
-    vocab_size = model.config.vocab_size
-    logits_fn = make_score_fn(build_scoring_model(model.encoder), model.config.max_len)
-    chunk = max(1, min(CHUNK, SCORE_BUDGET // vocab_size))
-    valid, tables = {}, {}
-    for l2 in l2s:
-        tables[l2] = ease_table(train, vocab_size, l2, prior.item_item_neighbors)
-        prior.set_item_item_table(*tables[l2])
-        gains = {scale: 0.0 for scale in scales}
-        for start in range(0, len(valid_targets), chunk):
-            histories = list(valid_histories[start:start + chunk])
-            targets = np.asarray(valid_targets[start:start + chunk])
-            logits = tf.constant(logits_fn(histories))
-            padded = tf.constant(pad_left(histories, model.config.max_len))
+    vocab_size, max_len = model.config.vocab_size, model.config.max_len
+    logits_fn = make_score_fn(build_scoring_model(model.encoder), max_len)
+    # users a chunk: its scores, and its gathered (position, neighbour) weights, within budget
+    chunk = max(1, min(CHUNK, SCORE_BUDGET // vocab_size,
+                       SCORE_BUDGET // (max_len * prior.item_item_neighbors)))
+    tables = {l2: ease_table(train, vocab_size, l2, prior.item_item_neighbors) for l2 in l2s}
+    gains = {(l2, scale): 0.0 for l2 in l2s for scale in scales}
+    for start in range(0, len(valid_targets), chunk):
+        histories = list(valid_histories[start:start + chunk])
+        targets = np.asarray(valid_targets[start:start + chunk])
+        padded = tf.constant(pad_left(histories, max_len))
+        mixed = prior([tf.constant(logits_fn(histories)), padded],
+                      item_item_scale=0.0).numpy()  # the mixture, as `fit_transition_prior` set
+        for l2, table in tables.items():
+            prior.set_item_item_table(*table)
+            term = prior.item_item_scores(padded).numpy()
             for scale in scales:
-                scores = prior([logits, padded], item_item_scale=scale).numpy()
+                scores = mixed + np.float32(scale) * term
                 summary = evaluate(lambda _, scores=scores: scores, histories, targets,
                                    vocab_size, protocol, ks=(10,), seed=seed + start,
                                    batch_size=len(histories))
-                gains[scale] += summary[MONITOR] * len(histories)
-        for scale, gain in gains.items():
-            valid[(l2, scale)] = gain / len(valid_targets)
+                gains[(l2, scale)] += summary[MONITOR] * len(histories)
+    valid = {key: gain / len(valid_targets) for key, gain in gains.items()}
     l2, scale = max(valid, key=lambda key: (round(valid[key], 12), -key[1], -key[0]))
     prior.set_item_item_table(*tables[l2])
     prior.set_item_item_scale(scale)
