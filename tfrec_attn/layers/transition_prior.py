@@ -134,14 +134,19 @@ class TransitionPrior(keras.layers.Layer):
                              f"neighbor_weights {weights.shape}")
         if not np.all((weights >= 0.0) & (weights <= 1.0)):
             raise ValueError("neighbor_weights must lie in [0, 1] (transition probabilities).")
+        self._check_ids("neighbor_ids", ids)
+        self.neighbor_ids.assign(ids.astype(np.int32))
+        self.neighbor_weights.assign(np.rint(weights * WEIGHT_UNIT).astype(np.int32))
+
+    def _check_ids(self, name: str, ids: np.ndarray) -> None:
+        """A table's ids are 0 (an unused slot) or item ids, else a `ValueError` naming the
+        first other one and its index."""
         bad = (ids != 0) & ((ids < self.first_item_id) | (ids >= self.vocab_size))
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"neighbor_ids must be 0 (an unused slot) or item ids in "
+            raise ValueError(f"{name} must be 0 (an unused slot) or item ids in "
                              f"[{self.first_item_id}, {self.vocab_size}). Received: "
                              f"{ids[index]} at index {index}")
-        self.neighbor_ids.assign(ids.astype(np.int32))
-        self.neighbor_weights.assign(np.rint(weights * WEIGHT_UNIT).astype(np.int32))
 
     def table(self) -> tuple[np.ndarray, np.ndarray]:
         """`(neighbor_ids int32, neighbor_weights float64)` as `set_table` took them (the
@@ -171,12 +176,7 @@ class TransitionPrior(keras.layers.Layer):
         if not np.all(np.abs(weights) <= MAX_ITEM_ITEM_WEIGHT):
             raise ValueError(f"item-item weights must lie in [-{MAX_ITEM_ITEM_WEIGHT:g}, "
                              f"{MAX_ITEM_ITEM_WEIGHT:g}] (int32 in units of 2**-24).")
-        bad = (ids != 0) & ((ids < self.first_item_id) | (ids >= self.vocab_size))
-        if bad.any():
-            index = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"item-item ids must be 0 (an unused slot) or item ids in "
-                             f"[{self.first_item_id}, {self.vocab_size}). Received: "
-                             f"{ids[index]} at index {index}")
+        self._check_ids("item-item ids", ids)
         self.item_item_ids.assign(ids.astype(np.int32))
         self.item_item_weights.assign(np.rint(weights * WEIGHT_UNIT).astype(np.int32))
 
