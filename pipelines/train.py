@@ -291,8 +291,7 @@ def coerce_floats(options: dict, cls, where: str) -> dict:
     converted = dict(options)
     for key in _int_fields(cls) & set(options):  # `epochs: two`, named here with the file
         value = options[key]
-        if isinstance(value, str | bool | float) or (
-                value is not None and not isinstance(value, int)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{where}: {key} must be an integer. Received: {key}={value!r}")
     for key in _float_fields(cls) & set(options):
         value = options[key]

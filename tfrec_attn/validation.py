@@ -100,6 +100,20 @@ def check_non_negative_float(name: str, value) -> None:
         raise ValueError(f"{name} must be a number >= 0. Received: {name}={value!r}")
 
 
+def check_int_up_to(name: str, value, high: int, what: str) -> None:
+    """`value` is an int in `[1, high]`, `high` being `what` (e.g. "the number of real
+    items"): how many items an export or converter returns.
+
+    >>> check_int_up_to("k", 0, 5, "the number of actions")
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be an int in [1, 5] (the number of actions). Received: k=0
+    """
+    if not _is_int(value) or not 1 <= value <= high:
+        raise ValueError(f"{name} must be an int in [1, {high}] ({what}). "
+                         f"Received: {name}={value!r}")
+
+
 def check_choice(name: str, value, choices: tuple) -> None:
     """`value` is one of `choices`."""
     if value not in choices:

@@ -21,6 +21,7 @@ from tfrec_attn.export.serving import write_warmup_requests
 from tfrec_attn.layers import HistoryTopK, PositionEmbedding
 from tfrec_attn.layers.masking import ids_to_oov
 from tfrec_attn.models.losses import FIRST_ITEM_ID
+from tfrec_attn.validation import check_int_up_to
 
 ITEMS = tf.TensorSpec([None, None], tf.int64, name="items")
 PAD_ID = 0
@@ -126,9 +127,7 @@ class AutoencoderModule(tf.Module):
         self.max_len, self.vocab_size = autoencoder_sizes(model)
         self.model = model
         items = self.vocab_size - FIRST_ITEM_ID
-        if isinstance(max_k, bool) or not isinstance(max_k, int) or not 1 <= max_k <= items:
-            raise ValueError(f"max_k must be an int in [1, {items}] (the number of real items). "
-                             f"Received: max_k={max_k!r}")
+        check_int_up_to("max_k", max_k, items, "the number of real items")
         self.max_k = max_k
         self.exclude_input = exclude_input
         self.top_k = HistoryTopK(k=max_k, exclude_history=exclude_input,

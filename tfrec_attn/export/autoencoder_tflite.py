@@ -25,6 +25,7 @@ from tfrec_attn.export.tflite import (
     convert_module,
     representative_dataset,
 )
+from tfrec_attn.validation import check_int_up_to
 
 
 def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k: int = 10,
@@ -64,9 +65,7 @@ def convert_autoencoder_to_tflite(model: keras.Model, path: str | os.PathLike, k
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
                          f"Received: quantization={quantization!r}")
     items = autoencoder_sizes(model)[1] - FIRST_ITEM_ID  # checks the model
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= items:
-        raise ValueError(f"k must be an int in [1, {items}] (the number of real items). "
-                         f"Received: k={k!r}")
+    check_int_up_to("k", k, items, "the number of real items")
     module = AutoencoderModule(model, max_k=k, exclude_input=exclude_input)
     reject_mixed_precision(module.model, "model")
     representative = None

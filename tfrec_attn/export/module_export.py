@@ -85,8 +85,7 @@ def save_versioned_module(module: tf.Module, signatures: dict, export_root: str 
         (extra / "tfrec_attn.json").write_text(json.dumps(info, indent=2))
         if write_warmup is not None:
             write_warmup(extra / WARMUP_FILE)
-    if keep is not None:
-        keep_latest(model_dir, keep)
+    keep_latest(model_dir, keep)
     return model_dir / str(version)
 
 

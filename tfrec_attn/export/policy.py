@@ -22,6 +22,7 @@ from tfrec_attn.layers import HistoryTopK, PositionEmbedding
 from tfrec_attn.layers.masking import ids_to_oov
 from tfrec_attn.models.attention_policy import AttentionPolicy
 from tfrec_attn.models.losses import FIRST_ITEM_ID
+from tfrec_attn.validation import check_int_up_to
 
 HISTORY = tf.TensorSpec([None, None], tf.int64, name="history")
 
@@ -88,9 +89,7 @@ class PolicyModule(tf.Module):
         self.vocab_size = int(self.network.output["logits"].shape[-1])
         self.max_len = (self.config["max_len"] if self.config else _max_len(self.network))
         actions = self.vocab_size - FIRST_ITEM_ID
-        if isinstance(max_k, bool) or not isinstance(max_k, int) or not 1 <= max_k <= actions:
-            raise ValueError(f"max_k must be an int in [1, {actions}] (the number of actions). "
-                             f"Received: max_k={max_k!r}")
+        check_int_up_to("max_k", max_k, actions, "the number of actions")
         if not isinstance(exclude_history, bool):
             raise ValueError("exclude_history must be a bool. "
                              f"Received: exclude_history={exclude_history!r}")

@@ -32,6 +32,7 @@ from tfrec_attn.export.tflite import (
 )
 from tfrec_attn.models.attention_policy import AttentionPolicy
 from tfrec_attn.models.losses import FIRST_ITEM_ID
+from tfrec_attn.validation import check_int_up_to
 
 POLICY_SIGNATURE = SIGNATURE  # "recommend", the signature `LiteRTRecommender` runs
 OUTPUTS = ("item_ids", "probabilities")
@@ -74,9 +75,7 @@ def convert_policy_to_tflite(policy_or_network: AttentionPolicy | keras.Model,
     network, _ = policy_network(policy_or_network)
     reject_mixed_precision(network, "policy_or_network")
     actions = int(network.output["logits"].shape[-1]) - FIRST_ITEM_ID
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= actions:
-        raise ValueError(f"k must be an int in [1, {actions}] (the number of actions). "
-                         f"Received: k={k!r}")
+    check_int_up_to("k", k, actions, "the number of actions")
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
                          f"Received: quantization={quantization!r}")

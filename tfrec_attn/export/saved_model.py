@@ -261,6 +261,5 @@ def export_saved_model(model: SASRec, export_root: str | os.PathLike, name: str 
         if warmup_histories is not None:
             write_warmup_requests(extra / "tf_serving_warmup_requests", warmup_histories,
                                   model_name=name)
-    if keep is not None:
-        keep_latest(model_dir, keep)
+    keep_latest(model_dir, keep)
     return model_dir / str(version)

@@ -188,12 +188,17 @@ class TransitionPrior(keras.layers.Layer):
                              f"with item_item_neighbors > 0. Received: {scale}")
         self.item_item_scale.assign(scale)
 
+    def _item_ids(self, history) -> tuple[tf.Tensor, tf.Tensor]:
+        """`(ids, valid)` int32 / bool like `history`: ids outside
+        `[first_item_id, vocab_size)` (padding, OOV, out of range) are not valid and read 0."""
+        history = tf.cast(history, tf.int32)
+        valid = tf.logical_and(history >= self.first_item_id, history < self.vocab_size)
+        return tf.where(valid, history, tf.zeros_like(history)), valid
+
     def item_item_scores(self, history) -> tf.Tensor:
         """`s`: float32 `(batch, vocab_size)`, the sum of the item-item rows of every valid
         history position."""
-        history = tf.cast(history, tf.int32)
-        valid = tf.logical_and(history >= self.first_item_id, history < self.vocab_size)
-        ids = tf.where(valid, history, tf.zeros_like(history))
+        ids, valid = self._item_ids(history)
         neighbors = tf.gather(self.item_item_ids, ids)  # (batch, T, M)
         weights = tf.cast(tf.gather(self.item_item_weights, ids), tf.float32) * expand_axes(
             tf.cast(valid, tf.float32), -1) / WEIGHT_UNIT
@@ -201,10 +206,8 @@ class TransitionPrior(keras.layers.Layer):
 
     def transition_probabilities(self, history) -> tf.Tensor:
         """`q`: float32 `(batch, vocab_size)` (see the class docstring)."""
-        history = tf.cast(history, tf.int32)[:, -self.num_recent:]
-        length = tf.shape(history)[1]
-        valid = tf.logical_and(history >= self.first_item_id, history < self.vocab_size)
-        ids = tf.where(valid, history, tf.zeros_like(history))
+        ids, valid = self._item_ids(history[:, -self.num_recent:])
+        length = tf.shape(ids)[1]
         steps_back = tf.cast(tf.range(length - 1, -1, -1), tf.float32)
         decay = tf.pow(tf.constant(self.recency_decay, tf.float32), steps_back)
         position_weights = tf.cast(valid, tf.float32) * expand_axes(decay, 0)  # (batch, T)

@@ -14,6 +14,7 @@ validation after the mixture weight (section 3p).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,28 +60,17 @@ def fit_transition_prior(
             `[0, 1)`.
     """
     prior = _prior_of(model)
-    if not len(valid_targets):
-        raise ValueError("fit_transition_prior needs validation rows to choose the weight. "
-                         "Received: 0 validation targets")
+    _check_validation_rows("fit_transition_prior", "the weight", valid_targets)
     mixes = [float(m) for m in mixes]
     bad = [m for m in mixes if not 0.0 <= m < 1.0]
     if not mixes or bad:
         raise ValueError(f"mixes must be weights in [0, 1). Received: {mixes}")
-    vocab_size = model.config.vocab_size
     fill_transition_prior(model, train)
     gains = {m: [] for m in mixes}
-    logits_fn = make_score_fn(build_scoring_model(model.encoder), model.config.max_len)
-    chunk = max(1, min(CHUNK, SCORE_BUDGET // vocab_size))
-    for start in range(0, len(valid_targets), chunk):
-        histories = list(valid_histories[start:start + chunk])
-        targets = np.asarray(valid_targets[start:start + chunk])
-        logits = tf.constant(logits_fn(histories))
-        padded = tf.constant(pad_left(histories, model.config.max_len))
+    for rows in _validation_chunks(model, valid_histories, valid_targets):
         for mix in mixes:
-            scores = prior([logits, padded], mix=mix).numpy()
-            summary = evaluate(lambda _, scores=scores: scores, histories, targets, vocab_size,
-                               protocol, ks=(10,), seed=seed + start, batch_size=len(histories))
-            gains[mix].append(summary[MONITOR] * len(histories))
+            gains[mix].append(rows.ndcg_sum(prior([rows.logits, rows.padded], mix=mix).numpy(),
+                                            protocol, seed))
     valid = {m: float(np.sum(g) / len(valid_targets)) for m, g in gains.items()}
     chosen = max(mixes, key=lambda m: (round(valid[m], 12), -m))
     prior.set_mix(chosen)
@@ -172,28 +162,21 @@ def fit_item_item(model: SASRec, train: Sequence[np.ndarray],
     if not prior.item_item_neighbors:
         raise ValueError("model's transition prior has no item-item table: build it with "
                          "SASRecConfig(item_item_neighbors=N), N > 0.")
-    vocab_size, max_len = model.config.vocab_size, model.config.max_len
-    logits_fn = make_score_fn(build_scoring_model(model.encoder), max_len)
-    # users a chunk: its scores, and its gathered (position, neighbour) weights, within budget
-    chunk = max(1, min(CHUNK, SCORE_BUDGET // vocab_size,
-                       SCORE_BUDGET // (max_len * prior.item_item_neighbors)))
-    tables = {l2: ease_table(train, vocab_size, l2, prior.item_item_neighbors) for l2 in l2s}
+    _check_validation_rows("fit_item_item", "lambda and the scale", valid_targets)
+    width = prior.item_item_neighbors
+    tables = {l2: ease_table(train, model.config.vocab_size, l2, width) for l2 in l2s}
     gains = {(l2, scale): 0.0 for l2 in l2s for scale in scales}
-    for start in range(0, len(valid_targets), chunk):
-        histories = list(valid_histories[start:start + chunk])
-        targets = np.asarray(valid_targets[start:start + chunk])
-        padded = tf.constant(pad_left(histories, max_len))
-        mixed = prior([tf.constant(logits_fn(histories)), padded],
+    # each chunk's gathered (position, neighbour) weights within the budget too
+    for rows in _validation_chunks(model, valid_histories, valid_targets,
+                                   SCORE_BUDGET // (model.config.max_len * width)):
+        mixed = prior([rows.logits, rows.padded],
                       item_item_scale=0.0).numpy()  # the mixture, as `fit_transition_prior` set
         for l2, table in tables.items():
             prior.set_item_item_table(*table)
-            term = prior.item_item_scores(padded).numpy()
+            term = prior.item_item_scores(rows.padded).numpy()
             for scale in scales:
-                scores = mixed + np.float32(scale) * term
-                summary = evaluate(lambda _, scores=scores: scores, histories, targets,
-                                   vocab_size, protocol, ks=(10,), seed=seed + start,
-                                   batch_size=len(histories))
-                gains[(l2, scale)] += summary[MONITOR] * len(histories)
+                gains[(l2, scale)] += rows.ndcg_sum(mixed + np.float32(scale) * term,
+                                                    protocol, seed)
     valid = {key: gain / len(valid_targets) for key, gain in gains.items()}
     l2, scale = max(valid, key=lambda key: (round(valid[key], 12), -key[1], -key[0]))
     prior.set_item_item_table(*tables[l2])
@@ -209,6 +192,45 @@ def fill_item_item(model: SASRec, train: Sequence[np.ndarray], l2: float, scale:
     prior.set_item_item_table(*ease_table(train, model.config.vocab_size, l2,
                                           prior.item_item_neighbors))
     prior.set_item_item_scale(scale)
+
+
+def _check_validation_rows(caller: str, what: str, valid_targets) -> None:
+    if not len(valid_targets):
+        raise ValueError(f"{caller} needs validation rows to choose {what}. "
+                         "Received: 0 validation targets")
+
+
+@dataclasses.dataclass
+class _Rows:
+    """A chunk of validation users: their model logits (no prior) and padded histories."""
+
+    start: int
+    histories: list
+    targets: np.ndarray
+    logits: tf.Tensor
+    padded: tf.Tensor
+    vocab_size: int
+
+    def ndcg_sum(self, scores: np.ndarray, protocol: str, seed: int) -> float:
+        """The chunk's NDCG@10 under `scores`, summed over its users (the same negatives for
+        every candidate setting: seeded by `seed` and the chunk's start)."""
+        summary = evaluate(lambda _: scores, self.histories, self.targets, self.vocab_size,
+                           protocol, ks=(10,), seed=seed + self.start,
+                           batch_size=len(self.histories))
+        return summary[MONITOR] * len(self.histories)
+
+
+def _validation_chunks(model: SASRec, valid_histories, valid_targets, users: int | None = None):
+    """`_Rows` of `valid_histories` / `valid_targets`, `CHUNK` users at most (and `users`),
+    within `SCORE_BUDGET` scores: what both fits score every candidate setting on."""
+    vocab_size, max_len = model.config.vocab_size, model.config.max_len
+    logits_fn = make_score_fn(build_scoring_model(model.encoder), max_len)
+    chunk = max(1, min(CHUNK, SCORE_BUDGET // vocab_size, users or CHUNK))
+    for start in range(0, len(valid_targets), chunk):
+        histories = list(valid_histories[start:start + chunk])
+        yield _Rows(start, histories, np.asarray(valid_targets[start:start + chunk]),
+                    tf.constant(logits_fn(histories)), tf.constant(pad_left(histories, max_len)),
+                    vocab_size)
 
 
 def _prior_of(model: SASRec):
